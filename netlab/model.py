@@ -1,0 +1,126 @@
+"""The scenario model: plain dataclasses, no I/O. ``netlab.loader`` builds them from YAML."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+
+from netlab.target import Target
+
+CONTROL = "control"  # the name of the uncensored vantage
+
+
+@dataclass(frozen=True)
+class Match:
+    """What a rule matches. Several keys are ANDed; names match themselves and their subdomains,
+    except ``exact``. Names are lower-case IDNA A-labels without the trailing dot."""
+
+    domain: str | None = None
+    exact: str | None = None
+    site: str | None = None
+    ip: IPv4Address | None = None
+    cidr: IPv4Network | None = None
+    port: int | None = None
+    proto: str | None = None  # "tcp" | "udp"
+    sni: str | None = None
+    http_host: str | None = None
+    dns_query: str | None = None
+    keyword: str | None = None
+
+    def keys(self) -> dict[str, object]:
+        """The keys that are set, in declaration order."""
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+    def describe(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.keys().items())
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule of a resolver, firewall or DPI list. ``action`` is the verb (``nxdomain``,
+    ``answer``, ``drop``, ``inject``, ...); ``address`` carries the IP of ``answer``/``inject``."""
+
+    match: Match
+    action: str
+    address: IPv4Address | None = None
+    residual: float | None = None  # DPI only: keep blocking the client-server pair this long
+    line: int = 0  # where the rule starts in the scenario file, for messages
+
+    def describe(self) -> str:
+        act = f"{self.action} {self.address}" if self.address else self.action
+        return f"{{{self.match.describe()}}} -> {act}"
+
+
+@dataclass(frozen=True)
+class ShapingRule:
+    match: Match
+    rate_bps: int | None = None  # bits per second
+    delay_ms: float | None = None
+    loss: float | None = None  # fraction 0..1
+    line: int = 0
+
+    def describe(self) -> str:
+        parts = []
+        if self.rate_bps is not None:
+            parts.append(f"rate={self.rate_bps}bit/s")
+        if self.delay_ms is not None:
+            parts.append(f"delay={self.delay_ms}ms")
+        if self.loss is not None:
+            parts.append(f"loss={self.loss:g}")
+        return f"{{{self.match.describe()}}} -> {' '.join(parts)}"
+
+
+@dataclass(frozen=True)
+class Site:
+    name: str  # IDNA A-label
+    address: IPv4Address | None = None  # None: allocated from the address plan
+    body_size: int = 64 * 1024
+    line: int = 0
+
+    @property
+    def display_name(self) -> str:
+        try:
+            return self.name.encode("ascii").decode("idna")
+        except UnicodeError:
+            return self.name
+
+
+@dataclass(frozen=True)
+class Isp:
+    name: str
+    resolver_rules: tuple[Rule, ...] = ()
+    firewall_rules: tuple[Rule, ...] = ()
+    dpi_rules: tuple[Rule, ...] = ()
+    shaping: tuple[ShapingRule, ...] = ()
+    dpi_fail: str = "closed"  # "closed": a dead middlebox blocks everything; "open": passes all
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    sites: tuple[Site, ...]
+    isps: tuple[Isp, ...]
+    targets: tuple[Target, ...]
+    description: str = ""
+    public_resolver: bool = True
+    expect: dict[str, dict[str, str]] = field(default_factory=dict)  # vantage -> url -> verdict
+    source: str = "<scenario>"
+    version: int = 1
+
+    @property
+    def vantages(self) -> list[str]:
+        """Every ISP's client vantage, then the control vantage."""
+        return [isp.name for isp in self.isps] + [CONTROL]
+
+    def site(self, name: str) -> Site | None:
+        for s in self.sites:
+            if s.name == name:
+                return s
+        return None
+
+    def isp(self, name: str) -> Isp:
+        for i in self.isps:
+            if i.name == name:
+                return i
+        raise KeyError(name)

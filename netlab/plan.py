@@ -1,0 +1,104 @@
+"""The compiled lab: hosts, links, files and services, ready for a backend to realise.
+
+A ``LabPlan`` is data only. Paths inside config files and service command lines are written
+relative to the token ``LAB_DIR``; each backend substitutes the folder where it put the files
+(the netns backend: /run/netlab/<lab>; the compose backend: /lab inside every container).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+
+from netlab.model import Scenario
+
+LAB_DIR = "@LAB@"
+
+
+@dataclass(frozen=True)
+class ReadyCheck:
+    """How a backend knows a service answers: a DNS query or a TCP connect, from inside its host."""
+
+    kind: str  # "dns" | "tcp" | "file" (a path relative to the lab folder exists)
+    address: IPv4Address
+    port: int
+    qname: str = "."
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class Service:
+    """One long-running program inside a host, started in the foreground."""
+
+    name: str
+    argv: tuple[str, ...]
+    ready: ReadyCheck | None = None
+    # A critical service dying makes every later result of the run a lab fault.
+    critical: bool = True
+
+
+@dataclass
+class Interface:
+    name: str
+    address: IPv4Interface
+    peer_host: str
+    peer_name: str
+
+
+@dataclass
+class Route:
+    dst: IPv4Network
+    via: IPv4Address | None = None  # None with local=True: the whole range is this host's (AnyIP)
+    local: bool = False
+
+
+@dataclass
+class Host:
+    """A machine of the lab: one network namespace, or one container."""
+
+    name: str  # "inet", "control", "<isp>" (client), "<isp>.gw" (router)
+    role: str  # "internet" | "router" | "client"
+    interfaces: list[Interface] = field(default_factory=list)
+    routes: list[Route] = field(default_factory=list)
+    forwarding: bool = False
+    setup: list[tuple[str, ...]] = field(default_factory=list)  # commands run once, in order
+    services: list[Service] = field(default_factory=list)
+    resolv_conf: str | None = None  # the resolver getaddrinfo uses inside the host
+
+
+@dataclass(frozen=True)
+class Link:
+    a_host: str
+    a_name: str
+    b_host: str
+    b_name: str
+
+
+@dataclass(frozen=True)
+class Vantage:
+    """Where probes run: a client host, its resolver and the lab's public resolver."""
+
+    name: str
+    host: str
+    address: IPv4Address
+    resolver: IPv4Address
+    public_resolver: IPv4Address
+    asn: int
+
+
+@dataclass
+class LabPlan:
+    lab: str
+    scenario: Scenario
+    hosts: dict[str, Host]
+    links: list[Link]
+    files: dict[str, str | bytes]  # path relative to the lab folder -> content
+    vantages: dict[str, Vantage]
+    site_addresses: dict[str, IPv4Address]
+    ca_file: str = "pki/ca.pem"  # relative to the lab folder
+    notes: list[str] = field(default_factory=list)  # what the compiler chose and why (explain)
+
+    def render(self, content: str | bytes, lab_dir: str) -> str | bytes:
+        if isinstance(content, bytes):
+            return content
+        return content.replace(LAB_DIR, lab_dir)

@@ -1,0 +1,64 @@
+"""The measurement target: a URL inside the lab. Shared by ``netlab`` and ``probes``."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class TargetError(ValueError):
+    """A target URL cannot be measured (bad syntax or outside the lab)."""
+
+
+@dataclass(frozen=True, order=True)
+class Target:
+    """One URL to measure. ``host`` is the lower-case ASCII (IDNA A-label) name or an IP literal."""
+
+    url: str
+    scheme: str
+    host: str
+    port: int
+    path: str
+
+    @classmethod
+    def parse(cls, url: str) -> Target:
+        parts = urlsplit(url.strip())
+        scheme = parts.scheme.lower()
+        if scheme not in DEFAULT_PORTS:
+            raise TargetError(f"{url!r}: scheme must be http or https")
+        if not parts.hostname:
+            raise TargetError(f"{url!r}: no host")
+        try:
+            port = parts.port or DEFAULT_PORTS[scheme]
+        except ValueError as exc:
+            raise TargetError(f"{url!r}: {exc}") from None
+        host = parts.hostname.rstrip(".").lower()
+        if not host_is_ip(host):
+            try:
+                host = host.encode("idna").decode("ascii")
+            except UnicodeError as exc:
+                raise TargetError(f"{url!r}: host is not a valid name ({exc})") from None
+        return cls(url=url.strip(), scheme=scheme, host=host, port=port, path=parts.path or "/")
+
+    @property
+    def is_https(self) -> bool:
+        return self.scheme == "https"
+
+
+def host_is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def in_address_plan(addr: str) -> bool:
+    """True for addresses a probe may contact: never a globally routable one."""
+    import ipaddress
+
+    ip = ipaddress.ip_address(addr)
+    return not ip.is_global and not ip.is_multicast and not ip.is_unspecified
