@@ -1,0 +1,61 @@
+"""The ``harness`` command. One module per verb; each has ``register(subparsers)`` and ``run(args)``.
+
+Exit codes: 0 ok, 1 verdicts differ from the ground truth (with --check), 2 usage or
+configuration error, 3 lab fault (a component failed: nothing can be concluded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+from harness.cli import common, down, run, score, status, up
+from netlab.errors import LabError, NetlabError, ScenarioError
+
+VERBS = (up, down, status, run, score)
+EPILOG = """examples:
+  harness run scenarios/demo.yaml            bring the demo lab up, measure, score, tear down
+  harness run scenarios/demo.yaml --check    ... and exit 1 on any verdict that differs from the oracle
+  harness up scenarios/demo.yaml             keep a lab up; later runs attach to it
+  harness status                             list labs on this machine
+  harness down --all                         remove every lab (also leftovers of a crash)
+  harness score results/demo-*/              re-score saved measurements (several folders merge)
+
+exit codes: 0 ok, 1 mismatches (--check), 2 usage/config error, 3 lab fault"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="harness", description="A censorship measurement lab: bring up mock ISPs, measure, score.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="verb", metavar="COMMAND", required=True)
+    for verb in VERBS:
+        verb.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so every `finally` that tears a lab down still runs.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    console = common.console()
+    try:
+        return int(args.func(args, console) or 0)
+    except ScenarioError as exc:
+        console.print(f"[bold red]scenario error:[/] {exc}", highlight=False)
+        return common.EXIT_CONFIG
+    except LabError as exc:
+        console.print(f"[bold red]lab fault:[/] {exc}", highlight=False)
+        return common.EXIT_LAB
+    except NetlabError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return common.EXIT_CONFIG
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted; the lab was torn down[/]")
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

@@ -1,0 +1,119 @@
+"""Scenario -> LabPlan: the address plan, hosts and links, and every dataplane config file."""
+
+from __future__ import annotations
+
+import json
+from ipaddress import IPv4Network
+
+from netlab.addressing import (
+    CONTROL_CLIENT,
+    CONTROL_INTERNET_SIDE,
+    INTERNET_ASN,
+    LAB_INTERNET,
+    PUBLIC_RESOLVER,
+    ROOT_DNS,
+    allocate_sites,
+    isp_addresses,
+    isp_asn,
+)
+from netlab.compile import dns, firewall
+from netlab.compile.pki import make_pki
+from netlab.model import CONTROL, Scenario
+from netlab.plan import LAB_DIR, Host, Interface, LabPlan, Link, ReadyCheck, Route, Service, Vantage
+
+INET = "inet"
+
+
+def router_host(isp_name: str) -> str:
+    return f"{isp_name}.gw"
+
+
+def compile_lab(scenario: Scenario, lab: str | None = None) -> LabPlan:
+    """Compile a scenario into a plan a backend can bring up. Pure apart from key generation."""
+    lab = lab or scenario.name
+    sites = allocate_sites({s.name: s.address for s in scenario.sites})
+    files: dict[str, str | bytes] = {}
+    hosts: dict[str, Host] = {}
+    links: list[Link] = []
+    vantages: dict[str, Vantage] = {}
+    notes: list[str] = []
+
+    # The lab internet: root DNS, public resolver and every origin, on one AnyIP range.
+    inet = Host(name=INET, role="internet", routes=[Route(dst=LAB_INTERNET, local=True)])
+    hosts[INET] = inet
+    files["inet/root.zone"] = dns.root_zone(scenario, sites)
+    files["inet/nsd.conf"] = dns.nsd_conf()
+    files["inet/public-unbound.conf"] = dns.public_resolver_conf(scenario)
+    pki = make_pki([s.name for s in scenario.sites])
+    files["pki/ca.pem"] = pki.ca_pem
+    for name, pem in pki.site_pems.items():
+        files[f"pki/{name}.pem"] = pem
+    files["inet/origin.json"] = json.dumps({
+        "ready_file": f"{LAB_DIR}/inet/origin.ready",
+        "sites": [{"name": s.name, "address": str(sites[s.name]), "pem": f"{LAB_DIR}/pki/{s.name}.pem",
+                   "body_size": s.body_size} for s in scenario.sites],
+    }, indent=1)
+    first = scenario.sites[0].name
+    inet.services += [
+        Service("nsd", ("nsd", "-d", "-c", f"{LAB_DIR}/inet/nsd.conf"),
+                ready=ReadyCheck("dns", ROOT_DNS, 53, first)),
+        Service("resolver", ("unbound", "-d", "-p", "-c", f"{LAB_DIR}/inet/public-unbound.conf"),
+                ready=ReadyCheck("dns", PUBLIC_RESOLVER, 53, first)),
+        Service("origin", ("python3", "-m", "netlab.services.origin", "--config", f"{LAB_DIR}/inet/origin.json"),
+                ready=ReadyCheck("file", sites[first], 0, path="inet/origin.ready")),
+    ]
+
+    # The control vantage: straight onto the internet, using the public resolver.
+    _connect(hosts, links, INET, "ctl0", CONTROL_INTERNET_SIDE, CONTROL, "eth0", CONTROL_CLIENT)
+    control = hosts[CONTROL]
+    control.role = "client"
+    control.routes.append(Route(dst=LAB_INTERNET, via=CONTROL_INTERNET_SIDE.ip))
+    control.resolv_conf = f"nameserver {PUBLIC_RESOLVER}\n"
+    vantages[CONTROL] = Vantage(CONTROL, CONTROL, CONTROL_CLIENT.ip, PUBLIC_RESOLVER, PUBLIC_RESOLVER,
+                                INTERNET_ASN)
+
+    for index, isp in enumerate(scenario.isps, start=1):
+        addrs = isp_addresses(index)
+        gw = router_host(isp.name)
+        _connect(hosts, links, INET, f"isp{index}", addrs.internet_side, gw, "up0", addrs.router_up)
+        _connect(hosts, links, gw, "down0", addrs.router_down, isp.name, "eth0", addrs.client)
+        router, client = hosts[gw], hosts[isp.name]
+        router.role, client.role = "router", "client"
+        router.forwarding = True
+        router.routes.append(Route(dst=LAB_INTERNET, via=addrs.internet_side.ip))
+        inet.routes.append(Route(dst=IPv4Network(f"10.{index}.0.0/16"), via=addrs.router_up.ip))
+        client.routes.append(Route(dst=LAB_INTERNET, via=addrs.router_down.ip))
+        client.resolv_conf = f"nameserver {addrs.resolver}\n"
+
+        conf, rpz = dns.isp_resolver(scenario, isp, addrs.resolver)
+        files[f"{isp.name}/unbound.conf"] = conf
+        files[f"{isp.name}/rpz.zone"] = rpz
+        router.services.append(Service("resolver", ("unbound", "-d", "-p", "-c", f"{LAB_DIR}/{isp.name}/unbound.conf"),
+                                       ready=ReadyCheck("dns", addrs.resolver, 53, first)))
+        if isp.firewall_rules:
+            files[f"{isp.name}/firewall.nft"] = firewall.ruleset(isp, sites)
+            router.setup.append(("nft", "-f", f"{LAB_DIR}/{isp.name}/firewall.nft"))
+        for extra in _router_additions(isp, addrs, sites):
+            files.update(extra.files)
+            router.setup += extra.setup
+            router.services += extra.services
+            notes += [f"{isp.name}: {n}" for n in extra.notes]
+        vantages[isp.name] = Vantage(isp.name, isp.name, addrs.client.ip, addrs.resolver,
+                                     PUBLIC_RESOLVER, isp_asn(index))
+
+    return LabPlan(lab=lab, scenario=scenario, hosts=hosts, links=links, files=files,
+                   vantages=vantages, site_addresses=sites, notes=notes)
+
+
+def _router_additions(isp, addrs, sites):  # type: ignore[no-untyped-def]
+    """DPI middlebox and shaping for one router (netlab.compile.dpi / .shaping)."""
+    return []
+
+
+def _connect(hosts: dict[str, Host], links: list[Link], a: str, a_if: str, a_addr, b: str, b_if: str,
+             b_addr) -> None:  # type: ignore[no-untyped-def]
+    for name in (a, b):
+        hosts.setdefault(name, Host(name=name, role="client"))
+    hosts[a].interfaces.append(Interface(a_if, a_addr, b, b_if))
+    hosts[b].interfaces.append(Interface(b_if, b_addr, a, a_if))
+    links.append(Link(a, a_if, b, b_if))

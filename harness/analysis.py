@@ -1,0 +1,196 @@
+"""Measurements -> verdicts (shared/design/verdicts.md).
+
+A verdict is the first stage of the fetch where the vantage departs from what the control saw:
+DNS (both the vantage's resolver and the direct query to the public resolver), then TCP, TLS,
+HTTP, then throughput.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from netlab.addressing import is_lab_bogon
+from netlab.oracle import THROTTLE_SECONDS
+from netlab.verdict import Verdict
+
+# Throughput far below control: under this fraction of the control's, and slow in absolute terms.
+THROTTLE_RATIO = 0.1
+BODY_LENGTH_TOLERANCE = 0.7  # OONI's body_proportion threshold
+
+DNS_RCODE_VERDICTS = {
+    "dns_nxdomain_error": Verdict.DNS_NXDOMAIN,
+    "dns_servfail_error": Verdict.DNS_SERVFAIL,
+    "dns_refused_error": Verdict.DNS_REFUSED,
+}
+# An RST answering the SYN surfaces as ECONNREFUSED (connection_refused) at the socket: where the
+# control connects, that RST was forged on the path, so the lab reports tcp.reset. (A refusal the
+# control sees too is a site that is down.)
+TCP_VERDICTS = {
+    "generic_timeout_error": Verdict.TCP_TIMEOUT,
+    "connection_reset": Verdict.TCP_RESET,
+    "connection_refused": Verdict.TCP_RESET,
+    "host_unreachable": Verdict.TCP_UNREACHABLE,
+    "network_unreachable": Verdict.TCP_UNREACHABLE,
+}
+TLS_VERDICTS = {
+    "connection_reset": Verdict.TLS_RESET,
+    "generic_timeout_error": Verdict.TLS_TIMEOUT,
+    "eof_error": Verdict.TLS_EOF,
+    "ssl_invalid_hostname": Verdict.TLS_CERT_INVALID,
+    "ssl_unknown_authority": Verdict.TLS_CERT_INVALID,
+    "ssl_invalid_certificate": Verdict.TLS_CERT_INVALID,
+}
+HTTP_VERDICTS = {
+    "connection_reset": Verdict.HTTP_RESET,
+    "generic_timeout_error": Verdict.HTTP_TIMEOUT,
+    "eof_error": Verdict.HTTP_EOF,
+}
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    name: str
+    body: re.Pattern[str] | None = None
+    header: str | None = None
+
+    def matches(self, body: str, headers: dict[str, str]) -> bool:
+        if self.body is not None and self.body.search(body):
+            return True
+        return self.header is not None and self.header in {k.lower() for k in headers}
+
+
+def load_fingerprints(extra: list[Path] | None = None) -> list[Fingerprint]:
+    docs = [json.loads(resources.files("harness").joinpath("fingerprints.json").read_text())]
+    docs += [json.loads(Path(p).read_text()) for p in extra or []]
+    out = []
+    for doc in docs:
+        for fp in doc["fingerprints"]:
+            out.append(Fingerprint(name=fp["name"],
+                                   body=re.compile(fp["body"], re.IGNORECASE) if fp.get("body") else None,
+                                   header=fp["header"].lower() if fp.get("header") else None))
+    return out
+
+
+@dataclass(frozen=True)
+class Analysis:
+    verdict: Verdict
+    why: str
+
+
+def analyse(keys: dict[str, Any] | None, control: dict[str, Any] | None,
+            fingerprints: list[Fingerprint] | None = None) -> Analysis:
+    """The verdict of one vantage's web measurement (test_keys), given the control's."""
+    if control is None:
+        return Analysis(Verdict.CONTROL_FAILED, "no control measurement")
+    if keys is None:
+        return Analysis(Verdict.CONTROL_FAILED, "no measurement")
+    fps = fingerprints if fingerprints is not None else load_fingerprints()
+    if control.get("x_failed_stage"):
+        if keys.get("x_failed_stage"):
+            return Analysis(Verdict.SITE_DOWN, f"control fails too ({control.get('failure')})")
+        return Analysis(Verdict.CONTROL_FAILED, f"control failed: {control.get('failure')}")
+
+    mismatch = False
+    dns = _dns_stage(keys, control)
+    if isinstance(dns, Analysis):
+        return dns
+    mismatch = dns
+
+    stage = keys.get("x_failed_stage")
+    failure = keys.get("failure") or ""
+    if stage == "tcp":
+        return _stage_verdict(mismatch, TCP_VERDICTS.get(failure, Verdict.TCP_UNREACHABLE), failure)
+    if stage == "tls":
+        return _stage_verdict(mismatch, TLS_VERDICTS.get(failure, Verdict.TLS_ALERT), failure)
+    if stage == "http":
+        return _stage_verdict(mismatch, HTTP_VERDICTS.get(failure, Verdict.HTTP_EOF), failure)
+    if stage == "dns":  # a DNS failure _dns_stage did not classify (control resolved fine)
+        return Analysis(Verdict.DNS_TIMEOUT, f"lookup failed: {failure}")
+
+    body, headers = _final_body(keys)
+    for fp in fps:
+        if fp.matches(body, headers):
+            return Analysis(Verdict.HTTP_BLOCKPAGE, f"body matches blockpage fingerprint {fp.name!r}")
+    diff = _http_diff(keys, control)
+    if diff:
+        return _stage_verdict(mismatch, Verdict.HTTP_DIFF, diff)
+    if mismatch:
+        return Analysis(Verdict.OK, "addresses differ from control, but the page is the same")
+    slow = _throttled(keys, control)
+    if slow:
+        return Analysis(Verdict.THROTTLED, slow)
+    return Analysis(Verdict.OK, "same as control")
+
+
+def _stage_verdict(mismatch: bool, verdict: Verdict, failure: str) -> Analysis:
+    if mismatch:
+        return Analysis(Verdict.DNS_MISMATCH, f"addresses differ from control and then {failure}")
+    return Analysis(verdict, failure or verdict.value)
+
+
+def _answers(entries: list[dict[str, Any]]) -> list[set[str]]:
+    return [{a["ipv4"] for a in e.get("answers") or [] if a.get("ipv4")} for e in entries]
+
+
+def _dns_stage(keys: dict[str, Any], control: dict[str, Any]) -> Analysis | bool:
+    """An Analysis if DNS decides the verdict; else whether the addresses differ from control."""
+    queries = keys.get("queries") or []
+    for engine in ("system", "udp"):
+        entries = [q for q in queries if q.get("engine") == engine]
+        answered = [e for e in entries if e.get("failure") != "generic_timeout_error"]
+        if len(answered) >= 2:
+            return Analysis(Verdict.DNS_INJECTED, f"{len(answered)} responses to one {engine} query: "
+                            + " then ".join(",".join(sorted(a)) or "-" for a in _answers(answered)))
+    system = [q for q in queries if q.get("engine") == "system"]
+    public = [q for q in queries if q.get("engine") == "udp"]
+    c_public_ok = any(q.get("engine") == "udp" and not q.get("failure") for q in control.get("queries") or [])
+    if system and system[0].get("failure"):
+        f = system[0]["failure"]
+        return Analysis(DNS_RCODE_VERDICTS.get(f, Verdict.DNS_TIMEOUT), f"vantage resolver: {f}")
+    if public and public[0].get("failure") and c_public_ok:
+        return Analysis(Verdict.DNS_TIMEOUT, f"public resolver: {public[0]['failure']}")
+    got = set((keys.get("x_resolved") or {}).get("system") or [])
+    want = set((control.get("x_resolved") or {}).get("system") or [])
+    bogons = sorted(a for a in got - want if is_lab_bogon(a))
+    if bogons:
+        return Analysis(Verdict.DNS_BOGON, f"bogon answer {', '.join(bogons)}")
+    return bool(got) and not (got & want)
+
+
+def _final_body(keys: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    reqs = keys.get("requests") or []
+    if not reqs or not reqs[0].get("response"):
+        return "", {}
+    resp = reqs[0]["response"]
+    body = resp.get("body") or ""
+    if isinstance(body, dict):  # base64 MaybeBinaryData: fingerprints are text patterns
+        body = ""
+    return body, resp.get("headers") or {}
+
+
+def _http_diff(keys: dict[str, Any], control: dict[str, Any]) -> str:
+    if keys.get("x_status_code") != control.get("x_status_code"):
+        return f"status {keys.get('x_status_code')} vs control {control.get('x_status_code')}"
+    if (keys.get("x_title") or "") != (control.get("x_title") or ""):
+        return f"title {keys.get('x_title')!r} vs control {control.get('x_title')!r}"
+    a, b = keys.get("x_body_length") or 0, control.get("x_body_length") or 0
+    if max(a, b) and min(a, b) / max(a, b) < BODY_LENGTH_TOLERANCE:
+        return f"body length {a} vs control {b}"
+    return ""
+
+
+def _throttled(keys: dict[str, Any], control: dict[str, Any]) -> str:
+    n, secs = keys.get("x_body_length") or 0, keys.get("x_body_seconds") or 0.0
+    cn, csecs = control.get("x_body_length") or 0, control.get("x_body_seconds") or 0.0
+    if not n or secs <= THROTTLE_SECONDS:
+        return ""
+    rate = n / secs
+    control_rate = cn / csecs if csecs > 0 else float("inf")
+    if rate < THROTTLE_RATIO * control_rate:
+        return f"{rate * 8 / 1000:.0f} kbit/s vs control {control_rate * 8 / 1000:.0f} kbit/s"
+    return ""

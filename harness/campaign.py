@@ -1,0 +1,157 @@
+"""A campaign: every target from every vantage, through one probe worker per vantage.
+
+Workers run inside their vantage (``RunningLab.spawn``) and stream one JSON line per
+measurement; lines go straight to ``measurements.jsonl`` so memory does not grow with the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from netlab.backends.base import RunningLab
+from netlab.errors import LabFault
+from netlab.model import Scenario
+from netlab.target import Target
+
+DEFAULT_CONCURRENCY = 32
+WORKER_ARGV = ["python3", "-m", "probes.worker"]
+
+
+@dataclass
+class CampaignConfig:
+    probe: str = "web"
+    concurrency: int = DEFAULT_CONCURRENCY  # jobs in flight per vantage
+    vantages: list[str] | None = None  # None: every vantage, control included
+    shard: tuple[int, int] = (1, 1)  # (index, count), 1-based
+    job_timeout: float = 120.0
+    context_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CampaignResult:
+    out_dir: Path
+    measurements: int
+    errors: list[dict[str, Any]]
+    seconds: float
+    lab_faults: list[str]
+
+
+def shard_targets(targets: tuple[Target, ...] | list[Target], index: int, count: int) -> list[Target]:
+    """A deterministic slice: target i belongs to shard (i mod count) + 1."""
+    return [t for i, t in enumerate(targets) if i % count == index - 1]
+
+
+def probe_context(lab: RunningLab, scenario: Scenario, vantage: str, overrides: dict[str, Any]
+                  ) -> dict[str, Any]:
+    v = lab.state.vantages[vantage]
+    ctx = {
+        "vantage": vantage,
+        "resolver": v["resolver"],
+        "public_resolver": v["public_resolver"] if (scenario.public_resolver or vantage == "control") else None,
+        "ca_file": str(lab.inner_path(lab.state.ca_file)),
+        "lab_names": sorted(s.name for s in scenario.sites),
+        "probe_ip": v["address"],
+        "probe_asn": v["asn"],
+        "resolver_asn": v["asn"],
+        "probe_network_name": vantage,
+        "resolver_network_name": vantage,
+    }
+    ctx.update(overrides)
+    return ctx
+
+
+async def run_campaign(lab: RunningLab, scenario: Scenario, out_dir: Path, config: CampaignConfig,
+                       on_result: Callable[[str, dict[str, Any]], None] | None = None) -> CampaignResult:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    vantages = config.vantages or list(lab.state.vantages)
+    targets = shard_targets(scenario.targets, *config.shard)
+    t0 = time.monotonic()
+    errors: list[dict[str, Any]] = []
+    count = 0
+    with open(out_dir / "measurements.jsonl", "w") as sink:
+
+        def record(vantage: str, line: dict[str, Any]) -> None:
+            nonlocal count
+            if "measurement" in line:
+                m = line["measurement"]
+                m["x_vantage"] = vantage  # which lab vantage, also when probe_* fields are rewritten
+                sink.write(json.dumps(m, separators=(",", ":")) + "\n")
+                count += 1
+            else:
+                errors.append({"vantage": vantage, **line})
+            if on_result:
+                on_result(vantage, line)
+
+        faults: list[str] = []
+        watchdog = asyncio.create_task(_watch(lab, faults))
+        try:
+            await asyncio.gather(*(
+                _drive_worker(lab, scenario, v, targets, config, record) for v in vantages))
+        finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+        faults += [f for f in lab.dead_services() if f not in faults]
+    return CampaignResult(out_dir=out_dir, measurements=count, errors=errors,
+                          seconds=time.monotonic() - t0, lab_faults=faults)
+
+
+async def _watch(lab: RunningLab, faults: list[str]) -> None:
+    """A lab component that dies mid-run is a lab fault, never a censorship verdict."""
+    while True:
+        for dead in lab.dead_services():
+            if dead not in faults:
+                faults.append(dead)
+        await asyncio.sleep(0.2)
+
+
+async def _drive_worker(lab: RunningLab, scenario: Scenario, vantage: str, targets: list[Target],
+                        config: CampaignConfig, record: Callable[[str, dict[str, Any]], None]) -> None:
+    proc = await lab.spawn(lab.state.vantages[vantage]["host"], WORKER_ARGV)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    header = {"context": probe_context(lab, scenario, vantage, config.context_overrides),
+              "concurrency": config.concurrency, "job_timeout": config.job_timeout}
+
+    async def feed() -> None:
+        assert proc.stdin is not None
+        proc.stdin.write((json.dumps(header) + "\n").encode())
+        for i, t in enumerate(targets):
+            proc.stdin.write((json.dumps({"id": i, "probe": config.probe, "url": t.url}) + "\n").encode())
+            await proc.stdin.drain()
+        proc.stdin.close()
+
+    feeder = asyncio.create_task(feed())
+    stderr_task = asyncio.create_task(proc.stderr.read())
+    pending = len(targets)
+    try:
+        while pending:
+            raw = await proc.stdout.readline()
+            if not raw:
+                break
+            line = json.loads(raw)
+            if line.get("id") is None:
+                continue
+            line["url"] = targets[line["id"]].url
+            record(vantage, line)
+            pending -= 1
+        await feeder
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.stdin.close()
+            try:
+                await asyncio.wait_for(proc.wait(), 5)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+    err = (await stderr_task).decode(errors="replace").strip()
+    if pending:
+        raise LabFault(f"the probe worker in {vantage} stopped with {pending} job(s) left "
+                       f"(exit status {proc.returncode}): {err[-2000:]}")

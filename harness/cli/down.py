@@ -1,0 +1,47 @@
+"""harness down: remove a lab, or all of them, including leftovers of a crash."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+
+from harness.cli.common import EXIT_CONFIG, add_backend
+from netlab.backends import BACKENDS, get_backend
+from netlab.errors import LabError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("down", help="remove a lab (or --all)",
+                       description="Stop a lab's services and remove its namespaces or containers and "
+                       "files. Works after a crash too: leftovers are found by their name prefix.",
+                       epilog="examples:\n  harness down demo\n  harness down --all",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", nargs="?", help="lab name")
+    p.add_argument("--all", action="store_true", help="remove every lab of every backend")
+    add_backend(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    if not args.name and not args.all:
+        console.print("[red]name a lab, or use --all[/] (see `harness status`)")
+        return EXIT_CONFIG
+    if args.all:
+        removed = []
+        for b in BACKENDS:
+            try:
+                backend = get_backend(b)
+                for st in backend.list_labs():
+                    backend.down(st.lab)
+                    removed.append(f"{st.lab} ({b})")
+            except LabError as exc:
+                if b == args.backend:
+                    raise
+                console.print(f"[dim]{b}: {exc}[/]")
+        console.print(f"removed: {', '.join(removed)}" if removed else "no labs to remove")
+        return 0
+    if get_backend(args.backend).down(args.name, progress=console.print):
+        return 0
+    console.print(f"no lab named {args.name!r} ({args.backend})")
+    return 0

@@ -1,0 +1,115 @@
+"""harness run: measure every target from every vantage, print verdicts and the score."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from harness.campaign import DEFAULT_CONCURRENCY, CampaignConfig, run_campaign, shard_targets
+from harness.cli.common import EXIT_LAB, EXIT_MISMATCH, add_backend, add_name, quiet_default
+from harness.report import print_report
+from harness.results import score_results, write_run_info, write_verdicts
+from netlab.backends import get_backend
+from netlab.backends.base import RunningLab
+from netlab.compile import compile_lab
+from netlab.errors import LabError, NetlabError
+from netlab.loader import load_scenario
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run", help="measure a scenario and score the verdicts",
+        description="Measure every target of the scenario from every ISP vantage and the control "
+        "vantage, write measurements (OONI JSON, one per line), print the verdict table and the score "
+        "against the scenario's ground truth. Uses a lab brought up by `harness up` if one of that "
+        "name runs; otherwise brings one up and tears it down afterwards.",
+        epilog="examples:\n  harness run scenarios/demo.yaml\n  harness run scenarios/demo.yaml --check "
+        "--out results/demo\n  harness run big.yaml --shard 2/4 --concurrency 64",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("scenario", help="scenario file (YAML)")
+    add_name(p)
+    add_backend(p)
+    p.add_argument("--probe", default="web", help="probe type to run (default: web)")
+    p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
+                   help=f"measurements in flight per vantage (default {DEFAULT_CONCURRENCY})")
+    p.add_argument("--out", type=Path, help="results folder (default: results/<lab>-<time>)")
+    p.add_argument("--check", action="store_true", help="exit 1 if any verdict differs from the oracle "
+                   "or the scenario's expect")
+    p.add_argument("--shard", default="1/1", help="measure only slice I of N of the targets (e.g. 2/4)")
+    p.add_argument("--fingerprints", type=Path, action="append", help="extra blockpage fingerprint file")
+    p.add_argument("--quiet", action="store_true", default=quiet_default(),
+                   help="no progress bar (default when CI=true)")
+    p.set_defaults(func=run)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"(\d+)/(\d+)", text.strip())
+    if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
+        raise NetlabError(f"--shard {text!r}: expected I/N with 1 <= I <= N, e.g. 2/4")
+    return int(m.group(1)), int(m.group(2))
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    scenario = load_scenario(args.scenario)
+    shard = parse_shard(args.shard)
+    if args.concurrency < 1:
+        raise NetlabError("--concurrency must be at least 1")
+    name = args.name or scenario.name
+    backend = get_backend(args.backend)
+    out = args.out or Path("results") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    t0 = time.monotonic()
+    owned = False
+    try:
+        lab: RunningLab = backend.attach(name)
+        console.print(f"using the running lab {name}")
+    except LabError:
+        plan = compile_lab(scenario, name)
+        lab = backend.up(plan, progress=None if args.quiet else lambda m: console.print(f"  {m}"))
+        owned = True
+    up_seconds = time.monotonic() - t0
+    try:
+        result = _measure(lab, scenario, out, args, shard, console)
+    finally:
+        if owned:
+            t1 = time.monotonic()
+            lab.down()
+            if not args.quiet:
+                console.print(f"  lab {name} down in {time.monotonic() - t1:.2f}s")
+    write_run_info(out, scenario, {
+        "lab": name, "backend": args.backend, "scenario_name": scenario.name, "probe": args.probe,
+        "shard": list(shard), "vantages": list(lab.state.vantages), "site_addresses": lab.state.site_addresses,
+        "measurements": result.measurements, "errors": result.errors, "lab_faults": result.lab_faults,
+        "campaign_seconds": round(result.seconds, 3), "up_seconds": round(up_seconds, 3)})
+    if result.lab_faults:
+        console.print(f"[bold red]lab fault:[/] {', '.join(result.lab_faults)} stopped during the run; "
+                      f"the measurements in {out} cannot be trusted and were not scored")
+        return EXIT_LAB
+    scored = score_results([out], args.fingerprints)
+    write_verdicts(out, scored)
+    print_report(console, scored.score, scored.vantages)
+    for e in result.errors:
+        console.print(f"[red]probe error[/] {e['vantage']} {e.get('url')}: {e.get('error')}")
+    console.print(f"{result.measurements} measurements in {result.seconds:.2f}s "
+                  f"({result.measurements / max(result.seconds, 1e-9):.1f}/s) -> {out}")
+    if args.check and scored.score.mismatches:
+        return EXIT_MISMATCH
+    return 0
+
+
+def _measure(lab: RunningLab, scenario, out: Path, args: argparse.Namespace,  # type: ignore[no-untyped-def]
+             shard: tuple[int, int], console: Console):
+    config = CampaignConfig(probe=args.probe, concurrency=args.concurrency, shard=shard)
+    total = len(shard_targets(scenario.targets, *shard)) * len(lab.state.vantages)
+    if args.quiet:
+        return asyncio.run(run_campaign(lab, scenario, out, config))
+    with Progress(TextColumn("measuring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("measure", total=total)
+        return asyncio.run(run_campaign(lab, scenario, out, config,
+                                        on_result=lambda _v, _l: bar.advance(task)))

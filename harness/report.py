@@ -1,0 +1,84 @@
+"""Terminal output: the verdict table (targets x vantages), the score, and every mismatch."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from harness.score import Score
+from netlab.model import CONTROL
+from netlab.verdict import Verdict
+
+FAMILY_STYLE = {"ok": "green", "dns": "magenta", "tcp": "red", "tls": "yellow", "http": "cyan",
+                "throttled": "blue", "site_down": "dim", "control_failed": "bold red"}
+
+
+def _style(v: Verdict) -> str:
+    return FAMILY_STYLE.get(v.technique, "white")
+
+
+def verdict_table(score: Score, vantages: list[str]) -> Table:
+    urls = list(dict.fromkeys(r.url for r in score.rows))
+    cells = {(r.url, r.vantage): r for r in score.rows}
+    table = Table(title="Verdicts (✗ = differs from ground truth, expected in brackets)", show_lines=False)
+    table.add_column("target", no_wrap=True)
+    cols = [v for v in vantages if v != CONTROL] + [CONTROL]
+    for v in cols:
+        table.add_column(v, no_wrap=True)
+    for url in urls:
+        row = [url]
+        for v in cols:
+            r = cells.get((url, v))
+            if r is None:
+                row.append("[dim]-[/]")
+            elif r.matches:
+                row.append(f"[{_style(r.observed)}]{r.observed.value}[/]")
+            else:
+                exp = r.expected.verdict.value if r.expected else "?"
+                row.append(f"[bold red]✗ {r.observed.value}[/] [dim]({exp})[/]")
+        table.add_row(*row)
+    return table
+
+
+def score_tables(score: Score) -> list[Table]:
+    tech = Table(title="Precision and recall per technique")
+    for col in ("technique", "precision", "recall", "tp", "fp", "fn"):
+        tech.add_column(col, justify="right" if col != "technique" else "left")
+    for name, ts in score.techniques.items():
+        if ts.tp + ts.fp + ts.fn == 0:
+            continue
+        tech.add_row(name, _pct(ts.precision), _pct(ts.recall), str(ts.tp), str(ts.fp), str(ts.fn))
+    labels = sorted({e for e, _ in score.confusion} | {o for _, o in score.confusion})
+    conf = Table(title="Confusion matrix (rows: expected, columns: observed)")
+    conf.add_column("expected \\ observed")
+    for lab in labels:
+        conf.add_column(lab, justify="right")
+    for e in labels:
+        conf.add_row(e, *[_cell(score.confusion.get((e, o), 0), e == o) for o in labels])
+    return [tech, conf]
+
+
+def _cell(n: int, diagonal: bool) -> str:
+    if not n:
+        return "[dim]·[/]"
+    return f"[green]{n}[/]" if diagonal else f"[bold red]{n}[/]"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0%}"
+
+
+def print_report(console: Console, score: Score, vantages: list[str], *, verbose_score: bool = True) -> None:
+    console.print(verdict_table(score, vantages))
+    n, bad = len([r for r in score.rows if r.expected]), len(score.mismatches)
+    colour = "green" if not bad else "bold red"
+    console.print(f"[{colour}]Score: {n - bad}/{n} verdicts match the ground truth "
+                  f"({score.accuracy:.1%}), {bad} mismatch(es)[/]")
+    if verbose_score:
+        for t in score_tables(score):
+            console.print(t)
+    for r in score.mismatches:
+        exp = r.expected
+        console.print(f"[bold red]mismatch[/] {r.vantage} {r.url}: observed [bold]{r.observed.value}[/] "
+                      f"({r.why}); expected [bold]{exp.verdict.value if exp else '?'}[/] "
+                      f"({exp.reason if exp else ''}); measurement {r.measurement_uid or '-'}")

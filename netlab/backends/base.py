@@ -1,0 +1,100 @@
+"""The backend interface. A backend realises a LabPlan (namespaces or containers), runs programs
+inside its hosts, and removes every trace of a lab by name, also after a crash."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from netlab.plan import LabPlan
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class LabState:
+    """What is known of a running lab, saved beside its files so any process can attach to it."""
+
+    lab: str
+    backend: str
+    lab_dir: str
+    scenario_source: str
+    owner_pid: int  # the process whose children the services are (the supervisor)
+    hosts: dict[str, str]  # host -> namespace or container name
+    services: list[dict[str, Any]] = field(default_factory=list)  # {host, name, pid, critical}
+    vantages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    site_addresses: dict[str, str] = field(default_factory=dict)
+    ca_file: str = "pki/ca.pem"
+    created: float = 0.0
+    ready: bool = False
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.__dict__, indent=1))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> LabState:
+        return cls(**json.loads(path.read_text()))
+
+
+class RunningLab(abc.ABC):
+    """A lab that is up. ``spawn`` is the one seam through which the harness reaches inside."""
+
+    def __init__(self, state: LabState) -> None:
+        self.state = state
+
+    @property
+    def name(self) -> str:
+        return self.state.lab
+
+    @abc.abstractmethod
+    def command(self, host: str, argv: list[str]) -> list[str]:
+        """The host-side command line that runs ``argv`` inside ``host``."""
+
+    async def spawn(self, host: str, argv: list[str]) -> asyncio.subprocess.Process:
+        """Start ``argv`` inside ``host`` with pipes for stdin and stdout."""
+        cmd = self.command(host, argv)
+        return await asyncio.create_subprocess_exec(
+            *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, limit=64 * 1024 * 1024)
+
+    @abc.abstractmethod
+    def down(self) -> None:
+        """Tear the lab down, reaping the services this process started."""
+
+    @abc.abstractmethod
+    def dead_services(self) -> list[str]:
+        """Critical services that are no longer running (a lab fault)."""
+
+    def host_path(self, relative: str) -> Path:
+        """A lab file as seen from the harness."""
+        return Path(self.state.lab_dir) / relative
+
+    def inner_path(self, relative: str) -> Path:
+        """A lab file as seen by programs inside the lab's hosts (the same place, for netns)."""
+        return self.host_path(relative)
+
+
+class Backend(abc.ABC):
+    name: str
+
+    @abc.abstractmethod
+    def up(self, plan: LabPlan, progress: Progress | None = None) -> RunningLab:
+        """Bring the lab up; its services are children of the calling process."""
+
+    @abc.abstractmethod
+    def down(self, lab: str, progress: Progress | None = None) -> bool:
+        """Remove every trace of ``lab``; True if anything was found."""
+
+    @abc.abstractmethod
+    def attach(self, lab: str) -> RunningLab:
+        """A handle on a lab brought up by another process (``harness up``)."""
+
+    @abc.abstractmethod
+    def list_labs(self) -> list[LabState]:
+        """Labs of this backend on this machine, running or left over."""

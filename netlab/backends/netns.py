@@ -1,0 +1,362 @@
+"""The netns backend: every lab host is a Linux network namespace named ``nl-<lab>-<host>``.
+
+Topology through pyroute2 (netlink, in-process); services started in the foreground with
+``ip netns exec`` as children of the calling process, their output in ``<lab dir>/logs``.
+Teardown works from the saved state, and falls back to the name prefix, so ``harness down``
+also cleans up after a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dns.message
+import dns.query
+import dns.rdatatype
+from pyroute2 import NetNS, netns
+
+from netlab.backends._netns import NETNS_DIR, socket_in_netns, write_sysctl
+from netlab.backends.base import Backend, LabState, Progress, RunningLab
+from netlab.errors import LabError
+from netlab.plan import LAB_DIR, Host, LabPlan, ReadyCheck
+
+LAB_ROOT = Path(os.environ.get("CENSORLAB_RUN_DIR", "/run/netlab"))
+PREFIX = "nl-"
+READY_TIMEOUT = 15.0
+STOP_TIMEOUT = 3.0
+PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def ns_name(lab: str, host: str) -> str:
+    return f"{PREFIX}{lab}-{host}"
+
+
+def _lab_dir(lab: str) -> Path:
+    return LAB_ROOT / lab
+
+
+class NetnsLab(RunningLab):
+    def __init__(self, state: LabState, children: dict[tuple[str, str], subprocess.Popen] | None = None
+                 ) -> None:
+        super().__init__(state)
+        self.children = children or {}
+
+    def command(self, host: str, argv: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.state.hosts[host], *_local_argv(argv)]
+
+    def down(self) -> None:
+        if self.state.owner_pid == os.getpid():
+            NetnsBackend()._teardown(self.name, self.state, self.children)
+        else:  # a lab this process attached to: its owner tears it down
+            NetnsBackend().down(self.name)
+
+    def dead_services(self) -> list[str]:
+        dead = []
+        for svc in self.state.services:
+            if not svc.get("critical", True):
+                continue
+            proc = self.children.get((svc["host"], svc["name"]))
+            alive = proc.poll() is None if proc is not None else _pid_alive(svc["pid"])
+            if not alive:
+                dead.append(f"{svc['host']}/{svc['name']}")
+        return dead
+
+
+class NetnsBackend(Backend):
+    name = "netns"
+
+    def up(self, plan: LabPlan, progress: Progress | None = None) -> NetnsLab:
+        say = progress or (lambda _m: None)
+        _require_root()
+        if self._exists(plan.lab):
+            raise LabError(f"a lab named {plan.lab!r} already exists; run `harness down {plan.lab}` first "
+                           "or choose another name with --name")
+        t0 = time.monotonic()
+        lab_dir = _lab_dir(plan.lab)
+        state = LabState(lab=plan.lab, backend=self.name, lab_dir=str(lab_dir),
+                         scenario_source=plan.scenario.source, owner_pid=os.getpid(),
+                         hosts={h: ns_name(plan.lab, h) for h in plan.hosts},
+                         vantages={k: {**v.__dict__, "address": str(v.address), "resolver": str(v.resolver),
+                                       "public_resolver": str(v.public_resolver)}
+                                   for k, v in plan.vantages.items()},
+                         site_addresses={k: str(v) for k, v in plan.site_addresses.items()},
+                         ca_file=plan.ca_file, created=time.time())
+        lab = NetnsLab(state)
+        try:
+            self._write_files(plan, lab_dir)
+            state.save(lab_dir / "state.json")
+            say("creating namespaces and links")
+            self._topology(plan, state)
+            for host in plan.hosts.values():
+                for argv in host.setup:
+                    self._run_setup(state, host.name, [a.replace(LAB_DIR, str(lab_dir)) for a in argv])
+            say("starting services")
+            # Start everything, then poll readiness: the programs' start-up costs overlap.
+            pending = []
+            for host in _service_order(plan):
+                for svc in host.services:
+                    argv = [a.replace(LAB_DIR, str(lab_dir)) for a in svc.argv]
+                    log = open(lab_dir / "logs" / f"{host.name}.{svc.name}.log", "ab")  # noqa: SIM115
+                    proc = subprocess.Popen(lab.command(host.name, argv), stdin=subprocess.DEVNULL,
+                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                            env=_service_env())
+                    log.close()
+                    lab.children[(host.name, svc.name)] = proc
+                    state.services.append({"host": host.name, "name": svc.name, "pid": proc.pid,
+                                           "critical": svc.critical})
+                    pending.append((host.name, svc, proc))
+            state.save(lab_dir / "state.json")
+            for host_name, svc, proc in pending:
+                if svc.ready:
+                    self._wait_ready(lab, host_name, svc.name, svc.ready, proc)
+            state.ready = True
+            state.save(lab_dir / "state.json")
+            say(f"lab {plan.lab} up in {time.monotonic() - t0:.2f}s")
+            return lab
+        except BaseException:
+            self._teardown(plan.lab, state, lab.children)
+            raise
+
+    def down(self, lab: str, progress: Progress | None = None) -> bool:
+        say = progress or (lambda _m: None)
+        _require_root()
+        path = _lab_dir(lab) / "state.json"
+        state = None
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            state = LabState.load(path)
+        found = self._exists(lab)
+        if state is not None and state.owner_pid != os.getpid() and _pid_alive(state.owner_pid):
+            # A supervisor (`harness up`) owns the services: ask it to tear down, then make sure.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(state.owner_pid, signal.SIGTERM)
+            _wait_until(lambda: not _pid_alive(state.owner_pid), STOP_TIMEOUT * 3)
+        self._teardown(lab, state, {})
+        if found:
+            say(f"lab {lab} removed")
+        return found
+
+    def attach(self, lab: str) -> NetnsLab:
+        path = _lab_dir(lab) / "state.json"
+        try:
+            state = LabState.load(path)
+        except (OSError, ValueError, TypeError):
+            raise LabError(f"no running lab named {lab!r} (see `harness status`)") from None
+        if not state.ready:
+            raise LabError(f"lab {lab!r} is not ready (still starting, or its start failed)")
+        return NetnsLab(state)
+
+    def list_labs(self) -> list[LabState]:
+        labs: dict[str, LabState] = {}
+        if LAB_ROOT.is_dir():
+            for p in sorted(LAB_ROOT.glob("*/state.json")):
+                with contextlib.suppress(OSError, ValueError, TypeError):
+                    st = LabState.load(p)
+                    labs[st.lab] = st
+        for ns in _our_namespaces():
+            lab = ns[len(PREFIX):].split("-", 1)[0]
+            if not any(ns in st.hosts.values() for st in labs.values()):
+                labs.setdefault(lab, LabState(lab=lab, backend=self.name, lab_dir="", scenario_source="?",
+                                              owner_pid=0, hosts={}))
+                labs[lab].hosts[ns] = ns
+        return list(labs.values())
+
+    # ------------------------------------------------------------ internals
+
+    def _exists(self, lab: str) -> bool:
+        return (_lab_dir(lab) / "state.json").exists() or any(
+            ns.startswith(f"{PREFIX}{lab}-") for ns in _our_namespaces())
+
+    def _write_files(self, plan: LabPlan, lab_dir: Path) -> None:
+        if lab_dir.exists():
+            shutil.rmtree(lab_dir)
+        (lab_dir / "logs").mkdir(parents=True)
+        for rel, content in plan.files.items():
+            p = lab_dir / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            rendered = plan.render(content, str(lab_dir))
+            if isinstance(rendered, bytes):
+                p.write_bytes(rendered)
+            else:
+                p.write_text(rendered)
+        for host in plan.hosts.values():
+            (lab_dir / host.name).mkdir(exist_ok=True)
+
+    def _topology(self, plan: LabPlan, state: LabState) -> None:
+        for host, ns in state.hosts.items():
+            netns.create(ns)
+            write_sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1")
+            write_sysctl(ns, "net.ipv6.conf.default.disable_ipv6", "1")
+            write_sysctl(ns, "net.ipv4.ip_forward", "1" if plan.hosts[host].forwarding else "0")
+            if plan.hosts[host].resolv_conf:
+                d = Path("/etc/netns") / ns
+                d.mkdir(parents=True, exist_ok=True)
+                (d / "resolv.conf").write_text(plan.hosts[host].resolv_conf or "")
+        handles = {h: NetNS(ns) for h, ns in state.hosts.items()}
+        try:
+            for link in plan.links:
+                handles[link.a_host].link("add", ifname=link.a_name, kind="veth",
+                                          peer={"ifname": link.b_name, "net_ns_fd": state.hosts[link.b_host]})
+            for host in plan.hosts.values():
+                self._configure(handles[host.name], host)
+        finally:
+            for h in handles.values():
+                h.close()
+
+    @staticmethod
+    def _configure(ipr: NetNS, host: Host) -> None:
+        lo = ipr.link_lookup(ifname="lo")[0]
+        ipr.link("set", index=lo, state="up")
+        for iface in host.interfaces:
+            idx = ipr.link_lookup(ifname=iface.name)[0]
+            ipr.addr("add", index=idx, address=str(iface.address.ip), prefixlen=iface.address.network.prefixlen)
+            ipr.link("set", index=idx, state="up")
+        for route in host.routes:
+            if route.local:
+                # AnyIP: the whole range is this host's, so one listener per address needs no
+                # per-address configuration, however many sites there are.
+                ipr.route("add", dst=str(route.dst.network_address), dst_len=route.dst.prefixlen,
+                          type="local", scope=254, oif=lo, table=255)
+            else:
+                ipr.route("add", dst=str(route.dst.network_address), dst_len=route.dst.prefixlen,
+                          gateway=str(route.via))
+
+    def _run_setup(self, state: LabState, host: str, argv: list[str]) -> None:
+        res = subprocess.run(["ip", "netns", "exec", state.hosts[host], *argv], capture_output=True,
+                             text=True, timeout=60)
+        if res.returncode != 0:
+            raise LabError(f"setup of {host} failed: {' '.join(argv)}: {res.stderr.strip() or res.stdout.strip()}")
+
+    def _wait_ready(self, lab: NetnsLab, host: str, name: str, check: ReadyCheck,
+                    proc: subprocess.Popen) -> None:
+        ns = lab.state.hosts[host]
+        deadline = time.monotonic() + READY_TIMEOUT
+        last = "not tried"
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise LabError(f"{host}/{name} exited with status {proc.returncode} while starting:\n"
+                               + _tail(Path(lab.state.lab_dir) / "logs" / f"{host}.{name}.log"))
+            try:
+                if _probe_ready(ns, check, Path(lab.state.lab_dir)):
+                    return
+                last = "not ready"
+            except OSError as exc:
+                last = str(exc)
+            time.sleep(0.01)  # a poll interval with a deadline, not a readiness guess
+        raise LabError(f"{host}/{name} did not become ready within {READY_TIMEOUT:.0f}s ({last}):\n"
+                       + _tail(Path(lab.state.lab_dir) / "logs" / f"{host}.{name}.log"))
+
+    def _teardown(self, lab: str, state: LabState | None, children: dict) -> None:
+        pids = [p.pid for p in children.values()]
+        if state is not None:
+            pids += [s["pid"] for s in state.services]
+        for pid in set(pids):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for proc in children.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        namespaces = set(state.hosts.values()) if state is not None else set()
+        namespaces |= {ns for ns in _our_namespaces() if ns.startswith(f"{PREFIX}{lab}-")}
+        for ns in namespaces:
+            # Anything still inside (a stuck service, a probe worker) goes with its namespace.
+            res = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
+            for pid in res.stdout.split():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+        for proc in children.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=STOP_TIMEOUT)
+        for ns in namespaces:
+            with contextlib.suppress(OSError):
+                netns.remove(ns)
+            shutil.rmtree(Path("/etc/netns") / ns, ignore_errors=True)
+        # `ip netns del` returns before the kernel is done: wait until the names are free.
+        _wait_until(lambda: not (namespaces & set(_our_namespaces())), STOP_TIMEOUT)
+        shutil.rmtree(_lab_dir(lab), ignore_errors=True)
+
+
+def _service_order(plan: LabPlan) -> list[Host]:
+    """The internet first (root DNS, origins), then routers, then the rest."""
+    rank = {"internet": 0, "router": 1, "client": 2}
+    return sorted(plan.hosts.values(), key=lambda h: rank.get(h.role, 3))
+
+
+def _probe_ready(ns: str, check: ReadyCheck, lab_dir: Path) -> bool:
+    if check.kind == "file":
+        return (lab_dir / check.path).exists()
+    if check.kind == "tcp":
+        sock = socket_in_netns(ns, socket.AF_INET, socket.SOCK_STREAM)
+        with sock:
+            sock.settimeout(0.5)
+            return sock.connect_ex((str(check.address), check.port)) == 0
+    if check.kind == "dns":
+        sock = socket_in_netns(ns, socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setblocking(False)  # dnspython requires a non-blocking socket it is handed
+        with sock:
+            q = dns.message.make_query(check.qname, dns.rdatatype.A)
+            try:
+                dns.query.udp(q, str(check.address), port=check.port, timeout=0.5, sock=sock)
+            except dns.exception.Timeout:
+                return False
+            return True
+    raise LabError(f"unknown readiness check {check.kind!r}")
+
+
+def _local_argv(argv: list[str]) -> list[str]:
+    # Services and workers run with this very interpreter, so they see the same packages.
+    return [sys.executable if a == "python3" else a for a in argv]
+
+
+def _service_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = PROJECT_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _our_namespaces() -> list[str]:
+    try:
+        return [n for n in os.listdir(NETNS_DIR) if n.startswith(PREFIX)]
+    except FileNotFoundError:
+        return []
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+def _wait_until(cond, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return cond()
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        raise LabError("the netns backend needs root (or run inside `unshare --user --map-root-user --net "
+                       "--mount` with a tmpfs on /run/netns)")

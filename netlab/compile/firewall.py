@@ -1,0 +1,60 @@
+"""Firewall dataplane: one nftables table per ISP router, on the forward hook.
+
+Only traffic from the ISP's clients (entering on ``down0``) toward the internet is matched; the
+kernel's connection tracking lets the replies through on their own.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+
+from netlab.model import Isp, Match, Rule
+
+TABLE = "netlab_fw"
+ACCESS_IF = "down0"
+UPLINK_IF = "up0"
+
+
+def match_expr(match: Match, site_addresses: dict[str, IPv4Address]) -> str:
+    """nft match expression for the address keys of a Match (site, ip, cidr, port, proto)."""
+    parts = [f'iifname "{ACCESS_IF}"']
+    if match.site:
+        parts.append(f"ip daddr {site_addresses[match.site]}")
+    if match.ip:
+        parts.append(f"ip daddr {match.ip}")
+    if match.cidr:
+        parts.append(f"ip daddr {match.cidr}")
+    if match.proto:
+        parts.append(f"meta l4proto {match.proto}")
+    if match.port:
+        # `th` (transport header) matches the port of TCP and UDP alike when no proto is given.
+        parts.append(f"{match.proto or 'th'} dport {match.port}")
+    return " ".join(parts)
+
+
+def _statements(rule: Rule, expr: str) -> list[str]:
+    if rule.action == "drop":
+        return [f"{expr} counter drop"]
+    if rule.action == "reject":
+        return [f"{expr} counter reject with icmpx type host-unreachable"]
+    # reset: a TCP RST answers the SYN; other protocols get the closest thing, port unreachable.
+    if rule.match.proto == "tcp":
+        return [f"{expr} counter reject with tcp reset"]
+    if rule.match.proto == "udp":
+        return [f"{expr} counter reject with icmpx type port-unreachable"]
+    return [f"{expr} meta l4proto tcp counter reject with tcp reset",
+            f"{expr} counter reject with icmpx type port-unreachable"]
+
+
+def ruleset(isp: Isp, site_addresses: dict[str, IPv4Address]) -> str:
+    lines = [
+        f"table inet {TABLE} {{",
+        "  chain forward {",
+        "    type filter hook forward priority -10; policy accept;",
+    ]
+    for rule in isp.firewall_rules:
+        lines.append(f"    # line {rule.line}: {rule.describe()}")
+        lines += [f"    {s}" for s in _statements(rule, match_expr(rule.match, site_addresses))]
+    lines += ["  }", "}"]
+    # `delete` first so a re-applied ruleset replaces the old one; `add` makes the delete safe.
+    return f"add table inet {TABLE}\ndelete table inet {TABLE}\n" + "\n".join(lines) + "\n"

@@ -1,0 +1,80 @@
+"""What the DPI and shaping compilers add to an ISP router host (plain data, no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+
+from netlab.model import Match
+from netlab.plan import Service
+
+# Interface names of the router host (see netlab.addressing / the netns backend).
+DOWN_IF = "down0"  # access link, toward the ISP's clients
+UP_IF = "up0"  # uplink, toward the lab internet
+
+# NFQUEUE numbers (queues are per network namespace: every router has its own).
+DPI_QUEUE = 100
+SHAPER_QUEUE = 101
+# Packet/conntrack mark bit meaning "this flow is blackholed" (set by the middlebox, saved to
+# the conntrack entry, then every packet of the flow is dropped in the kernel).
+DROP_MARK = 0x40000000
+# Client->server packets of each flow the middlebox inspects; later ones stay in the kernel.
+INSPECT_PACKETS = 10
+
+
+@dataclass
+class RouterAdditions:
+    """Files, one-off setup commands, services and explanations to add to an ISP router host.
+
+    ``files``: paths relative to the lab folder (always under ``<isp>/``); contents may use the
+    token ``netlab.plan.LAB_DIR``. ``setup``: argv tuples run once, in order, inside the router
+    host after its interfaces are up (they may also use LAB_DIR). ``services``: long-running
+    programs of the router. ``notes``: human explanations for ``harness explain``."""
+
+    files: dict[str, str] = field(default_factory=dict)
+    setup: list[tuple[str, ...]] = field(default_factory=list)
+    services: list[Service] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.files or self.setup or self.services or self.notes)
+
+    def extend(self, other: RouterAdditions) -> RouterAdditions:
+        """Append ``other`` to this one (setup order: self first) and return self."""
+        self.files.update(other.files)
+        self.setup.extend(other.setup)
+        self.services.extend(other.services)
+        self.notes.extend(other.notes)
+        return self
+
+
+def server_networks(match: Match, site_addresses: dict[str, IPv4Address]) -> list[list[IPv4Network]]:
+    """The server-side address constraints of a match, as groups that are ANDed (a packet's
+    server address must lie in one network of every group). Empty list: any address."""
+    groups: list[list[IPv4Network]] = []
+    if match.site is not None:
+        if match.site not in site_addresses:
+            raise ValueError(f"rule references unknown site {match.site!r}")
+        groups.append([IPv4Network(f"{site_addresses[match.site]}/32")])
+    if match.ip is not None:
+        groups.append([IPv4Network(f"{match.ip}/32")])
+    if match.cidr is not None:
+        groups.append([match.cidr])
+    return groups
+
+
+def intersect(groups: list[list[IPv4Network]]) -> list[IPv4Network] | None:
+    """The networks an ANDed group list allows (None: any address; []: nothing at all)."""
+    if not groups:
+        return None
+    cur = list(groups[0])
+    for grp in groups[1:]:
+        nxt: list[IPv4Network] = []
+        for a in cur:
+            for b in grp:
+                if a.subnet_of(b):
+                    nxt.append(a)
+                elif b.subnet_of(a):
+                    nxt.append(b)
+        cur = nxt
+    return cur

@@ -1,0 +1,765 @@
+"""The lab's container image: ``censorlab/base:<hash>``.
+
+One base image carries every program the lab's roles run (NSD, Unbound,
+nftables, iptables-nft, iproute2/tc, procps, Python 3 with the project's
+dependencies). It holds no project code: the source tree is bind-mounted
+read-only at ``/opt/censorlab`` at run time and ``PYTHONPATH`` points there.
+
+The image is described by the files in ``images/`` (the Dockerfile and three
+package lists) and by this module's build recipe (``RECIPE``). Their sha256 is
+the image's *hash*; the image is tagged ``censorlab/base:<hash[:16]>`` (and
+``censorlab/base:latest``) and labelled with the full hash. A build whose tag
+already exists returns at once.
+
+Two ways to build the same contents:
+
+* **registry**: ``docker build`` of ``images/Dockerfile`` (``FROM
+  debian:bookworm-slim``), for hosts that can pull from a registry;
+* **offline**: for hosts without a registry (air-gapped labs, CI machines with
+  only a Debian mirror): ``debootstrap --variant=minbase`` from the Debian
+  mirror the host's apt uses, the Python wheels downloaded by the host's pip,
+  ``netfilterqueue`` compiled inside the rootfs, build tools purged, then
+  ``docker import`` with the Dockerfile's ENV/WORKDIR/CMD. The debootstrap
+  package tarball, the wheelhouse and the finished rootfs are kept in the cache
+  folder (``/var/cache/censorlab``, or ``$CENSORLAB_CACHE_DIR``), so building
+  again after ``docker rmi`` only re-imports.
+
+The offline path is chosen when ``debian:bookworm-slim`` is neither present
+nor pullable, or when ``CENSORLAB_OFFLINE=1``. ``CENSORLAB_OFFLINE=0`` forces
+the registry path.
+
+Command line: ``python -m netlab.images build [--offline|--registry] [--force]``.
+
+If you change what the offline recipe does, bump ``RECIPE_VERSION``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from netlab.errors import LabError
+
+__all__ = [
+    "BASE_IMAGE",
+    "IMAGE_REPO",
+    "IMAGES_DIR",
+    "LABEL_HASH",
+    "ImageError",
+    "ImageInfo",
+    "build_image",
+    "dockerfile_changes",
+    "host_debian_mirror",
+    "image_hash",
+    "image_tag",
+    "main",
+]
+
+IMAGE_REPO = "censorlab/base"
+BASE_IMAGE = "debian:bookworm-slim"
+LABEL_HASH = "org.censorlab.image-hash"
+LABEL_BUILD = "org.censorlab.build"
+IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
+HASH_INPUTS = ("Dockerfile", "packages.txt", "build-packages.txt", "requirements.txt")
+DEFAULT_CACHE_DIR = Path("/var/cache/censorlab")
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+
+# --- the offline build recipe (part of the image hash) -----------------------
+RECIPE_VERSION = 1
+SUITE = "bookworm"
+VARIANT = "minbase"
+TARGET_PYTHON = "3.11"  # Debian bookworm's python3
+PIP_PLATFORMS = ("manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux_2_28_x86_64",
+                 "manylinux_2_34_x86_64")
+SDIST_ONLY = ("netfilterqueue",)  # no wheel on PyPI: compiled inside the rootfs
+TRIM = ("var/lib/apt/lists", "var/cache/apt", "var/cache/debconf/*-old", "var/log",
+        "usr/share/man", "usr/share/info", "usr/share/doc (except copyright)", "usr/share/locale",
+        "tmp", "root/.cache")
+RECIPE = json.dumps({
+    "version": RECIPE_VERSION, "suite": SUITE, "variant": VARIANT, "python": TARGET_PYTHON,
+    "pip_platforms": PIP_PLATFORMS, "sdist_only": SDIST_ONLY, "trim": TRIM,
+}, sort_keys=True)
+
+PULL_PROBE_SECONDS = 20.0
+_CHROOT_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": "/root", "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive",
+    "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONDONTWRITEBYTECODE": "",
+}
+
+Progress = Callable[[str], None]
+
+
+class ImageError(LabError):
+    """The lab's container image could not be found or built."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """The lab's base image, as found or built by :func:`build_image`."""
+
+    tag: str            # censorlab/base:<hash[:16]>
+    image_id: str       # sha256:...
+    hash: str           # full sha256 of the image's description
+    size: int           # bytes, as the engine reports it
+    method: str         # "cached", "registry" or "offline"
+    seconds: float      # wall time of this call
+
+    @property
+    def built(self) -> bool:
+        return self.method != "cached"
+
+    @property
+    def latest(self) -> str:
+        return f"{IMAGE_REPO}:latest"
+
+
+# --- hashing -----------------------------------------------------------------
+
+def image_hash(images_dir: Path | str | None = None) -> str:
+    """sha256 over the Dockerfile, the package lists and this module's recipe."""
+    folder = Path(images_dir) if images_dir is not None else IMAGES_DIR
+    digest = hashlib.sha256()
+    for name in HASH_INPUTS:
+        path = folder / name
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ImageError(f"image description file missing: {path} ({exc.strerror})") from exc
+        digest.update(f"{name}\0{len(data)}\0".encode())
+        digest.update(data)
+    digest.update(b"recipe\0" + RECIPE.encode())
+    return digest.hexdigest()
+
+
+def image_tag(digest: str) -> str:
+    return f"{IMAGE_REPO}:{digest[:16]}"
+
+
+def read_list(path: Path) -> list[str]:
+    """Lines of a package list, without comments and blank lines."""
+    items = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            items.append(line)
+    return items
+
+
+def requirement_name(line: str) -> str:
+    """The normalised project name of a requirements line (``Foo_Bar==1`` -> ``foo-bar``)."""
+    name = re.split(r"[\s<>=!~;\[@]", line.strip(), maxsplit=1)[0]
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+# --- Dockerfile <-> docker import --------------------------------------------
+
+_CHANGE_INSTRUCTIONS = ("ENV", "WORKDIR", "CMD", "ENTRYPOINT", "USER", "EXPOSE", "STOPSIGNAL")
+
+
+def dockerfile_changes(dockerfile_text: str, digest: str, method: str = "offline") -> list[str]:
+    """The ``docker import --change`` list that gives an imported rootfs the same
+    configuration as the Dockerfile: its single-line ENV/WORKDIR/CMD/... of the
+    final stage, plus the hash labels."""
+    changes: list[str] = []
+    for raw in dockerfile_text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        word = line.split(None, 1)[0].upper()
+        if word == "FROM":
+            changes = []  # only the final stage counts
+        elif word in _CHANGE_INSTRUCTIONS:
+            if line.endswith("\\"):
+                raise ImageError(f"images/Dockerfile: keep {word} on one line (the offline build copies it)")
+            changes.append(line)
+    changes.append(f'LABEL org.censorlab.image="base" {LABEL_HASH}="{digest}" {LABEL_BUILD}="{method}"')
+    return changes
+
+
+# --- host configuration -------------------------------------------------------
+
+def _sources_entries(root: Path = Path("/")) -> Iterator[tuple[str, list[str], list[str]]]:
+    """(uri, suites, components) of every ``deb`` source the host's apt uses."""
+    etc = root / "etc/apt"
+    files = [etc / "sources.list"]
+    listd = etc / "sources.list.d"
+    if listd.is_dir():
+        files += sorted(listd.iterdir())
+    for path in files:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        if path.name.endswith(".sources"):
+            for para in re.split(r"\n\s*\n", text):
+                fields: dict[str, str] = {}
+                key = None
+                for line in para.splitlines():
+                    if line.startswith("#") or not line.strip():
+                        continue
+                    if line[0].isspace() and key:
+                        fields[key] += " " + line.strip()
+                        continue
+                    key, _, value = line.partition(":")
+                    key = key.strip().lower()
+                    fields[key] = value.strip()
+                if "deb" not in fields.get("types", "").split():
+                    continue
+                if fields.get("enabled", "yes").lower() == "no":
+                    continue
+                for uri in fields.get("uris", "").split():
+                    yield uri, fields.get("suites", "").split(), fields.get("components", "").split()
+        elif path.name == "sources.list" or path.name.endswith(".list"):
+            for line in text.splitlines():
+                line = line.split("#", 1)[0].strip()
+                line = re.sub(r"\[[^\]]*\]", " ", line)
+                parts = line.split()
+                if len(parts) >= 3 and parts[0] == "deb":
+                    yield parts[1], [parts[2]], parts[3:]
+
+
+def host_debian_mirror(root: Path | str = "/") -> str:
+    """The Debian mirror the host's apt uses for ``bookworm main``.
+
+    ``$CENSORLAB_DEBIAN_MIRROR`` overrides; without a matching apt source the
+    answer is deb.debian.org.
+    """
+    override = os.environ.get("CENSORLAB_DEBIAN_MIRROR")
+    if override:
+        return override.rstrip("/")
+    fallback = None
+    for uri, suites, components in _sources_entries(Path(root)):
+        if "main" not in components:
+            continue
+        if SUITE in suites:
+            return uri.rstrip("/")
+        if fallback is None and any(s.startswith(SUITE) and "security" not in s for s in suites) \
+                and "security" not in uri:
+            fallback = uri.rstrip("/")
+    return fallback or DEFAULT_MIRROR
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CENSORLAB_CACHE_DIR") or DEFAULT_CACHE_DIR)
+
+
+# --- progress and subprocesses -------------------------------------------------
+
+class _Clock:
+    def __init__(self, progress: Progress | None) -> None:
+        self.start = time.monotonic()
+        self.progress = progress
+
+    def say(self, message: str) -> None:
+        if self.progress is not None:
+            self.progress(f"[{time.monotonic() - self.start:7.1f}s] {message}")
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.monotonic()
+        self.say(f"{name} ...")
+        yield
+        self.say(f"{name} done ({time.monotonic() - t0:.1f}s)")
+
+
+def _run(cmd: Sequence[str], clock: _Clock, log: Path, *, env: dict[str, str] | None = None,
+         what: str = "") -> None:
+    """Run ``cmd``, its output appended to ``log``; a heartbeat every 15 s."""
+    with log.open("a") as out:
+        out.write(f"\n$ {' '.join(cmd)}\n")
+        out.flush()
+        try:
+            proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    env=env, text=True, errors="replace")
+        except FileNotFoundError as exc:
+            raise ImageError(f"{what or cmd[0]}: command not found: {cmd[0]}") from exc
+        assert proc.stdout is not None
+        tail: list[str] = []
+        last = time.monotonic()
+        for line in proc.stdout:
+            out.write(line)
+            tail = [*tail[-19:], line.rstrip()]
+            if time.monotonic() - last > 15:
+                last = time.monotonic()
+                clock.say(f"  ... {line.strip()[:100]}")
+        rc = proc.wait()
+    if rc != 0:
+        lines = "\n    ".join(tail)
+        raise ImageError(f"{what or cmd[0]} failed (exit {rc}); full log: {log}\n  last output:\n    {lines}")
+
+
+# --- Docker helpers ------------------------------------------------------------
+
+def _docker_client() -> Any:
+    try:
+        import docker  # noqa: PLC0415 - optional dependency
+    except ImportError as exc:
+        raise ImageError("the Docker SDK for Python is missing: pip install docker "
+                         "(or pip install 'censorlab[compose]')") from exc
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:
+        raise ImageError(f"cannot reach the Docker Engine ({exc}); is dockerd running and "
+                         "DOCKER_HOST right?") from exc
+    return client
+
+
+def _is_not_found(exc: BaseException) -> bool:
+    try:
+        import docker.errors  # noqa: PLC0415
+    except ImportError:
+        return False
+    return isinstance(exc, docker.errors.NotFound)
+
+
+def find_image(client: Any, digest: str) -> Any | None:
+    """The image tagged for ``digest`` if it exists and carries that hash."""
+    try:
+        image = client.images.get(image_tag(digest))
+    except Exception as exc:
+        if _is_not_found(exc):
+            return None
+        raise ImageError(f"cannot query the Docker Engine: {exc}") from exc
+    labels = (image.attrs.get("Config") or {}).get("Labels") or {}
+    if labels.get(LABEL_HASH) != digest:
+        return None
+    return image
+
+
+def _info(image: Any, digest: str, method: str, clock: _Clock) -> ImageInfo:
+    return ImageInfo(tag=image_tag(digest), image_id=image.id, hash=digest,
+                     size=int(image.attrs.get("Size") or 0), method=method,
+                     seconds=time.monotonic() - clock.start)
+
+
+def registry_reachable(client: Any, clock: _Clock, timeout: float = PULL_PROBE_SECONDS) -> bool:
+    """True if ``debian:bookworm-slim`` is present or can be pulled (a failed pull
+    returns within a fraction of a second where no registry resolves)."""
+    try:
+        client.images.get(BASE_IMAGE)
+        return True
+    except Exception as exc:
+        if not _is_not_found(exc):
+            return False
+    result: dict[str, Any] = {}
+
+    def pull() -> None:
+        try:
+            repo, tag = BASE_IMAGE.split(":")
+            client.images.pull(repo, tag=tag)
+            result["ok"] = True
+        except Exception as exc:
+            result["error"] = exc
+
+    clock.say(f"probing the registry: pulling {BASE_IMAGE} ...")
+    worker = threading.Thread(target=pull, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if result.get("ok"):
+        return True
+    reason = result.get("error") or f"no answer in {timeout:.0f}s"
+    clock.say(f"no registry ({str(reason).strip()[:120]}): building offline from the Debian archive")
+    return False
+
+
+def _decide_offline(offline: bool | None, client: Any, clock: _Clock) -> bool:
+    if offline is not None:
+        return offline
+    env = os.environ.get("CENSORLAB_OFFLINE", "").strip().lower()
+    if env:
+        return env not in ("0", "false", "no", "off")
+    return not registry_reachable(client, clock)
+
+
+def _tag_latest(client: Any, image: Any) -> None:
+    image.tag(IMAGE_REPO, "latest")
+
+
+def _drop_old(client: Any, old_id: str | None, new_id: str) -> None:
+    if old_id and old_id != new_id:
+        with contextlib.suppress(Exception):
+            client.images.remove(old_id, noprune=False)
+
+
+# --- registry path --------------------------------------------------------------
+
+def _build_registry(client: Any, digest: str, clock: _Clock, images_dir: Path, force: bool) -> Any:
+    tag = image_tag(digest)
+    with clock.stage(f"docker build {images_dir / 'Dockerfile'} -> {tag}"):
+        last = time.monotonic()
+        try:
+            stream = client.api.build(path=str(images_dir), dockerfile="Dockerfile", tag=tag, rm=True,
+                                      forcerm=True, pull=False, nocache=force, decode=True,
+                                      buildargs={"CENSORLAB_IMAGE_HASH": digest},
+                                      labels={LABEL_BUILD: "registry"})
+            tail: list[str] = []
+            for chunk in stream:
+                if "error" in chunk:
+                    lines = "\n    ".join(tail[-15:])
+                    raise ImageError(f"docker build failed: {chunk['error'].strip()}\n  last output:\n"
+                                     f"    {lines}")
+                text = (chunk.get("stream") or "").rstrip()
+                if text:
+                    tail.append(text)
+                    if text.startswith("Step ") or time.monotonic() - last > 15:
+                        last = time.monotonic()
+                        clock.say("  " + text.splitlines()[-1][:110])
+        except ImageError:
+            raise
+        except Exception as exc:
+            raise ImageError(f"docker build failed: {exc}") from exc
+    return client.images.get(tag)
+
+
+# --- offline path ---------------------------------------------------------------
+
+def _check_offline_tools() -> None:
+    if os.geteuid() != 0:
+        raise ImageError("the offline image build needs root (debootstrap, chroot): run it as root, "
+                         "or on a host with a registry use the registry build")
+    if shutil.which("debootstrap") is None:
+        raise ImageError("debootstrap is not installed: apt-get install debootstrap")
+    for tool in ("chroot", "tar"):
+        if shutil.which(tool) is None:
+            raise ImageError(f"{tool} is not installed (coreutils / tar)")
+
+
+def _mounts_under(path: Path) -> list[str]:
+    prefix = str(path.resolve()).rstrip("/") + "/"
+    found = []
+    try:
+        with open("/proc/self/mounts") as fh:
+            for line in fh:
+                point = line.split()[1].replace("\\040", " ")
+                if point.startswith(prefix) or point == prefix.rstrip("/"):
+                    found.append(point)
+    except OSError:
+        pass
+    return sorted(found, key=len, reverse=True)
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove a (possibly half-built) rootfs, never following a mount out of it."""
+    if not path.exists():
+        return
+    for point in _mounts_under(path):
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+    if _mounts_under(path):
+        raise ImageError(f"cannot unmount everything under {path}; remove it by hand")
+    subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=False, capture_output=True)
+    if path.exists():
+        raise ImageError(f"cannot remove {path}")
+
+
+@contextlib.contextmanager
+def _lock(folder: Path) -> Iterator[None]:
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "build.lock").open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _short(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+def _wheelhouse(cache: Path, images_dir: Path, clock: _Clock, log: Path) -> Path:
+    """The Python packages of requirements.txt, downloaded by the host's pip (its
+    index, proxy and CA configuration apply): wheels for Debian's CPython, and the
+    sdists of SDIST_ONLY projects."""
+    reqs_text = (images_dir / "requirements.txt").read_text()
+    folder = cache / f"wheels-{_short(reqs_text, RECIPE)}"
+    if (folder / ".complete").exists():
+        clock.say(f"python packages: cached in {folder}")
+        return folder
+    reqs = read_list(images_dir / "requirements.txt")
+    binary = [r for r in reqs if requirement_name(r) not in SDIST_ONLY]
+    source = [r for r in reqs if requirement_name(r) in SDIST_ONLY]
+    tmp = cache / f"{folder.name}.tmp"
+    _remove_tree(tmp)
+    tmp.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if k != "PIP_REQUIRE_VIRTUALENV"}
+    with clock.stage("pip download (host pip)"):
+        pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--dest", str(tmp)]
+        plat = ["--only-binary=:all:", "--python-version", TARGET_PYTHON, "--implementation", "cp",
+                "--abi", "cp" + TARGET_PYTHON.replace(".", ""), "--abi", "abi3", "--abi", "none"]
+        for p in PIP_PLATFORMS:
+            plat += ["--platform", p]
+        if binary:
+            _run([*pip, *plat, *binary], clock, log, env=env, what="pip download (wheels)")
+        if source:
+            _run([*pip, "--no-binary=:all:", *source], clock, log, env=env, what="pip download (sdists)")
+    (tmp / "requirements.txt").write_text(reqs_text)
+    (tmp / ".complete").write_text("")
+    _remove_tree(folder)
+    tmp.rename(folder)
+    return folder
+
+
+def _debs_tarball(cache: Path, packages: list[str], mirror: str, clock: _Clock, log: Path) -> Path:
+    arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True,
+                          check=False).stdout.strip() or "amd64"
+    tarball = cache / f"debs-{SUITE}-{arch}-{_short(RECIPE, ','.join(packages))}.tgz"
+    if tarball.exists():
+        clock.say(f"debian packages: cached in {tarball}")
+        return tarball
+    work = cache / "debootstrap-download.tmp"
+    tmp_tar = cache / (tarball.name + ".tmp")
+    _remove_tree(work)
+    tmp_tar.unlink(missing_ok=True)
+    with clock.stage(f"debootstrap: downloading {SUITE} {VARIANT} + {len(packages)} packages from {mirror}"):
+        _run(["debootstrap", f"--variant={VARIANT}", f"--arch={arch}", "--components=main",
+              f"--include={','.join(packages)}", f"--make-tarball={tmp_tar}", SUITE, str(work), mirror],
+             clock, log, what="debootstrap --make-tarball")
+    _remove_tree(work)
+    tmp_tar.rename(tarball)
+    return tarball
+
+
+def _chroot(root: Path, args: Sequence[str], clock: _Clock, log: Path, what: str) -> None:
+    _run(["chroot", str(root), "/usr/bin/env", "-i", *(f"{k}={v}" for k, v in _CHROOT_ENV.items()
+                                                         if v), *args],
+         clock, log, what=what)
+
+
+@contextlib.contextmanager
+def _proc_mounted(root: Path) -> Iterator[None]:
+    target = root / "proc"
+    target.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "proc", "proc", str(target)], check=True, capture_output=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(target)], check=False, capture_output=True)
+
+
+def _trim(root: Path) -> None:
+    def clear(rel: str) -> None:
+        folder = root / rel
+        if folder.is_dir():
+            for child in folder.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+
+    for rel in ("var/lib/apt/lists", "var/cache/apt", "usr/share/man", "usr/share/info",
+                "usr/share/locale", "tmp", "root/.cache"):
+        clear(rel)
+    (root / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
+    (root / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
+    for old in (root / "var/cache/debconf").glob("*-old"):
+        old.unlink()
+    for path in (root / "var/log").rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"")
+    doc = root / "usr/share/doc"
+    if doc.is_dir():
+        for path in sorted(doc.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            if path.is_dir() and not path.is_symlink():
+                if not any(path.iterdir()):
+                    path.rmdir()
+            elif path.name != "copyright":
+                path.unlink()
+    # debootstrap copies the host's name and resolver; the engine provides its own
+    (root / "etc/hostname").write_text("censorlab\n")
+    (root / "etc/resolv.conf").unlink(missing_ok=True)
+    (root / "etc/resolv.conf").write_text("")
+    (root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+    machine_id = root / "etc/machine-id"
+    if machine_id.exists():
+        machine_id.write_text("")
+
+
+def _build_rootfs(cache: Path, digest: str, images_dir: Path, mirror: str, clock: _Clock,
+                  log: Path, force: bool) -> Path:
+    root = cache / f"rootfs-{digest[:16]}"
+    done = cache / f"rootfs-{digest[:16]}.complete"
+    if done.exists() and root.is_dir() and not force:
+        clock.say(f"rootfs: cached in {root}")
+        return root
+    runtime = read_list(images_dir / "packages.txt")
+    build = read_list(images_dir / "build-packages.txt")
+    wheels = _wheelhouse(cache, images_dir, clock, log)
+    tarball = _debs_tarball(cache, sorted({*runtime, *build}), mirror, clock, log)
+    done.unlink(missing_ok=True)
+    _remove_tree(root)
+    with clock.stage(f"debootstrap: installing into {root}"):
+        _run(["debootstrap", f"--variant={VARIANT}", "--components=main",
+              f"--include={','.join(sorted({*runtime, *build}))}", f"--unpack-tarball={tarball}",
+              SUITE, str(root), mirror], clock, log, what="debootstrap --unpack-tarball")
+    inner = root / "tmp/censorlab-wheels"
+    _remove_tree(inner)
+    shutil.copytree(wheels, inner)
+    with _proc_mounted(root):
+        with clock.stage("pip install (inside the rootfs, compiling netfilterqueue)"):
+            _chroot(root, ["python3", "-m", "pip", "install", "--no-index", "--find-links",
+                           "/tmp/censorlab-wheels", "--no-cache-dir", "--break-system-packages",
+                           "--no-build-isolation", "--no-warn-script-location",
+                           "-r", "/tmp/censorlab-wheels/requirements.txt"],
+                    clock, log, what="pip install in the rootfs")
+        with clock.stage("purging build-only packages"):
+            # debootstrap marks every package as manually installed: mark all but
+            # the required base system and the runtime list as automatic, so that
+            # purging the build packages takes their dependencies with them.
+            keep = " ".join(runtime)
+            script = (
+                "set -e; "
+                "dpkg-query -W -f='${Package} ${Priority} ${Essential}\\n' "
+                "| awk '$2 != \"required\" && $3 != \"yes\" {print $1}' | xargs apt-mark auto >/dev/null; "
+                f"apt-mark manual {keep} >/dev/null; "
+                f"apt-get purge -y --auto-remove {' '.join(build)}; "
+                "apt-get clean"
+            )
+            _chroot(root, ["sh", "-c", script], clock, log, what="apt-get purge in the rootfs")
+        with clock.stage("checking the rootfs"):
+            _chroot(root, ["python3", "-c", "import dns, httpx, httpcore, trustme, cryptography, rich, "
+                           "pyroute2, netfilterqueue, yaml"], clock, log, what="import check")
+            for tool in ("unbound", "nsd", "nft", "iptables", "tc", "ps"):
+                if not any((root / d / tool).exists() for d in ("usr/sbin", "usr/bin", "sbin", "bin")):
+                    raise ImageError(f"rootfs check: {tool} missing after the build; see {log}")
+    _remove_tree(inner)
+    _trim(root)
+    done.write_text(digest + "\n")
+    return root
+
+
+def _tar_stream(root: Path, chunk: int = 1 << 20) -> Iterator[bytes]:
+    proc = subprocess.Popen(
+        ["tar", "--numeric-owner", "--xattrs", "--one-file-system", "-C", str(root), "-cf", "-",
+         "--exclude=./proc/*", "--exclude=./sys/*", "--exclude=./dev/*", "."],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    try:
+        while True:
+            data = proc.stdout.read(chunk)
+            if not data:
+                break
+            yield data
+    finally:
+        proc.stdout.close()
+        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        rc = proc.wait()
+    if rc != 0:
+        raise ImageError(f"tar of {root} failed (exit {rc}): {err.strip()[-500:]}")
+
+
+def _build_offline(client: Any, digest: str, clock: _Clock, images_dir: Path, force: bool) -> Any:
+    _check_offline_tools()
+    cache = cache_dir()
+    mirror = host_debian_mirror()
+    tag = image_tag(digest)
+    repo, version = tag.split(":")
+    with _lock(cache):
+        existing = find_image(client, digest)
+        if existing is not None and not force:
+            return existing
+        log = cache / f"build-{digest[:16]}.log"
+        clock.say(f"offline build from {mirror}; cache {cache}; log {log}")
+        root = _build_rootfs(cache, digest, images_dir, mirror, clock, log, force)
+        changes = dockerfile_changes((images_dir / "Dockerfile").read_text(), digest, "offline")
+        with clock.stage(f"docker import {root} -> {tag}"):
+            try:
+                client.api.import_image_from_data(_tar_stream(root), repository=repo, tag=version,
+                                                  changes=changes)
+            except ImageError:
+                raise
+            except Exception as exc:
+                raise ImageError(f"docker import failed: {exc}") from exc
+        return client.images.get(tag)
+
+
+# --- entry point ------------------------------------------------------------------
+
+def build_image(*, offline: bool | None = None, force: bool = False, progress: Progress | None = None,
+                client: Any = None, images_dir: Path | str | None = None) -> ImageInfo:
+    """Return the lab's base image, building it if its tag does not exist yet.
+
+    ``offline``: True builds from the Debian archive (debootstrap + docker import),
+    False with ``docker build``; None (default) decides: ``$CENSORLAB_OFFLINE``,
+    else registry if ``debian:bookworm-slim`` is present or pullable.
+    ``force`` rebuilds even if the tag exists (download caches are kept).
+    ``progress`` receives one line per stage, prefixed with the elapsed time.
+    """
+    clock = _Clock(progress)
+    folder = Path(images_dir) if images_dir is not None else IMAGES_DIR
+    digest = image_hash(folder)
+    if client is None:
+        client = _docker_client()
+    existing = find_image(client, digest)
+    if existing is not None and not force:
+        if f"{IMAGE_REPO}:latest" not in (existing.tags or []):
+            _tag_latest(client, existing)
+        return _info(existing, digest, "cached", clock)
+    old_id = existing.id if existing is not None else None
+    use_offline = _decide_offline(offline, client, clock)
+    if use_offline:
+        image = _build_offline(client, digest, clock, folder, force)
+    else:
+        image = _build_registry(client, digest, clock, folder, force)
+    _tag_latest(client, image)
+    _drop_old(client, old_id, image.id)
+    info = _info(image, digest, "offline" if use_offline else "registry", clock)
+    clock.say(f"{info.tag} ({info.image_id[:19]}, {info.size / 1e6:.0f} MB) built {info.method} "
+              f"in {info.seconds:.1f}s")
+    return info
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m netlab.images",
+                                     description="Build or inspect the lab's container image.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    build = sub.add_parser("build", help="build censorlab/base (cached: a no-op when it exists)")
+    how = build.add_mutually_exclusive_group()
+    how.add_argument("--offline", action="store_const", const=True, dest="offline", default=None,
+                     help="build from the Debian archive (debootstrap + docker import)")
+    how.add_argument("--registry", action="store_const", const=False, dest="offline",
+                     help="docker build from images/Dockerfile (needs debian:bookworm-slim)")
+    build.add_argument("--force", action="store_true", help="rebuild even if the image exists")
+    build.add_argument("--quiet", "-q", action="store_true", help="print only the result")
+    sub.add_parser("hash", help="print the image hash and tag")
+    args = parser.parse_args(argv)
+
+    if args.command == "hash":
+        try:
+            digest = image_hash()
+        except ImageError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"{digest}  {image_tag(digest)}")
+        return 0
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        info = build_image(offline=args.offline, force=args.force, progress=None if args.quiet else say)
+    except ImageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    what = "cached, not rebuilt" if info.method == "cached" else f"built ({info.method})"
+    print(f"{info.tag}  {info.image_id[:19]}  {info.size / 1e6:.0f} MB  {what}  {info.seconds:.2f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""DNS: resolve a target's A record over UDP, recording every response that arrives.
+
+An on-path injector answers faster than the real resolver, so a censored query often gets two
+responses: the forged one first, the real one a little later. A normal stub resolver keeps
+only the first; this one keeps the socket open for ``ctx.dns_window`` after the first response
+and records each response as its own ``queries`` entry, all with the query's transaction_id,
+in order of arrival (OONI's ``x_dns_duplicate_responses`` idea, kept in ``queries`` itself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import dns.message
+import dns.rdatatype
+
+from netlab.target import Target, host_is_ip
+from probes.base import Probe
+from probes.context import ProbeContext
+from probes.failures import dns_rcode_failure, failure_string
+from probes.safety import ensure_address_allowed, ensure_target_allowed
+from probes.trace import Trace
+
+#: Stop collecting after this many responses to one query, whatever arrives.
+MAX_RESPONSES = 16
+
+
+@dataclass
+class DnsLookup:
+    """Outcome of one query: every ``queries`` entry, and what a stub resolver would have used."""
+
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    #: IPv4 addresses from the FIRST response (the one a normal client acts on).
+    addresses: list[str] = field(default_factory=list)
+    #: Failure of the first response (or of the query, when nothing arrived).
+    failure: str | None = None
+    #: How many responses arrived for the query.
+    responses: int = 0
+
+
+class _Collector(asyncio.DatagramProtocol):
+    """Queues every datagram (with its arrival time) and every socket error."""
+
+    def __init__(self, trace: Trace) -> None:
+        self._trace = trace
+        self.queue: asyncio.Queue[tuple[bytes, float] | Exception] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.queue.put_nowait((data, self._trace.now()))
+
+    def error_received(self, exc: Exception) -> None:
+        # E.g. ConnectionRefusedError from an ICMP port unreachable.
+        self.queue.put_nowait(exc)
+
+
+async def lookup(
+    hostname: str,
+    resolver_ip: str,
+    ctx: ProbeContext,
+    trace: Trace,
+    *,
+    engine: str,
+    tags: list[str],
+) -> DnsLookup:
+    """Send one A query for ``hostname`` to ``resolver_ip`` and record every response."""
+    ensure_address_allowed(resolver_ip, "DNS resolver")
+    port = ctx.dns_port
+    resolver_address = f"[{resolver_ip}]:{port}" if ":" in resolver_ip else f"{resolver_ip}:{port}"
+    transaction_id = trace.new_transaction()
+    query = dns.message.make_query(hostname, dns.rdatatype.A)
+    result = DnsLookup()
+
+    def entry(t0: float, t: float, failure: str | None, response: dns.message.Message | None,
+              raw: bytes | None) -> dict[str, Any]:
+        return {
+            "answers": _answers(response) if response is not None else [],
+            "engine": engine,
+            "failure": failure,
+            "hostname": hostname,
+            "query_type": "A",
+            "raw_response": base64.b64encode(raw).decode("ascii") if raw is not None else None,
+            "rcode": response.rcode() if response is not None else None,
+            "resolver_address": resolver_address,
+            "resolver_hostname": None,
+            "resolver_port": None,
+            "t0": t0,
+            "t": t,
+            "tags": list(tags),
+            "transaction_id": transaction_id,
+        }
+
+    loop = asyncio.get_running_loop()
+    t0 = trace.now()
+    transport = None
+    try:
+        # A connected UDP socket: the kernel drops datagrams from any other source, while an
+        # injector spoofing the resolver's address still gets through (that is what we want).
+        transport, collector = await loop.create_datagram_endpoint(
+            lambda: _Collector(trace), remote_addr=(resolver_ip, port)
+        )
+        transport.sendto(query.to_wire())
+        deadline = loop.time() + ctx.dns_timeout
+        first_error: Exception | None = None
+        while result.responses < MAX_RESPONSES:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                item = await asyncio.wait_for(collector.queue.get(), remaining)
+            except TimeoutError:
+                break
+            if isinstance(item, Exception):
+                if result.responses == 0:
+                    first_error = item
+                    break
+                continue  # an error after a response changes nothing about that response
+            data, arrived = item
+            response = _parse_response(query, data)
+            if response is None:
+                continue  # not an answer to our query (garbage, wrong id or question)
+            failure = _response_failure(response)
+            if result.responses == 0:
+                result.addresses = _ipv4_addresses(response)
+                result.failure = failure
+                deadline = loop.time() + ctx.dns_window
+            result.responses += 1
+            result.entries.append(entry(t0, arrived, failure, response, data))
+        if result.responses == 0:
+            failure = failure_string(first_error) if first_error else failure_string(TimeoutError())
+            result.failure = failure
+            result.entries.append(entry(t0, trace.now(), failure, None, None))
+    except OSError as exc:  # e.g. network unreachable when sending
+        result.failure = failure_string(exc)
+        result.entries.append(entry(t0, trace.now(), result.failure, None, None))
+    finally:
+        if transport is not None:
+            transport.close()
+    return result
+
+
+async def resolve_target(target: Target, ctx: ProbeContext, trace: Trace, *, tags: list[str]) -> DnsLookup:
+    """Addresses for the target via the vantage's resolver; an IP-literal host needs no lookup."""
+    if host_is_ip(target.host):
+        return DnsLookup(addresses=[target.host])
+    return await lookup(target.host, ctx.resolver, ctx, trace, engine="system", tags=tags)
+
+
+def _parse_response(query: dns.message.Message, data: bytes) -> dns.message.Message | None:
+    try:
+        response = dns.message.from_wire(data)
+    except Exception:  # dnspython raises many kinds for malformed packets
+        return None
+    if not query.is_response(response):
+        return None
+    return response
+
+
+def _response_failure(response: dns.message.Message) -> str | None:
+    rcode = response.rcode()
+    if rcode == 0 and _ipv4_addresses(response):
+        return None
+    return dns_rcode_failure(rcode)  # NOERROR without an A record gives dns_no_answer
+
+
+def _ipv4_addresses(response: dns.message.Message) -> list[str]:
+    # The lab's answers are short (at most a CNAME chain, then A records), so every A record in
+    # the answer section belongs to the name asked for.
+    return [
+        rdata.address
+        for rrset in response.answer
+        if rrset.rdtype == dns.rdatatype.A
+        for rdata in rrset
+    ]
+
+
+def _answers(response: dns.message.Message) -> list[dict[str, Any]]:
+    answers: list[dict[str, Any]] = []
+    for rrset in response.answer:
+        for rdata in rrset:
+            if rrset.rdtype == dns.rdatatype.A:
+                answers.append({"answer_type": "A", "ipv4": rdata.address, "ttl": rrset.ttl})
+            elif rrset.rdtype == dns.rdatatype.AAAA:
+                answers.append({"answer_type": "AAAA", "ipv6": rdata.address, "ttl": rrset.ttl})
+            elif rrset.rdtype == dns.rdatatype.CNAME:
+                answers.append({"answer_type": "CNAME", "hostname": rdata.target.to_text(), "ttl": rrset.ttl})
+    return answers
+
+
+class DnsProbe(Probe):
+    """Resolve the target's name with the vantage's resolver and, concurrently, the public one."""
+
+    name: ClassVar[str] = "dns"
+    version: ClassVar[str] = "0.1.0"
+    test_name: ClassVar[str] = "dnscheck"
+
+    async def run(self, target: Target, ctx: ProbeContext) -> dict[str, Any]:
+        ensure_target_allowed(target, ctx)
+        trace = Trace()
+        keys: dict[str, Any] = {
+            "queries": [],
+            "dns_experiment_failure": None,
+            "x_public_failure": None,
+            "x_resolved": {"system": [], "public": None},
+            "x_dns_responses": {"system": 0},
+        }
+        if host_is_ip(target.host):
+            keys["x_resolved"]["system"] = [target.host]
+            return keys
+        # Check both resolvers before sending anything, so a refusal leaves no half-done work.
+        ensure_address_allowed(ctx.resolver, "DNS resolver")
+        if ctx.public_resolver:
+            ensure_address_allowed(ctx.public_resolver, "public DNS resolver")
+        lookups = [lookup(target.host, ctx.resolver, ctx, trace, engine="system", tags=[])]
+        if ctx.public_resolver:
+            lookups.append(lookup(target.host, ctx.public_resolver, ctx, trace, engine="udp", tags=[]))
+        results = await asyncio.gather(*lookups)
+
+        system = results[0]
+        keys["queries"].extend(system.entries)
+        keys["dns_experiment_failure"] = system.failure
+        keys["x_resolved"]["system"] = system.addresses
+        keys["x_dns_responses"]["system"] = system.responses
+        if len(results) > 1:
+            public = results[1]
+            keys["queries"].extend(public.entries)
+            keys["x_public_failure"] = public.failure
+            keys["x_resolved"]["public"] = public.addresses
+            keys["x_dns_responses"]["public"] = public.responses
+        return keys

@@ -1,0 +1,353 @@
+"""HTTP/1.1 GET over an already established (plain or TLS) connection, and the full fetch chain.
+
+The HTTP protocol work is httpcore's ``AsyncHTTP11Connection``; the probe hands it the
+connection through ``HttpcoreStream``, a small adapter from our byte streams to
+``httpcore.AsyncNetworkStream``. That adapter is the I/O seam: httpcore never opens sockets or
+resolves names itself, so it cannot bypass the probes' safety checks. Redirects are not
+followed: the first response is the measurement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import html
+import re
+import time
+from collections.abc import AsyncIterable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, cast
+from urllib.parse import urlsplit
+
+import httpcore
+
+from netlab.target import DEFAULT_PORTS, Target, host_is_ip
+from probes.base import Probe
+from probes.context import ProbeContext
+from probes.dns import DnsLookup, lookup, resolve_target
+from probes.failures import failure_string
+from probes.safety import ensure_address_allowed, ensure_target_allowed
+from probes.streams import ByteStream
+from probes.tcp import connect_all, first_connect_failure
+from probes.tls import handshake
+from probes.trace import Trace
+
+USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) censorlab/0.1"
+ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+_TITLE = re.compile(rb"<title[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
+
+
+class HttpcoreStream(httpcore.AsyncNetworkStream):
+    """Lets httpcore read and write one of our byte streams.
+
+    Errors are wrapped the way httpcore's own backends wrap them (``ReadError`` from the
+    ``OSError``, ...) so httpcore behaves as usual -- e.g. it ignores a failed request write and
+    still reads the response -- and the original error stays available as ``__cause__``
+    for ``failure_string``.
+    """
+
+    def __init__(self, stream: ByteStream) -> None:
+        self._stream = stream
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._stream.read(max_bytes)
+        except TimeoutError as exc:
+            raise httpcore.ReadTimeout(str(exc)) from exc
+        except OSError as exc:
+            raise httpcore.ReadError(str(exc)) from exc
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                await self._stream.write(buffer)
+        except TimeoutError as exc:
+            raise httpcore.WriteTimeout(str(exc)) from exc
+        except OSError as exc:
+            raise httpcore.WriteError(str(exc)) from exc
+
+    async def aclose(self) -> None:
+        await self._stream.close()
+
+    async def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+                        timeout: float | None = None) -> httpcore.AsyncNetworkStream:
+        raise NotImplementedError("TLS is set up by probes.tls before HTTP starts")
+
+    def get_extra_info(self, info: str) -> Any:
+        return None
+
+
+@dataclass
+class HttpResult:
+    """One request: its ``requests`` entry plus the numbers the throughput analysis needs."""
+
+    entry: dict[str, Any]
+    failure: str | None
+    #: Full body length in bytes (bytes received so far if the transfer failed); None without a response.
+    body_length: int | None = None
+    #: Seconds from the end of the response headers to the last body byte.
+    body_seconds: float | None = None
+    title: str | None = None
+
+
+async def fetch(
+    stream: ByteStream,
+    target: Target,
+    ctx: ProbeContext,
+    trace: Trace,
+    *,
+    tags: list[str],
+    transaction_id: int,
+) -> HttpResult:
+    """GET the target's URL over ``stream``. The caller closes the stream afterwards."""
+    request_headers = [
+        ("Host", _host_header(target)),
+        ("User-Agent", USER_AGENT),
+        ("Accept", ACCEPT),
+        ("Accept-Language", "en-US,en;q=0.9"),
+    ]
+    request = httpcore.Request(
+        b"GET",
+        httpcore.URL(
+            scheme=target.scheme.encode(),
+            host=target.host.encode(),
+            port=target.port,
+            target=_request_target(target.url).encode(),
+        ),
+        headers=request_headers,
+        # httpcore applies these to each read and write: the longest silence we tolerate.
+        extensions={"timeout": {"read": ctx.http_timeout, "write": ctx.http_timeout}},
+    )
+    connection = httpcore.AsyncHTTP11Connection(
+        origin=httpcore.Origin(target.scheme.encode(), target.host.encode(), target.port),
+        stream=HttpcoreStream(stream),
+    )
+
+    t0 = trace.now()
+    code = 0
+    response_headers: list[tuple[str, str]] = []
+    kept = bytearray()
+    total = 0
+    headers_at: float | None = None
+    last_byte_at: float | None = None
+    failure: str | None = None
+    try:
+        # The whole exchange is also capped, so a trickling (throttled) body cannot hang us.
+        async with asyncio.timeout(ctx.http_total_timeout):
+            response = await connection.handle_async_request(request)
+            headers_at = time.monotonic()
+            code = response.status
+            response_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers]
+            try:
+                # Read the body to the end even past body_limit: length and throughput must be exact.
+                async for chunk in cast(AsyncIterable[bytes], response.stream):
+                    total += len(chunk)
+                    last_byte_at = time.monotonic()
+                    room = ctx.body_limit - len(kept)
+                    if room > 0:
+                        kept += chunk[:room]
+            finally:
+                await response.aclose()
+    except Exception as exc:
+        failure = failure_string(exc)
+    t = trace.now()
+
+    body = bytes(kept)
+    truncated = total > len(body)
+    entry = {
+        "network": "tcp",
+        "address": stream.address,
+        "alpn": "http/1.1",
+        "failure": failure,
+        "request": {
+            "url": target.url,
+            "method": "GET",
+            "headers": _first_values(request_headers),
+            "headers_list": [[k, v] for k, v in request_headers],
+            "body": "",
+            "body_is_truncated": False,
+            "tor": {"is_tor": False, "exit_ip": None, "exit_name": None},
+            "x_transport": "tcp",
+        },
+        "response": {
+            "code": code,
+            "headers": _first_values(response_headers),
+            "headers_list": [[k, v] for k, v in response_headers],
+            "body": _maybe_binary(body, truncated),
+            "body_is_truncated": truncated,
+        },
+        "t0": t0,
+        "t": t,
+        "tags": list(tags),
+        "transaction_id": transaction_id,
+    }
+    result = HttpResult(entry=entry, failure=failure)
+    if headers_at is not None:
+        result.body_length = total
+        result.body_seconds = round((last_byte_at or headers_at) - headers_at, 6)
+        result.title = page_title(body)
+    return result
+
+
+def page_title(body: bytes) -> str | None:
+    """The page's ``<title>``, unescaped and with whitespace collapsed; None when there is none."""
+    match = _TITLE.search(body)
+    if match is None:
+        return None
+    text = html.unescape(match.group(1).decode("utf-8", errors="replace"))
+    return " ".join(text.split())
+
+
+def _host_header(target: Target) -> str:
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    return host if target.port == DEFAULT_PORTS[target.scheme] else f"{host}:{target.port}"
+
+
+def _request_target(url: str) -> str:
+    # Target keeps only the path; the request line needs the query string too.
+    parts = urlsplit(url)
+    path = parts.path or "/"
+    return f"{path}?{parts.query}" if parts.query else path
+
+
+def _first_values(headers: list[tuple[str, str]]) -> dict[str, str]:
+    """OONI's ``headers`` map: first value of each header, original capitalisation."""
+    first: dict[str, str] = {}
+    for key, value in headers:
+        first.setdefault(key, value)
+    return first
+
+
+def _maybe_binary(body: bytes, truncated: bool) -> str | dict[str, str]:
+    """OONI MaybeBinaryData: the UTF-8 text, or base64 when the body is not UTF-8."""
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # Truncation can split the last character: drop that fragment rather than go binary.
+        if truncated and exc.reason == "unexpected end of data":
+            return body[: exc.start].decode("utf-8", errors="replace")
+        return {"format": "base64", "data": base64.b64encode(body).decode("ascii")}
+
+
+@dataclass
+class FetchTags:
+    """OONI tags for the entries of each step of the chain."""
+
+    dns: list[str] = field(default_factory=list)
+    public_dns: list[str] = field(default_factory=list)
+    connection: list[str] = field(default_factory=list)
+
+
+async def fetch_chain(
+    target: Target, ctx: ProbeContext, *, public_lookup: bool, tags: FetchTags
+) -> dict[str, Any]:
+    """dns -> tcp -> tls (https only) -> http, stopping at the first stage that fails.
+
+    Shared by ``HttpProbe`` and ``probes.web.WebProbe``. Returns the merged test keys
+    (field list in ``probes/web.py``'s module docstring).
+    """
+    ensure_target_allowed(target, ctx)
+    trace = Trace()
+    keys: dict[str, Any] = {
+        "agent": "redirect",
+        "socksproxy": None,
+        "queries": [],
+        "tcp_connect": [],
+        "tls_handshakes": [],
+        "requests": [],
+        "dns_experiment_failure": None,
+        "http_experiment_failure": None,
+        "failure": None,
+        "x_failed_stage": None,
+        "x_addresses": [],
+        "x_resolved": {"system": [], "public": None},
+        "x_dns_responses": {"system": 0},
+        "x_status_code": None,
+        "x_body_length": None,
+        "x_body_seconds": None,
+        "x_title": None,
+    }
+
+    def stop(stage: str, failure: str | None) -> dict[str, Any]:
+        keys["x_failed_stage"] = stage
+        keys["failure"] = failure
+        if stage == "dns":
+            keys["dns_experiment_failure"] = failure
+        else:
+            keys["http_experiment_failure"] = failure
+        return keys
+
+    # --- DNS: the vantage's resolver decides; the public resolver is extra evidence.
+    system, public = await _lookups(target, ctx, trace, public_lookup=public_lookup, tags=tags)
+    keys["queries"] = system.entries + (public.entries if public else [])
+    keys["x_resolved"]["system"] = system.addresses
+    keys["x_dns_responses"]["system"] = system.responses
+    if public is not None:
+        keys["x_resolved"]["public"] = public.addresses
+        keys["x_dns_responses"]["public"] = public.responses
+    keys["dns_experiment_failure"] = system.failure
+    if not system.addresses:
+        return stop("dns", system.failure or "dns_no_answer")
+    keys["x_addresses"] = system.addresses
+
+    # --- TCP to every address; the first that connects carries TLS and HTTP.
+    entries, connection = await connect_all(
+        system.addresses, target.port, ctx, trace, tags=tags.connection
+    )
+    keys["tcp_connect"] = entries
+    if connection is None:
+        return stop("tcp", first_connect_failure(entries))
+
+    stream: ByteStream = connection.stream
+    try:
+        if target.is_https:
+            entry, tls = await handshake(
+                connection.stream, target.host, ctx, trace,
+                tags=tags.connection, transaction_id=connection.transaction_id,
+            )
+            keys["tls_handshakes"] = [entry]
+            if tls is None:
+                return stop("tls", entry["failure"])
+            stream = tls
+
+        result = await fetch(
+            stream, target, ctx, trace, tags=tags.connection, transaction_id=connection.transaction_id
+        )
+    finally:
+        await stream.close()
+    # OONI wants requests in time-reverse order (last redirect first); we make only one.
+    keys["requests"] = [result.entry]
+    keys["x_status_code"] = result.entry["response"]["code"] or None
+    keys["x_body_length"] = result.body_length
+    keys["x_body_seconds"] = result.body_seconds
+    keys["x_title"] = result.title
+    if result.failure is not None:
+        return stop("http", result.failure)
+    return keys
+
+
+async def _lookups(
+    target: Target, ctx: ProbeContext, trace: Trace, *, public_lookup: bool, tags: FetchTags
+) -> tuple[DnsLookup, DnsLookup | None]:
+    if not public_lookup or not ctx.public_resolver or host_is_ip(target.host):
+        return await resolve_target(target, ctx, trace, tags=tags.dns), None
+    ensure_address_allowed(ctx.resolver, "DNS resolver")
+    ensure_address_allowed(ctx.public_resolver, "public DNS resolver")
+    system, public = await asyncio.gather(
+        lookup(target.host, ctx.resolver, ctx, trace, engine="system", tags=tags.dns),
+        lookup(target.host, ctx.public_resolver, ctx, trace, engine="udp", tags=tags.public_dns),
+    )
+    return system, public
+
+
+class HttpProbe(Probe):
+    """Fetch the target's URL once (no redirects): resolve, connect, TLS for https, GET."""
+
+    name: ClassVar[str] = "http"
+    version: ClassVar[str] = "0.1.0"
+    test_name: ClassVar[str] = "urlgetter"
+
+    async def run(self, target: Target, ctx: ProbeContext) -> dict[str, Any]:
+        return await fetch_chain(target, ctx, public_lookup=False, tags=FetchTags())

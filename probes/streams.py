@@ -1,0 +1,145 @@
+"""Byte streams the probes talk over: plain TCP, and TLS layered on an open TCP stream.
+
+Both have the same small interface (``read``, ``write``, ``close``, ``address``), so the HTTP
+step does not care which one it gets.
+
+TLS is done with ``ssl.SSLObject`` over memory buffers instead of ``asyncio``'s ``start_tls``:
+that way the probe still holds the TLS object after a failed certificate check, and can record
+the certificate chain the server sent -- which is exactly the evidence an interception
+(``ssl_invalid_hostname``, ``ssl_unknown_authority``) measurement needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import socket
+import ssl
+from typing import Protocol
+
+from probes.safety import ensure_address_allowed
+
+READ_SIZE = 64 * 1024
+
+
+class ByteStream(Protocol):
+    address: str
+
+    async def read(self, max_bytes: int = READ_SIZE) -> bytes:
+        """Return up to ``max_bytes``; ``b""`` at end of stream."""
+        ...
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def endpoint(ip: str, port: int) -> str:
+    """OONI's ``address`` form: ``1.2.3.4:443`` or ``[::1]:443``."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+class TcpStream:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, address: str) -> None:
+        self._reader = reader
+        self._writer = writer
+        self.address = address
+
+    @classmethod
+    async def connect(cls, ip: str, port: int) -> TcpStream:
+        """Connect to ``ip:port``. The caller bounds the time with its own timeout."""
+        ensure_address_allowed(ip, "TCP connect")
+        family = socket.AF_INET6 if ipaddress.ip_address(ip).version == 6 else socket.AF_INET
+        # Build the socket by hand so that no name resolution can ever happen on this path.
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await asyncio.get_running_loop().sock_connect(sock, (ip, port))
+            reader, writer = await asyncio.open_connection(sock=sock, limit=READ_SIZE)
+        except BaseException:
+            sock.close()
+            raise
+        return cls(reader, writer, endpoint(ip, port))
+
+    async def read(self, max_bytes: int = READ_SIZE) -> bytes:
+        return await self._reader.read(max_bytes)
+
+    async def write(self, data: bytes) -> None:
+        self._writer.write(data)
+        await self._writer.drain()
+
+    async def close(self) -> None:
+        self._writer.close()
+        # The peer may already have reset the connection; it is closed either way.
+        with contextlib.suppress(OSError):
+            await self._writer.wait_closed()
+
+
+class TlsStream:
+    """A TLS client session over an already connected ``TcpStream``."""
+
+    def __init__(self, raw: TcpStream, context: ssl.SSLContext, server_name: str) -> None:
+        self._raw = raw
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self.ssl_object = context.wrap_bio(self._incoming, self._outgoing, server_hostname=server_name)
+        self.address = raw.address
+
+    async def handshake(self) -> None:
+        """Run the handshake. The caller bounds the time with its own timeout.
+
+        Raises the ssl module's errors (certificate verification, alerts, ``SSLEOFError`` when the
+        peer closes) or the socket's (``ConnectionResetError``, ...).
+        """
+        while True:
+            try:
+                self.ssl_object.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                await self._flush()
+                await self._receive()
+        await self._flush()
+
+    def peer_chain_der(self) -> list[bytes]:
+        """DER certificates the server sent, leaf first; available even after a failed verification."""
+        sslobj = self.ssl_object._sslobj  # type: ignore[attr-defined]
+        # get_unverified_chain() is public only from Python 3.13; it exists privately since 3.10.
+        getter = getattr(sslobj, "get_unverified_chain", None)
+        if getter is not None:
+            chain = getter() or []
+            return [cert.public_bytes(ssl._ssl.ENCODING_DER) for cert in chain]  # type: ignore[attr-defined]
+        leaf = self.ssl_object.getpeercert(binary_form=True)
+        return [leaf] if leaf else []
+
+    async def read(self, max_bytes: int = READ_SIZE) -> bytes:
+        while True:
+            try:
+                return self.ssl_object.read(max_bytes)
+            except ssl.SSLWantReadError:
+                await self._flush()  # TLS 1.3 may need to answer, e.g. a key update
+                await self._receive()
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                # close_notify, or a bare TCP close: many servers skip close_notify. Report end of
+                # stream and let the HTTP parser decide whether the message was complete.
+                return b""
+
+    async def write(self, data: bytes) -> None:
+        self.ssl_object.write(data)
+        await self._flush()
+
+    async def close(self) -> None:
+        await self._raw.close()
+
+    async def _flush(self) -> None:
+        pending = self._outgoing.read()
+        if pending:
+            await self._raw.write(pending)
+
+    async def _receive(self) -> None:
+        data = await self._raw.read(READ_SIZE)
+        if data:
+            self._incoming.write(data)
+        else:
+            # The ssl module then raises SSLEOFError from the pending operation.
+            self._incoming.write_eof()

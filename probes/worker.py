@@ -1,0 +1,211 @@
+"""The probe worker: runs measurement jobs read from stdin, writes results to stdout.
+
+Run as ``python -m probes.worker`` inside a vantage. Protocol, one JSON object per line:
+
+stdin, first line (the header)::
+
+    {"context": {...ProbeContext.to_dict()...}, "concurrency": 4, "job_timeout": 180}
+
+(``concurrency`` defaults to 4; ``job_timeout``, optional, caps one job in seconds.)
+Then one job per line::
+
+    {"id": 7, "probe": "web", "url": "https://news.test/"}
+
+stdout, exactly one line per job, in completion order, flushed at once::
+
+    {"id": 7, "measurement": {...OONI measurement...}}
+    {"id": 7, "error": "refusing https://x.example/: ...", "kind": "refused"}
+    {"id": 7, "error": "ValueError: ...", "kind": "crash"}
+
+``kind`` is "refused" when the probe refused the job (target outside the lab, unparsable URL)
+and "crash" for anything else (bad JSON, unknown probe, a bug). A line that is not valid JSON
+still gets an answer, with ``"id": null``. At most ``concurrency`` jobs run at once. At the end
+of stdin the worker finishes the jobs in flight and exits 0. A bad header exits 2. Nothing but
+result lines goes to stdout; diagnostics go to stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from netlab.target import Target, TargetError
+from probes.context import ProbeContext
+from probes.errors import ProbeError
+from probes.measurement import measurement_envelope, new_report_id
+
+log = logging.getLogger("probes.worker")
+
+DEFAULT_CONCURRENCY = 4
+DEFAULT_JOB_TIMEOUT = 180.0
+
+
+class BadJob(Exception):
+    """The job line itself is wrong (not a probe failure)."""
+
+
+class Worker:
+    def __init__(self, ctx: ProbeContext, concurrency: int, job_timeout: float, out: TextIO) -> None:
+        self.ctx = ctx
+        self.concurrency = concurrency
+        self.job_timeout = job_timeout
+        self._out = out
+        self._probes: dict[str, type] = {}
+        self._report_ids: dict[str, str] = {}
+        self._started = datetime.now(UTC)
+
+    async def serve(self, lines: asyncio.Queue[str | None]) -> None:
+        """Run jobs from ``lines`` (None marks end of input) until the input ends."""
+        slots = asyncio.Semaphore(self.concurrency)
+        running: set[asyncio.Task[None]] = set()
+        while True:
+            line = await lines.get()
+            if line is None:
+                break
+            if not line.strip():
+                continue
+            # Take a slot before starting the task, so at most `concurrency` jobs exist at a time
+            # and we stop reading input while all slots are busy.
+            await slots.acquire()
+            task = asyncio.create_task(self._run_job(line, slots))
+            running.add(task)
+            task.add_done_callback(running.discard)
+        if running:
+            await asyncio.gather(*running)
+
+    async def _run_job(self, line: str, slots: asyncio.Semaphore) -> None:
+        try:
+            result = await self._result(line)
+            self._emit(result)
+        except BaseException as exc:  # the worker must survive anything one job does
+            log.exception("job failed while reporting")
+            self._emit({"id": None, "error": f"{type(exc).__name__}: {exc}", "kind": "crash"})
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            slots.release()
+
+    async def _result(self, line: str) -> dict[str, Any]:
+        job_id: Any = None
+        try:
+            try:
+                job = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise BadJob(f"job is not valid JSON: {exc}") from None
+            if not isinstance(job, dict):
+                raise BadJob("job must be a JSON object")
+            job_id = job.get("id")
+            async with asyncio.timeout(self.job_timeout):
+                measurement = await self._measure(job)
+            return {"id": job_id, "measurement": measurement}
+        except (ProbeError, TargetError) as exc:
+            return {"id": job_id, "error": str(exc), "kind": "refused"}
+        except TimeoutError:
+            log.error("job %r exceeded %.0f s", job_id, self.job_timeout)
+            return {"id": job_id, "error": f"job exceeded {self.job_timeout:g} s", "kind": "crash"}
+        except Exception as exc:
+            if not isinstance(exc, BadJob):
+                log.exception("job %r crashed", job_id)
+            return {"id": job_id, "error": f"{type(exc).__name__}: {exc}", "kind": "crash"}
+
+    async def _measure(self, job: dict[str, Any]) -> dict[str, Any]:
+        probe_name = job.get("probe")
+        url = job.get("url")
+        if not isinstance(probe_name, str) or not isinstance(url, str):
+            raise BadJob('job needs string fields "probe" and "url"')
+        probe_class = self._probe_class(probe_name)
+        target = Target.parse(url)
+        probe = probe_class()
+        start = datetime.now(UTC)
+        began = time.monotonic()
+        test_keys = await probe.run(target, self.ctx)
+        runtime = time.monotonic() - began
+        test_name = getattr(probe, "test_name", "urlgetter")
+        if test_name not in self._report_ids:
+            self._report_ids[test_name] = new_report_id(test_name, self.ctx, self._started)
+        return measurement_envelope(
+            probe, target, self.ctx, test_keys, start, runtime,
+            report_id=self._report_ids[test_name], test_start_time=self._started,
+        )
+
+    def _probe_class(self, name: str) -> type:
+        # Imported on first use: a worker that only runs DNS jobs never pays for httpcore.
+        if name not in self._probes:
+            from probes.base import load_probe
+
+            try:
+                self._probes[name] = load_probe(name)
+            except KeyError as exc:
+                raise BadJob(str(exc.args[0])) from None
+        return self._probes[name]
+
+    def _emit(self, result: dict[str, Any]) -> None:
+        try:
+            line = json.dumps(result, ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError) as exc:  # e.g. a plugin put a non-JSON value in its keys
+            log.error("result of job %r is not JSON: %s", result.get("id"), exc)
+            error = {"id": result.get("id"), "error": f"result is not JSON: {exc}", "kind": "crash"}
+            line = json.dumps(error)
+        self._out.write(line + "\n")
+        self._out.flush()
+
+
+def parse_header(line: str) -> tuple[ProbeContext, int, float]:
+    header = json.loads(line)
+    if not isinstance(header, dict) or not isinstance(header.get("context"), dict):
+        raise ValueError('first line must be {"context": {...}, "concurrency": N}')
+    ctx = ProbeContext.from_dict(header["context"])
+    concurrency = header.get("concurrency", DEFAULT_CONCURRENCY)
+    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+        raise ValueError(f"concurrency must be a positive integer, not {concurrency!r}")
+    job_timeout = header.get("job_timeout", DEFAULT_JOB_TIMEOUT)
+    if not isinstance(job_timeout, int | float) or job_timeout <= 0:
+        raise ValueError(f"job_timeout must be a positive number, not {job_timeout!r}")
+    return ctx, concurrency, float(job_timeout)
+
+
+async def _read_lines(stream: TextIO, lines: asyncio.Queue[str | None]) -> None:
+    # A thread per readline works for pipes, files and terminals alike, unlike connect_read_pipe.
+    while True:
+        line = await asyncio.to_thread(stream.readline)
+        if not line:
+            await lines.put(None)
+            return
+        await lines.put(line)
+
+
+async def amain(stdin: TextIO, out: TextIO) -> int:
+    header = await asyncio.to_thread(stdin.readline)
+    if not header.strip():
+        log.error("no header line on stdin")
+        return 2
+    try:
+        ctx, concurrency, job_timeout = parse_header(header)
+    except (ValueError, TypeError) as exc:
+        log.error("bad header: %s", exc)
+        return 2
+    worker = Worker(ctx, concurrency, job_timeout, out)
+    # A small buffer: the reader stays a little ahead of the jobs, not arbitrarily far.
+    lines: asyncio.Queue[str | None] = asyncio.Queue(maxsize=concurrency)
+    reader = asyncio.create_task(_read_lines(stdin, lines))
+    await worker.serve(lines)
+    await reader
+    return 0
+
+
+def main() -> int:
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
+                        format="probes.worker: %(levelname)s %(message)s")
+    out = sys.stdout
+    # Results own stdout. Anything else that prints (a chatty plugin) goes to stderr instead.
+    sys.stdout = sys.stderr
+    return asyncio.run(amain(sys.stdin, out))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

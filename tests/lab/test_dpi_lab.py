@@ -1,0 +1,166 @@
+"""The DPI middlebox and shaping in a real client - router - server topology (needs root)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from ipaddress import IPv4Address
+
+import pytest
+
+from dpi_topology import RESOLVER, SITES, DpiLab, leftover_namespaces
+from netlab.addressing import isp_addresses
+from netlab.compile.dpi import compile_dpi
+from netlab.compile.shaping import compile_shaping, netem_available
+from netlab.model import Isp, Match, Rule, ShapingRule
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("iptables-restore"),
+                       reason="needs root, iproute2 and iptables-nft"),
+]
+
+SOCIAL, NEWS, OK, OTHER = SITES[0], SITES[1], SITES[2], SITES[3]
+SITE_ADDRESSES = {"social.test": IPv4Address(SOCIAL), "news.test": IPv4Address(NEWS),
+                  "ok.test": IPv4Address(OK), "other.test": IPv4Address(OTHER)}
+
+
+@pytest.fixture
+def lab(request):
+    suffix = f"{os.getpid() % 10000}{request.node.name[-12:]}".replace("[", "").replace("]", "")[:10]
+    lab = DpiLab(suffix=suffix.replace("_", ""))
+    try:
+        lab.up()
+        lab.start_server()
+        yield lab
+    finally:
+        lab.down()
+        assert not [n for n in leftover_namespaces() if n in lab.namespaces], "namespaces left behind"
+
+
+def with_dpi(lab: DpiLab, *rules: Rule, fail: str = "closed") -> Isp:
+    isp = Isp("isp-b", dpi_rules=rules, dpi_fail=fail)
+    lab.apply(compile_dpi(isp, isp_addresses(1), SITE_ADDRESSES))
+    return isp
+
+
+def alive(lab: DpiLab, name: str = "dpi") -> bool:
+    return lab.procs[name].poll() is None
+
+
+def test_sni_reset_and_drop(lab):
+    with_dpi(lab, Rule(Match(sni="social.test"), "reset"), Rule(Match(sni="chat.test"), "drop"))
+    assert lab.client_cmd("tls", "social.test", SOCIAL)["result"] == "handshake:connection_reset"
+    assert lab.client_cmd("tls", "www.Social.test", SOCIAL)["result"] == "handshake:connection_reset"
+    r = lab.client_cmd("tls", "chat.test", SOCIAL, "--timeout", "1.5")
+    assert r["result"] == "handshake:timeout"
+    assert lab.client_cmd("tls", "ok.test", SOCIAL)["result"] == "ok"
+    assert lab.client_cmd("tls", "-", SOCIAL)["result"] == "ok"  # ClientHello without SNI passes
+    assert alive(lab)
+
+
+def test_split_client_hello(lab):
+    with_dpi(lab, Rule(Match(sni="social.test"), "reset"))
+    # cut inside the record header, inside the SNI, and a 1.8 KiB hello in three segments
+    for cuts, pad in (("3", 0), ("60", 0), ("50,700", 1800)):
+        r = lab.client_cmd("split", "social.test", SOCIAL, "--cuts", cuts, "--pad", str(pad))
+        assert r["result"] == "connection_reset", (cuts, r)
+        r = lab.client_cmd("split", "ok.test", SOCIAL, "--cuts", cuts, "--pad", str(pad))
+        assert r["result"] != "connection_reset", (cuts, r)
+
+
+def test_http_blockpage(lab):
+    with_dpi(lab, Rule(Match(http_host="news.test"), "blockpage"))
+    r = lab.client_cmd("http", "news.test", NEWS)
+    assert r["status"].startswith("HTTP/1.1 451")
+    assert "netlab-blockpage" in r["body"] and "<title>Blocked</title>" in r["body"]
+    r = lab.client_cmd("http", "ok.test", NEWS)
+    assert r["status"] == "HTTP/1.1 200 OK" and "origin" in r["body"]
+
+
+def test_dns_inject(lab):
+    with_dpi(lab, Rule(Match(dns_query="video.test"), "inject", address=IPv4Address("10.10.34.35")))
+    r = lab.client_cmd("dns", "video.test", "--server", RESOLVER)["responses"]
+    assert [x["answers"] for x in r] == [["10.10.34.35"], [SITES[0]]]  # forged first, real after
+    assert all(x["id_ok"] for x in r)
+    r = lab.client_cmd("dns", "ok.test", "--server", RESOLVER, "--listen", "0.3")["responses"]
+    assert [x["answers"] for x in r] == [[SITES[0]]]
+
+
+def test_residual(lab):
+    with_dpi(lab, Rule(Match(sni="social.test"), "reset", residual=2))
+    assert lab.client_cmd("tls", "social.test", SOCIAL)["result"] == "handshake:connection_reset"
+    hit = time.monotonic()
+    assert lab.client_cmd("tls", "ok.test", SOCIAL)["result"] == "handshake:connection_reset"
+    assert lab.client_cmd("tls", "ok.test", OTHER)["result"] == "ok"  # other server: unaffected
+    assert time.monotonic() - hit < 2
+    deadline = hit + 6
+    while True:  # the residual block expires after 2 s
+        if lab.client_cmd("tls", "ok.test", SOCIAL)["result"] == "ok":
+            break
+        assert time.monotonic() < deadline, "residual block never expired"
+    assert time.monotonic() - hit >= 2
+
+
+def test_malformed_packets_keep_it_running(lab):
+    with_dpi(lab, Rule(Match(sni="social.test"), "reset"), Rule(Match(http_host="news.test"), "blockpage"),
+             Rule(Match(dns_query="video.test"), "inject", address=IPv4Address("10.10.34.35")))
+    for seed in (1, 2):
+        lab.client_cmd("garbage", "--seed", str(seed), "--random", "60")
+        assert alive(lab), lab.log("dpi")
+    assert "Traceback" not in lab.log("dpi")
+    assert lab.client_cmd("tls", "social.test", SOCIAL)["result"] == "handshake:connection_reset"
+    assert lab.client_cmd("http", "news.test", NEWS)["status"].startswith("HTTP/1.1 451")
+    assert lab.client_cmd("tls", "ok.test", SOCIAL)["result"] == "ok"
+
+
+def test_1000_concurrent_flows_30_percent_blocked(lab):
+    with_dpi(lab, Rule(Match(sni="blocked.test"), "reset"))
+    names = [f"f{i}.blocked.test" if i % 10 < 3 else f"f{i}.allowed.test" for i in range(1000)]
+    r = lab.client_cmd("many", json.dumps(names), "--timeout", "20", timeout=120)["results"]
+    wrong = [(n, x) for n, x in zip(names, r, strict=True)
+             if x != ("handshake:connection_reset" if ".blocked." in n else "ok")]
+    assert not wrong, f"{len(wrong)} wrong, e.g. {wrong[:5]}"
+    assert alive(lab)
+
+
+@pytest.mark.parametrize("fail", ["closed", "open"])
+def test_dead_middlebox(lab, fail):
+    with_dpi(lab, Rule(Match(sni="social.test"), "reset"), fail=fail)
+    assert lab.client_cmd("tls", "ok.test", SOCIAL)["result"] == "ok"
+    lab.procs["dpi"].send_signal(signal.SIGKILL)
+    lab.procs["dpi"].wait(5)
+    r = lab.client_cmd("tls", "ok.test", SOCIAL, "--timeout", "1")["result"]
+    if fail == "closed":
+        assert r == "connect:timeout"  # even the SYN is queued to a queue nobody reads
+    else:
+        assert r == "ok"
+        assert lab.client_cmd("tls", "social.test", SOCIAL)["result"] == "ok"  # uninspected
+
+
+def test_rate_shaping(lab):
+    isp = Isp("isp-b", shaping=(ShapingRule(Match(site="ok.test"), rate_bps=2_000_000),))
+    lab.apply(compile_shaping(isp, isp_addresses(1), SITE_ADDRESSES, netem_available=netem_available()))
+    size = str(256 * 1024)
+    shaped = lab.client_cmd("bulk", OK, "--size", size)
+    free = lab.client_cmd("bulk", OTHER, "--size", size)
+    assert shaped["bytes"] == free["bytes"] == 256 * 1024
+    assert shaped["bps"] < 3_000_000, shaped  # 2 Mbit/s plus the bucket's burst
+    assert free["bps"] > 5 * shaped["bps"], (free, shaped)
+
+
+def test_delay_and_loss_emulation(lab):
+    have_netem = netem_available()
+    isp = Isp("isp-b", shaping=(ShapingRule(Match(site="ok.test"), delay_ms=80),
+                                ShapingRule(Match(site="news.test"), loss=1.0)))
+    add = compile_shaping(isp, isp_addresses(1), SITE_ADDRESSES, netem_available=have_netem)
+    assert bool(add.services) == (not have_netem)
+    lab.apply(add)
+    slow = lab.client_cmd("tls", "ok.test", OK)
+    fast = lab.client_cmd("tls", "ok.test", OTHER)
+    assert slow["result"] == fast["result"] == "ok"
+    assert slow["seconds"] >= 0.16 > fast["seconds"]  # two round trips (connect, handshake)
+    assert lab.client_cmd("tls", "ok.test", NEWS, "--timeout", "1")["result"] == "connect:timeout"
