@@ -56,8 +56,8 @@ from netlab.errors import LabError
 
 __all__ = [
     "BASE_IMAGE",
-    "IMAGE_REPO",
     "IMAGES_DIR",
+    "IMAGE_REPO",
     "LABEL_HASH",
     "ImageError",
     "ImageInfo",
@@ -307,7 +307,7 @@ def _run(cmd: Sequence[str], clock: _Clock, log: Path, *, env: dict[str, str] | 
 
 def _docker_client() -> Any:
     try:
-        import docker  # noqa: PLC0415 - optional dependency
+        import docker  # optional dependency (censorlab[compose])
     except ImportError as exc:
         raise ImageError("the Docker SDK for Python is missing: pip install docker "
                          "(or pip install 'censorlab[compose]')") from exc
@@ -322,7 +322,7 @@ def _docker_client() -> Any:
 
 def _is_not_found(exc: BaseException) -> bool:
     try:
-        import docker.errors  # noqa: PLC0415
+        import docker.errors
     except ImportError:
         return False
     return isinstance(exc, docker.errors.NotFound)

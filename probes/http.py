@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import httpcore
 
-from netlab.target import DEFAULT_PORTS, Target, host_is_ip
+from netlab.target import Target, host_is_ip
 from probes.base import Probe
 from probes.context import ProbeContext
 from probes.dns import DnsLookup, lookup, resolve_target
@@ -32,6 +32,8 @@ from probes.tcp import connect_all, first_connect_failure
 from probes.tls import handshake
 from probes.trace import Trace
 
+#: Ports that the Host header leaves implicit.
+DEFAULT_PORTS = {"http": 80, "https": 443}
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) censorlab/0.1"
 ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
 import re
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from harness.campaign import DEFAULT_CONCURRENCY, CampaignConfig, run_campaign, shard_targets
+from harness.campaign import DEFAULT_CONCURRENCY, CampaignConfig, shard_targets
 from harness.cli.common import EXIT_LAB, EXIT_MISMATCH, add_backend, add_name, quiet_default
 from harness.report import print_report
-from harness.results import score_results, write_run_info, write_verdicts
+from harness.runner import measure_and_score
 from netlab.backends import get_backend
 from netlab.backends.base import RunningLab
 from netlab.compile import compile_lab
@@ -73,25 +74,25 @@ def run(args: argparse.Namespace, console: Console) -> int:
         lab = backend.up(plan, progress=None if args.quiet else lambda m: console.print(f"  {m}"))
         owned = True
     up_seconds = time.monotonic() - t0
+    config = CampaignConfig(probe=args.probe, concurrency=args.concurrency, shard=shard)
+    total = len(shard_targets(scenario.targets, *shard)) * len(lab.state.vantages)
     try:
-        result = _measure(lab, scenario, out, args, shard, console)
+        with _progress(console, total, args.quiet) as advance:
+            outcome = measure_and_score(lab, scenario, out, config, backend=args.backend,
+                                        fingerprints=args.fingerprints, on_result=advance,
+                                        up_seconds=up_seconds)
     finally:
         if owned:
             t1 = time.monotonic()
             lab.down()
             if not args.quiet:
                 console.print(f"  lab {name} down in {time.monotonic() - t1:.2f}s")
-    write_run_info(out, scenario, {
-        "lab": name, "backend": args.backend, "scenario_name": scenario.name, "probe": args.probe,
-        "shard": list(shard), "vantages": list(lab.state.vantages), "site_addresses": lab.state.site_addresses,
-        "measurements": result.measurements, "errors": result.errors, "lab_faults": result.lab_faults,
-        "campaign_seconds": round(result.seconds, 3), "up_seconds": round(up_seconds, 3)})
-    if result.lab_faults:
+    result = outcome.campaign
+    if outcome.scored is None:
         console.print(f"[bold red]lab fault:[/] {', '.join(result.lab_faults)} stopped during the run; "
                       f"the measurements in {out} cannot be trusted and were not scored")
         return EXIT_LAB
-    scored = score_results([out], args.fingerprints)
-    write_verdicts(out, scored)
+    scored = outcome.scored
     print_report(console, scored.score, scored.vantages)
     for e in result.errors:
         console.print(f"[red]probe error[/] {e['vantage']} {e.get('url')}: {e.get('error')}")
@@ -102,14 +103,12 @@ def run(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _measure(lab: RunningLab, scenario, out: Path, args: argparse.Namespace,  # type: ignore[no-untyped-def]
-             shard: tuple[int, int], console: Console):
-    config = CampaignConfig(probe=args.probe, concurrency=args.concurrency, shard=shard)
-    total = len(shard_targets(scenario.targets, *shard)) * len(lab.state.vantages)
-    if args.quiet:
-        return asyncio.run(run_campaign(lab, scenario, out, config))
+@contextlib.contextmanager
+def _progress(console: Console, total: int, quiet: bool) -> Iterator[Callable[[str, dict], None]]:
+    if quiet:
+        yield lambda _v, _l: None
+        return
     with Progress(TextColumn("measuring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as bar:
         task = bar.add_task("measure", total=total)
-        return asyncio.run(run_campaign(lab, scenario, out, config,
-                                        on_result=lambda _v, _l: bar.advance(task)))
+        yield lambda _v, _l: bar.advance(task)

@@ -6,9 +6,10 @@ from __future__ import annotations
 import abc
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from netlab.plan import LabPlan
 

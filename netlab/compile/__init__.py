@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 
 from netlab.addressing import (
     CONTROL_CLIENT,
@@ -12,13 +12,17 @@ from netlab.addressing import (
     LAB_INTERNET,
     PUBLIC_RESOLVER,
     ROOT_DNS,
+    IspAddresses,
     allocate_sites,
     isp_addresses,
     isp_asn,
 )
 from netlab.compile import dns, firewall
+from netlab.compile.dpi import compile_dpi
 from netlab.compile.pki import make_pki
-from netlab.model import CONTROL, Scenario
+from netlab.compile.router import RouterAdditions
+from netlab.compile.shaping import compile_shaping, netem_available
+from netlab.model import CONTROL, Isp, Scenario
 from netlab.plan import LAB_DIR, Host, Interface, LabPlan, Link, ReadyCheck, Route, Service, Vantage
 
 INET = "inet"
@@ -97,7 +101,7 @@ def compile_lab(scenario: Scenario, lab: str | None = None) -> LabPlan:
             files.update(extra.files)
             router.setup += extra.setup
             router.services += extra.services
-            notes += [f"{isp.name}: {n}" for n in extra.notes]
+            notes += extra.notes
         vantages[isp.name] = Vantage(isp.name, isp.name, addrs.client.ip, addrs.resolver,
                                      PUBLIC_RESOLVER, isp_asn(index))
 
@@ -105,9 +109,12 @@ def compile_lab(scenario: Scenario, lab: str | None = None) -> LabPlan:
                    vantages=vantages, site_addresses=sites, notes=notes)
 
 
-def _router_additions(isp, addrs, sites):  # type: ignore[no-untyped-def]
+def _router_additions(isp: Isp, addrs: IspAddresses, sites: dict[str, IPv4Address]) -> list[RouterAdditions]:
     """DPI middlebox and shaping for one router (netlab.compile.dpi / .shaping)."""
-    return []
+    # Probing the kernel for netem costs a throwaway namespace: only when a rule needs delay or loss.
+    needs_netem = any(r.delay_ms is not None or r.loss is not None for r in isp.shaping)
+    return [compile_dpi(isp, addrs, sites),
+            compile_shaping(isp, addrs, sites, netem_available=needs_netem and netem_available())]
 
 
 def _connect(hosts: dict[str, Host], links: list[Link], a: str, a_if: str, a_addr, b: str, b_if: str,

@@ -60,7 +60,7 @@ def _check(rule: Rule, isp: Isp) -> None:
         raise ValueError(f"{where}: blockpage needs http_host or keyword")
     if m.proto and m.proto not in ("tcp", "udp"):
         raise ValueError(f"{where}: proto must be tcp or udp")
-    if (m.sni or m.http_host) and m.proto == "udp" or m.dns_query and m.proto == "tcp":
+    if ((m.sni or m.http_host) and m.proto == "udp") or (m.dns_query and m.proto == "tcp"):
         raise ValueError(f"{where}: proto contradicts the protocol field matched")
 
 

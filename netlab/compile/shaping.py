@@ -170,7 +170,7 @@ def compile_shaping(
                         ("tc", "filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", str(i + 1),
                          "u32", *_u32(direction, net, r), "flowid", classid)
                     )
-        for i, r, _ in tc_rules:
+        for _i, r, _ in tc_rules:
             how = "tc htb" + (" + netem" if netem_available and (r.delay_ms or r.loss) else "")
             out.notes.append(f"{isp.name}: shaping {r.describe()} with {how} on {DOWN_IF} (down) and {UP_IF} (up)")
     if emulate:

@@ -29,6 +29,7 @@ It writes its ready file once its queue is bound and logs to stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import heapq
 import json
 import logging
@@ -418,6 +419,7 @@ class Middlebox:
         self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         self.stop = False
         self.errors = 0
+        self.busy = 0.0  # seconds spent receiving and judging packets
 
     def callback(self, p) -> None:  # p: netfilterqueue.Packet
         try:
@@ -459,10 +461,8 @@ class Middlebox:
 
         ready = self.cfg.get("ready_file")
         if ready:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(ready)
-            except FileNotFoundError:
-                pass
         nfq = NetfilterQueue()
         nfq.bind(int(self.cfg["queue"]), self.callback, max_len=int(self.cfg.get("queue_len", 8192)),
                  sock_len=8 * 1024 * 1024)
@@ -481,7 +481,7 @@ class Middlebox:
         try:
             while not self.stop:
                 now = time.monotonic()
-                timeout = 1.0
+                timeout = 0.2
                 if self.held:
                     timeout = max(0.0, min(timeout, self.held[0][0] - now))
                 try:
@@ -489,10 +489,12 @@ class Middlebox:
                 except InterruptedError:
                     continue
                 if r:
+                    t0 = time.perf_counter()
                     try:
                         nfq.run(block=False)
                     except OSError as e:
                         log.warning("queue receive error: %s", e)
+                    self.busy += time.perf_counter() - t0
                 now = time.monotonic()
                 self.release(now)
                 if now >= next_gc:
@@ -501,7 +503,11 @@ class Middlebox:
         finally:
             self.release(float("inf"))
             nfq.unbind()
-        log.info("stopped after %d packets, %d hits", self.engine.packets, self.engine.hits)
+        n = self.engine.packets
+        log.info(
+            "stopped after %d packets, %d hits, %d errors; busy %.3f s (%.0f packets/s of CPU)",
+            n, self.engine.hits, self.errors, self.busy, n / self.busy if self.busy else 0.0,
+        )
         return 0
 
 

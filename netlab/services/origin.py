@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -66,10 +67,8 @@ async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
         log.debug("%s: %s", site.name, exc)
     finally:
         writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, ssl.SSLError, OSError):
             await writer.wait_closed()
-        except (ConnectionError, ssl.SSLError, OSError):
-            pass
 
 
 async def _respond(conn: h11.Connection, writer: asyncio.StreamWriter, request: h11.Request,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -251,14 +252,14 @@ async def _serve(args: argparse.Namespace) -> None:
             def datagram_received(self, data, addr):
                 self.t.sendto(data, addr)
 
-        return await loop.create_datagram_endpoint(Echo, local_addr=("0.0.0.0", 7))
+        return await loop.create_datagram_endpoint(Echo, local_addr=(SITES[0], 7))
 
     servers = [
         await asyncio.start_server(http, "0.0.0.0", 443, ssl=ctx, backlog=4096, ssl_handshake_timeout=10),
         await asyncio.start_server(http, "0.0.0.0", 80, backlog=4096),
         await asyncio.start_server(bulk, "0.0.0.0", 8080, backlog=128),
     ]
-    await loop.create_datagram_endpoint(Dns, local_addr=("0.0.0.0", 53))
+    await loop.create_datagram_endpoint(Dns, local_addr=(RESOLVER, 53))  # answers from its address
     await echo_udp_factory()
     Path(args.ready).write_text(str(os.getpid()))
     try:
@@ -293,7 +294,7 @@ async def _tls_once(host: str | None, addr: str, port: int, timeout: float, ctx:
     writer = None
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(addr, port)
+            _reader, writer = await asyncio.open_connection(addr, port)
         try:
             async with asyncio.timeout(timeout):
                 await writer.start_tls(ctx, server_hostname=host)
@@ -316,20 +317,23 @@ def cmd_tls(args: argparse.Namespace) -> dict:
 
 
 def cmd_many(args: argparse.Namespace) -> dict:
-    """``n`` concurrent TLS handshakes; every ``blocked_every``-th... : names from a JSON list."""
+    """Concurrent TLS handshakes (connect + handshake), one per name of a JSON list."""
     names = json.loads(args.names)
     ctx = _client_ctx()
 
     async def main() -> list[str]:
         sem = asyncio.Semaphore(args.concurrency)
 
-        async def one(i: int, name: str) -> str:
+        async def one(i: int, name: str) -> tuple[str, float]:
             async with sem:
-                return await _tls_once(name, SITES[i % len(SITES)], 443, args.timeout, ctx)
+                t0 = time.perf_counter()
+                res = await _tls_once(name, SITES[i % len(SITES)], 443, args.timeout, ctx)
+                return res, time.perf_counter() - t0
 
         return await asyncio.gather(*(one(i, n) for i, n in enumerate(names)))
 
-    return {"results": asyncio.run(main())}
+    out = asyncio.run(main())
+    return {"results": [r for r, _ in out], "seconds": [t for _, t in out]}
 
 
 def _raw_client(addr: str, port: int, parts: list[bytes], gap: float, timeout: float) -> str:
@@ -448,27 +452,26 @@ def cmd_garbage(args: argparse.Namespace) -> dict:
         b"GET " + b"A" * 9000,
         b"\x00" * 1400,
     ] + [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 1400))) for _ in range(args.random)]
-    sent = 0
+    conns = []
     for i, p in enumerate(payloads):
         try:
             s = socket.create_connection((SITES[i % len(SITES)], 443 if i % 2 else 80), timeout=2)
             s.sendall(p)
-            s.settimeout(0.2)
-            try:
-                s.recv(100)
-            except Exception:
-                pass
-            s.close()
-            sent += 1
-        except Exception:
+            conns.append(s)
+        except OSError:
             pass
+    time.sleep(0.2)  # let the server answer or reset; then close everything
+    for s in conns:
+        s.close()
+    sent = len(conns)
     # raw packets: mid-stream segments conntrack picks up, junk DNS, a fragment, bad offsets
     raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     pkts = []
     for _ in range(args.random):
         dst = rng.choice(SITES)
+        junk = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 600)))
         pkts.append(build_tcp(CLIENT_IP, dst, rng.randrange(1024, 65535), 443, rng.getrandbits(32),
-                              rng.getrandbits(32), 0x18, bytes(rng.randrange(256) for _ in range(rng.randrange(0, 600)))))
+                              rng.getrandbits(32), 0x18, junk))
         pkts.append(build_udp(CLIENT_IP, RESOLVER, rng.randrange(1024, 65535), 53,
                               bytes(rng.randrange(256) for _ in range(rng.randrange(0, 300)))))
     bad = bytearray(build_tcp(CLIENT_IP, SITES[0], 40000, 443, 1, 1, 0x18, hello))
@@ -484,16 +487,14 @@ def cmd_garbage(args: argparse.Namespace) -> dict:
     frag2[6:8] = struct.pack("!H", 0x0010)  # a later fragment
     pkts.append(bytes(frag2))
     for p in pkts:
-        try:
+        with contextlib.suppress(OSError):
             raw.sendto(p, (socket.inet_ntoa(p[16:20]), 0))
-        except OSError:
-            pass
     return {"connections": sent, "raw": len(pkts)}
 
 
 def cmd_udp_rtt(args: argparse.Namespace) -> dict:
-    """Round trips of fresh UDP flows to the echo port (a new source port -> a new flow each
-    time, so every one is inspected), then a burst of ``burst`` datagrams over many flows."""
+    """Round trips to the echo port, each from a fresh socket (a new source port, so a new flow
+    whose first packet the middlebox inspects)."""
     target = (SITES[0], 7)
     rtts = []
     for _ in range(args.count):
@@ -507,50 +508,28 @@ def cmd_udp_rtt(args: argparse.Namespace) -> dict:
         except TimeoutError:
             pass
         s.close()
-    # throughput: flows x packets datagrams from many sockets; count the echoes
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(args.flows)]
-    for s in socks:
-        s.setblocking(False)
-        s.connect(target)
-    payload = b"p" * 32
-    received = 0
-    t0 = time.perf_counter()
-    sent = 0
-    last = t0
-    import selectors
+    return {"rtts_us": rtts}
 
-    sel = selectors.DefaultSelector()
-    for s in socks:
-        sel.register(s, selectors.EVENT_READ)
-    for _ in range(args.per_flow):
-        for s in socks:
-            try:
-                s.send(payload)
-                sent += 1
-            except BlockingIOError:
-                pass
-        for key, _ in sel.select(0):
-            try:
-                while True:
-                    key.fileobj.recv(2048)
-                    received += 1
-                    last = time.perf_counter()
-            except BlockingIOError:
-                pass
-    quiet_until = time.perf_counter() + 0.5
-    while time.perf_counter() < quiet_until:
-        for key, _ in sel.select(0.05):
-            try:
-                while True:
-                    key.fileobj.recv(2048)
-                    received += 1
-                    last = time.perf_counter()
-                    quiet_until = last + 0.5
-            except BlockingIOError:
-                pass
-    for s in socks:
-        s.close()
-    return {"rtts_us": rtts, "sent": sent, "received": received, "seconds": last - t0}
+
+def cmd_flood(args: argparse.Namespace) -> dict:
+    """Raw UDP datagrams to the discard port, ``per_flow`` per source port, as fast as possible."""
+    sys.path.insert(0, str(REPO))
+    from netlab.services._parsers import build_udp
+
+    payload = b"f" * 32
+    flows = max(1, args.packets // args.per_flow)
+    pkts = [build_udp(CLIENT_IP, SITES[0], 10000 + (i % flows) % 55000, 9, payload) for i in range(args.packets)]
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    dst = (SITES[0], 0)
+    sent = 0
+    t0 = time.perf_counter()
+    for p in pkts:
+        try:
+            raw.sendto(p, dst)
+            sent += 1
+        except OSError:
+            pass
+    return {"sent": sent, "seconds": time.perf_counter() - t0}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -592,14 +571,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--random", type=int, default=50)
     p = sub.add_parser("udp-rtt")
     p.add_argument("--count", type=int, default=500)
-    p.add_argument("--flows", type=int, default=2000)
+    p = sub.add_parser("flood")
+    p.add_argument("--packets", type=int, default=50000)
     p.add_argument("--per-flow", type=int, default=10)
     args = ap.parse_args(argv)
     if args.cmd == "serve":
         asyncio.run(_serve(args))
         return 0
     fn = {"tls": cmd_tls, "many": cmd_many, "split": cmd_split, "http": cmd_http, "dns": cmd_dns,
-          "bulk": cmd_bulk, "garbage": cmd_garbage, "udp-rtt": cmd_udp_rtt}[args.cmd]
+          "bulk": cmd_bulk, "garbage": cmd_garbage, "udp-rtt": cmd_udp_rtt,
+          "flood": cmd_flood}[args.cmd]
     print(json.dumps(fn(args)), flush=True)
     return 0
 

@@ -10,8 +10,8 @@ import time
 from ipaddress import IPv4Address
 
 import pytest
-
 from dpi_topology import RESOLVER, SITES, DpiLab, leftover_namespaces
+
 from netlab.addressing import isp_addresses
 from netlab.compile.dpi import compile_dpi
 from netlab.compile.shaping import compile_shaping, netem_available

@@ -24,7 +24,7 @@ from netlab.services._parsers import (
     build_udp,
     parse_ipv4,
 )
-from netlab.services.dpi import ACCEPT, DROP, HOLD, KILL, BLOCKPAGE_MARKER, Engine
+from netlab.services.dpi import ACCEPT, BLOCKPAGE_MARKER, DROP, HOLD, KILL, Engine
 
 C, S1, S2, DNS = "10.1.0.2", "198.18.1.1", "198.18.1.2", "198.18.0.2"
 SITES = {"social.test": IPv4Address(S1), "news.test": IPv4Address(S2)}

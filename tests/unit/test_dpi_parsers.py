@@ -58,7 +58,8 @@ def test_every_prefix_needs_more():
 def test_handshake_split_over_two_records():
     hello = build_client_hello("split.test")
     hs = hello[5:]
-    two = b"\x16\x03\x01" + struct.pack("!H", 30) + hs[:30] + b"\x16\x03\x01" + struct.pack("!H", len(hs) - 30) + hs[30:]
+    rec = b"\x16\x03\x01"
+    two = rec + struct.pack("!H", 30) + hs[:30] + rec + struct.pack("!H", len(hs) - 30) + hs[30:]
     assert parse_client_hello(two).value == "split.test"
     assert parse_client_hello(two[:40]).status == NEED_MORE
 

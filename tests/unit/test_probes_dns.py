@@ -1,15 +1,15 @@
 """DnsProbe against real UDP DNS servers on 127.0.0.1."""
 
+# The fixtures imported from test_probes_support reach the tests through their parameter names.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import base64
 
 import dns.message
 import pytest
-from netlab.target import Target
-from probes.dns import DnsProbe
-from probes.errors import TargetRefused
-from test_probes_support import (  # noqa: F401  (pytest fixtures are used by name)
+from test_probes_support import (  # noqa: F401  (fixtures)
     LOOPBACK,
     DnsServer,
     dns_server,
@@ -18,6 +18,10 @@ from test_probes_support import (  # noqa: F401  (pytest fixtures are used by na
     make_context,
     run,
 )
+
+from netlab.target import Target
+from probes.dns import DnsProbe
+from probes.errors import TargetRefused
 
 pytestmark = pytest.mark.usefixtures("loopback_only")
 

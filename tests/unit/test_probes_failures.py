@@ -12,6 +12,9 @@ import dns.resolver
 import h11
 import httpcore
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from probes.errors import DnsResponseError
 from probes.failures import dns_rcode_failure, failure_string
 
@@ -36,7 +39,6 @@ def wrapped(outer: type[Exception], cause: BaseException) -> Exception:
     [
         # timeouts
         (TimeoutError(), "generic_timeout_error"),
-        (asyncio.TimeoutError(), "generic_timeout_error"),
         (OSError(errno.ETIMEDOUT, "timed out"), "generic_timeout_error"),
         (httpcore.ReadTimeout("read timed out"), "generic_timeout_error"),
         (httpcore.ConnectTimeout(""), "generic_timeout_error"),
@@ -66,7 +68,8 @@ def wrapped(outer: type[Exception], cause: BaseException) -> Exception:
                  h11.RemoteProtocolError("peer closed connection without sending complete message body")),
          "eof_error"),
         # certificates
-        (cert_error(62, "Hostname mismatch, certificate is not valid for 'news.test'."), "ssl_invalid_hostname"),
+        (cert_error(62, "Hostname mismatch, certificate is not valid for 'news.test'."),
+         "ssl_invalid_hostname"),
         (cert_error(64, "IP address mismatch"), "ssl_invalid_hostname"),
         (cert_error(20, "unable to get local issuer certificate"), "ssl_unknown_authority"),
         (cert_error(18, "self-signed certificate"), "ssl_unknown_authority"),
@@ -93,7 +96,8 @@ def wrapped(outer: type[Exception], cause: BaseException) -> Exception:
         (asyncio.CancelledError(), "interrupted"),
         (ValueError("boom"), "unknown_failure: boom"),
         (RuntimeError(), "unknown_failure: RuntimeError"),
-        (OSError(errno.ENOENT, "No such file or directory"), "unknown_failure: [Errno 2] No such file or directory"),
+        (OSError(errno.ENOENT, "No such file or directory"),
+         "unknown_failure: [Errno 2] No such file or directory"),
         (httpcore.RemoteProtocolError("illegal status line"), "unknown_failure: illegal status line"),
     ],
 )
@@ -138,3 +142,9 @@ def test_real_ssl_errors() -> None:
     with pytest.raises(ssl.SSLError) as info:
         client.do_handshake()
     assert failure_string(info.value) == "eof_error"
+
+
+@given(st.text(), st.sampled_from([Exception, ValueError, OSError, RuntimeError, ssl.SSLError]))
+def test_any_exception_gets_a_failure_string(text: str, kind: type[Exception]) -> None:
+    result = failure_string(kind(text))
+    assert isinstance(result, str) and result

@@ -1,13 +1,16 @@
 """HttpProbe against real HTTP and HTTPS servers on 127.0.0.1."""
 
+# The fixtures imported from test_probes_support reach the tests through their parameter names.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import base64
 
 import pytest
-from netlab.target import Target
-from probes.http import HttpProbe, page_title
-from test_probes_support import (  # noqa: F401  (pytest fixtures are used by name)
+from hypothesis import given
+from hypothesis import strategies as st
+from test_probes_support import (  # noqa: F401  (fixtures)
     LOOPBACK,
     PAGE,
     DnsServer,
@@ -23,6 +26,9 @@ from test_probes_support import (  # noqa: F401  (pytest fixtures are used by na
     serve,
     tcp_server,
 )
+
+from netlab.target import Target
+from probes.http import HttpProbe, _maybe_binary, page_title
 
 pytestmark = pytest.mark.usefixtures("loopback_only")
 
@@ -78,7 +84,8 @@ def test_https_page(pki: Pki, dns_server: DnsServer) -> None:
 def test_redirect_is_not_followed(dns_server: DnsServer) -> None:
     response = http_response(b"moved", status="302 Found", headers=[("Location", "http://ok.test/")])
     with tcp_server(serve(response)) as server:
-        keys = run(HttpProbe().run(Target.parse(f"http://news.test:{server.port}/"), make_context(dns_server.port)))
+        target = Target.parse(f"http://news.test:{server.port}/")
+        keys = run(HttpProbe().run(target, make_context(dns_server.port)))
     assert len(keys["requests"]) == 1
     assert keys["requests"][0]["response"]["code"] == 302
     assert keys["requests"][0]["response"]["headers"]["Location"] == "http://ok.test/"
@@ -96,7 +103,9 @@ def test_redirect_is_not_followed(dns_server: DnsServer) -> None:
         ("silent", "generic_timeout_error"),
     ],
 )
-def test_request_interference(pki: Pki, dns_server: DnsServer, https: bool, action: str, failure: str) -> None:
+def test_request_interference(
+    pki: Pki, dns_server: DnsServer, https: bool, action: str, failure: str
+) -> None:
     tls = Pki.server_context(pki.valid) if https else None
     with tcp_server(after_request(action, tls=tls)) as server:
         scheme = "https" if https else "http"
@@ -168,3 +177,15 @@ def test_page_title() -> None:
     assert page_title(b"<HTML><TITLE lang=en>A\n  B</TITLE>") == "A B"
     assert page_title(b"<title>caf\xc3\xa9 &lt;3</title>") == "café <3"
     assert page_title(b"no title here") is None
+
+
+@given(st.binary(max_size=64), st.booleans())
+def test_stored_body_is_text_or_exact_base64(body: bytes, truncated: bool) -> None:
+    stored = _maybe_binary(body, truncated)
+    if isinstance(stored, dict):
+        assert stored["format"] == "base64"
+        assert base64.b64decode(stored["data"]) == body
+    else:
+        # Text is the body itself, minus at most a character split by truncation.
+        assert body.startswith(stored.encode())
+        assert truncated or stored.encode() == body

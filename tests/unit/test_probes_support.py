@@ -27,6 +27,7 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 import trustme
+
 from probes.context import ProbeContext
 
 LOOPBACK = "127.0.0.1"
@@ -228,7 +229,6 @@ class TcpServer:
 
     def __init__(self, handler: Handler) -> None:
         self.handler = handler
-        self.requests: list[bytes] = []
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.bind((LOOPBACK, 0))
         self._sock.listen(16)
@@ -374,9 +374,8 @@ class Pki:
         self.wrong_name = self.ca.issue_cert("other.test")
         self.unknown_ca = trustme.CA().issue_cert("news.test")
         now = datetime.datetime.now(datetime.UTC)
-        self.expired = self.ca.issue_cert(
-            "news.test", not_before=now - datetime.timedelta(days=10), not_after=now - datetime.timedelta(days=1)
-        )
+        day = datetime.timedelta(days=1)
+        self.expired = self.ca.issue_cert("news.test", not_before=now - 10 * day, not_after=now - day)
 
     @staticmethod
     def server_context(cert: trustme.LeafCert) -> ssl.SSLContext:

@@ -1,14 +1,14 @@
 """TcpProbe against real listeners on 127.0.0.1."""
 
+# The fixtures imported from test_probes_support reach the tests through their parameter names.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import threading
 
 import pytest
-from netlab.target import Target
-from probes.errors import TargetRefused
-from probes.tcp import TcpProbe
-from test_probes_support import (  # noqa: F401  (pytest fixtures are used by name)
+from test_probes_support import (  # noqa: F401  (fixtures)
     LOOPBACK,
     DnsServer,
     dns_server,
@@ -18,6 +18,10 @@ from test_probes_support import (  # noqa: F401  (pytest fixtures are used by na
     run,
     tcp_server,
 )
+
+from netlab.target import Target
+from probes.errors import TargetRefused
+from probes.tcp import TcpProbe
 
 pytestmark = pytest.mark.usefixtures("loopback_only")
 

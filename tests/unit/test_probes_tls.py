@@ -1,14 +1,15 @@
 """TlsProbe against real TLS servers on 127.0.0.1 with trustme certificates."""
 
+# The fixtures imported from test_probes_support reach the tests through their parameter names.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import base64
 
 import pytest
 import trustme
-from netlab.target import Target
-from probes.tls import TlsProbe
-from test_probes_support import (  # noqa: F401  (pytest fixtures are used by name)
+from test_probes_support import (  # noqa: F401  (fixtures)
     LOOPBACK,
     DnsServer,
     Pki,
@@ -21,6 +22,9 @@ from test_probes_support import (  # noqa: F401  (pytest fixtures are used by na
     serve,
     tcp_server,
 )
+
+from netlab.target import Target
+from probes.tls import TlsProbe
 
 pytestmark = pytest.mark.usefixtures("loopback_only")
 

@@ -1,0 +1,45 @@
+"""Lab tests bring up real namespaces: they need root and Linux network namespaces."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/lab" in str(item.fspath).replace(os.sep, "/"):
+            item.add_marker(pytest.mark.lab)
+            item.add_marker(pytest.mark.root)
+            if os.geteuid() != 0:
+                item.add_marker(pytest.mark.skip(reason="lab tests need root (network namespaces)"))
+
+
+@pytest.fixture
+def lab_name() -> str:
+    """A lab name of its own per test, so tests (and xdist workers) never collide."""
+    return f"t{uuid.uuid4().hex[:6]}"
+
+
+def leftovers(lab: str) -> dict[str, list[str]]:
+    """Every trace a lab can leave: namespaces, its folder, and processes that mention it."""
+    ns = [n for n in os.listdir("/run/netns") if n.startswith(f"nl-{lab}-")] if os.path.isdir("/run/netns") else []
+    procs = subprocess.run(["pgrep", "-af", f"/run/netlab/{lab}/"], capture_output=True, text=True).stdout
+    return {
+        "namespaces": ns,
+        "folders": [str(p) for p in [Path("/run/netlab") / lab] if p.exists()],
+        "processes": [line for line in procs.splitlines() if line.strip()],
+        "netns_etc": [n for n in os.listdir("/etc/netns") if n.startswith(f"nl-{lab}-")]
+        if os.path.isdir("/etc/netns") else [],
+    }
+
+
+def assert_no_leftovers(lab: str) -> None:
+    left = leftovers(lab)
+    assert not any(left.values()), f"lab {lab} left traces behind: {left}"

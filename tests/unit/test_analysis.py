@@ -1,0 +1,95 @@
+"""Verdict analysis from test_keys shaped like the web probe's, against a control."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from harness.analysis import analyse, load_fingerprints
+from harness.score import VerdictRow, score
+from netlab.oracle import Expectation
+from netlab.verdict import Verdict
+
+
+def q(engine: str, ips: list[str] | None = None, failure: str | None = None) -> dict[str, Any]:
+    return {"engine": engine, "failure": failure,
+            "answers": [{"answer_type": "A", "ipv4": ip} for ip in ips or []]}
+
+
+def keys(*, stage: str | None = None, failure: str | None = None, ips=("198.18.1.1",), queries=None,
+         status=200, title="a.test — lab origin", length=65536, seconds=0.001, body="<html>") -> dict:
+    return {
+        "queries": queries if queries is not None else [q("system", list(ips)), q("udp", list(ips))],
+        "x_resolved": {"system": list(ips), "public": list(ips)},
+        "x_failed_stage": stage, "failure": failure,
+        "x_status_code": None if stage else status, "x_title": None if stage else title,
+        "x_body_length": None if stage else length, "x_body_seconds": None if stage else seconds,
+        "requests": [] if stage else [{"response": {"body": body, "headers": {}}}],
+    }
+
+
+CONTROL = keys()
+
+
+@pytest.mark.parametrize(("vantage", "verdict"), [
+    (keys(), Verdict.OK),
+    (keys(stage="dns", failure="dns_nxdomain_error", queries=[q("system", failure="dns_nxdomain_error")]),
+     Verdict.DNS_NXDOMAIN),
+    (keys(stage="dns", failure="dns_servfail_error", queries=[q("system", failure="dns_servfail_error")]),
+     Verdict.DNS_SERVFAIL),
+    (keys(stage="dns", failure="dns_refused_error", queries=[q("system", failure="dns_refused_error")]),
+     Verdict.DNS_REFUSED),
+    (keys(stage="dns", failure="generic_timeout_error", queries=[q("system", failure="generic_timeout_error")]),
+     Verdict.DNS_TIMEOUT),
+    (keys(ips=("10.10.34.34",), stage="tcp", failure="network_unreachable"), Verdict.DNS_BOGON),
+    (keys(ips=("198.18.1.9",), stage="tls", failure="ssl_invalid_hostname"), Verdict.DNS_MISMATCH),
+    (keys(queries=[q("system", ["198.18.1.1"]), q("udp", ["10.10.34.35"]), q("udp", ["198.18.1.1"])]),
+     Verdict.DNS_INJECTED),
+    (keys(stage="tcp", failure="generic_timeout_error"), Verdict.TCP_TIMEOUT),
+    (keys(stage="tcp", failure="connection_refused"), Verdict.TCP_RESET),
+    (keys(stage="tcp", failure="host_unreachable"), Verdict.TCP_UNREACHABLE),
+    (keys(stage="tls", failure="connection_reset"), Verdict.TLS_RESET),
+    (keys(stage="tls", failure="generic_timeout_error"), Verdict.TLS_TIMEOUT),
+    (keys(stage="tls", failure="eof_error"), Verdict.TLS_EOF),
+    (keys(stage="tls", failure="ssl_unknown_authority"), Verdict.TLS_CERT_INVALID),
+    (keys(stage="tls", failure="ssl_failed_handshake"), Verdict.TLS_ALERT),
+    (keys(stage="http", failure="connection_reset"), Verdict.HTTP_RESET),
+    (keys(stage="http", failure="generic_timeout_error"), Verdict.HTTP_TIMEOUT),
+    (keys(stage="http", failure="eof_error"), Verdict.HTTP_EOF),
+    (keys(status=451, title="Blocked", body="<title>Blocked</title> netlab-blockpage", length=300),
+     Verdict.HTTP_BLOCKPAGE),
+    (keys(status=503), Verdict.HTTP_DIFF),
+    (keys(length=1000), Verdict.HTTP_DIFF),
+    (keys(seconds=2.0), Verdict.THROTTLED),
+    (keys(seconds=0.3), Verdict.OK),  # slower, but not past the throttling bound
+])
+def test_verdicts(vantage: dict, verdict: Verdict) -> None:
+    got = analyse(vantage, CONTROL, load_fingerprints())
+    assert got.verdict == verdict, got.why
+
+
+def test_control_failures() -> None:
+    down = keys(stage="tcp", failure="connection_refused")
+    assert analyse(down, down).verdict == Verdict.SITE_DOWN
+    assert analyse(keys(), down).verdict == Verdict.CONTROL_FAILED
+    assert analyse(keys(), None).verdict == Verdict.CONTROL_FAILED
+
+
+def test_user_fingerprints(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    f = tmp_path / "fp.json"
+    f.write_text('{"fingerprints": [{"name": "isp-x", "body": "access to this site is restricted"}]}')
+    v = keys(body="<p>Access to this site is RESTRICTED by order</p>")
+    assert analyse(v, CONTROL, load_fingerprints([f])).verdict == Verdict.HTTP_BLOCKPAGE
+    assert analyse(v, CONTROL, load_fingerprints()).verdict == Verdict.OK
+
+
+def test_score_precision_recall() -> None:
+    def row(exp: Verdict, obs: Verdict) -> VerdictRow:
+        return VerdictRow("x", f"u{exp}{obs}", obs, Expectation(exp, "t"), "")
+    s = score([row(Verdict.DNS_NXDOMAIN, Verdict.DNS_NXDOMAIN), row(Verdict.DNS_BOGON, Verdict.OK),
+               row(Verdict.OK, Verdict.TCP_TIMEOUT), row(Verdict.TCP_TIMEOUT, Verdict.TCP_TIMEOUT)])
+    assert s.techniques["dns"].precision == 1.0 and s.techniques["dns"].recall == 0.5
+    assert s.techniques["tcp"].precision == 0.5 and s.techniques["tcp"].recall == 1.0
+    assert len(s.mismatches) == 2 and s.accuracy == 0.5
+    assert s.confusion[("ok", "tcp.timeout")] == 1

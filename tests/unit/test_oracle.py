@@ -1,0 +1,77 @@
+"""Oracle: the verdicts written beside scenario.md's example, and first-match-wins."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from netlab.addressing import allocate_sites
+from netlab.loader import load_scenario, parse_scenario
+from netlab.oracle import expected_verdicts
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def verdicts(s):  # type: ignore[no-untyped-def]
+    sites = allocate_sites({x.name: x.address for x in s.sites})
+    return {k: v.verdict.value for k, v in expected_verdicts(s, sites).items()}
+
+
+def test_demo_verdicts_are_those_of_the_design() -> None:
+    v = verdicts(load_scenario(ROOT / "scenarios/demo.yaml"))
+    assert v[("isp-a", "https://news.test/")] == "dns.nxdomain"
+    assert v[("isp-a", "http://news.test/")] == "dns.nxdomain"
+    assert v[("isp-a", "https://social.test/")] == "dns.bogon"
+    assert v[("isp-a", "https://chat.test/")] == "dns.servfail"
+    assert v[("isp-a", "https://video.test/")] == "tcp.timeout"
+    assert v[("isp-a", "https://www.blog.test/")] == "tcp.reset"
+    assert v[("isp-a", "https://ok.test/")] == "ok"
+    assert v[("isp-b", "https://social.test/")] == "tls.reset"
+    assert v[("isp-b", "http://news.test/")] == "http.blockpage"
+    assert v[("isp-b", "https://news.test/")] == "ok"
+    assert v[("isp-b", "https://video.test/")] == "dns.injected"
+    assert v[("isp-b", "https://chat.test/")] == "tls.timeout"
+    assert v[("isp-b", "https://ok.test/")] == "throttled"
+    assert all(val == "ok" for (vantage, _), val in v.items() if vantage == "control")
+
+
+def test_first_matching_rule_wins_and_resolver_comes_before_firewall() -> None:
+    s = parse_scenario("""version: 1
+name: t
+internet: {sites: [{name: a.test}, {name: b.test}]}
+isps:
+  - name: x
+    resolver:
+      rules: [{match: {domain: a.test}, action: refused}]
+    firewall:
+      rules:
+        - {match: {site: a.test}, action: drop}
+        - {match: {site: b.test, port: 443}, action: reject}
+        - {match: {site: b.test}, action: drop}
+""")
+    v = verdicts(s)
+    assert v[("x", "https://a.test/")] == "dns.refused"
+    assert v[("x", "https://b.test/")] == "tcp.unreachable"
+    assert v[("x", "http://b.test/")] == "tcp.timeout"
+
+
+def test_answer_with_the_sites_own_address_changes_nothing() -> None:
+    s = parse_scenario("""version: 1
+name: t
+internet: {sites: [{name: a.test, address: 198.18.9.9}]}
+isps:
+  - name: x
+    resolver:
+      rules: [{match: {domain: a.test}, action: {answer: 198.18.9.9}}]
+""")
+    assert verdicts(s)[("x", "https://a.test/")] == "ok"
+
+
+def test_expect_pins_override_the_oracle() -> None:
+    s = parse_scenario("""version: 1
+name: t
+internet: {sites: [{name: a.test}]}
+isps: [{name: x}]
+expect:
+  x: {"https://a.test/": site_down}
+""")
+    assert verdicts(s)[("x", "https://a.test/")] == "site_down"
