@@ -142,15 +142,20 @@ async def _drive_worker(lab: RunningLab, scenario: Scenario, vantage: str, targe
             record(vantage, line)
             pending -= 1
         await feeder
-    finally:
+        try:
+            await asyncio.wait_for(proc.wait(), 5)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+    except BaseException:
+        # Failing or cancelled: the worker must not outlive the campaign.
+        feeder.cancel()
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                proc.stdin.close()
-            try:
-                await asyncio.wait_for(proc.wait(), 5)
-            except TimeoutError:
                 proc.kill()
-                await proc.wait()
+            await proc.wait()
+        stderr_task.cancel()
+        raise
     err = (await stderr_task).decode(errors="replace").strip()
     if pending:
         raise LabFault(f"the probe worker in {vantage} stopped with {pending} job(s) left "

@@ -74,7 +74,7 @@ BASE_IMAGE = "debian:bookworm-slim"
 LABEL_HASH = "org.censorlab.image-hash"
 LABEL_BUILD = "org.censorlab.build"
 IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
-HASH_INPUTS = ("Dockerfile", "packages.txt", "build-packages.txt", "requirements.txt")
+HASH_INPUTS = ("Dockerfile", "packages.txt", "build-packages.txt", "requirements.txt", "install-python.sh")
 DEFAULT_CACHE_DIR = Path("/var/cache/censorlab")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
@@ -610,13 +610,11 @@ def _build_rootfs(cache: Path, digest: str, images_dir: Path, mirror: str, clock
     inner = root / "tmp/censorlab-wheels"
     _remove_tree(inner)
     shutil.copytree(wheels, inner)
+    shutil.copy2(images_dir / "install-python.sh", inner / "install-python.sh")
     with _proc_mounted(root):
         with clock.stage("pip install (inside the rootfs, compiling netfilterqueue)"):
-            _chroot(root, ["python3", "-m", "pip", "install", "--no-index", "--find-links",
-                           "/tmp/censorlab-wheels", "--no-cache-dir", "--break-system-packages",
-                           "--no-build-isolation", "--no-warn-script-location",
-                           "-r", "/tmp/censorlab-wheels/requirements.txt"],
-                    clock, log, what="pip install in the rootfs")
+            _chroot(root, ["sh", "/tmp/censorlab-wheels/install-python.sh", "/tmp/censorlab-wheels",
+                           "--no-index"], clock, log, what="pip install in the rootfs")
         with clock.stage("purging build-only packages"):
             # debootstrap marks every package as manually installed: mark all but
             # the required base system and the runtime list as automatic, so that

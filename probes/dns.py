@@ -129,9 +129,9 @@ async def lookup(
             result.responses += 1
             result.entries.append(entry(t0, arrived, failure, response, data))
         if result.responses == 0:
-            failure = failure_string(first_error) if first_error else failure_string(TimeoutError())
-            result.failure = failure
-            result.entries.append(entry(t0, trace.now(), failure, None, None))
+            # Nothing answered: a timeout, unless the socket reported why (e.g. port unreachable).
+            result.failure = failure_string(first_error or TimeoutError())
+            result.entries.append(entry(t0, trace.now(), result.failure, None, None))
     except OSError as exc:  # e.g. network unreachable when sending
         result.failure = failure_string(exc)
         result.entries.append(entry(t0, trace.now(), result.failure, None, None))
