@@ -12,12 +12,14 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
 from netlab.backends.base import RunningLab
 from netlab.errors import LabFault
 from netlab.model import Scenario
+from netlab.oracle import has_residual, residual_waves
 from netlab.target import Target
 
 DEFAULT_CONCURRENCY = 32
@@ -103,6 +105,17 @@ async def run_campaign(lab: RunningLab, scenario: Scenario, out_dir: Path, confi
                           seconds=time.monotonic() - t0, lab_faults=faults)
 
 
+def _waves(scenario: Scenario, vantage: str, targets: list[Target], lab: RunningLab) -> list[list[int]]:
+    """Job ids in the waves they are sent in: all at once, unless the vantage's ISP has residual
+    blocking, whose outcome depends on which flow to a server comes first (netlab.oracle)."""
+    isp = next((i for i in scenario.isps if i.name == vantage), None)
+    if isp is None or not has_residual(isp):
+        return [list(range(len(targets)))]
+    index = {t.url: i for i, t in enumerate(targets)}
+    sites = {k: IPv4Address(v) for k, v in lab.state.site_addresses.items()}
+    return [[index[t.url] for t in wave] for wave in residual_waves(targets, sites)]
+
+
 async def _watch(lab: RunningLab, faults: list[str]) -> None:
     """A lab component that dies mid-run is a lab fault, never a censorship verdict."""
     while True:
@@ -119,12 +132,21 @@ async def _drive_worker(lab: RunningLab, scenario: Scenario, vantage: str, targe
     header = {"context": probe_context(lab, scenario, vantage, config.context_overrides),
               "concurrency": config.concurrency, "job_timeout": config.job_timeout}
 
+    waves = _waves(scenario, vantage, targets, lab)
+    wave_of = {i: k for k, wave in enumerate(waves) for i in wave}
+    left = [len(w) for w in waves]
+    wave_done = [asyncio.Event() for _ in waves]
+
     async def feed() -> None:
         assert proc.stdin is not None
         proc.stdin.write((json.dumps(header) + "\n").encode())
-        for i, t in enumerate(targets):
-            proc.stdin.write((json.dumps({"id": i, "probe": config.probe, "url": t.url}) + "\n").encode())
-            await proc.stdin.drain()
+        for k, wave in enumerate(waves):
+            for i in wave:
+                job = {"id": i, "probe": config.probe, "url": targets[i].url}
+                proc.stdin.write((json.dumps(job) + "\n").encode())
+                await proc.stdin.drain()
+            if k + 1 < len(waves):
+                await wave_done[k].wait()
         proc.stdin.close()
 
     feeder = asyncio.create_task(feed())
@@ -141,6 +163,10 @@ async def _drive_worker(lab: RunningLab, scenario: Scenario, vantage: str, targe
             line["url"] = targets[line["id"]].url
             record(vantage, line)
             pending -= 1
+            k = wave_of[line["id"]]
+            left[k] -= 1
+            if not left[k]:
+                wave_done[k].set()
         await feeder
         try:
             await asyncio.wait_for(proc.wait(), 5)

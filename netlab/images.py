@@ -95,6 +95,8 @@ RECIPE = json.dumps({
 }, sort_keys=True)
 
 PULL_PROBE_SECONDS = 20.0
+# without these, apt keeps build-only packages that something merely recommends (binutils)
+_NO_RECOMMENDS = "-o APT::AutoRemove::RecommendsImportant=false -o APT::AutoRemove::SuggestsImportant=false"
 _CHROOT_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "HOME": "/root", "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive",
@@ -391,10 +393,19 @@ def _tag_latest(client: Any, image: Any) -> None:
     image.tag(IMAGE_REPO, "latest")
 
 
-def _drop_old(client: Any, old_id: str | None, new_id: str) -> None:
-    if old_id and old_id != new_id:
-        with contextlib.suppress(Exception):
-            client.images.remove(old_id, noprune=False)
+def _drop_stale(client: Any, keep_id: str) -> None:
+    """Remove other censorlab/base images (older hashes, or the one a forced build
+    replaced); an image a container still uses is left alone."""
+    try:
+        images = client.images.list(name=IMAGE_REPO)
+    except Exception:
+        return
+    for image in images:
+        if image.id == keep_id:
+            continue
+        for tag in image.tags or [image.id]:
+            with contextlib.suppress(Exception):
+                client.images.remove(tag)
 
 
 # --- registry path --------------------------------------------------------------
@@ -625,7 +636,7 @@ def _build_rootfs(cache: Path, digest: str, images_dir: Path, mirror: str, clock
                 "dpkg-query -W -f='${Package} ${Priority} ${Essential}\\n' "
                 "| awk '$2 != \"required\" && $3 != \"yes\" {print $1}' | xargs apt-mark auto >/dev/null; "
                 f"apt-mark manual {keep} >/dev/null; "
-                f"apt-get purge -y --auto-remove {' '.join(build)}; "
+                f"apt-get purge -y --auto-remove {_NO_RECOMMENDS} {' '.join(build)}; "
                 "apt-get clean"
             )
             _chroot(root, ["sh", "-c", script], clock, log, what="apt-get purge in the rootfs")
@@ -638,7 +649,22 @@ def _build_rootfs(cache: Path, digest: str, images_dir: Path, mirror: str, clock
     _remove_tree(inner)
     _trim(root)
     done.write_text(digest + "\n")
+    _prune(cache, keep={root.name, done.name, wheels.name, tarball.name, f"build-{digest[:16]}.log",
+                        "build.lock"})
     return root
+
+
+def _prune(cache: Path, keep: set[str]) -> None:
+    """The cache holds the current build only: drop rootfs, package tarballs,
+    wheelhouses and logs of other image hashes."""
+    for path in cache.iterdir():
+        if path.name in keep or not path.name.startswith(("rootfs-", "debs-", "wheels-", "build-",
+                                                          "debootstrap-")):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            _remove_tree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _tar_stream(root: Path, chunk: int = 1 << 20) -> Iterator[bytes]:
@@ -708,14 +734,13 @@ def build_image(*, offline: bool | None = None, force: bool = False, progress: P
         if f"{IMAGE_REPO}:latest" not in (existing.tags or []):
             _tag_latest(client, existing)
         return _info(existing, digest, "cached", clock)
-    old_id = existing.id if existing is not None else None
     use_offline = _decide_offline(offline, client, clock)
     if use_offline:
         image = _build_offline(client, digest, clock, folder, force)
     else:
         image = _build_registry(client, digest, clock, folder, force)
     _tag_latest(client, image)
-    _drop_old(client, old_id, image.id)
+    _drop_stale(client, image.id)
     info = _info(image, digest, "offline" if use_offline else "registry", clock)
     clock.say(f"{info.tag} ({info.image_id[:19]}, {info.size / 1e6:.0f} MB) built {info.method} "
               f"in {info.seconds:.1f}s")

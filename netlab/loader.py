@@ -275,6 +275,11 @@ class _Loader:
                 residual = float(self.value(r["residual"], f"{rkey}.residual", (int, float), "seconds"))
                 if residual <= 0:
                     raise self.ctx.fail(r["residual"], f"{rkey}.residual", "must be positive")
+                if match.dns_query is not None:
+                    # Every DNS query goes to the same resolver: a residual block there would
+                    # hit every later lookup, in whatever order the campaign makes them.
+                    raise self.ctx.fail(r["residual"], f"{rkey}.residual", "residual blocking applies to "
+                                        "TCP flows (sni, http_host, keyword), not to dns_query rules")
             rules.append(Rule(match=match, action=verb, address=address, residual=residual,
                               line=rnode.start_mark.line + 1))
         return tuple(rules)

@@ -133,14 +133,48 @@ def _dpi_verdict(rule: Rule, target: Target) -> Verdict:
     return Verdict.TLS_TIMEOUT if target.is_https else Verdict.HTTP_TIMEOUT
 
 
+def has_residual(isp: Isp) -> bool:
+    return any(r.residual for r in isp.dpi_rules)
+
+
+def residual_waves(targets: tuple[Target, ...] | list[Target], site_addresses: dict[str, IPv4Address]
+                   ) -> list[list[Target]]:
+    """The order a campaign measures targets in from a vantage with residual blocking: wave k holds
+    the k-th target (in scenario order) of every server address, so targets sharing an address
+    are measured one after another and the oracle knows which one triggers the block."""
+    by_addr: dict[IPv4Address, list[Target]] = {}
+    for t in targets:
+        by_addr.setdefault(site_addresses[t.host], []).append(t)
+    depth = max((len(v) for v in by_addr.values()), default=0)
+    return [[g[k] for g in by_addr.values() if k < len(g)] for k in range(depth)]
+
+
+def _residual_verdict(rule: Rule, target: Target) -> Verdict:
+    """After a hit, the middlebox applies the rule's action to the first data packet of every new
+    flow between the same client and server, whatever it carries."""
+    return _dpi_verdict(rule, target)
+
+
 def expected_verdicts(scenario: Scenario, site_addresses: dict[str, IPv4Address]
                       ) -> dict[tuple[str, str], Expectation]:
     """Every (vantage, url) of the campaign, with the scenario's `expect` pins applied."""
     out: dict[tuple[str, str], Expectation] = {}
     for target in scenario.targets:
         out[(CONTROL, target.url)] = Expectation(Verdict.OK, "control vantage")
-        for isp in scenario.isps:
-            out[(isp.name, target.url)] = expect_isp(scenario, isp, target, site_addresses)
+    for isp in scenario.isps:
+        blocked: dict[IPv4Address, Rule] = {}  # server address -> the residual rule that hit it
+        for target in (t for wave in residual_waves(scenario.targets, site_addresses) for t in wave):
+            exp = expect_isp(scenario, isp, target, site_addresses)
+            addr = site_addresses[target.host]
+            connects = exp.verdict.technique not in ("dns",) and not exp.verdict.value.startswith("tcp.")
+            if connects and addr in blocked:
+                rule = blocked[addr]
+                exp = Expectation(_residual_verdict(rule, target), f"residual block of dpi rule line {rule.line}")
+            elif exp.reason.startswith("dpi rule"):
+                rule = next(r for r in isp.dpi_rules if exp.reason == f"dpi rule line {r.line}")
+                if rule.residual:
+                    blocked[addr] = rule
+            out[(isp.name, target.url)] = exp
     for vantage, pins in scenario.expect.items():
         for url, verdict in pins.items():
             out[(vantage, url)] = Expectation(Verdict(verdict), "pinned by the scenario's expect", pinned=True)
