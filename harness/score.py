@@ -112,9 +112,16 @@ def verdict_rows(files: list[Path], expectations: dict[tuple[str, str], Expectat
     return rows
 
 
+CONTROL_KEYS = ("x_failed_stage", "failure", "x_resolved", "x_status_code", "x_title", "x_body_length",
+                "x_body_seconds")
+
+
 def _slim(keys: dict[str, Any]) -> dict[str, Any]:
-    """What the analysis needs of a control measurement: no bodies, no certificates."""
-    return {k: v for k, v in keys.items() if k not in ("requests", "tls_handshakes", "network_events")}
+    """What the analysis needs of a control measurement (memory holds one per target): no bodies,
+    no certificates, and of the DNS queries only which engine answered and how."""
+    slim = {k: keys.get(k) for k in CONTROL_KEYS}
+    slim["queries"] = [{"engine": q.get("engine"), "failure": q.get("failure")} for q in keys.get("queries") or []]
+    return slim
 
 
 def score(rows: list[VerdictRow]) -> Score:

@@ -375,8 +375,9 @@ def registry_reachable(client: Any, clock: _Clock, timeout: float = PULL_PROBE_S
     worker.join(timeout)
     if result.get("ok"):
         return True
-    reason = result.get("error") or f"no answer in {timeout:.0f}s"
-    clock.say(f"no registry ({str(reason).strip()[:120]}): building offline from the Debian archive")
+    error = result.get("error")
+    reason = (getattr(error, "explanation", None) or str(error)) if error else f"no answer in {timeout:.0f}s"
+    clock.say(f"no registry ({str(reason).strip()[:160]}): building offline from the Debian archive")
     return False
 
 
