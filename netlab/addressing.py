@@ -1,8 +1,9 @@
 """The address plan: which lab address every host, link and site gets.
 
 Lab internet: 198.18.0.0/15 (infrastructure in 198.18.0.1-9, sites from 198.18.1.1 upward).
-ISP number i (1-based): access network 10.i.0.0/24 (router .1, client .2), uplink 10.i.255.0/30
-(router .1, internet .2). Control vantage: 10.0.0.0/24 (internet .1, client .2), no router.
+ISP number i (1-based): access network 10.i.0.0/24 (router .1, client .2), uplink 10.i.255.0/24
+(router .1, internet .2). Every link is a /24 whose .254 stays free: Docker puts its bridge there.
+Control vantage: 10.0.0.0/24 (internet .1, client .2), no router.
 Several labs may use the same plan at once: each lab's namespaces are joined only to each other.
 """
 
@@ -52,8 +53,8 @@ def isp_addresses(index: int) -> IspAddresses:
         index=index,
         router_down=IPv4Interface(f"10.{index}.0.1/24"),
         client=IPv4Interface(f"10.{index}.0.2/24"),
-        router_up=IPv4Interface(f"10.{index}.255.1/30"),
-        internet_side=IPv4Interface(f"10.{index}.255.2/30"),
+        router_up=IPv4Interface(f"10.{index}.255.1/24"),
+        internet_side=IPv4Interface(f"10.{index}.255.2/24"),
     )
 
 

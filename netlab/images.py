@@ -100,7 +100,7 @@ _NO_RECOMMENDS = "-o APT::AutoRemove::RecommendsImportant=false -o APT::AutoRemo
 _CHROOT_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "HOME": "/root", "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive",
-    "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONDONTWRITEBYTECODE": "",
+    "PIP_DISABLE_PIP_VERSION_CHECK": "1",
 }
 
 Progress = Callable[[str], None]

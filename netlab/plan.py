@@ -102,3 +102,25 @@ class LabPlan:
         if isinstance(content, bytes):
             return content
         return content.replace(LAB_DIR, lab_dir)
+
+
+def host_to_dict(host: Host) -> dict:
+    """A host as JSON, for the programs that set it up from inside (netlab.services.hostd)."""
+    return {
+        "name": host.name, "role": host.role, "forwarding": host.forwarding, "resolv_conf": host.resolv_conf,
+        "interfaces": [{"name": i.name, "address": str(i.address)} for i in host.interfaces],
+        "routes": [{"dst": str(r.dst), "via": str(r.via) if r.via else None, "local": r.local} for r in host.routes],
+        "setup": [list(a) for a in host.setup],
+        "services": [{"name": s.name, "argv": list(s.argv), "critical": s.critical,
+                      "ready": None if s.ready is None else {"kind": s.ready.kind, "address": str(s.ready.address),
+                                                             "port": s.ready.port, "qname": s.ready.qname,
+                                                             "path": s.ready.path}}
+                     for s in host.services],
+    }
+
+
+def ready_check_from_dict(d: dict | None) -> ReadyCheck | None:
+    if d is None:
+        return None
+    return ReadyCheck(kind=d["kind"], address=IPv4Address(d["address"]), port=d["port"], qname=d["qname"],
+                      path=d["path"])

@@ -6,12 +6,14 @@ from __future__ import annotations
 import abc
 import asyncio
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 from typing import Any
 
-from netlab.plan import LabPlan
+from netlab.plan import LabPlan, host_to_dict
 
 Progress = Callable[[str], None]
 
@@ -41,6 +43,32 @@ class LabState:
     @classmethod
     def load(cls, path: Path) -> LabState:
         return cls(**json.loads(path.read_text()))
+
+
+def write_lab_files(plan: LabPlan, lab_dir: Path, inner_dir: str) -> None:
+    """Write the plan's files into ``lab_dir`` (a fresh folder), with LAB_DIR rendered as the path
+    programs inside the hosts see it at (``inner_dir``), and ``hosts.json`` for hostd."""
+    if lab_dir.exists():
+        shutil.rmtree(lab_dir)
+    (lab_dir / "logs").mkdir(parents=True)
+    for rel, content in plan.files.items():
+        p = lab_dir / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        rendered = plan.render(content, inner_dir)
+        if isinstance(rendered, bytes):
+            p.write_bytes(rendered)
+        else:
+            p.write_text(rendered)
+    for host in plan.hosts.values():
+        (lab_dir / host.name).mkdir(exist_ok=True)
+    hosts = {"lab": plan.lab, "hosts": {h.name: host_to_dict(h) for h in plan.hosts.values()},
+             "blackhole": sorted({str(link_gateway(i.address)) for h in plan.hosts.values() for i in h.interfaces})}
+    (lab_dir / "hosts.json").write_text(json.dumps(hosts, indent=1))
+
+
+def link_gateway(address: IPv4Interface) -> IPv4Address:
+    """The address of a link a Docker bridge takes (and the lab never uses): the last usable one."""
+    return address.network.broadcast_address - 1
 
 
 class RunningLab(abc.ABC):

@@ -12,21 +12,18 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import dns.message
-import dns.query
-import dns.rdatatype
 from pyroute2 import NetNS, netns
 
 from netlab.backends._netns import NETNS_DIR, socket_in_netns, write_sysctl
-from netlab.backends.base import Backend, LabState, Progress, RunningLab
+from netlab.backends.base import Backend, LabState, Progress, RunningLab, write_lab_files
 from netlab.errors import LabError
 from netlab.plan import LAB_DIR, Host, LabPlan, ReadyCheck
+from netlab.readiness import is_ready
 
 LAB_ROOT = Path(os.environ.get("CENSORLAB_RUN_DIR", "/run/netlab"))
 PREFIX = "nl-"
@@ -91,7 +88,7 @@ class NetnsBackend(Backend):
                          ca_file=plan.ca_file, created=time.time())
         lab = NetnsLab(state)
         try:
-            self._write_files(plan, lab_dir)
+            write_lab_files(plan, lab_dir, str(lab_dir))
             state.save(lab_dir / "state.json")
             say("creating namespaces and links")
             self._topology(plan, state)
@@ -159,7 +156,8 @@ class NetnsBackend(Backend):
             for p in sorted(LAB_ROOT.glob("*/state.json")):
                 with contextlib.suppress(OSError, ValueError, TypeError):
                     st = LabState.load(p)
-                    labs[st.lab] = st
+                    if st.backend == self.name:
+                        labs[st.lab] = st
         for ns in _our_namespaces():
             lab = ns[len(PREFIX):].split("-", 1)[0]
             if not any(ns in st.hosts.values() for st in labs.values()):
@@ -171,23 +169,8 @@ class NetnsBackend(Backend):
     # ------------------------------------------------------------ internals
 
     def _exists(self, lab: str) -> bool:
-        return (_lab_dir(lab) / "state.json").exists() or any(
+        return _is_netns_state(_lab_dir(lab) / "state.json") or any(
             ns.startswith(f"{PREFIX}{lab}-") for ns in _our_namespaces())
-
-    def _write_files(self, plan: LabPlan, lab_dir: Path) -> None:
-        if lab_dir.exists():
-            shutil.rmtree(lab_dir)
-        (lab_dir / "logs").mkdir(parents=True)
-        for rel, content in plan.files.items():
-            p = lab_dir / rel
-            p.parent.mkdir(parents=True, exist_ok=True)
-            rendered = plan.render(content, str(lab_dir))
-            if isinstance(rendered, bytes):
-                p.write_bytes(rendered)
-            else:
-                p.write_text(rendered)
-        for host in plan.hosts.values():
-            (lab_dir / host.name).mkdir(exist_ok=True)
 
     def _topology(self, plan: LabPlan, state: LabState) -> None:
         for host, ns in state.hosts.items():
@@ -244,7 +227,7 @@ class NetnsBackend(Backend):
                 raise LabError(f"{host}/{name} exited with status {proc.returncode} while starting:\n"
                                + _tail(Path(lab.state.lab_dir) / "logs" / f"{host}.{name}.log"))
             try:
-                if _probe_ready(ns, check, Path(lab.state.lab_dir)):
+                if is_ready(check, Path(lab.state.lab_dir), lambda f, t: socket_in_netns(ns, f, t)):
                     return
                 last = "not ready"
             except OSError as exc:
@@ -284,31 +267,17 @@ class NetnsBackend(Backend):
         shutil.rmtree(_lab_dir(lab), ignore_errors=True)
 
 
+def _is_netns_state(path: Path) -> bool:
+    try:
+        return LabState.load(path).backend == "netns"
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def _service_order(plan: LabPlan) -> list[Host]:
     """The internet first (root DNS, origins), then routers, then the rest."""
     rank = {"internet": 0, "router": 1, "client": 2}
     return sorted(plan.hosts.values(), key=lambda h: rank.get(h.role, 3))
-
-
-def _probe_ready(ns: str, check: ReadyCheck, lab_dir: Path) -> bool:
-    if check.kind == "file":
-        return (lab_dir / check.path).exists()
-    if check.kind == "tcp":
-        sock = socket_in_netns(ns, socket.AF_INET, socket.SOCK_STREAM)
-        with sock:
-            sock.settimeout(0.5)
-            return sock.connect_ex((str(check.address), check.port)) == 0
-    if check.kind == "dns":
-        sock = socket_in_netns(ns, socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setblocking(False)  # dnspython requires a non-blocking socket it is handed
-        with sock:
-            q = dns.message.make_query(check.qname, dns.rdatatype.A)
-            try:
-                dns.query.udp(q, str(check.address), port=check.port, timeout=0.5, sock=sock)
-            except dns.exception.Timeout:
-                return False
-            return True
-    raise LabError(f"unknown readiness check {check.kind!r}")
 
 
 def _local_argv(argv: list[str]) -> list[str]:

@@ -1,0 +1,230 @@
+"""The compose backend: every lab host is a Docker container, every link an internal network.
+
+Containers run the lab base image (netlab.images) with this source tree mounted read-only at
+/opt/censorlab and the lab folder at /lab; their main process is netlab.services.hostd, which
+sets the host up as the plan says and supervises its services. Networks are ``internal: true``
+and hostd removes Docker's default route and blackholes the bridge address, so no lab packet
+can reach the Docker host or beyond. Everything carries the label ``org.censorlab.lab``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from netlab.backends.base import Backend, LabState, Progress, RunningLab, link_gateway, write_lab_files
+from netlab.backends.netns import LAB_ROOT, PROJECT_ROOT, STOP_TIMEOUT, _pid_alive, _wait_until
+from netlab.errors import LabError
+from netlab.plan import LabPlan
+
+LABEL = "org.censorlab.lab"
+INNER_LAB = "/lab"
+INNER_SRC = "/opt/censorlab"
+READY_TIMEOUT = 60.0
+CAPS = ["NET_ADMIN", "NET_RAW"]
+
+
+def container_name(lab: str, host: str) -> str:
+    return f"nl-{lab}-{host}"
+
+
+def bridge_name(network: str) -> str:
+    """A short, stable name for a lab network's bridge (interface names have 15 characters)."""
+    return "nl" + hashlib.sha256(network.encode()).hexdigest()[:10]
+
+
+def allow_within_bridge(lab: str, bridge: str) -> None:
+    """Docker drops traffic on an internal network whose addresses lie outside its subnet, and every
+    lab link carries lab-internet addresses. Accept exactly the frames that stay on this bridge
+    (in and out the same lab bridge); leaving it is still dropped by Docker's own rules."""
+    subprocess.run(["iptables", "-I", "DOCKER-USER", "-i", bridge, "-o", bridge, "-m", "comment", "--comment",
+                    f"censorlab:{lab}", "-j", "ACCEPT"], check=True, capture_output=True)
+
+
+def remove_bridge_rules(lab: str) -> None:
+    res = subprocess.run(["iptables", "-S", "DOCKER-USER"], capture_output=True, text=True)
+    for line in res.stdout.splitlines():
+        if f'censorlab:{lab} ' in line + " " or f'"censorlab:{lab}"' in line:
+            subprocess.run(["iptables", *shlex.split(line.replace("-A DOCKER-USER", "-D DOCKER-USER", 1))],
+                           capture_output=True)
+
+
+def _client() -> Any:
+    try:
+        import docker
+    except ImportError:
+        raise LabError("the compose backend needs the Docker SDK: pip install docker") from None
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:
+        raise LabError(f"no Docker Engine answers here ({exc})") from None
+    return client
+
+
+class ComposeLab(RunningLab):
+    def command(self, host: str, argv: list[str]) -> list[str]:
+        return ["docker", "exec", "-i", self.state.hosts[host], *argv]
+
+    def inner_path(self, relative: str) -> Path:
+        return Path(INNER_LAB) / relative
+
+    def dead_services(self) -> list[str]:
+        client = _client()
+        dead = []
+        running = {c.name for c in client.containers.list(filters={"label": f"{LABEL}={self.name}"})}
+        for host, name in self.state.hosts.items():
+            if name not in running:
+                dead.append(f"{host} (container {name})")
+        return dead
+
+    def down(self) -> None:
+        ComposeBackend()._teardown(self.name)
+
+
+class ComposeBackend(Backend):
+    name = "compose"
+
+    def up(self, plan: LabPlan, progress: Progress | None = None) -> ComposeLab:
+        from netlab.images import build_image
+
+        say = progress or (lambda _m: None)
+        client = _client()
+        if self._exists(client, plan.lab):
+            raise LabError(f"a lab named {plan.lab!r} already exists; run `harness down {plan.lab} --backend "
+                           "compose` first or choose another name with --name")
+        t0 = time.monotonic()
+        image = build_image(progress=lambda m: say(f"image: {m}")).latest
+        lab_dir = LAB_ROOT / plan.lab
+        state = LabState(lab=plan.lab, backend=self.name, lab_dir=str(lab_dir), scenario_source=plan.scenario.source,
+                         owner_pid=os.getpid(), hosts={h: container_name(plan.lab, h) for h in plan.hosts},
+                         vantages={k: {**v.__dict__, "address": str(v.address), "resolver": str(v.resolver),
+                                       "public_resolver": str(v.public_resolver)} for k, v in plan.vantages.items()},
+                         site_addresses={k: str(v) for k, v in plan.site_addresses.items()},
+                         ca_file=plan.ca_file, created=time.time())
+        try:
+            write_lab_files(plan, lab_dir, INNER_LAB)
+            state.save(lab_dir / "state.json")
+            say("creating networks and containers")
+            self._create(client, plan, image, lab_dir)
+            say("starting services")
+            self._wait_ready(client, plan, lab_dir)
+            state.ready = True
+            state.save(lab_dir / "state.json")
+            say(f"lab {plan.lab} up in {time.monotonic() - t0:.2f}s")
+            return ComposeLab(state)
+        except BaseException:
+            self._teardown(plan.lab)
+            raise
+
+    def _create(self, client: Any, plan: LabPlan, image: str, lab_dir: Path) -> None:
+        import docker.types
+
+        labels = {LABEL: plan.lab}
+        networks: dict[tuple[str, str], str] = {}
+        for link in plan.links:
+            iface = next(i for i in plan.hosts[link.a_host].interfaces if i.name == link.a_name)
+            name = f"nl-{plan.lab}-{link.a_host}-{link.b_host}"
+            bridge = bridge_name(name)
+            pool = docker.types.IPAMPool(subnet=str(iface.address.network), gateway=str(link_gateway(iface.address)))
+            client.networks.create(name, driver="bridge", internal=True, labels=labels,
+                                   options={"com.docker.network.bridge.name": bridge},
+                                   ipam=docker.types.IPAMConfig(pool_configs=[pool]))
+            allow_within_bridge(plan.lab, bridge)
+            networks[(link.a_host, link.a_name)] = networks[(link.b_host, link.b_name)] = name
+        for host in plan.hosts.values():
+            attach = [(networks[(host.name, i.name)], str(i.address.ip)) for i in host.interfaces]
+            first_net, first_ip = attach[0]
+            sysctls = {"net.ipv4.ip_forward": "1" if host.forwarding else "0",
+                       "net.ipv6.conf.all.disable_ipv6": "1"}
+            cid = client.api.create_container(
+                image, name=container_name(plan.lab, host.name), hostname=host.name, labels=labels,
+                command=["python3", "-m", "netlab.services.hostd", "--host", host.name, "--lab-dir", INNER_LAB],
+                environment={"PYTHONPATH": INNER_SRC, "PYTHONUNBUFFERED": "1"},
+                host_config=client.api.create_host_config(
+                    cap_add=CAPS, sysctls=sysctls, binds={str(lab_dir): {"bind": INNER_LAB, "mode": "rw"},
+                                                          PROJECT_ROOT: {"bind": INNER_SRC, "mode": "ro"}},
+                    dns=[str(plan.vantages[host.name].resolver)] if host.name in plan.vantages else None),
+                networking_config=client.api.create_networking_config(
+                    {first_net: client.api.create_endpoint_config(ipv4_address=first_ip)}))["Id"]
+            for net, ip in attach[1:]:
+                client.api.connect_container_to_network(cid, net, ipv4_address=ip)
+            client.api.start(cid)
+
+    def _wait_ready(self, client: Any, plan: LabPlan, lab_dir: Path) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        waiting = set(plan.hosts)
+        while waiting:
+            waiting = {h for h in waiting if not (lab_dir / "ready" / h).exists()}
+            for h in list(waiting):
+                c = client.containers.get(container_name(plan.lab, h))
+                if c.status == "exited" or (lab_dir / "faults" / h).exists():
+                    logs = c.logs(tail=20).decode(errors="replace")
+                    raise LabError(f"host {h} failed to start:\n{logs}")
+            if waiting and time.monotonic() > deadline:
+                raise LabError(f"hosts not ready within {READY_TIMEOUT:.0f}s: {', '.join(sorted(waiting))}")
+            if waiting:
+                time.sleep(0.05)  # a poll interval with a deadline
+
+    def down(self, lab: str, progress: Progress | None = None) -> bool:
+        client = _client()
+        found = self._exists(client, lab)
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            state = LabState.load(LAB_ROOT / lab / "state.json")
+            if state.backend == self.name and state.owner_pid != os.getpid() and _pid_alive(state.owner_pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(state.owner_pid, signal.SIGTERM)
+                _wait_until(lambda: not _pid_alive(state.owner_pid), STOP_TIMEOUT * 5)
+        self._teardown(lab)
+        if found and progress:
+            progress(f"lab {lab} removed")
+        return found
+
+    def _teardown(self, lab: str) -> None:
+        client = _client()
+        remove_bridge_rules(lab)
+        for c in client.containers.list(all=True, filters={"label": f"{LABEL}={lab}"}):
+            with contextlib.suppress(Exception):
+                c.remove(force=True)
+        for n in client.networks.list(filters={"label": f"{LABEL}={lab}"}):
+            with contextlib.suppress(Exception):
+                n.remove()
+        state_file = LAB_ROOT / lab / "state.json"
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            if LabState.load(state_file).backend == self.name:
+                shutil.rmtree(LAB_ROOT / lab, ignore_errors=True)
+
+    def attach(self, lab: str) -> ComposeLab:
+        try:
+            state = LabState.load(LAB_ROOT / lab / "state.json")
+        except (OSError, ValueError, TypeError):
+            raise LabError(f"no running lab named {lab!r} (see `harness status`)") from None
+        if state.backend != self.name or not state.ready:
+            raise LabError(f"no ready compose lab named {lab!r}")
+        return ComposeLab(state)
+
+    def list_labs(self) -> list[LabState]:
+        client = _client()
+        labs: dict[str, LabState] = {}
+        for c in client.containers.list(all=True, filters={"label": LABEL}):
+            lab = c.labels[LABEL]
+            if lab not in labs:
+                try:
+                    labs[lab] = LabState.load(LAB_ROOT / lab / "state.json")
+                except (OSError, ValueError, TypeError):
+                    labs[lab] = LabState(lab=lab, backend=self.name, lab_dir="", scenario_source="?", owner_pid=0,
+                                         hosts={})
+        return list(labs.values())
+
+    @staticmethod
+    def _exists(client: Any, lab: str) -> bool:
+        return bool(client.containers.list(all=True, filters={"label": f"{LABEL}={lab}"}) or
+                    client.networks.list(filters={"label": f"{LABEL}={lab}"}))
