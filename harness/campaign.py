@@ -53,12 +53,19 @@ def shard_targets(targets: tuple[Target, ...] | list[Target], index: int, count:
 
 def probe_context(lab: RunningLab, scenario: Scenario, vantage: str, overrides: dict[str, Any]
                   ) -> dict[str, Any]:
-    v = lab.state.vantages[vantage]
+    return vantage_context(lab.state.vantages[vantage], scenario, str(lab.inner_path(lab.state.ca_file)),
+                           overrides)
+
+
+def vantage_context(v: dict[str, Any], scenario: Scenario, ca_file: str, overrides: dict[str, Any]
+                    ) -> dict[str, Any]:
+    """The ProbeContext (as JSON) of one vantage: its resolvers, the lab CA, the lab's names."""
+    vantage = v["name"]
     ctx = {
         "vantage": vantage,
         "resolver": v["resolver"],
         "public_resolver": v["public_resolver"] if (scenario.public_resolver or vantage == "control") else None,
-        "ca_file": str(lab.inner_path(lab.state.ca_file)),
+        "ca_file": ca_file,
         "lab_names": sorted(s.name for s in scenario.sites),
         "probe_ip": v["address"],
         "probe_asn": v["asn"],
@@ -83,9 +90,7 @@ async def run_campaign(lab: RunningLab, scenario: Scenario, out_dir: Path, confi
         def record(vantage: str, line: dict[str, Any], raw: bytes | None) -> None:
             nonlocal count
             if raw is not None:
-                # The worker's bytes go to disk as they are, tagged with the lab vantage (also when
-                # probe_* fields say something else): no second encoding of 64 KiB bodies.
-                sink.buffer.write(b'{"x_vantage":' + json.dumps(vantage).encode() + b"," + raw[1:] + b"\n")
+                sink.buffer.write(tag_measurement(vantage, raw))
                 count += 1
             else:
                 errors.append({"vantage": vantage, **line})
@@ -126,10 +131,16 @@ async def _watch(lab: RunningLab, faults: list[str]) -> None:
         await asyncio.sleep(0.2)
 
 
+def tag_measurement(vantage: str, raw: bytes) -> bytes:
+    """One line of measurements.jsonl: the worker's bytes as they are, tagged with the lab vantage
+    (also when probe_* fields say something else): no second encoding of 64 KiB bodies."""
+    return b'{"x_vantage":' + json.dumps(vantage).encode() + b"," + raw[1:] + b"\n"
+
+
 _RESULT_HEAD = re.compile(rb'^\{"id": ?(\d+), ?"measurement": ?')
 
 
-def _parse_result(raw: bytes) -> tuple[dict[str, Any], bytes | None]:
+def parse_result(raw: bytes) -> tuple[dict[str, Any], bytes | None]:
     """(the line without its measurement, the measurement's JSON bytes or None). The worker writes
     ``{"id": N, "measurement": {...}}``: the fast path slices the measurement out unparsed."""
     head = _RESULT_HEAD.match(raw)
@@ -174,7 +185,7 @@ async def _drive_worker(lab: RunningLab, scenario: Scenario, vantage: str, targe
             raw = await proc.stdout.readline()
             if not raw:
                 break
-            line, measurement = _parse_result(raw)
+            line, measurement = parse_result(raw)
             if line.get("id") is None:
                 continue
             line["url"] = targets[line["id"]].url

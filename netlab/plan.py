@@ -85,6 +85,10 @@ class Vantage:
     public_resolver: IPv4Address
     asn: int
 
+    def to_dict(self) -> dict:
+        return {"name": self.name, "host": self.host, "address": str(self.address), "resolver": str(self.resolver),
+                "public_resolver": str(self.public_resolver), "asn": self.asn}
+
 
 @dataclass
 class LabPlan:

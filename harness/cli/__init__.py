@@ -11,10 +11,10 @@ import os
 import signal
 import sys
 
-from harness.cli import common, down, run, score, status, up
+from harness.cli import common, compose, down, image, run, score, status, up
 from netlab.errors import LabError, NetlabError, ScenarioError
 
-VERBS = (up, down, status, run, score)
+VERBS = (up, down, status, run, score, compose, image)
 EPILOG = """examples:
   harness run scenarios/demo.yaml            bring the demo lab up, measure, score, tear down
   harness run scenarios/demo.yaml --check    ... and exit 1 on any verdict that differs from the oracle
@@ -22,6 +22,8 @@ EPILOG = """examples:
   harness status                             list labs on this machine
   harness down --all                         remove every lab (also leftovers of a crash)
   harness score results/demo-*/              re-score saved measurements (several folders merge)
+  harness run scenarios/demo.yaml --backend compose    the same lab as Docker containers
+  harness compose scenarios/demo.yaml -o docker-compose.yml   ... as a file for `docker compose up`
 
 exit codes: 0 ok, 1 mismatches (--check), 2 usage/config error, 3 lab fault"""
 

@@ -48,9 +48,11 @@ class LabState:
 def write_lab_files(plan: LabPlan, lab_dir: Path, inner_dir: str) -> None:
     """Write the plan's files into ``lab_dir`` (a fresh folder), with LAB_DIR rendered as the path
     programs inside the hosts see it at (``inner_dir``), and ``hosts.json`` for hostd."""
-    if lab_dir.exists():
-        shutil.rmtree(lab_dir)
-    (lab_dir / "logs").mkdir(parents=True)
+    # Empty the folder rather than remove it: it may be a bind mount (docker compose).
+    lab_dir.mkdir(parents=True, exist_ok=True)
+    for old in lab_dir.iterdir():
+        shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+    (lab_dir / "logs").mkdir()
     for rel, content in plan.files.items():
         p = lab_dir / rel
         p.parent.mkdir(parents=True, exist_ok=True)

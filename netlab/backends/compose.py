@@ -12,10 +12,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shlex
 import shutil
 import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from netlab.backends.base import Backend, LabState, Progress, RunningLab, link_g
 from netlab.backends.netns import LAB_ROOT, PROJECT_ROOT, STOP_TIMEOUT, _pid_alive, _wait_until
 from netlab.errors import LabError
 from netlab.plan import LabPlan
+from netlab.services.fabric import allow_within_bridge, remove_bridge_rules
 
 LABEL = "org.censorlab.lab"
 INNER_LAB = "/lab"
@@ -39,22 +38,6 @@ def container_name(lab: str, host: str) -> str:
 def bridge_name(network: str) -> str:
     """A short, stable name for a lab network's bridge (interface names have 15 characters)."""
     return "nl" + hashlib.sha256(network.encode()).hexdigest()[:10]
-
-
-def allow_within_bridge(lab: str, bridge: str) -> None:
-    """Docker drops traffic on an internal network whose addresses lie outside its subnet, and every
-    lab link carries lab-internet addresses. Accept exactly the frames that stay on this bridge
-    (in and out the same lab bridge); leaving it is still dropped by Docker's own rules."""
-    subprocess.run(["iptables", "-I", "DOCKER-USER", "-i", bridge, "-o", bridge, "-m", "comment", "--comment",
-                    f"censorlab:{lab}", "-j", "ACCEPT"], check=True, capture_output=True)
-
-
-def remove_bridge_rules(lab: str) -> None:
-    res = subprocess.run(["iptables", "-S", "DOCKER-USER"], capture_output=True, text=True)
-    for line in res.stdout.splitlines():
-        if f'censorlab:{lab} ' in line + " " or f'"censorlab:{lab}"' in line:
-            subprocess.run(["iptables", *shlex.split(line.replace("-A DOCKER-USER", "-D DOCKER-USER", 1))],
-                           capture_output=True)
 
 
 def _client() -> Any:
@@ -106,8 +89,7 @@ class ComposeBackend(Backend):
         lab_dir = LAB_ROOT / plan.lab
         state = LabState(lab=plan.lab, backend=self.name, lab_dir=str(lab_dir), scenario_source=plan.scenario.source,
                          owner_pid=os.getpid(), hosts={h: container_name(plan.lab, h) for h in plan.hosts},
-                         vantages={k: {**v.__dict__, "address": str(v.address), "resolver": str(v.resolver),
-                                       "public_resolver": str(v.public_resolver)} for k, v in plan.vantages.items()},
+                         vantages={k: v.to_dict() for k, v in plan.vantages.items()},
                          site_addresses={k: str(v) for k, v in plan.site_addresses.items()},
                          ca_file=plan.ca_file, created=time.time())
         try:

@@ -81,9 +81,7 @@ class NetnsBackend(Backend):
         state = LabState(lab=plan.lab, backend=self.name, lab_dir=str(lab_dir),
                          scenario_source=plan.scenario.source, owner_pid=os.getpid(),
                          hosts={h: ns_name(plan.lab, h) for h in plan.hosts},
-                         vantages={k: {**v.__dict__, "address": str(v.address), "resolver": str(v.resolver),
-                                       "public_resolver": str(v.public_resolver)}
-                                   for k, v in plan.vantages.items()},
+                         vantages={k: v.to_dict() for k, v in plan.vantages.items()},
                          site_addresses={k: str(v) for k, v in plan.site_addresses.items()},
                          ca_file=plan.ca_file, created=time.time())
         lab = NetnsLab(state)

@@ -16,6 +16,7 @@ import ipaddress
 import json
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -63,10 +64,30 @@ def configure(spec: dict, blackhole: list[str]) -> None:
     Path("/etc/resolv.conf").write_text(spec.get("resolv_conf") or "nameserver 127.0.0.1\n")
 
 
+def run_when_lab_ready(args: argparse.Namespace, lab: Path, markers: list[str], stopping) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + READY_TIMEOUT * 4
+    while not all((lab / "ready" / m).exists() for m in markers):
+        if stopping() or time.monotonic() > deadline:
+            raise RuntimeError("the lab did not become ready: not measuring")
+        time.sleep(0.05)  # a poll interval with a deadline
+    argv = [sys.executable if a == "python3" else a for a in shlex.split(args.then_run)]
+    log.info("lab ready: running %s", " ".join(argv))
+    Path(args.stdout).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.stdin) as stdin, open(args.stdout, "w") as stdout:
+        res = subprocess.run(argv, stdin=stdin, stdout=stdout)
+    (lab / "done").mkdir(exist_ok=True)
+    (lab / "done" / args.host).write_text(str(res.returncode))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--host", required=True)
     ap.add_argument("--lab-dir", default="/lab")
+    ap.add_argument("--then-run", help="once every host of the lab is ready, run this command line here "
+                    "(docker compose up: a vantage's measurements)")
+    ap.add_argument("--stdin", help="file for --then-run's standard input")
+    ap.add_argument("--stdout", help="file for --then-run's standard output")
+    ap.add_argument("--wait-for", nargs="*", default=[], help="more ready markers to wait for (e.g. _fabric)")
     args = ap.parse_args(argv)
     lab = Path(args.lab_dir)
     logging.basicConfig(level=logging.INFO, format=f"hostd[{args.host}]: %(message)s", stream=sys.stderr)
@@ -102,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         (lab / "ready").mkdir(exist_ok=True)
         (lab / "ready" / args.host).write_text(str(os.getpid()))
         log.info("ready")
+        if args.then_run:
+            run_when_lab_ready(args, lab, [*hosts["hosts"], *args.wait_for], lambda: stopping)
         while not stopping:
             for name, (proc, critical) in children.items():
                 if critical and proc.poll() is not None:

@@ -1,0 +1,34 @@
+"""harness compose: write the Compose file of a scenario's lab."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+
+from harness.compose_file import compose_yaml
+from netlab.compile import compile_lab
+from netlab.loader import load_scenario
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compose", help="write a docker-compose.yml for a scenario",
+                       description="Write the scenario's lab as a Compose file: `docker compose up "
+                       "--exit-code-from score` brings it up, measures, and leaves the verdicts in ./results.",
+                       epilog="examples:\n  harness compose scenarios/demo.yaml -o docker-compose.yml\n"
+                       "  harness compose scenarios/gfw-like.yaml -o lab/gfw/compose.yml",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("scenario")
+    p.add_argument("-o", "--output", type=Path, default=Path("docker-compose.yml"))
+    p.add_argument("--name", help="lab name (default: the scenario's name)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    scenario = load_scenario(args.scenario)
+    plan = compile_lab(scenario, args.name or scenario.name)
+    out = args.output.resolve()
+    out.write_text(compose_yaml(plan, Path(args.scenario).resolve(), out.parent))
+    console.print(f"wrote {args.output}: `docker compose -f {args.output} up --exit-code-from score`")
+    return 0
