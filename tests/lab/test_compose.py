@@ -1,0 +1,168 @@
+"""The compose backend: same verdicts as netns, `docker compose up` for real, lab faults, isolation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, assert_no_leftovers
+
+from harness.campaign import CampaignConfig, run_campaign
+from harness.runner import run_scenario
+from netlab.backends.compose import LABEL, ComposeBackend
+from netlab.compile import compile_lab
+from netlab.loader import load_scenario
+
+pytestmark = pytest.mark.docker
+DEMO = ROOT / "scenarios" / "demo.yaml"
+LAB_NETS = "{ 10.0.0.0/8, 198.18.0.0/15 }"
+
+
+def docker_ok() -> bool:
+    return shutil.which("docker") is not None and subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+
+
+if not docker_ok():
+    pytestmark = [pytest.mark.docker, pytest.mark.skip(reason="no Docker Engine")]
+
+
+def docker_leftovers(lab: str) -> dict[str, list[str]]:
+    def ls(*args: str) -> list[str]:
+        return subprocess.run(["docker", *args, "--filter", f"label={LABEL}={lab}", "-q"], capture_output=True,
+                              text=True).stdout.split()
+
+    rules = subprocess.run(["iptables", "-S", "DOCKER-USER"], capture_output=True, text=True).stdout
+    return {"containers": ls("ps", "-a"), "networks": ls("network", "ls"), "volumes": ls("volume", "ls"),
+            "rules": [r for r in rules.splitlines() if f"censorlab:{lab}" in r]}
+
+
+def assert_docker_clean(lab: str) -> None:
+    left = docker_leftovers(lab)
+    assert not any(left.values()), f"compose lab {lab} left: {left}"
+
+
+def compose_cmd() -> list[str]:
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    return ["docker-compose"]
+
+
+def test_compose_gives_the_same_verdicts_as_netns(lab_name: str, tmp_path: Path) -> None:
+    netns = run_scenario(DEMO, out=tmp_path / "netns", name=lab_name + "n")
+    compose = run_scenario(DEMO, out=tmp_path / "compose", name=lab_name + "c", backend="compose")
+    assert compose.scored is not None and not compose.scored.score.mismatches
+    assert compose.verdicts == netns.verdicts
+    assert_docker_clean(lab_name + "c")
+    assert_no_leftovers(lab_name + "c")
+
+
+class HostCounters:
+    """An nftables table on the Docker host counting lab packets that head anywhere but the lab:
+    forwarded out of a lab bridge, or to a non-lab address, or delivered to the host itself, or
+    sent by the host from a lab address. (The host's own multicast group reports on a bridge it
+    owns are not lab packets: Docker gives every bridge an address.)"""
+
+    TABLE = "censorlab_isolation_test"
+
+    def __enter__(self) -> HostCounters:
+        rules = f"""table inet {self.TABLE} {{
+  chain lab_seen {{
+    type filter hook forward priority -401;
+    iifname "nl*" counter comment "lab-traffic-seen"
+  }}
+  chain leak_forward {{
+    type filter hook forward priority -400;
+    iifname "nl*" oifname != "nl*" counter comment "leaves-lab-bridge"
+    iifname "nl*" ip daddr != {LAB_NETS} counter comment "to-non-lab-address"
+  }}
+  chain leak_input {{
+    type filter hook input priority -400;
+    meta nfproto ipv4 iifname "nl*" counter comment "to-the-host"
+  }}
+  chain leak_output {{
+    type filter hook output priority -400;
+    ip saddr {LAB_NETS} ip daddr != {LAB_NETS} ip daddr != 224.0.0.0/4 counter comment "lab-source-out"
+  }}
+}}
+"""
+        subprocess.run(["nft", "-f", "-"], input=rules, text=True, check=True)
+        return self
+
+    def counts(self) -> dict[str, int]:
+        out = json.loads(subprocess.run(["nft", "-j", "list", "table", "inet", self.TABLE], capture_output=True,
+                                        text=True, check=True).stdout)
+        counts = {}
+        for item in out["nftables"]:
+            rule = item.get("rule")
+            if rule:
+                counter = next(e["counter"] for e in rule["expr"] if "counter" in e)
+                counts[rule["comment"]] = counter["packets"]
+        return counts
+
+    def __exit__(self, *exc: object) -> None:
+        subprocess.run(["nft", "delete", "table", "inet", self.TABLE], capture_output=True)
+
+
+def test_docker_compose_up_runs_the_demo_and_is_isolated(lab_name: str, tmp_path: Path) -> None:
+    out = tmp_path / "docker-compose.yml"
+    subprocess.run([sys.executable, "-m", "harness", "compose", str(DEMO), "-o", str(out), "--name", lab_name],
+                   check=True, cwd=ROOT, capture_output=True)
+    cmd = [*compose_cmd(), "-f", str(out), "-p", lab_name]
+    with HostCounters() as counters:
+        try:
+            up = subprocess.run([*cmd, "up", "--exit-code-from", "score"], capture_output=True, text=True,
+                                timeout=600)
+            counts = counters.counts()
+        finally:
+            down = subprocess.run([*cmd, "down"], capture_output=True, text=True, timeout=120)
+    assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+    assert down.returncode == 0, down.stderr
+    assert "21/21 verdicts match the ground truth" in up.stdout
+    verdicts = [json.loads(x) for x in (tmp_path / "results" / "verdicts.jsonl").read_text().splitlines()]
+    assert len(verdicts) == 21 and all(v["match"] for v in verdicts)
+    assert (tmp_path / "results" / "verdicts.txt").read_text().count("dns.nxdomain") >= 2
+    # The lab really talked through the host's bridges, and not one packet went anywhere else.
+    assert counts["lab-traffic-seen"] > 100
+    assert {k: v for k, v in counts.items() if k != "lab-traffic-seen"} == {
+        "leaves-lab-bridge": 0, "to-non-lab-address": 0, "to-the-host": 0, "lab-source-out": 0}
+    assert_docker_clean(lab_name)
+
+
+def test_a_container_killed_mid_run_is_a_lab_fault(lab_name: str, tmp_path: Path) -> None:
+    scenario = load_scenario(DEMO)
+    lab = ComposeBackend().up(compile_lab(scenario, lab_name))
+    killed: list[str] = []
+
+    def kill_router(vantage: str, line: dict) -> None:
+        if not killed:  # the DPI's host goes down after the first measurement arrives
+            killed.append(lab.state.hosts["isp-b.gw"])
+            subprocess.run(["docker", "kill", killed[0]], capture_output=True, check=True)
+
+    try:
+        result = asyncio.run(run_campaign(lab, scenario, tmp_path, CampaignConfig(), on_result=kill_router))
+    finally:
+        lab.down()
+    assert killed and any("isp-b.gw" in f for f in result.lab_faults), result.lab_faults
+    assert_docker_clean(lab_name)
+
+
+def test_netns_service_killed_mid_run_is_a_lab_fault(lab_name: str, tmp_path: Path) -> None:
+    from harness.runner import measure_and_score
+    from netlab.backends.netns import NetnsBackend
+
+    scenario = load_scenario(DEMO)
+    lab = NetnsBackend().up(compile_lab(scenario, lab_name))
+    dpi = next(s for s in lab.state.services if s["host"] == "isp-b.gw" and s["name"] == "dpi")
+    os.kill(dpi["pid"], 9)
+    try:
+        outcome = measure_and_score(lab, scenario, tmp_path, CampaignConfig())
+    finally:
+        lab.down()
+    assert outcome.scored is None and outcome.campaign.lab_faults == ["isp-b.gw/dpi"]
+    assert_no_leftovers(lab_name)
