@@ -25,6 +25,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from pyroute2 import netns  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
@@ -33,7 +34,6 @@ from netlab.backends import get_backend  # noqa: E402
 from netlab.backends.netns import NetnsBackend, ns_name  # noqa: E402
 from netlab.compile import compile_lab  # noqa: E402
 from netlab.loader import parse_scenario  # noqa: E402
-from pyroute2 import netns  # noqa: E402
 
 console = Console(highlight=False)
 ROWS: list[dict[str, Any]] = []
@@ -137,7 +137,8 @@ def bench_throughput(tmp: Path, full: bool) -> None:
         n = len(scenario.targets)
         done, secs = raw_baseline(lab, scenario, "isp0", conc)
         raw_rate = done / secs
-        row("throughput", f"raw baseline, {n} targets, one vantage", f"{raw_rate:.0f}/s", note=f"({done} ok in {secs:.1f}s)")
+        row("throughput", f"raw baseline, {n} targets, one vantage", f"{raw_rate:.0f}/s",
+            note=f"({done} ok in {secs:.1f}s)")
         m, s, err = campaign(lab, scenario, tmp / "t0", vantages=["isp0"], concurrency=conc,
                              context_overrides={"dns_window": 0.0})
         row("throughput", f"harness, {n} targets, one vantage, same work (dns_window 0)", f"{m / s:.0f}/s",
@@ -160,7 +161,7 @@ def bench_blocked(tmp: Path, full: bool) -> None:
         lab = NetnsBackend().up(compile_lab(scenario, name))
         try:
             n = len(scenario.targets)
-            m, s, _ = campaign(lab, scenario, tmp / name, vantages=["isp0"], concurrency=conc)
+            _m, s, _ = campaign(lab, scenario, tmp / name, vantages=["isp0"], concurrency=conc)
             blocked = int(sites * 0.3) * 2
             bound = blocked * 2.0 / conc  # each dropped target waits out the 2 s connect timeout
             row("blocked", f"{n} targets, {blocked} dropped (30%), concurrency {conc}", f"{s:.1f}s",
@@ -203,7 +204,8 @@ def bench_memory(tmp: Path, full: bool) -> None:
     secs = time.perf_counter() - t0
     stop.set()
     t.join()
-    lines = sum(1 for _ in open(tmp / "mem" / "measurements.jsonl"))
+    with open(tmp / "mem" / "measurements.jsonl", "rb") as f:
+        lines = sum(1 for _ in f)
     size = (tmp / "mem" / "measurements.jsonl").stat().st_size
     row("memory", f"peak RSS of `harness run`, {lines} measurements ({expected} planned)", f"{peak / 1024:.0f} MiB",
         note=f"{secs:.0f}s, results {size / 2**20:.0f} MiB on disk (streamed)")

@@ -25,7 +25,9 @@ LAB_NETS = "{ 10.0.0.0/8, 198.18.0.0/15 }"
 
 
 def docker_ok() -> bool:
-    return shutil.which("docker") is not None and subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+    if shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
 
 
 if not docker_ok():
