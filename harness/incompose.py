@@ -80,11 +80,11 @@ def score(args: argparse.Namespace) -> int:
     from harness.cli.common import console
 
     con = console()
-    print_report(con, scored.score, scored.vantages)
+    print_report(con, scored)
     with open(out / "verdicts.txt", "w") as f:
         from rich.console import Console
 
-        print_report(Console(file=f, width=160, color_system=None), scored.score, scored.vantages)
+        print_report(Console(file=f, width=160, color_system=None), scored)
     return 1 if scored.score.mismatches else 0
 
 

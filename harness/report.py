@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from harness.results import ScoredRun
 from harness.score import Score
 from netlab.model import CONTROL
 from netlab.verdict import Verdict
@@ -17,10 +18,13 @@ def _style(v: Verdict) -> str:
     return FAMILY_STYLE.get(v.technique, "white")
 
 
-def verdict_table(score: Score, vantages: list[str]) -> Table:
+def verdict_table(score: Score, vantages: list[str], collateral: set[tuple[str, str]] | None = None) -> Table:
     urls = list(dict.fromkeys(r.url for r in score.rows))
     cells = {(r.url, r.vantage): r for r in score.rows}
-    table = Table(title="Verdicts (✗ = differs from ground truth, expected in brackets)", show_lines=False)
+    collateral = collateral or set()
+    title = "Verdicts (✗ = differs from ground truth, expected in brackets"
+    title += "; † = collateral damage)" if collateral else ")"
+    table = Table(title=title, show_lines=False)
     table.add_column("target", no_wrap=True)
     cols = [v for v in vantages if v != CONTROL] + [CONTROL]
     for v in cols:
@@ -32,7 +36,8 @@ def verdict_table(score: Score, vantages: list[str]) -> Table:
             if r is None:
                 row.append("[dim]-[/]")
             elif r.matches:
-                row.append(f"[{_style(r.observed)}]{r.observed.value}[/]")
+                mark = " †" if (v, url) in collateral else ""
+                row.append(f"[{_style(r.observed)}]{r.observed.value}{mark}[/]")
             else:
                 exp = r.expected.verdict.value if r.expected else "?"
                 row.append(f"[bold red]✗ {r.observed.value}[/] [dim]({exp})[/]")
@@ -68,8 +73,30 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x:.0%}"
 
 
-def print_report(console: Console, score: Score, vantages: list[str], *, verbose_score: bool = True) -> None:
-    console.print(verdict_table(score, vantages))
+def impact_table(run: ScoredRun) -> Table | None:
+    services = sorted({s for i in run.impact_expected.values() for s in i.effectiveness})
+    if not services and not any(i.collateral for i in run.impact_expected.values()):
+        return None
+    t = Table(title="Enforcement per ISP (measured, oracle in brackets)")
+    t.add_column("ISP")
+    t.add_column("blocked")
+    t.add_column("collateral damage (blocked, but no rule meant it)")
+    for s in services:
+        t.add_column(f"{s}: effectiveness")
+    for isp, obs in run.impact_observed.items():
+        exp = run.impact_expected[isp]
+        coll = f"{len(obs.collateral)} ({len(exp.collateral)})"
+        if obs.collateral:
+            coll += ": " + ", ".join(obs.collateral[:4]) + (" ..." if len(obs.collateral) > 4 else "")
+        eff = [f"{obs.effectiveness.get(s, 0):.0%} ({exp.effectiveness.get(s, 0):.0%})" for s in services]
+        t.add_row(isp, f"{len(obs.blocked)} ({len(exp.blocked)})", coll, *eff)
+    return t
+
+
+def print_report(console: Console, run: ScoredRun, *, verbose_score: bool = True) -> None:
+    score = run.score
+    collateral = {(isp, url) for isp, i in run.impact_observed.items() for url in i.collateral}
+    console.print(verdict_table(score, run.vantages, collateral))
     n, bad = len([r for r in score.rows if r.expected]), len(score.mismatches)
     colour = "green" if not bad else "bold red"
     console.print(f"[{colour}]Score: {n - bad}/{n} verdicts match the ground truth "
@@ -77,6 +104,11 @@ def print_report(console: Console, score: Score, vantages: list[str], *, verbose
     if verbose_score:
         for t in score_tables(score):
             console.print(t)
+    table = impact_table(run)
+    if table is not None:
+        console.print(table)
+        if not run.impact_matches:
+            console.print("[bold red]collateral damage or effectiveness differ from the oracle's[/]")
     for r in score.mismatches:
         exp = r.expected
         console.print(f"[bold red]mismatch[/] {r.vantage} {r.url}: observed [bold]{r.observed.value}[/] "

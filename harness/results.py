@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ from typing import Any
 from harness.analysis import load_fingerprints
 from harness.score import Score, measurement_files, score, verdict_rows
 from netlab.errors import NetlabError
+from netlab.impact import IspImpact, impact
 from netlab.loader import load_scenario
 from netlab.model import Scenario
 from netlab.oracle import expected_verdicts
@@ -23,6 +24,13 @@ class ScoredRun:
     scenario: Scenario
     vantages: list[str]
     score: Score
+    impact_expected: dict[str, IspImpact] = field(default_factory=dict)  # from the oracle
+    impact_observed: dict[str, IspImpact] = field(default_factory=dict)  # from the measurements
+
+    @property
+    def impact_matches(self) -> bool:
+        return all(self.impact_expected[i].to_json() == self.impact_observed[i].to_json()
+                   for i in self.impact_expected)
 
 
 def write_run_info(out_dir: Path, scenario: Scenario, info: dict[str, Any]) -> None:
@@ -45,11 +53,20 @@ def score_results(dirs: list[Path], fingerprint_files: list[Path] | None = None)
     sites = {k: IPv4Address(v) for k, v in infos[0]["site_addresses"].items()}
     expectations = expected_verdicts(scenario, sites)
     rows = verdict_rows(measurement_files(dirs), expectations, load_fingerprints(fingerprint_files))
-    return ScoredRun(scenario=scenario, vantages=infos[0]["vantages"], score=score(rows))
+    measured = {(r.vantage, r.url) for r in rows}
+    rules = {k: e.rule for k, e in expectations.items()}
+    expected = {k: e.verdict for k, e in expectations.items() if k in measured}
+    observed = {(r.vantage, r.url): r.observed for r in rows}
+    return ScoredRun(scenario=scenario, vantages=infos[0]["vantages"], score=score(rows),
+                     impact_expected=impact(scenario, sites, expected, rules),
+                     impact_observed=impact(scenario, sites, observed, rules))
 
 
 def write_verdicts(out_dir: Path, run: ScoredRun) -> None:
     with open(out_dir / "verdicts.jsonl", "w") as f:
         for r in run.score.rows:
             f.write(json.dumps(r.to_json()) + "\n")
-    (out_dir / "score.json").write_text(json.dumps(run.score.to_json(), indent=1))
+    (out_dir / "score.json").write_text(json.dumps({
+        **run.score.to_json(),
+        "impact": {isp: {"observed": run.impact_observed[isp].to_json(), "expected": run.impact_expected[isp].to_json()}
+                   for isp in run.impact_observed}}, indent=1))

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from netlab.addressing import LAB_INTERNET, MAX_ISPS, is_site_address
+from netlab.coverage import apply_coverage
 from netlab.errors import ScenarioError
 from netlab.model import CONTROL, Isp, Match, Rule, Scenario, ShapingRule, Site
 from netlab.target import Target, TargetError, in_address_plan
@@ -140,6 +141,13 @@ class _Loader:
         except ValueError as exc:
             raise self.ctx.fail(node, key, f"{raw!r} is not a valid DNS name: {exc}") from None
 
+    def label(self, node: yaml.Node, key: str) -> str:
+        """A short identifier: a service name, for instance."""
+        raw = self.string(node, key)
+        if not _LAB_NAME.match(raw):
+            raise self.ctx.fail(node, key, f"{raw!r}: use 1-24 characters a-z, 0-9 and '-', starting with a letter")
+        return raw
+
     def ip(self, node: yaml.Node, key: str) -> IPv4Address:
         raw = _scalar(node)
         try:
@@ -158,7 +166,7 @@ class _Loader:
     # -- the document
 
     def scenario(self, root: yaml.Node) -> Scenario:
-        top = self.mapping(root, "", ("version", "name", "description", "internet", "isps",
+        top = self.mapping(root, "", ("version", "name", "description", "seed", "internet", "isps",
                                       "targets", "expect"), required=("version", "name", "internet"))
         version = self.value(top["version"], "version", int, "an integer")
         if version != 1:
@@ -172,9 +180,12 @@ class _Loader:
         isps = self.isps(top["isps"]) if "isps" in top else ()
         targets = self.targets(top.get("targets"), sites)
         expect = self.expect(top["expect"], isps, targets) if "expect" in top else {}
-        return Scenario(name=name, description=description, sites=sites, isps=isps, targets=targets,
-                        public_resolver=public_resolver, expect=expect, source=self.ctx.file,
-                        version=version)
+        seed = self.value(top["seed"], "seed", int, "an integer") if "seed" in top else 0
+        scenario = Scenario(name=name, description=description, sites=sites, isps=isps, targets=targets,
+                            public_resolver=public_resolver, expect=expect, source=self.ctx.file,
+                            version=version, seed=seed)
+        # Partial enforcement becomes plain rules here, so the compiler and the oracle agree on it.
+        return apply_coverage(scenario)
 
     def internet(self, node: yaml.Node) -> tuple[tuple[Site, ...], bool]:
         m = self.mapping(node, "internet", ("sites", "public_resolver"), required=("sites",))
@@ -185,7 +196,7 @@ class _Loader:
         addresses: dict[IPv4Address, str] = {}
         for i, snode in enumerate(self.sequence(m["sites"], "internet.sites")):
             key = f"internet.sites[{i}]"
-            s = self.mapping(snode, key, ("name", "address", "body_size"), required=("name",))
+            s = self.mapping(snode, key, ("name", "address", "body_size", "service"), required=("name",))
             name = self.dns_name(s["name"], f"{key}.name")
             if name in self.site_names:
                 raise self.ctx.fail(s["name"], f"{key}.name", f"duplicate site name {name!r}")
@@ -202,9 +213,10 @@ class _Loader:
             body_size = 64 * 1024
             if "body_size" in s:
                 body_size = self.size(s["body_size"], f"{key}.body_size")
+            service = self.label(s["service"], f"{key}.service") if "service" in s else None
             self.site_names.add(name)
             sites.append(Site(name=name, address=addr, body_size=body_size,
-                              line=snode.start_mark.line + 1))
+                              line=snode.start_mark.line + 1, service=service))
         if not sites:
             raise self.ctx.fail(m["sites"], "internet.sites", "at least one site is needed")
         return tuple(sites), public
@@ -267,7 +279,8 @@ class _Loader:
         for i, rnode in enumerate(self.sequence(m["rules"], f"{key}.rules")):
             rkey = f"{key}.rules[{i}]"
             extra = ("residual",) if kind == "dpi" else ()
-            r = self.mapping(rnode, rkey, ("match", "action", *extra), required=("match", "action"))
+            r = self.mapping(rnode, rkey, ("match", "action", "coverage", "intent", *extra),
+                             required=("match", "action"))
             match = self.match(r["match"], f"{rkey}.match", kind)
             verb, address = action(r["action"], f"{rkey}.action", match)
             residual = None
@@ -280,8 +293,14 @@ class _Loader:
                     # hit every later lookup, in whatever order the campaign makes them.
                     raise self.ctx.fail(r["residual"], f"{rkey}.residual", "residual blocking applies to "
                                         "TCP flows (sni, http_host, keyword), not to dns_query rules")
+            coverage = None
+            if "coverage" in r:
+                coverage = float(self.value(r["coverage"], f"{rkey}.coverage", (int, float), "a fraction"))
+                if not 0 < coverage <= 1:
+                    raise self.ctx.fail(r["coverage"], f"{rkey}.coverage", "must be in (0, 1], e.g. 0.3")
+            intent = self.label(r["intent"], f"{rkey}.intent") if "intent" in r else None
             rules.append(Rule(match=match, action=verb, address=address, residual=residual,
-                              line=rnode.start_mark.line + 1))
+                              line=rnode.start_mark.line + 1, coverage=coverage, intent=intent))
         return tuple(rules)
 
     def match(self, node: yaml.Node, key: str, kind: str) -> Match:

@@ -45,6 +45,9 @@ class Rule:
     address: IPv4Address | None = None
     residual: float | None = None  # DPI only: keep blocking the client-server pair this long
     line: int = 0  # where the rule starts in the scenario file, for messages
+    coverage: float | None = None  # partial enforcement: the fraction of matching sites it hits
+    intent: str | None = None  # the service the censor means to block (collateral damage: netlab.impact)
+    covered_from: str = ""  # set on the rules netlab.coverage expands a `coverage` rule into
 
     def describe(self) -> str:
         act = f"{self.action} {self.address}" if self.address else self.action
@@ -76,6 +79,7 @@ class Site:
     address: IPv4Address | None = None  # None: allocated from the address plan
     body_size: int = 64 * 1024
     line: int = 0
+    service: str | None = None  # the service a site belongs to (e.g. telegram), for effectiveness
 
     @property
     def display_name(self) -> str:
@@ -107,6 +111,7 @@ class Scenario:
     expect: dict[str, dict[str, str]] = field(default_factory=dict)  # vantage -> url -> verdict
     source: str = "<scenario>"
     version: int = 1
+    seed: int = 0  # chooses, deterministically, what a rule with `coverage` hits
 
     @property
     def vantages(self) -> list[str]:

@@ -30,6 +30,7 @@ class Expectation:
     verdict: Verdict
     reason: str  # which rule (or pin) decided it, for mismatch reports and `harness explain`
     pinned: bool = False  # set by the scenario's `expect`, not derived
+    rule: Rule | None = None  # the rule that decided it (collateral damage asks what it meant to hit)
 
 
 def name_matches(name: str, pattern: str, exact: bool = False) -> bool:
@@ -87,11 +88,11 @@ def expect_isp(scenario: Scenario, isp: Isp, target: Target,
     rule = first_rule(effective_resolver_rules(isp), lambda r: _resolver_rule_matches(r, host))
     if rule is not None:
         if rule.action in RESOLVER_VERDICTS:
-            return Expectation(RESOLVER_VERDICTS[rule.action], f"resolver rule line {rule.line}")
+            return Expectation(RESOLVER_VERDICTS[rule.action], f"resolver rule line {rule.line}", rule=rule)
         assert rule.address is not None
         if rule.address != addr:
             verdict = Verdict.DNS_BOGON if is_lab_bogon(rule.address) else Verdict.DNS_MISMATCH
-            return Expectation(verdict, f"resolver rule line {rule.line}")
+            return Expectation(verdict, f"resolver rule line {rule.line}", rule=rule)
 
     if scenario.public_resolver:
         # The direct query to the public resolver crosses the router: firewall and DPI see it.
@@ -101,25 +102,26 @@ def expect_isp(scenario: Scenario, isp: Isp, target: Target,
         fw = first_rule(isp.firewall_rules, lambda r: flow_matches(r.match, PUBLIC_RESOLVER, 53, "udp",
                                                                   site_addresses))
         if fw is not None:
-            return Expectation(Verdict.DNS_TIMEOUT, f"firewall rule line {fw.line} (public resolver)")
+            return Expectation(Verdict.DNS_TIMEOUT, f"firewall rule line {fw.line} (public resolver)", rule=fw)
         if dns_rule is not None:
             verdict = Verdict.DNS_INJECTED if dns_rule.action == "inject" else Verdict.DNS_TIMEOUT
-            return Expectation(verdict, f"dpi rule line {dns_rule.line}")
+            return Expectation(verdict, f"dpi rule line {dns_rule.line}", rule=dns_rule)
 
     fw = first_rule(isp.firewall_rules, lambda r: flow_matches(r.match, addr, target.port, "tcp",
                                                               site_addresses))
     if fw is not None:
-        return Expectation(FIREWALL_VERDICTS[fw.action], f"firewall rule line {fw.line}")
+        return Expectation(FIREWALL_VERDICTS[fw.action], f"firewall rule line {fw.line}", rule=fw)
 
     dpi = first_rule(isp.dpi_rules, lambda r: dpi_rule_matches(r, target, addr, site_addresses))
     if dpi is not None:
-        return Expectation(_dpi_verdict(dpi, target), f"dpi rule line {dpi.line}")
+        return Expectation(_dpi_verdict(dpi, target), f"dpi rule line {dpi.line}", rule=dpi)
 
     site = scenario.site(host)
     for shaping in isp.shaping:
         if flow_matches(shaping.match, addr, target.port, "tcp", site_addresses):
             if shaping.rate_bps and site and site.body_size * 8 / shaping.rate_bps > THROTTLE_SECONDS:
-                return Expectation(Verdict.THROTTLED, f"shaping rule line {shaping.line}")
+                return Expectation(Verdict.THROTTLED, f"shaping rule line {shaping.line}",
+                                   rule=Rule(match=shaping.match, action="shape", line=shaping.line))
             break
     return Expectation(Verdict.OK, "no rule applies")
 
@@ -169,11 +171,10 @@ def expected_verdicts(scenario: Scenario, site_addresses: dict[str, IPv4Address]
             connects = exp.verdict.technique not in ("dns",) and not exp.verdict.value.startswith("tcp.")
             if connects and addr in blocked:
                 rule = blocked[addr]
-                exp = Expectation(_residual_verdict(rule, target), f"residual block of dpi rule line {rule.line}")
-            elif exp.reason.startswith("dpi rule"):
-                rule = next(r for r in isp.dpi_rules if exp.reason == f"dpi rule line {r.line}")
-                if rule.residual:
-                    blocked[addr] = rule
+                exp = Expectation(_residual_verdict(rule, target), f"residual block of dpi rule line {rule.line}",
+                                  rule=rule)
+            elif exp.rule is not None and exp.rule.residual:
+                blocked[addr] = exp.rule
             out[(isp.name, target.url)] = exp
     for vantage, pins in scenario.expect.items():
         for url, verdict in pins.items():

@@ -93,7 +93,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
                       f"the measurements in {out} cannot be trusted and were not scored")
         return EXIT_LAB
     scored = outcome.scored
-    print_report(console, scored.score, scored.vantages)
+    print_report(console, scored)
     for e in result.errors:
         console.print(f"[red]probe error[/] {e['vantage']} {e.get('url')}: {e.get('error')}")
     console.print(f"{result.measurements} measurements in {result.seconds:.2f}s "

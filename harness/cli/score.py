@@ -33,5 +33,5 @@ def run(args: argparse.Namespace, console: Console) -> int:
         print(json.dumps({**scored.score.to_json(), "verdicts": [r.to_json() for r in scored.score.rows]},
                          indent=1))
     else:
-        print_report(console, scored.score, scored.vantages)
+        print_report(console, scored)
     return EXIT_MISMATCH if args.check and scored.score.mismatches else 0

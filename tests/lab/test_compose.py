@@ -64,6 +64,13 @@ def test_compose_gives_the_same_verdicts_as_netns(lab_name: str, tmp_path: Path)
     assert_no_leftovers(lab_name + "c")
 
 
+def test_telegram_2018_through_compose_equals_the_oracle(lab_name: str, tmp_path: Path) -> None:
+    outcome = run_scenario(ROOT / "scenarios/telegram-2018.yaml", out=tmp_path, name=lab_name, backend="compose")
+    assert outcome.scored is not None and not outcome.scored.score.mismatches
+    assert outcome.scored.impact_matches
+    assert_docker_clean(lab_name)
+
+
 class HostCounters:
     """An nftables table on the Docker host counting lab packets that head anywhere but the lab:
     forwarded out of a lab bridge, or to a non-lab address, or delivered to the host itself, or

@@ -67,6 +67,7 @@ def test_verdicts_equal_the_oracle(scenario: str, lab_name: str, tmp_path: Path)
     bad = [(r.vantage, r.url, r.observed.value, r.expected.verdict.value if r.expected else None, r.why)
            for r in outcome.scored.score.mismatches]
     assert bad == []
+    assert outcome.scored.impact_matches  # collateral damage and effectiveness equal the oracle's
     assert outcome.campaign.measurements == len(outcome.scored.scenario.targets) * len(outcome.scored.vantages)
     assert_no_leftovers(lab_name)
     if scenario in CHECKS:

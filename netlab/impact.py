@@ -1,0 +1,74 @@
+"""What enforcement did, beyond single verdicts: collateral damage and effectiveness per ISP.
+
+A blocked target is *collateral* when the rule that blocked it did not mean to hit it: the rule's
+``intent`` names another service than the site's, or, without an intent, the rule named no site
+(a whole ``cidr``, a port, a keyword) or named an address the site shares with others.
+*Effectiveness* is, per ISP and per service, the fraction of the service's targets made
+unreachable: the number a regulator would be asked about.
+
+Both are computed from any verdict table, so the oracle's figures and the measured ones are
+computed the same way and can be compared.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+
+from netlab.model import Rule, Scenario
+from netlab.target import Target
+from netlab.verdict import Verdict
+
+NAME_KEYS = ("domain", "exact", "sni", "http_host", "dns_query", "site")
+
+
+def intended(rule: Rule | None, target: Target, scenario: Scenario, sites: Mapping[str, IPv4Address]) -> bool:
+    if rule is None:
+        return True
+    site = scenario.site(target.host)
+    if rule.intent is not None:
+        return site is not None and site.service == rule.intent
+    if any(getattr(rule.match, k) is not None for k in NAME_KEYS):
+        return True
+    if rule.match.ip is not None:
+        sharing = Counter(sites.values())[rule.match.ip]
+        return sharing <= 1
+    return False
+
+
+@dataclass
+class IspImpact:
+    isp: str
+    blocked: list[str] = field(default_factory=list)  # urls with a censorship verdict
+    collateral: list[str] = field(default_factory=list)  # of those, the ones no rule meant to hit
+    effectiveness: dict[str, float] = field(default_factory=dict)  # service -> fraction of its targets blocked
+
+    def to_json(self) -> dict:
+        return {"isp": self.isp, "blocked": len(self.blocked), "collateral": sorted(self.collateral),
+                "effectiveness": self.effectiveness}
+
+
+def impact(scenario: Scenario, sites: Mapping[str, IPv4Address], verdicts: Mapping[tuple[str, str], Verdict],
+           rules: Mapping[tuple[str, str], Rule | None]) -> dict[str, IspImpact]:
+    """Per ISP, from a verdict table and, for each (vantage, url), the rule the oracle says decides it."""
+    services = sorted({s.service for s in scenario.sites if s.service})
+    out: dict[str, IspImpact] = {}
+    for isp in scenario.isps:
+        imp = IspImpact(isp.name)
+        for target in scenario.targets:
+            v = verdicts.get((isp.name, target.url))
+            if v is None or not v.is_censorship:
+                continue
+            imp.blocked.append(target.url)
+            if not intended(rules.get((isp.name, target.url)), target, scenario, sites):
+                imp.collateral.append(target.url)
+        for service in services:
+            mine = [t for t in scenario.targets if (s := scenario.site(t.host)) and s.service == service]
+            measured = [t for t in mine if (isp.name, t.url) in verdicts]
+            if measured:
+                hit = sum(1 for t in measured if verdicts[(isp.name, t.url)].is_censorship)
+                imp.effectiveness[service] = round(hit / len(measured), 4)
+        out[isp.name] = imp
+    return out
