@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import subprocess
@@ -153,6 +154,47 @@ def bench_throughput(tmp: Path, full: bool) -> None:
         lab.down()
 
 
+def bench_scaling(tmp: Path, full: bool) -> None:
+    """Cost against work: the same campaign at growing sizes; linear means flat ms per target."""
+    conc = 64
+    sizes = (125, 250, 500, 1000) if full else (125, 250, 500)
+    name = "bscale"
+    scenario = load(scenario_text(name, sites=max(sizes), isps=1), tmp, name)
+    lab = NetnsBackend().up(compile_lab(scenario, name))
+    try:
+        for sites in sizes:
+            sub = dataclasses.replace(scenario, targets=scenario.targets[: sites * 2])
+            m, s, _ = campaign(lab, sub, tmp / f"scale{sites}", vantages=["isp0"], concurrency=conc)
+            row("scaling", f"{m} unblocked targets, one vantage", f"{s:.2f}s", note=f"{s / m * 1000:.2f} ms per target")
+    finally:
+        lab.down()
+
+
+def bench_backends(tmp: Path, full: bool) -> None:
+    """The demo on both backends, in one run: image (cached), up, campaign, down."""
+    from netlab.images import build_image
+    from netlab.loader import load_scenario
+
+    t0 = time.perf_counter()
+    info = build_image()
+    row("backends", "lab image build (cached: second call)", f"{time.perf_counter() - t0:.2f}s",
+        note=f"{info.tag}, {info.size / 2**20:.0f} MiB" if info.size else info.tag)
+    scenario = load_scenario(REPO / "scenarios" / "demo.yaml")
+    for backend in ("netns", "compose"):
+        name = f"bk{backend[:3]}"
+        t0 = time.perf_counter()
+        lab = get_backend(backend).up(compile_lab(scenario, name))
+        up = time.perf_counter() - t0
+        try:
+            m, s, _ = campaign(lab, scenario, tmp / name)
+        finally:
+            t0 = time.perf_counter()
+            lab.down()
+            down = time.perf_counter() - t0
+        row("backends", f"demo on {backend}: up / campaign ({m} measurements) / down",
+            f"{up:.2f}s / {s:.2f}s / {down:.2f}s")
+
+
 def bench_blocked(tmp: Path, full: bool) -> None:
     conc = 64
     for sites in ((125, 250, 500) if full else (125, 250)):
@@ -211,7 +253,8 @@ def bench_memory(tmp: Path, full: bool) -> None:
         note=f"{secs:.0f}s, results {size / 2**20:.0f} MiB on disk (streamed)")
 
 
-SECTIONS = {"lifecycle": bench_lifecycle, "throughput": bench_throughput, "blocked": bench_blocked,
+SECTIONS = {"lifecycle": bench_lifecycle, "throughput": bench_throughput, "scaling": bench_scaling,
+            "blocked": bench_blocked, "backends": bench_backends,
             "memory": bench_memory}
 
 
