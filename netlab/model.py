@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
-from netlab.target import Target
+from netlab.target import Target, display_name
 
 CONTROL = "control"  # the name of the uncensored vantage
 
@@ -83,10 +83,7 @@ class Site:
 
     @property
     def display_name(self) -> str:
-        try:
-            return self.name.encode("ascii").decode("idna")
-        except UnicodeError:
-            return self.name
+        return display_name(self.name)
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,14 @@ class Target:
         return self.scheme == "https"
 
 
+def display_name(name: str) -> str:
+    """The Unicode form of an IDNA A-label name (xn--e1afmkfd.test -> пример.test), for people."""
+    try:
+        return name.encode("ascii").decode("idna")
+    except UnicodeError:
+        return name
+
+
 def host_is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import h11
 
+from netlab.target import display_name
+
 log = logging.getLogger("origin")
 READ_TIMEOUT = 10.0
 
@@ -33,10 +35,7 @@ class SiteConfig:
 
     @property
     def display_name(self) -> str:
-        try:
-            return self.name.encode("ascii").decode("idna")
-        except UnicodeError:
-            return self.name
+        return display_name(self.name)
 
 
 def page(site: SiteConfig) -> bytes:
