@@ -1,6 +1,8 @@
 """The raw baseline: the same four steps as the web probe (DNS, TCP, TLS, HTTP GET) with the same
 libraries (dnspython, asyncio + ssl, httpcore) and nothing else: no harness, no worker protocol,
-no OONI bookkeeping. Run inside a vantage: ``python raw_baseline.py RESOLVER CA CONCURRENCY URL...``
+no OONI bookkeeping. Like the probe, it asks the vantage's resolver and the public resolver at
+once (the probe needs both to see injected answers) and connects to the first one's answer.
+Run inside a vantage: ``python raw_baseline.py RESOLVER PUBLIC CA CONCURRENCY URL...``
 Prints one JSON line: {"done": n, "seconds": s}."""
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import dns.message
 import httpcore
 
 
-async def fetch(url: str, resolver: str, ctx: ssl.SSLContext) -> int:
+async def fetch(url: str, resolver: str, public: str, ctx: ssl.SSLContext) -> int:
     parts = urlsplit(url)
     host = parts.hostname or ""
-    answer = await dns.asyncquery.udp(dns.message.make_query(host, "A"), resolver, timeout=2)
+    answer, _ = await asyncio.gather(dns.asyncquery.udp(dns.message.make_query(host, "A"), resolver, timeout=2),
+                                     dns.asyncquery.udp(dns.message.make_query(host, "A"), public, timeout=2))
     ip = next(r.address for rr in answer.answer for r in rr if hasattr(r, "address"))
     port = 443 if parts.scheme == "https" else 80
     return await _get(ip, port, host, parts.scheme == "https", ctx)
@@ -53,7 +56,7 @@ class _Stream(httpcore.AsyncNetworkStream):
         self.writer.close()
 
 
-async def main(resolver: str, ca: str, concurrency: int, urls: list[str]) -> None:
+async def main(resolver: str, public: str, ca: str, concurrency: int, urls: list[str]) -> None:
     ctx = ssl.create_default_context(cafile=ca)
     slots = asyncio.Semaphore(concurrency)
     done = 0
@@ -62,7 +65,7 @@ async def main(resolver: str, ca: str, concurrency: int, urls: list[str]) -> Non
         nonlocal done
         async with slots:
             try:
-                await fetch(url, resolver, ctx)
+                await fetch(url, resolver, public, ctx)
                 done += 1
             except Exception as exc:  # a baseline counts successes only
                 print(f"{url}: {exc!r}", file=sys.stderr)
@@ -73,4 +76,4 @@ async def main(resolver: str, ca: str, concurrency: int, urls: list[str]) -> Non
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]))
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5:]))

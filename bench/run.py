@@ -122,7 +122,7 @@ def campaign(lab, scenario, out: Path, **kw) -> tuple[int, float, list]:  # type
 def raw_baseline(lab, scenario, vantage: str, concurrency: int) -> tuple[int, float]:  # type: ignore[no-untyped-def]
     v = lab.state.vantages[vantage]
     cmd = lab.command(v["host"], ["python3", str(REPO / "bench" / "raw_baseline.py"), v["resolver"],
-                                  str(lab.inner_path(lab.state.ca_file)), str(concurrency),
+                                  v["public_resolver"], str(lab.inner_path(lab.state.ca_file)), str(concurrency),
                                   *[t.url for t in scenario.targets]])
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     out = json.loads(res.stdout.strip().splitlines()[-1])
