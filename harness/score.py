@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from netlab.verdict import Verdict
 TECHNIQUES = ("dns", "tcp", "tls", "http", "throttled")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VerdictRow:
     vantage: str
     url: str
@@ -92,14 +93,16 @@ def verdict_rows(files: list[Path], expectations: dict[tuple[str, str], Expectat
                  fingerprints: list[Fingerprint]) -> list[VerdictRow]:
     """Two streaming passes: the control's measurements first, then every vantage's against them,
     so memory holds one control measurement per target, not the whole run."""
-    controls: dict[str, dict[str, Any]] = {}
+    controls: dict[str, tuple[Any, ...]] = {}
     for m in iter_measurements(files):
         if m.get("x_vantage") == CONTROL:
-            controls[m["input"]] = _slim(m["test_keys"])
+            controls[sys.intern(m["input"])] = _slim(m["test_keys"])
     rows = []
     for m in iter_measurements(files):
-        vantage, url = m.get("x_vantage", m.get("probe_network_name")), m["input"]
-        result = analyse(m["test_keys"], controls.get(url), fingerprints)
+        vantage = sys.intern(m.get("x_vantage", m.get("probe_network_name")))
+        url = sys.intern(m["input"])
+        control = controls.get(url)
+        result = analyse(m["test_keys"], None if control is None else _unslim(control), fingerprints)
         rows.append(VerdictRow(vantage, url, result.verdict, expectations.get((vantage, url)), result.why,
                                m.get("measurement_uid", "")))
     # A vantage that produced nothing for a measured target (its worker failed) is a mismatch too.
@@ -112,16 +115,25 @@ def verdict_rows(files: list[Path], expectations: dict[tuple[str, str], Expectat
     return rows
 
 
-CONTROL_KEYS = ("x_failed_stage", "failure", "x_resolved", "x_status_code", "x_title", "x_body_length",
-                "x_body_seconds")
+# What the analysis needs of a control measurement. Memory holds one per target for the whole
+# scoring pass, so it is kept as a tuple (no bodies, no certificates, of the DNS queries only
+# which engine answered and how) and made a dict again only while one measurement is analysed.
+CONTROL_KEYS = ("x_failed_stage", "failure", "x_status_code", "x_title", "x_body_length", "x_body_seconds")
 
 
-def _slim(keys: dict[str, Any]) -> dict[str, Any]:
-    """What the analysis needs of a control measurement (memory holds one per target): no bodies,
-    no certificates, and of the DNS queries only which engine answered and how."""
-    slim = {k: keys.get(k) for k in CONTROL_KEYS}
-    slim["queries"] = [{"engine": q.get("engine"), "failure": q.get("failure")} for q in keys.get("queries") or []]
-    return slim
+def _slim(keys: dict[str, Any]) -> tuple[Any, ...]:
+    resolved = keys.get("x_resolved") or {}
+    queries = tuple((q.get("engine"), q.get("failure")) for q in keys.get("queries") or [])
+    return (*(keys.get(k) for k in CONTROL_KEYS), tuple(resolved.get("system") or ()),
+            tuple(resolved.get("public") or ()), queries)
+
+
+def _unslim(slim: tuple[Any, ...]) -> dict[str, Any]:
+    n = len(CONTROL_KEYS)
+    control = dict(zip(CONTROL_KEYS, slim[:n], strict=True))
+    control["x_resolved"] = {"system": list(slim[n]), "public": list(slim[n + 1])}
+    control["queries"] = [{"engine": e, "failure": f} for e, f in slim[n + 2]]
+    return control
 
 
 def score(rows: list[VerdictRow]) -> Score:

@@ -73,6 +73,26 @@ class ShapingRule:
         return f"{{{self.match.describe()}}} -> {' '.join(parts)}"
 
 
+SITE_STATES = ("up", "refused", "timeout", "no_address", "unresolvable")
+CERT_KINDS = ("valid", "expired", "wrong_name", "unknown_ca")
+# States the authoritative DNS decides: every resolver sees the same, so `only_for` cannot apply.
+DNS_STATES = ("no_address", "unresolvable")
+
+
+@dataclass(frozen=True)
+class Redirect:
+    """How a site redirects (scenario.md "Sites that misbehave on their own").
+
+    The site answers ``hops`` redirects on itself (``/`` -> ``/hop/<n-1>`` -> ... ``/hop/0``),
+    then sends the client to ``to`` -- or, without ``to``, serves its page at ``/hop/0``.
+    ``location`` replaces the whole Location header (a broken one, e.g. ``http://``)."""
+
+    to: str | None = None
+    hops: int = 1
+    status: int = 302
+    location: str | None = None
+
+
 @dataclass(frozen=True)
 class Site:
     name: str  # IDNA A-label
@@ -80,10 +100,29 @@ class Site:
     body_size: int = 64 * 1024
     line: int = 0
     service: str | None = None  # the service a site belongs to (e.g. telegram), for effectiveness
+    # Misbehaviour of the site itself, the same for every vantage unless `only_for` names ISPs.
+    state: str = "up"  # SITE_STATES
+    cert: str = "valid"  # CERT_KINDS
+    redirect: Redirect | None = None
+    status: int = 200  # `response.status`
+    body: bytes | None = None  # `response.body_file`'s content (None: the generated page)
+    body_file: str | None = None  # as written in the scenario, relative to the scenario's folder
+    only_for: tuple[str, ...] = ()  # ISP names whose clients see the misbehaviour; () = everyone
+    https: bool = True  # False: nothing listens on 443 (a plain-HTTP server)
+    dns_answer: IPv4Address | None = None  # the authority's A record, when not the site's address
 
     @property
     def display_name(self) -> str:
         return display_name(self.name)
+
+    @property
+    def misbehaves(self) -> bool:
+        return (self.state != "up" or self.cert != "valid" or self.redirect is not None
+                or self.status != 200 or self.body is not None)
+
+    def misbehaves_for(self, vantage: str) -> bool:
+        """Does ``vantage`` (an ISP name or "control") see this site's misbehaviour?"""
+        return self.misbehaves and (not self.only_for or vantage in self.only_for)
 
 
 @dataclass(frozen=True)
@@ -95,6 +134,11 @@ class Isp:
     shaping: tuple[ShapingRule, ...] = ()
     dpi_fail: str = "closed"  # "closed": a dead middlebox blocks everything; "open": passes all
     line: int = 0
+
+    @property
+    def has_proxy(self) -> bool:
+        """A resolver rule points clients at this ISP's transparent proxy (netlab.services.proxy)."""
+        return any(r.action == "proxy" for r in self.resolver_rules)
 
 
 @dataclass(frozen=True)
@@ -109,6 +153,10 @@ class Scenario:
     source: str = "<scenario>"
     version: int = 1
     seed: int = 0  # chooses, deterministically, what a rule with `coverage` hits
+    # Probe settings the scenario needs (ProbeContext fields, e.g. http_total_timeout, test_helper).
+    probe: dict[str, object] = field(default_factory=dict)
+    # OONI web_connectivity keys pinned per vantage and URL (the QA suite: qa/README.md).
+    expect_ooni: dict[str, dict[str, dict[str, object]]] = field(default_factory=dict)
 
     @property
     def vantages(self) -> list[str]:

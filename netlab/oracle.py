@@ -25,7 +25,7 @@ FIREWALL_VERDICTS = {"drop": Verdict.TCP_TIMEOUT, "reset": Verdict.TCP_RESET,
                      "reject": Verdict.TCP_UNREACHABLE}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Expectation:
     verdict: Verdict
     reason: str  # which rule (or pin) decided it, for mismatch reports and `harness explain`

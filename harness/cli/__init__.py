@@ -11,10 +11,10 @@ import os
 import signal
 import sys
 
-from harness.cli import common, compose, down, image, run, score, status, up
+from harness.cli import common, compose, down, explain, image, probes, report, run, score, status, up
 from netlab.errors import LabError, NetlabError, ScenarioError
 
-VERBS = (up, down, status, run, score, compose, image)
+VERBS = (up, down, status, run, score, explain, report, probes, compose, image)
 EPILOG = """examples:
   harness run scenarios/demo.yaml            bring the demo lab up, measure, score, tear down
   harness run scenarios/demo.yaml --check    ... and exit 1 on any verdict that differs from the oracle
@@ -22,6 +22,10 @@ EPILOG = """examples:
   harness status                             list labs on this machine
   harness down --all                         remove every lab (also leftovers of a crash)
   harness score results/demo-*/              re-score saved measurements (several folders merge)
+  harness run scenarios/demo.yaml --targets list.csv   replay a Citizen Lab test list in the lab
+  harness explain scenarios/demo.yaml        expected verdicts and each ISP's compiled dataplane (no lab)
+  harness report results/demo-* -o report.html         self-contained HTML report
+  harness probes list                        probe types installed (entry points harness.probes)
   harness run scenarios/demo.yaml --backend compose    the same lab as Docker containers
   harness compose scenarios/demo.yaml -o docker-compose.yml   ... as a file for `docker compose up`
 

@@ -17,6 +17,11 @@ def console() -> Console:
     return Console(highlight=False, soft_wrap=False, width=max(width, 100) if not os.isatty(1) else None)
 
 
+def stderr_console() -> Console:
+    """Progress and messages when stdout carries JSON."""
+    return Console(stderr=True, highlight=False, soft_wrap=False)
+
+
 def quiet_default() -> bool:
     """Progress bars are noise in CI logs: quiet by default when CI=true."""
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")

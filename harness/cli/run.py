@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import re
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,14 +15,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from harness.campaign import DEFAULT_CONCURRENCY, CampaignConfig, shard_targets
-from harness.cli.common import EXIT_LAB, EXIT_MISMATCH, add_backend, add_name, quiet_default
+from harness.cli.common import EXIT_LAB, EXIT_MISMATCH, add_backend, add_name, quiet_default, stderr_console
 from harness.report import print_report
-from harness.runner import measure_and_score
+from harness.runner import RunOutcome, measure_and_score
+from harness.testlist import Skipped, read_test_list, scenario_with_targets, select_targets
 from netlab.backends import get_backend
 from netlab.backends.base import RunningLab
 from netlab.compile import compile_lab
 from netlab.errors import LabError, NetlabError
 from netlab.loader import load_scenario
+from netlab.model import Scenario
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,7 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "against the scenario's ground truth. Uses a lab brought up by `harness up` if one of that "
         "name runs; otherwise brings one up and tears it down afterwards.",
         epilog="examples:\n  harness run scenarios/demo.yaml\n  harness run scenarios/demo.yaml --check "
-        "--out results/demo\n  harness run big.yaml --shard 2/4 --concurrency 64",
+        "--out results/demo\n  harness run big.yaml --shard 2/4 --concurrency 64\n"
+        "  harness run scenarios/demo.yaml --targets lists/zz.csv   replay a Citizen Lab test list\n"
+        "  harness run scenarios/demo.yaml --json > run.json          machine-readable summary",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scenario", help="scenario file (YAML)")
     add_name(p)
@@ -44,6 +50,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "or the scenario's expect")
     p.add_argument("--shard", default="1/1", help="measure only slice I of N of the targets (e.g. 2/4)")
     p.add_argument("--fingerprints", type=Path, action="append", help="extra blockpage fingerprint file")
+    p.add_argument("--targets", type=Path, metavar="FILE", help="measure the URLs of a Citizen Lab test list "
+                   "(CSV: url,category_code,...) instead of the scenario's targets; URLs whose host is not a "
+                   "site of the scenario are reported as skipped, never measured")
+    p.add_argument("--json", action="store_true", help="print a JSON summary (score, verdicts, skipped "
+                   "targets) on stdout; progress goes to stderr")
     p.add_argument("--quiet", action="store_true", default=quiet_default(),
                    help="no progress bar (default when CI=true)")
     p.set_defaults(func=run)
@@ -58,6 +69,26 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     scenario = load_scenario(args.scenario)
+    if args.json:
+        console = stderr_console()
+    skipped: list[Skipped] = []
+    with tempfile.TemporaryDirectory(prefix="harness-targets-") as tmp:
+        if args.targets:
+            scenario, skipped = _from_test_list(scenario, args.targets, Path(tmp))
+            for s in skipped:
+                console.print(f"[dim]skipped[/] {s.url} (line {s.line}): {s.reason}", highlight=False)
+        return _run(args, console, scenario, skipped)
+
+
+def _from_test_list(scenario: Scenario, path: Path, tmp: Path) -> tuple[Scenario, list[Skipped]]:
+    targets, skipped = select_targets(read_test_list(path), scenario)
+    if not targets:
+        raise NetlabError(f"{path}: no URL of the test list is a site of scenario {scenario.name} "
+                          f"({len(skipped)} skipped); the lab only measures names it serves")
+    return scenario_with_targets(scenario, [t.url for t in targets], tmp / "scenario.yaml"), skipped
+
+
+def _run(args: argparse.Namespace, console: Console, scenario: Scenario, skipped: list[Skipped]) -> int:
     shard = parse_shard(args.shard)
     if args.concurrency < 1:
         raise NetlabError("--concurrency must be at least 1")
@@ -88,12 +119,17 @@ def run(args: argparse.Namespace, console: Console) -> int:
             if not args.quiet:
                 console.print(f"  lab {name} down in {time.monotonic() - t1:.2f}s")
     result = outcome.campaign
+    if args.json:
+        print(json.dumps(json_summary(outcome, skipped), indent=1))
+    if args.targets:
+        (out / "skipped-targets.json").write_text(json.dumps([s.to_json() for s in skipped], indent=1))
     if outcome.scored is None:
         console.print(f"[bold red]lab fault:[/] {', '.join(result.lab_faults)} stopped during the run; "
                       f"the measurements in {out} cannot be trusted and were not scored")
         return EXIT_LAB
     scored = outcome.scored
-    print_report(console, scored)
+    if not args.json:
+        print_report(console, scored)
     for e in result.errors:
         console.print(f"[red]probe error[/] {e['vantage']} {e.get('url')}: {e.get('error')}")
     console.print(f"{result.measurements} measurements in {result.seconds:.2f}s "
@@ -101,6 +137,17 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if args.check and scored.score.mismatches:
         return EXIT_MISMATCH
     return 0
+
+
+def json_summary(outcome: RunOutcome, skipped: list[Skipped]) -> dict:
+    result = outcome.campaign
+    summary: dict = {"out": str(outcome.out_dir), "measurements": result.measurements,
+                     "seconds": round(result.seconds, 3), "errors": result.errors, "lab_faults": result.lab_faults,
+                     "skipped_targets": [s.to_json() for s in skipped], "score": None, "verdicts": []}
+    if outcome.scored is not None:
+        summary["score"] = outcome.scored.score.to_json()
+        summary["verdicts"] = [r.to_json() for r in outcome.scored.score.rows]
+    return summary
 
 
 @contextlib.contextmanager

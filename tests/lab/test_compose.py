@@ -175,3 +175,25 @@ def test_netns_service_killed_mid_run_is_a_lab_fault(lab_name: str, tmp_path: Pa
         lab.down()
     assert outcome.scored is None and outcome.campaign.lab_faults == ["isp-b.gw/dpi"]
     assert_no_leftovers(lab_name)
+
+
+def test_status_lists_compose_labs_and_down_removes_them(lab_name: str) -> None:
+    # (`harness down --all` is list_labs + down for each; it is not run here, as it would also
+    # remove labs that are none of this test's business.)
+    def harness(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=ROOT,
+                              timeout=300, env={**os.environ, "CI": "true"})
+
+    up = harness("up", str(ROOT / "scenarios/firewall.yaml"), "--backend", "compose", "--name", lab_name)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        labs = {(s["lab"], s["backend"]): s for s in json.loads(harness("status", "--json").stdout)}
+        assert labs[(lab_name, "compose")]["state"] == "up"
+        run = harness("run", str(ROOT / "scenarios/firewall.yaml"), "--name", lab_name, "--backend", "compose",
+                      "--check", "--out", "/tmp/" + lab_name)
+        assert run.returncode == 0 and "24/24" in run.stdout, run.stdout + run.stderr
+    finally:
+        down = harness("down", lab_name, "--backend", "compose")
+    assert down.returncode == 0 and f"lab {lab_name} removed" in down.stdout
+    assert_docker_clean(lab_name)
+    assert_no_leftovers(lab_name)

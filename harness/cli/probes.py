@@ -1,0 +1,66 @@
+"""harness probes list: the probe types this installation knows (entry-point group harness.probes)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from importlib.metadata import entry_points
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from probes.base import BUILTIN_PROBES, ENTRY_POINT_GROUP, load_probe
+
+EPILOG = f"""examples:
+  harness probes list
+  harness probes list --json | jq -r '.[].name'
+
+A probe type is registered by any installed package under the entry-point group
+{ENTRY_POINT_GROUP!r} (see docs/writing-a-probe.md); `harness run --probe NAME` runs it."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("probes", help="list the installed probe types",
+                       description="List the probe types found through the entry-point group "
+                       f"{ENTRY_POINT_GROUP!r}, with their version, module and distribution.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("action", choices=("list",))
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run)
+
+
+def discover() -> list[dict[str, Any]]:
+    """One row per probe type: name, version, module, class, OONI test name, distribution, error."""
+    specs: dict[str, tuple[str, str]] = {n: (s, "censorlab (built-in)") for n, s in BUILTIN_PROBES.items()}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist
+        specs[ep.name] = (ep.value, f"{dist.metadata['Name']} {dist.version}" if dist is not None else "?")
+    rows = []
+    for name, (spec, dist) in sorted(specs.items()):
+        module, _, cls = spec.partition(":")
+        row: dict[str, Any] = {"name": name, "version": None, "module": module, "class": cls,
+                               "test_name": None, "distribution": dist, "error": None}
+        try:
+            probe = load_probe(name)
+            row["version"] = str(getattr(probe, "version", ""))
+            row["test_name"] = getattr(probe, "test_name", None)
+        except Exception as exc:  # a broken plugin is listed, with why, not fatal
+            row["error"] = f"{type(exc).__name__}: {exc}"
+        rows.append(row)
+    return rows
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    rows = discover()
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    t = Table(title=f"Probe types (entry points {ENTRY_POINT_GROUP})")
+    for col in ("name", "version", "module", "test_name", "distribution"):
+        t.add_column(col)
+    for r in rows:
+        version = r["version"] if r["error"] is None else f"[red]broken: {r['error']}[/]"
+        t.add_row(r["name"], version, f"{r['module']}:{r['class']}", r["test_name"] or "-", r["distribution"])
+    console.print(t)
+    return 0

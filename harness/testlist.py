@@ -1,0 +1,127 @@
+"""Targets from a Citizen Lab test list (CSV: ``url,category_code,category_description,date_added,
+source,notes``), replayed inside the lab.
+
+Only URLs whose host is a site of the scenario are measured: the lab serves its own names and
+nothing else. Every other row is reported as skipped, with the reason, and never measured.
+The scenario's own targets are replaced by the selected ones; ``scenario_with_targets`` writes
+the result as a scenario file (the original text with only ``targets`` and ``expect`` replaced,
+so comments and the line numbers of every rule stay as they were).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from netlab.errors import NetlabError
+from netlab.loader import load_scenario
+from netlab.model import Scenario
+from netlab.target import Target, TargetError
+
+REQUIRED_COLUMNS = ("url",)
+CITIZEN_LAB_COLUMNS = ("url", "category_code", "category_description", "date_added", "source", "notes")
+
+
+@dataclass(frozen=True)
+class TestListEntry:
+    __test__ = False  # not a pytest test class, despite the name
+
+    url: str
+    category_code: str = ""
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Skipped:
+    url: str
+    reason: str
+    line: int = 0
+
+    def to_json(self) -> dict[str, object]:
+        return {"url": self.url, "reason": self.reason, "line": self.line}
+
+
+def read_test_list(path: str | Path) -> list[TestListEntry]:
+    """Rows of a test list CSV. Raises NetlabError for a file that is not one."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NetlabError(f"{p}: cannot read the test list: {exc}") from None
+    reader = csv.DictReader(text.splitlines())
+    columns = [c.strip().lower() for c in reader.fieldnames or []]
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise NetlabError(f"{p}: not a test list: no {', '.join(missing)} column in the header "
+                          f"(expected {','.join(CITIZEN_LAB_COLUMNS)})")
+    entries = []
+    for row in reader:
+        norm = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items() if isinstance(v, str)}
+        if not norm.get("url"):
+            continue
+        entries.append(TestListEntry(norm["url"], norm.get("category_code", ""), reader.line_num))
+    return entries
+
+
+def select_targets(entries: list[TestListEntry], scenario: Scenario) -> tuple[list[Target], list[Skipped]]:
+    """The entries the lab can measure (host is a site of the scenario), and every other one."""
+    sites = {s.name for s in scenario.sites}
+    targets: list[Target] = []
+    skipped: list[Skipped] = []
+    seen: set[str] = set()
+    for e in entries:
+        try:
+            t = Target.parse(e.url)
+        except TargetError as exc:
+            skipped.append(Skipped(e.url, f"not a measurable URL: {exc}", e.line))
+            continue
+        if t.host not in sites:
+            skipped.append(Skipped(e.url, f"{t.host} is not a site of scenario {scenario.name}: the lab only "
+                                   "measures names it serves", e.line))
+            continue
+        if t.url in seen:
+            skipped.append(Skipped(e.url, "duplicate of an earlier row", e.line))
+            continue
+        seen.add(t.url)
+        targets.append(t)
+    return targets, skipped
+
+
+def scenario_with_targets(scenario: Scenario, urls: list[str], dest: Path) -> Scenario:
+    """Write ``scenario``'s file with its targets replaced by ``urls`` to ``dest`` and load it.
+
+    Pins in ``expect`` for URLs that are no longer targets are dropped. Every other line of the
+    file keeps its number, so the oracle's reasons ("firewall rule line 12") stay true.
+    """
+    if not urls:
+        raise NetlabError("no targets to measure")
+    text = Path(scenario.source).read_text(encoding="utf-8")
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    assert isinstance(root, yaml.MappingNode)
+    nodes = {k.value: v for k, v in root.value}
+    wanted = set(urls)
+    expect = {v: {u: verdict for u, verdict in pins.items() if u in wanted}
+              for v, pins in scenario.expect.items()}
+    expect = {v: pins for v, pins in expect.items() if pins}
+    edits: list[tuple[int, int, str]] = []
+    appended = ""
+    flow_targets = "[" + ", ".join(json.dumps(u, ensure_ascii=False) for u in urls) + "]"
+    flow_expect = json.dumps(expect, ensure_ascii=False)
+    for key, flow in (("targets", flow_targets), ("expect", flow_expect)):
+        if key in nodes:
+            node = nodes[key]
+            pad = " " if node.start_mark.column == 0 else ""  # a flow value must be indented
+            edits.append((node.start_mark.index, node.end_mark.index, pad + flow))
+        elif key == "targets":
+            appended = f"\ntargets: {flow}\n"
+    for start, end, flow in sorted(edits, reverse=True):
+        old = text[start:end]
+        # Block collections end where the next key starts: keep their line count.
+        text = text[:start] + flow + "\n" * old.count("\n") + text[end:]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(text + appended, encoding="utf-8")
+    return load_scenario(dest)
