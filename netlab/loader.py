@@ -19,11 +19,31 @@ import yaml
 from netlab.addressing import LAB_INTERNET, MAX_ISPS, is_site_address
 from netlab.coverage import apply_coverage
 from netlab.errors import ScenarioError
-from netlab.model import CONTROL, Isp, Match, Rule, Scenario, ShapingRule, Site
+from netlab.model import (
+    CERT_KINDS,
+    CONTROL,
+    DNS_STATES,
+    PROXY_BLOCK,
+    SITE_STATES,
+    Isp,
+    Match,
+    Redirect,
+    Rule,
+    Scenario,
+    ShapingRule,
+    Site,
+)
 from netlab.target import Target, TargetError, in_address_plan
 from netlab.verdict import Verdict
 
-RESOLVER_ACTIONS = ("nxdomain", "servfail", "refused", "timeout")  # plus {answer: IP}
+RESOLVER_ACTIONS = ("nxdomain", "servfail", "refused", "timeout", "proxy")  # plus {answer: IP}
+SITE_KEYS = ("name", "address", "body_size", "service", "state", "tls", "redirect", "response", "only_for",
+             "https", "dns_answer")
+# ProbeContext fields a scenario may set (`probe:`), and test_helper (a site standing for OONI's TH).
+PROBE_NUMBERS = ("dns_timeout", "connect_timeout", "tls_timeout", "http_timeout", "http_total_timeout")
+OONI_KEYS = ("blocking", "accessible", "dns_consistency", "dns_experiment_failure", "http_experiment_failure",
+             "control_failure", "x_verdict", "body_length_match", "status_code_match", "headers_match",
+             "title_match")
 FIREWALL_ACTIONS = ("drop", "reset", "reject")
 DPI_ACTIONS = ("reset", "drop", "blockpage")  # plus {inject: IP}
 NAME_KEYS = ("domain", "exact", "sni", "http_host", "dns_query")
@@ -95,6 +115,9 @@ class _Loader:
     def __init__(self, ctx: _Ctx) -> None:
         self.ctx = ctx
         self.site_names: set[str] = set()
+        # Checked once the ISPs and all sites are known.
+        self.only_for_nodes: list[tuple[yaml.Node, str, tuple[str, ...]]] = []
+        self.redirect_targets: list[tuple[yaml.Node, str, Target]] = []
 
     # -- generic shapes
 
@@ -167,7 +190,8 @@ class _Loader:
 
     def scenario(self, root: yaml.Node) -> Scenario:
         top = self.mapping(root, "", ("version", "name", "description", "seed", "internet", "isps",
-                                      "targets", "expect"), required=("version", "name", "internet"))
+                                      "targets", "expect", "probe", "expect_ooni"),
+                           required=("version", "name", "internet"))
         version = self.value(top["version"], "version", int, "an integer")
         if version != 1:
             raise self.ctx.fail(top["version"], "version", f"unsupported version {version}; this is 1")
@@ -178,12 +202,15 @@ class _Loader:
         description = self.string(top["description"], "description") if "description" in top else ""
         sites, public_resolver = self.internet(top["internet"])
         isps = self.isps(top["isps"]) if "isps" in top else ()
+        self.check_only_for(isps)
         targets = self.targets(top.get("targets"), sites)
         expect = self.expect(top["expect"], isps, targets) if "expect" in top else {}
         seed = self.value(top["seed"], "seed", int, "an integer") if "seed" in top else 0
+        probe = self.probe(top["probe"]) if "probe" in top else {}
+        expect_ooni = self.expect_ooni(top["expect_ooni"], isps, targets) if "expect_ooni" in top else {}
         scenario = Scenario(name=name, description=description, sites=sites, isps=isps, targets=targets,
                             public_resolver=public_resolver, expect=expect, source=self.ctx.file,
-                            version=version, seed=seed)
+                            version=version, seed=seed, probe=probe, expect_ooni=expect_ooni)
         # Partial enforcement becomes plain rules here, so the compiler and the oracle agree on it.
         return apply_coverage(scenario)
 
@@ -196,16 +223,17 @@ class _Loader:
         addresses: dict[IPv4Address, str] = {}
         for i, snode in enumerate(self.sequence(m["sites"], "internet.sites")):
             key = f"internet.sites[{i}]"
-            s = self.mapping(snode, key, ("name", "address", "body_size", "service"), required=("name",))
+            s = self.mapping(snode, key, SITE_KEYS, required=("name",))
             name = self.dns_name(s["name"], f"{key}.name")
             if name in self.site_names:
                 raise self.ctx.fail(s["name"], f"{key}.name", f"duplicate site name {name!r}")
             addr = None
             if "address" in s:
                 addr = self.ip(s["address"], f"{key}.address")
-                if not is_site_address(addr):
+                if not is_site_address(addr) or addr in PROXY_BLOCK:
                     raise self.ctx.fail(s["address"], f"{key}.address", f"{addr} is outside the lab "
-                                        f"internet {LAB_INTERNET} (198.18.0.0-198.18.0.9 are reserved)")
+                                        f"internet {LAB_INTERNET} (198.18.0.0-198.18.0.9 and the ISP proxies' "
+                                        f"{PROXY_BLOCK} are reserved)")
                 if addr in addresses:
                     raise self.ctx.fail(s["address"], f"{key}.address",
                                         f"{addr} is already the address of {addresses[addr]}")
@@ -216,10 +244,137 @@ class _Loader:
             service = self.label(s["service"], f"{key}.service") if "service" in s else None
             self.site_names.add(name)
             sites.append(Site(name=name, address=addr, body_size=body_size,
-                              line=snode.start_mark.line + 1, service=service))
+                              line=snode.start_mark.line + 1, service=service, **self.behaviour(s, key)))
         if not sites:
             raise self.ctx.fail(m["sites"], "internet.sites", "at least one site is needed")
         return tuple(sites), public
+
+    def behaviour(self, s: dict[str, yaml.Node], key: str) -> dict[str, Any]:
+        """The keys of a site that misbehaves on its own (scenario.md)."""
+        out: dict[str, Any] = {}
+        if "state" in s:
+            out["state"] = self.choice(s["state"], f"{key}.state", SITE_STATES)
+        if "tls" in s:
+            t = self.mapping(s["tls"], f"{key}.tls", ("cert",), required=("cert",))
+            out["cert"] = self.choice(t["cert"], f"{key}.tls.cert", CERT_KINDS)
+        if "https" in s:
+            out["https"] = self.value(s["https"], f"{key}.https", bool, "true or false")
+        if "redirect" in s:
+            out["redirect"] = self.redirect(s["redirect"], f"{key}.redirect")
+        if "response" in s:
+            rkey = f"{key}.response"
+            r = self.mapping(s["response"], rkey, ("status", "body_file", "body"))
+            if "body_file" in r and "body" in r:
+                raise self.ctx.fail(r["body"], f"{rkey}.body", "give body or body_file, not both")
+            if "status" in r:
+                out["status"] = self.status(r["status"], f"{rkey}.status")
+            if "body" in r:
+                out["body"] = self.string(r["body"], f"{rkey}.body").encode()
+            if "body_file" in r:
+                rel = self.string(r["body_file"], f"{rkey}.body_file")
+                path = Path(self.ctx.file).parent / rel
+                try:
+                    out["body"] = path.read_bytes()
+                except OSError as exc:
+                    raise self.ctx.fail(r["body_file"], f"{rkey}.body_file",
+                                        f"cannot read {path}: {exc.strerror or exc}") from None
+                out["body_file"] = rel
+        if "only_for" in s:
+            names = [self.string(n, f"{key}.only_for") for n in self.sequence(s["only_for"], f"{key}.only_for")]
+            if not names:
+                raise self.ctx.fail(s["only_for"], f"{key}.only_for", "name at least one ISP")
+            out["only_for"] = tuple(names)
+            self.only_for_nodes.append((s["only_for"], f"{key}.only_for", tuple(names)))
+            if out.get("state") in DNS_STATES:
+                raise self.ctx.fail(s["only_for"], f"{key}.only_for", f"state {out['state']} is decided by the "
+                                    "authoritative DNS, which every resolver asks alike: it cannot apply to "
+                                    "some ISPs only")
+        if "dns_answer" in s:
+            out["dns_answer"] = self.lab_ip(s["dns_answer"], f"{key}.dns_answer")
+        return out
+
+    def choice(self, node: yaml.Node, key: str, allowed: tuple[str, ...]) -> str:
+        v = self.string(node, key)
+        if v not in allowed:
+            raise self.ctx.fail(node, key, f"{v!r}; expected one of: {', '.join(allowed)}")
+        return v
+
+    def status(self, node: yaml.Node, key: str) -> int:
+        code = self.value(node, key, int, "an HTTP status code")
+        if not 100 <= code <= 599:
+            raise self.ctx.fail(node, key, f"{code} is not an HTTP status code (100-599)")
+        return code
+
+    def redirect(self, node: yaml.Node, key: str) -> Redirect:
+        r = self.mapping(node, key, ("to", "hops", "status", "location"))
+        to = location = None
+        if "to" in r:
+            to = self.string(r["to"], f"{key}.to")
+            try:
+                t = Target.parse(to)
+            except TargetError as exc:
+                raise self.ctx.fail(r["to"], f"{key}.to", f"{exc} (a broken Location goes in "
+                                    f"{key}.location)") from None
+            self.redirect_targets.append((r["to"], f"{key}.to", t))
+        if "location" in r:
+            location = self.string(r["location"], f"{key}.location")
+        if to is not None and location is not None:
+            raise self.ctx.fail(r["location"], f"{key}.location", "give to or location, not both")
+        hops = 1
+        if "hops" in r:
+            hops = self.value(r["hops"], f"{key}.hops", int, "a number of redirects")
+            if not 1 <= hops <= 64:
+                raise self.ctx.fail(r["hops"], f"{key}.hops", "between 1 and 64")
+        if to is None and location is None and "hops" not in r:
+            raise self.ctx.fail(node, key, "say where to: to (a URL), location (a raw header) or hops")
+        status = self.status(r["status"], f"{key}.status") if "status" in r else 302
+        if status not in (301, 302, 303, 307, 308):
+            raise self.ctx.fail(r["status"], f"{key}.status", "a redirect status: 301, 302, 303, 307 or 308")
+        return Redirect(to=to, hops=hops, status=status, location=location)
+
+    def check_only_for(self, isps: tuple[Isp, ...]) -> None:
+        names = {i.name for i in isps}
+        for node, key, wanted in self.only_for_nodes:
+            for n in wanted:
+                if n not in names:
+                    raise self.ctx.fail(node, key, f"no ISP named {n!r}")
+        for node, key, t in self.redirect_targets:
+            if t.host not in self.site_names:
+                raise self.ctx.fail(node, key, f"{t.host!r} is not a site of this scenario: redirects stay "
+                                    "inside the lab")
+
+    def probe(self, node: yaml.Node) -> dict[str, Any]:
+        m = self.mapping(node, "probe", (*PROBE_NUMBERS, "test_helper"))
+        out: dict[str, Any] = {}
+        for k in PROBE_NUMBERS:
+            if k in m:
+                v = float(self.value(m[k], f"probe.{k}", (int, float), "seconds"))
+                if v <= 0:
+                    raise self.ctx.fail(m[k], f"probe.{k}", "must be positive")
+                out[k] = v
+        if "test_helper" in m:
+            name = self.dns_name(m["test_helper"], "probe.test_helper")
+            if name not in self.site_names:
+                raise self.ctx.fail(m["test_helper"], "probe.test_helper", f"no site named {name!r}")
+            out["test_helper"] = f"https://{name}/"
+        return out
+
+    def expect_ooni(self, node: yaml.Node, isps: tuple[Isp, ...], targets: tuple[Target, ...]
+                    ) -> dict[str, dict[str, dict[str, Any]]]:
+        vantages = tuple(i.name for i in isps) + (CONTROL,)
+        urls = tuple(sorted(t.url for t in targets))
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for vantage, vnode in self.mapping(node, "expect_ooni", vantages).items():
+            key = f"expect_ooni.{vantage}"
+            out[vantage] = {}
+            for url, unode in self.mapping(vnode, key, urls).items():
+                keys = self.mapping(unode, f"{key}.{url}", OONI_KEYS)
+                vals = {k: _scalar(v) for k, v in keys.items()}
+                for k, v in vals.items():
+                    if not (v is None or isinstance(v, bool | str)):
+                        raise self.ctx.fail(keys[k], f"{key}.{url}.{k}", "expected a string, true, false or null")
+                out[vantage][url] = vals
+        return out
 
     def size(self, node: yaml.Node, key: str) -> int:
         raw = _scalar(node)

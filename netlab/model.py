@@ -8,6 +8,14 @@ from ipaddress import IPv4Address, IPv4Network
 from netlab.target import Target, display_name
 
 CONTROL = "control"  # the name of the uncensored vantage
+# Every ISP's transparent proxy (netlab.services.proxy) gets one address of this block of the lab
+# internet: the ISP owns it (its ASN in OONI's ip_info), yet it is no bogon, like a real ISP proxy.
+PROXY_BLOCK = IPv4Network("198.19.255.0/24")
+
+
+def proxy_address(isp_index: int) -> IPv4Address:
+    """The transparent proxy of ISP number ``isp_index`` (1-based, as netlab.addressing)."""
+    return PROXY_BLOCK.network_address + isp_index
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ then the DPI, then shaping. The first stage that interferes decides the verdict.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
@@ -51,7 +52,7 @@ def flow_matches(match: Match, addr: IPv4Address, port: int, proto: str,
     return not (match.proto is not None and match.proto != proto)
 
 
-def first_rule(rules: tuple[Rule, ...] | list[Rule], pred) -> Rule | None:  # type: ignore[no-untyped-def]
+def first_rule(rules: tuple[Rule, ...] | list[Rule], pred: Callable[[Rule], bool]) -> Rule | None:
     return next((r for r in rules if pred(r)), None)
 
 

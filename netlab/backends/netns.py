@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pyroute2 import NetNS, netns
@@ -307,7 +308,7 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
-def _wait_until(cond, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+def _wait_until(cond: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cond():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from netlab.addressing import (
     CONTROL_CLIENT,
@@ -117,8 +117,8 @@ def _router_additions(isp: Isp, addrs: IspAddresses, sites: dict[str, IPv4Addres
             compile_shaping(isp, addrs, sites, netem_available=needs_netem and netem_available())]
 
 
-def _connect(hosts: dict[str, Host], links: list[Link], a: str, a_if: str, a_addr, b: str, b_if: str,
-             b_addr) -> None:  # type: ignore[no-untyped-def]
+def _connect(hosts: dict[str, Host], links: list[Link], a: str, a_if: str, a_addr: IPv4Interface, b: str,
+             b_if: str, b_addr: IPv4Interface) -> None:
     for name in (a, b):
         hosts.setdefault(name, Host(name=name, role="client"))
     hosts[a].interfaces.append(Interface(a_if, a_addr, b, b_if))

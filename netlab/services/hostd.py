@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from netlab.plan import LAB_DIR, ready_check_from_dict
@@ -64,7 +65,8 @@ def configure(spec: dict, blackhole: list[str]) -> None:
     Path("/etc/resolv.conf").write_text(spec.get("resolv_conf") or "nameserver 127.0.0.1\n")
 
 
-def run_when_lab_ready(args: argparse.Namespace, lab: Path, markers: list[str], stopping) -> None:  # type: ignore[no-untyped-def]
+def run_when_lab_ready(args: argparse.Namespace, lab: Path, markers: list[str],
+                       stopping: Callable[[], bool]) -> None:
     deadline = time.monotonic() + READY_TIMEOUT * 4
     while not all((lab / "ready" / m).exists() for m in markers):
         if stopping() or time.monotonic() > deadline:
