@@ -10,6 +10,8 @@ from harness.score import Score
 from netlab.model import CONTROL
 from netlab.verdict import Verdict
 
+MAX_MISMATCHES_SHOWN = 200
+MAX_TABLE_TARGETS = 500  # larger runs print the score and mismatches, not the whole matrix
 FAMILY_STYLE = {"ok": "green", "dns": "magenta", "tcp": "red", "tls": "yellow", "http": "cyan",
                 "throttled": "blue", "site_down": "dim", "control_failed": "bold red"}
 
@@ -96,7 +98,12 @@ def impact_table(run: ScoredRun) -> Table | None:
 def print_report(console: Console, run: ScoredRun, *, verbose_score: bool = True) -> None:
     score = run.score
     collateral = {(isp, url) for isp, i in run.impact_observed.items() for url in i.collateral}
-    console.print(verdict_table(score, run.vantages, collateral))
+    targets = len({r.url for r in score.rows})
+    if targets <= MAX_TABLE_TARGETS:
+        console.print(verdict_table(score, run.vantages, collateral))
+    else:  # nobody reads a matrix this long, and rendering it would cost more than the run
+        console.print(f"{targets} targets: the verdict matrix is in verdicts.jsonl (and `harness report`); "
+                      "mismatches are listed below")
     n, bad = len([r for r in score.rows if r.expected]), len(score.mismatches)
     colour = "green" if not bad else "bold red"
     console.print(f"[{colour}]Score: {n - bad}/{n} verdicts match the ground truth "
@@ -109,8 +116,10 @@ def print_report(console: Console, run: ScoredRun, *, verbose_score: bool = True
         console.print(table)
         if not run.impact_matches:
             console.print("[bold red]collateral damage or effectiveness differ from the oracle's[/]")
-    for r in score.mismatches:
+    for r in score.mismatches[:MAX_MISMATCHES_SHOWN]:
         exp = r.expected
         console.print(f"[bold red]mismatch[/] {r.vantage} {r.url}: observed [bold]{r.observed.value}[/] "
                       f"({r.why}); expected [bold]{exp.verdict.value if exp else '?'}[/] "
                       f"({exp.reason if exp else ''}); measurement {r.measurement_uid or '-'}")
+    if len(score.mismatches) > MAX_MISMATCHES_SHOWN:
+        console.print(f"... and {len(score.mismatches) - MAX_MISMATCHES_SHOWN} more mismatches in verdicts.jsonl")
