@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,4 +125,15 @@ def scenario_with_targets(scenario: Scenario, urls: list[str], dest: Path) -> Sc
         text = text[:start] + flow + "\n" * old.count("\n") + text[end:]
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(text + appended, encoding="utf-8")
+    _copy_referenced_files(scenario, dest.parent)
     return load_scenario(dest)
+
+
+def _copy_referenced_files(scenario: Scenario, folder: Path) -> None:
+    """Files the scenario names relative to itself (response bodies) go beside the new copy."""
+    base = Path(scenario.source).parent
+    for site in scenario.sites:
+        rel = getattr(site, "body_file", None)
+        if rel and (base / rel).resolve() != (folder / rel).resolve():
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(base / rel, folder / rel)

@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(unbound nsd nftables iptables iproute2 procps libnetfilter-queue-dev gcc debootstrap)
-EXTRA="${CENSORLAB_EXTRA_APT:-}"  # e.g. "chromium" for the report tests
+APT_PACKAGES=(unbound nsd nftables iptables iproute2 procps libnetfilter-queue-dev gcc debootstrap chromium)
+EXTRA="${CENSORLAB_EXTRA_APT:-}"  # more Debian packages, space-separated
 
 missing=()
 for p in "${APT_PACKAGES[@]}" $EXTRA; do
@@ -24,8 +24,11 @@ fi
 
 PY="${PYTHON:-python3}"
 stamp=".setup-stamp"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! "$PY" -c "import netlab, probes, harness, pytest" 2>/dev/null; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! "$PY" -c "import netlab, probes, harness, pytest, censorlab_dot" 2>/dev/null; then
   echo "setup: installing the project and its Python dependencies"
   "$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".[test,compose]"
+  # The worked example of a third-party probe type (docs/writing-a-probe.md), as its own package.
+  "$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-deps --no-build-isolation \
+    -e examples/dot-probe
   touch "$stamp"
 fi

@@ -1,0 +1,128 @@
+"""A DNS-over-TLS probe (RFC 7858) for censorlab, in one file.
+
+Target: the DoT server as a URL with its port, ``https://dns.test:853/``; the path may name the
+domain to look up (``https://dns.test:853/news.test``), by default the server's own name. The
+probe resolves the server through the vantage's resolver (and the public one, as evidence),
+connects to port 853, does the TLS handshake with SNI = the server's name against the lab CA,
+then sends one A query over the TLS stream and reads the answer.
+
+Test keys follow OONI (``queries``, ``tcp_connect``, ``tls_handshakes``) plus the ``x_`` keys the
+harness analysis reads (``x_failed_stage``, ``failure``, ``x_resolved``, ...), so the standard
+verdicts apply: ``tcp.*`` for address/port blocking of 853, ``tls.*`` for SNI blocking, and
+``http.*`` when the stream breaks after the handshake (the DNS exchange is the request stage).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import struct
+from typing import Any, ClassVar
+
+import dns.message
+import dns.rdatatype
+
+from netlab.target import Target, host_is_ip
+from probes.base import Probe
+from probes.context import ProbeContext
+from probes.dns import lookup, resolve_target
+from probes.errors import TargetRefused
+from probes.failures import dns_rcode_failure, failure_string
+from probes.safety import ensure_address_allowed, ensure_target_allowed
+from probes.tcp import connect_all, first_connect_failure
+from probes.tls import handshake
+from probes.trace import Trace
+
+
+class DotProbe(Probe):
+    name: ClassVar[str] = "dot"
+    version: ClassVar[str] = "0.1.0"
+    test_name: ClassVar[str] = "dnscheck"  # OONI's experiment for DoT/DoH resolvers
+
+    async def run(self, target: Target, ctx: ProbeContext) -> dict[str, Any]:
+        ensure_target_allowed(target, ctx)
+        qname = target.path.strip("/") or target.host
+        if qname not in ctx.lab_names:
+            raise TargetRefused(f"refusing {target.url}: {qname!r} is not a name this lab serves")
+        trace = Trace()
+        keys: dict[str, Any] = {"queries": [], "tcp_connect": [], "tls_handshakes": [], "failure": None,
+                                "x_failed_stage": None, "x_addresses": [], "x_dot_answers": [],
+                                "x_resolved": {"system": [], "public": None}}
+
+        def stop(stage: str, failure: str | None) -> dict[str, Any]:
+            keys["x_failed_stage"], keys["failure"] = stage, failure
+            return keys
+
+        # 1. Where is the DoT server? The vantage's resolver decides; the public one is evidence.
+        lookups = [resolve_target(target, ctx, trace, tags=["dot_server"])]
+        if ctx.public_resolver and not host_is_ip(target.host):
+            ensure_address_allowed(ctx.public_resolver, "public DNS resolver")
+            lookups.append(lookup(target.host, ctx.public_resolver, ctx, trace, engine="udp", tags=["dot_server"]))
+        system, *public = await asyncio.gather(*lookups)
+        keys["queries"] = system.entries + [e for p in public for e in p.entries]
+        keys["x_resolved"] = {"system": system.addresses, "public": public[0].addresses if public else None}
+        if not system.addresses:
+            return stop("dns", system.failure or "dns_no_answer")
+        keys["x_addresses"] = system.addresses
+
+        # 2. TCP to port 853, 3. TLS with SNI, exactly as the built-in probes do it.
+        entries, conn = await connect_all(system.addresses, target.port, ctx, trace, tags=["dot"])
+        keys["tcp_connect"] = entries
+        if conn is None:
+            return stop("tcp", first_connect_failure(entries))
+        try:
+            entry, tls = await handshake(conn.stream, target.host, ctx, trace, tags=["dot"],
+                                         transaction_id=conn.transaction_id)
+            keys["tls_handshakes"] = [entry]
+            if tls is None:
+                return stop("tls", entry["failure"])
+            # 4. One query over the TLS stream (two-byte length prefix, RFC 7858).
+            query = dns.message.make_query(qname, dns.rdatatype.A)
+            t0 = trace.now()
+            failure, response, raw = None, None, b""
+            try:
+                async with asyncio.timeout(ctx.dns_timeout):
+                    wire = query.to_wire()
+                    await tls.write(struct.pack("!H", len(wire)) + wire)
+                    raw = await _read_message(tls)
+                response = dns.message.from_wire(raw)
+                if not query.is_response(response):
+                    failure = "dns_invalid_response"  # hypothetical: a proxy answering something else
+            except Exception as exc:
+                failure = failure_string(exc)
+            keys["queries"].append(_entry(qname, conn.stream.address, t0, trace.now(), failure, response, raw,
+                                          conn.transaction_id))
+            if failure is not None:
+                return stop("http", failure)
+            keys["x_dot_answers"] = [a["ipv4"] for a in keys["queries"][-1]["answers"]]
+        finally:
+            await conn.stream.close()
+        return keys
+
+
+async def _read_message(stream: Any) -> bytes:
+    buf = b""
+    while len(buf) < 2 or len(buf) < 2 + struct.unpack("!H", buf[:2])[0]:
+        chunk = await stream.read(4096)
+        if not chunk:
+            raise EOFError("the DoT server closed the stream")
+        buf += chunk
+    return buf[2:2 + struct.unpack("!H", buf[:2])[0]]
+
+
+def _entry(qname: str, server: str, t0: float, t: float, failure: str | None,
+           response: dns.message.Message | None, raw: bytes, transaction_id: int) -> dict[str, Any]:
+    answers = []
+    if response is not None:
+        for rrset in response.answer:
+            for rd in rrset:
+                if rd.rdtype == dns.rdatatype.A:
+                    answers.append({"answer_type": "A", "ipv4": rd.address, "ttl": rrset.ttl})
+    rcode_failure = None
+    if response is not None and (response.rcode() != 0 or not answers):
+        rcode_failure = dns_rcode_failure(response.rcode())  # recorded; the exchange itself worked
+    return {"answers": answers, "engine": "dot", "failure": failure or rcode_failure, "hostname": qname,
+            "query_type": "A", "raw_response": base64.b64encode(raw).decode() if raw else None,
+            "rcode": response.rcode() if response is not None else None, "resolver_address": server,
+            "resolver_hostname": None, "resolver_port": None, "t0": t0, "t": t, "tags": ["dot"],
+            "transaction_id": transaction_id}

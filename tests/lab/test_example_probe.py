@@ -1,0 +1,73 @@
+"""The worked example of a third-party probe type (examples/dot-probe): installed as its own
+package, discovered through the harness.probes entry point, run in the lab, scored."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, assert_no_leftovers
+
+from netlab.compile import compile_lab
+from netlab.loader import load_scenario
+
+EXAMPLE = ROOT / "examples" / "dot-probe"
+SCENARIO = EXAMPLE / "scenario.yaml"
+
+
+def harness(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=180, env={**os.environ, "CI": "true"})
+
+
+@pytest.fixture(scope="module")
+def installed() -> None:
+    """pip install -e examples/dot-probe, offline (scripts/setup.sh normally did it already)."""
+    if not any(ep.name == "dot" for ep in entry_points(group="harness.probes")):
+        res = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
+                              "--no-build-isolation", "--root-user-action=ignore", "-e", str(EXAMPLE)],
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_discovered_by_probes_list(installed: None) -> None:
+    res = harness("probes", "list", "--json")
+    assert res.returncode == 0, res.stderr
+    dot = next(r for r in json.loads(res.stdout) if r["name"] == "dot")
+    assert dot == {**dot, "version": "0.1.0", "module": "censorlab_dot", "class": "DotProbe",
+                   "test_name": "dnscheck", "error": None}
+    assert dot["distribution"].startswith("censorlab-dot-probe 0.1.0")
+    assert "censorlab_dot:DotProbe" in harness("probes", "list").stdout
+
+
+def test_dot_probe_in_the_lab_is_scored(installed: None, lab_name: str, tmp_path: Path) -> None:
+    plan = compile_lab(load_scenario(SCENARIO), lab_name)
+    if not any(s.name == "dot" for s in plan.hosts["inet"].services):
+        pytest.skip("netlab.compile does not add the DoT server yet (netlab.compile.dot.dot_additions)")
+    res = harness("run", str(SCENARIO), "--probe", "dot", "--name", lab_name, "--out", str(tmp_path / "r"),
+                  "--check", "--json")
+    assert_no_leftovers(lab_name)
+    assert res.returncode == 0, res.stdout + res.stderr
+    summary = json.loads(res.stdout)
+    verdicts = {(v["vantage"], v["url"]): v["verdict"] for v in summary["verdicts"]}
+    assert verdicts[("sni-isp", "https://dns.test:853/")] == "tls.reset"
+    assert verdicts[("sni-isp", "https://resolver.example:853/open.test")] == "tls.timeout"
+    assert verdicts[("ip-isp", "https://quad.test:853/")] == "tcp.reset"
+    assert verdicts[("ip-isp", "https://resolver.example:853/open.test")] == "tcp.timeout"
+    assert verdicts[("ip-isp", "https://dns.test:853/")] == "ok"
+    assert summary["score"]["mismatches"] == 0 and summary["score"]["accuracy"] == 1.0
+    lines = [json.loads(x) for x in (tmp_path / "r" / "measurements.jsonl").read_text().splitlines()]
+    assert {m["test_name"] for m in lines} == {"dnscheck"}
+    assert {m["annotations"]["probe"] for m in lines} == {"dot"}
+    control = {m["input"]: m["test_keys"] for m in lines if m["x_vantage"] == "control"}
+    # the DoT exchange itself: an A answer over TLS, from the server's lab address on 853
+    keys = control["https://resolver.example:853/open.test"]
+    dot = [q for q in keys["queries"] if q["engine"] == "dot"]
+    assert dot and dot[0]["hostname"] == "open.test" and dot[0]["resolver_address"].endswith(":853")
+    assert keys["x_dot_answers"] == [a["ipv4"] for a in dot[0]["answers"]] and keys["x_dot_answers"]
+    assert keys["tls_handshakes"][0]["server_name"] == "resolver.example"
