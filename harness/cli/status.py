@@ -15,7 +15,9 @@ from netlab.errors import LabError
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("status", help="list running labs", description="List the labs on this machine, "
-                       "of every backend, with their hosts and whether their services run.")
+                       "of every backend, with their hosts and whether their services run.",
+                       epilog="examples:\n  harness status\n  harness status --json | jq '.[].lab'",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
 
