@@ -39,7 +39,10 @@ def write_run_info(out_dir: Path, scenario: Scenario, info: dict[str, Any]) -> N
     (out_dir / "run.json").write_text(json.dumps(info, indent=1))
 
 
-def score_results(dirs: list[Path], fingerprint_files: list[Path] | None = None) -> ScoredRun:
+def score_results(dirs: list[Path], fingerprint_files: list[Path] | None = None,
+                  scenario: Scenario | None = None) -> ScoredRun:
+    """Score results folders. ``scenario``: the one already loaded for the run, if there is one
+    (a 50,000-target scenario costs tens of MB to load twice); else the folders' copy."""
     infos = []
     for d in dirs:
         try:
@@ -49,7 +52,7 @@ def score_results(dirs: list[Path], fingerprint_files: list[Path] | None = None)
     names = {i["scenario_name"] for i in infos}
     if len(names) > 1:
         raise NetlabError(f"these folders come from different scenarios: {', '.join(sorted(names))}")
-    scenario = load_scenario(Path(dirs[0]) / "scenario.yaml")
+    scenario = scenario or load_scenario(Path(dirs[0]) / "scenario.yaml")
     sites = {k: IPv4Address(v) for k, v in infos[0]["site_addresses"].items()}
     expectations = expected_verdicts(scenario, sites)
     rows = verdict_rows(measurement_files(dirs), expectations, load_fingerprints(fingerprint_files))
