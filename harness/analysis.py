@@ -49,6 +49,10 @@ HTTP_VERDICTS = {
     "connection_reset": Verdict.HTTP_RESET,
     "generic_timeout_error": Verdict.HTTP_TIMEOUT,
     "eof_error": Verdict.HTTP_EOF,
+    # The site sent this vantage somewhere else than the control (server-side, only_for): a
+    # response that differs, not a network failure.
+    "http_invalid_redirect_location_host": Verdict.HTTP_DIFF,
+    "unknown_failure: stopped after too many redirects": Verdict.HTTP_DIFF,
 }
 
 
@@ -91,6 +95,9 @@ def analyse(keys: dict[str, Any] | None, control: dict[str, Any] | None,
         return Analysis(Verdict.CONTROL_FAILED, "no measurement")
     fps = fingerprints if fingerprints is not None else load_fingerprints()
     if control.get("x_failed_stage"):
+        lie = _lying_resolver(keys, control)
+        if lie is not None:
+            return lie
         if keys.get("x_failed_stage"):
             return Analysis(Verdict.SITE_DOWN, f"control fails too ({control.get('failure')})")
         return Analysis(Verdict.CONTROL_FAILED, f"control failed: {control.get('failure')}")
@@ -109,8 +116,8 @@ def analyse(keys: dict[str, Any] | None, control: dict[str, Any] | None,
         return _stage_verdict(mismatch, TLS_VERDICTS.get(failure, Verdict.TLS_ALERT), failure)
     if stage == "http":
         return _stage_verdict(mismatch, HTTP_VERDICTS.get(failure, Verdict.HTTP_EOF), failure)
-    if stage == "dns":  # a DNS failure _dns_stage did not classify (control resolved fine)
-        return Analysis(Verdict.DNS_TIMEOUT, f"lookup failed: {failure}")
+    if stage == "dns":  # a redirect hop's lookup, or one _dns_stage did not classify
+        return Analysis(DNS_RCODE_VERDICTS.get(failure, Verdict.DNS_TIMEOUT), f"lookup failed: {failure}")
 
     body, headers = _final_body(keys)
     for fp in fps:
@@ -137,18 +144,46 @@ def _answers(entries: list[dict[str, Any]]) -> list[set[str]]:
     return [{a["ipv4"] for a in e.get("answers") or [] if a.get("ipv4")} for e in entries]
 
 
+def first_hop(queries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The lookups of the URL itself (depth 0), not of the hops its redirects led to."""
+    return [q for q in queries if not any(str(t).startswith("depth=") and t != "depth=0" for t in q.get("tags") or [])]
+
+
+def _lying_resolver(keys: dict[str, Any], control: dict[str, Any]) -> Analysis | None:
+    """The control could not fetch the site, yet the vantage's resolver gave addresses the control
+    did not get (a name that does not exist, or a bogon): the resolver lies, the site is not down."""
+    got = set((keys.get("x_resolved") or {}).get("system") or [])
+    want = set((control.get("x_resolved") or {}).get("system") or [])
+    if not got or got <= want:
+        return None
+    bogons = sorted(a for a in got - want if is_lab_bogon(a))
+    if bogons:
+        return Analysis(Verdict.DNS_BOGON, f"bogon answer {', '.join(bogons)} (the control fails: "
+                        f"{control.get('failure')})")
+    if not want:
+        return Analysis(Verdict.DNS_MISMATCH, f"answer {', '.join(sorted(got))} where the control's lookup "
+                        f"fails ({control.get('failure')})")
+    return None
+
+
 def _dns_stage(keys: dict[str, Any], control: dict[str, Any]) -> Analysis | bool:
     """An Analysis if DNS decides the verdict; else whether the addresses differ from control."""
-    queries = keys.get("queries") or []
+    queries = first_hop(keys.get("queries") or [])
     for engine in ("system", "udp"):
         entries = [q for q in queries if q.get("engine") == engine]
         answered = [e for e in entries if e.get("failure") != "generic_timeout_error"]
+        # Responses to one query share its transaction id: two of them mean an injector raced.
+        per_query: dict[Any, list[dict[str, Any]]] = {}
+        for e in answered:
+            per_query.setdefault(e.get("transaction_id"), []).append(e)
+        answered = max(per_query.values(), key=len, default=[])
         if len(answered) >= 2:
             return Analysis(Verdict.DNS_INJECTED, f"{len(answered)} responses to one {engine} query: "
                             + " then ".join(",".join(sorted(a)) or "-" for a in _answers(answered)))
     system = [q for q in queries if q.get("engine") == "system"]
     public = [q for q in queries if q.get("engine") == "udp"]
-    c_public_ok = any(q.get("engine") == "udp" and not q.get("failure") for q in control.get("queries") or [])
+    c_queries = first_hop(control.get("queries") or [])
+    c_public_ok = any(q.get("engine") == "udp" and not q.get("failure") for q in c_queries)
     if system and system[0].get("failure"):
         f = system[0]["failure"]
         return Analysis(DNS_RCODE_VERDICTS.get(f, Verdict.DNS_TIMEOUT), f"vantage resolver: {f}")

@@ -285,6 +285,9 @@ class _Loader:
                 raise self.ctx.fail(s["only_for"], f"{key}.only_for", "name at least one ISP")
             out["only_for"] = tuple(names)
             self.only_for_nodes.append((s["only_for"], f"{key}.only_for", tuple(names)))
+            if out.get("cert", "valid") != "valid":
+                raise self.ctx.fail(s["only_for"], f"{key}.only_for", "a bad certificate is presented to "
+                                    "every client (the TLS handshake comes before the origin sees who asks)")
             if out.get("state") in DNS_STATES:
                 raise self.ctx.fail(s["only_for"], f"{key}.only_for", f"state {out['state']} is decided by the "
                                     "authoritative DNS, which every resolver asks alike: it cannot apply to "
@@ -361,7 +364,7 @@ class _Loader:
 
     def expect_ooni(self, node: yaml.Node, isps: tuple[Isp, ...], targets: tuple[Target, ...]
                     ) -> dict[str, dict[str, dict[str, Any]]]:
-        vantages = tuple(i.name for i in isps) + (CONTROL,)
+        vantages = (*(i.name for i in isps), CONTROL)
         urls = tuple(sorted(t.url for t in targets))
         out: dict[str, dict[str, dict[str, Any]]] = {}
         for vantage, vnode in self.mapping(node, "expect_ooni", vantages).items():

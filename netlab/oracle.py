@@ -13,7 +13,8 @@ from ipaddress import IPv4Address
 
 from netlab.addressing import PUBLIC_RESOLVER, is_lab_bogon
 from netlab.compile.dns import effective_resolver_rules
-from netlab.model import CONTROL, Isp, Match, Rule, Scenario
+from netlab.compile.dot import DOT_PORT
+from netlab.model import CONTROL, DNS_STATES, Isp, Match, Rule, Scenario, Site, proxy_address
 from netlab.target import Target
 from netlab.verdict import Verdict
 
@@ -81,21 +82,80 @@ def dpi_rule_matches(rule: Rule, target: Target, addr: IPv4Address,
     return True
 
 
+MAX_REDIRECTS = 10  # the web probe's limit, OONI's too (probes.redirects)
+DEFAULT_TOTAL_TIMEOUT = 60.0  # the probes' default cap on one HTTP exchange (ProbeContext.http_total_timeout)
+
+
+def control_fault(scenario: Scenario, target: Target, hops: int = 0, seen: frozenset[str] = frozenset()
+                  ) -> str | None:
+    """Why the site itself fails the uncensored control's fetch of ``target`` (following its
+    redirects), or None when the control gets a page. Misbehaviour limited by ``only_for`` never
+    reaches the control."""
+    site = scenario.site(target.host)
+    if site is None:
+        return f"{target.host} is no site of the lab"
+    if target.port not in _served_ports(scenario) or (target.port == 443 and not site.https):
+        return f"nothing listens on port {target.port} of {target.host}"
+    if site.only_for or (not site.misbehaves and site.dns_answer is None):
+        return None
+    if site.state != "up":
+        return f"{site.name} is {site.state}"
+    if site.dns_answer is not None:
+        return f"{site.name}'s authority answers {site.dns_answer}"
+    if target.is_https and site.cert != "valid":
+        return f"{site.name} presents a certificate that is {site.cert}"
+    r = site.redirect
+    if r is None:
+        return None
+    total = hops + r.hops
+    if r.location is not None:
+        return f"{site.name} redirects to a broken Location {r.location!r}"
+    if total > MAX_REDIRECTS:
+        return f"more than {MAX_REDIRECTS} redirects"
+    if r.to is None:
+        return None
+    if target.url in seen:
+        return "a redirect loop"
+    return control_fault(scenario, Target.parse(r.to), total, seen | {target.url})
+
+
+def _served_ports(scenario: Scenario) -> tuple[int, ...]:
+    """Ports the origins answer on: HTTP, HTTPS, and DoT when a target asks for it (compile.dot)."""
+    if any(t.port == DOT_PORT for t in scenario.targets):
+        return (80, 443, DOT_PORT)
+    return (80, 443)
+
+
 def expect_isp(scenario: Scenario, isp: Isp, target: Target,
                site_addresses: dict[str, IPv4Address]) -> Expectation:
+    return _expect_hop(scenario, isp, target, site_addresses, depth=0, hops=0)
+
+
+def _expect_hop(scenario: Scenario, isp: Isp, target: Target, site_addresses: dict[str, IPv4Address], *,
+                depth: int, hops: int) -> Expectation:
+    """One hop of the fetch from ``isp``'s client: the ISP's censorship first (data-path order), then
+    the site's own behaviour, then the redirect it sends the client on."""
     host = target.host
     addr = site_addresses[host]
+    ctrl = control_fault(scenario, target, hops) if depth == 0 else None
+    via_proxy = False
 
+    censored: Expectation | None = None
     rule = first_rule(effective_resolver_rules(isp), lambda r: _resolver_rule_matches(r, host))
     if rule is not None:
         if rule.action in RESOLVER_VERDICTS:
-            return Expectation(RESOLVER_VERDICTS[rule.action], f"resolver rule line {rule.line}", rule=rule)
-        assert rule.address is not None
-        if rule.address != addr:
-            verdict = Verdict.DNS_BOGON if is_lab_bogon(rule.address) else Verdict.DNS_MISMATCH
-            return Expectation(verdict, f"resolver rule line {rule.line}", rule=rule)
+            censored = Expectation(RESOLVER_VERDICTS[rule.action], f"resolver rule line {rule.line}", rule=rule)
+        elif rule.action == "proxy":
+            # The ISP's transparent proxy relays the fetch to the site: only its address differs.
+            addr, via_proxy = proxy_address(scenario.isps.index(isp) + 1), True
+        else:
+            assert rule.address is not None
+            if rule.address != addr or _dns_broken(scenario, host):
+                verdict = Verdict.DNS_BOGON if is_lab_bogon(rule.address) else Verdict.DNS_MISMATCH
+                # The vantage's answer departs from the control's even when the site is down.
+                return Expectation(verdict, f"resolver rule line {rule.line}", rule=rule)
 
-    if scenario.public_resolver:
+    if censored is None and scenario.public_resolver and depth == 0:
         # The direct query to the public resolver crosses the router: firewall and DPI see it.
         dns_rule = first_rule(isp.dpi_rules, lambda r: r.match.dns_query is not None
                               and name_matches(host, r.match.dns_query)
@@ -103,26 +163,83 @@ def expect_isp(scenario: Scenario, isp: Isp, target: Target,
         fw = first_rule(isp.firewall_rules, lambda r: flow_matches(r.match, PUBLIC_RESOLVER, 53, "udp",
                                                                   site_addresses))
         if fw is not None:
-            return Expectation(Verdict.DNS_TIMEOUT, f"firewall rule line {fw.line} (public resolver)", rule=fw)
-        if dns_rule is not None:
+            censored = Expectation(Verdict.DNS_TIMEOUT, f"firewall rule line {fw.line} (public resolver)", rule=fw)
+        elif dns_rule is not None:
             verdict = Verdict.DNS_INJECTED if dns_rule.action == "inject" else Verdict.DNS_TIMEOUT
-            return Expectation(verdict, f"dpi rule line {dns_rule.line}", rule=dns_rule)
+            censored = Expectation(verdict, f"dpi rule line {dns_rule.line}", rule=dns_rule)
 
-    fw = first_rule(isp.firewall_rules, lambda r: flow_matches(r.match, addr, target.port, "tcp",
-                                                              site_addresses))
-    if fw is not None:
-        return Expectation(FIREWALL_VERDICTS[fw.action], f"firewall rule line {fw.line}", rule=fw)
+    if censored is None and not _dns_broken(scenario, host):
+        fw = first_rule(isp.firewall_rules, lambda r: flow_matches(r.match, addr, target.port, "tcp",
+                                                                  site_addresses))
+        if fw is not None:
+            censored = Expectation(FIREWALL_VERDICTS[fw.action], f"firewall rule line {fw.line}", rule=fw)
+        else:
+            dpi = first_rule(isp.dpi_rules, lambda r: dpi_rule_matches(r, target, addr, site_addresses))
+            if dpi is not None:
+                censored = Expectation(_dpi_verdict(dpi, target), f"dpi rule line {dpi.line}", rule=dpi)
 
-    dpi = first_rule(isp.dpi_rules, lambda r: dpi_rule_matches(r, target, addr, site_addresses))
-    if dpi is not None:
-        return Expectation(_dpi_verdict(dpi, target), f"dpi rule line {dpi.line}", rule=dpi)
+    if ctrl is not None:
+        # The site fails the control too: whatever the vantage sees, the site is at fault.
+        return Expectation(Verdict.SITE_DOWN, f"the site itself fails: {ctrl}",
+                           rule=censored.rule if censored else None)
+    if censored is not None:
+        if via_proxy and censored.verdict != Verdict.HTTP_BLOCKPAGE:
+            # Seen from the vantage: another address than the control's, then a failure.
+            return Expectation(Verdict.DNS_MISMATCH, f"resolver rule line {rule.line} (proxy), then {censored.reason}",
+                               rule=censored.rule)
+        return censored
 
     site = scenario.site(host)
+    assert site is not None
+    if site.only_for and site.misbehaves_for(isp.name) and not via_proxy:
+        return _server_side(scenario, isp, site, target, site_addresses, depth, hops)
+    if site.redirect is not None and not site.only_for and site.redirect.to is not None:
+        nxt = Target.parse(site.redirect.to)
+        return _expect_hop(scenario, isp, nxt, site_addresses, depth=depth + 1, hops=hops + site.redirect.hops)
+    if via_proxy:
+        return Expectation(Verdict.OK, "the ISP's transparent proxy relays the site unchanged")
+    return _shaped(scenario, isp, site, target, addr, site_addresses)
+
+
+def _dns_broken(scenario: Scenario, host: str) -> bool:
+    """The site's own DNS gives no usable address (then no flow to it exists to censor)."""
+    site = scenario.site(host)
+    return site is not None and (site.state in DNS_STATES or site.dns_answer is not None)
+
+
+def _server_side(scenario: Scenario, isp: Isp, site: Site, target: Target, site_addresses: dict[str, IPv4Address],
+                 depth: int, hops: int) -> Expectation:
+    """The site treats this ISP's clients differently (``only_for``): what the comparison with the
+    control shows. The network is not at fault, yet the measurement cannot tell it apart."""
+    why = f"site {site.name} (line {site.line}) misbehaves only for {', '.join(site.only_for)}"
+    if site.state == "refused":
+        return Expectation(Verdict.TCP_RESET, why)
+    if site.state == "timeout":
+        return Expectation(Verdict.TCP_TIMEOUT, why)
+    r = site.redirect
+    if r is not None and r.to is not None and hops + r.hops <= MAX_REDIRECTS:
+        nxt = _expect_hop(scenario, isp, Target.parse(r.to), site_addresses, depth=depth + 1, hops=hops + r.hops)
+        if nxt.verdict != Verdict.OK:
+            return nxt
+    # Another page (status, body), another final URL, or a redirect chain that breaks.
+    return Expectation(Verdict.HTTP_DIFF, why)
+
+
+def _shaped(scenario: Scenario, isp: Isp, site: Site, target: Target, addr: IPv4Address,
+            site_addresses: dict[str, IPv4Address]) -> Expectation:
+    """The final page through this ISP's shaping: slow (throttled), or too slow to finish at all."""
+    size = len(site.body) if site.body is not None else site.body_size
     for shaping in isp.shaping:
         if flow_matches(shaping.match, addr, target.port, "tcp", site_addresses):
-            if shaping.rate_bps and site and site.body_size * 8 / shaping.rate_bps > THROTTLE_SECONDS:
-                return Expectation(Verdict.THROTTLED, f"shaping rule line {shaping.line}",
-                                   rule=Rule(match=shaping.match, action="shape", line=shaping.line))
+            if shaping.rate_bps:
+                rule = Rule(match=shaping.match, action="shape", line=shaping.line)
+                seconds = size * 8 / shaping.rate_bps
+                cap = float(scenario.probe.get("http_total_timeout", DEFAULT_TOTAL_TIMEOUT))  # type: ignore[arg-type]
+                if seconds > cap:
+                    return Expectation(Verdict.HTTP_TIMEOUT, f"shaping rule line {shaping.line}: the page "
+                                       f"needs {seconds:.0f}s, the probe gives up after {cap:g}s", rule=rule)
+                if seconds > THROTTLE_SECONDS:
+                    return Expectation(Verdict.THROTTLED, f"shaping rule line {shaping.line}", rule=rule)
             break
     return Expectation(Verdict.OK, "no rule applies")
 
@@ -163,7 +280,9 @@ def expected_verdicts(scenario: Scenario, site_addresses: dict[str, IPv4Address]
     """Every (vantage, url) of the campaign, with the scenario's `expect` pins applied."""
     out: dict[tuple[str, str], Expectation] = {}
     for target in scenario.targets:
-        out[(CONTROL, target.url)] = Expectation(Verdict.OK, "control vantage")
+        fault = control_fault(scenario, target)
+        out[(CONTROL, target.url)] = (Expectation(Verdict.SITE_DOWN, f"the site itself fails: {fault}")
+                                      if fault else Expectation(Verdict.OK, "control vantage"))
     for isp in scenario.isps:
         blocked: dict[IPv4Address, Rule] = {}  # server address -> the residual rule that hit it
         for target in (t for wave in residual_waves(scenario.targets, site_addresses) for t in wave):

@@ -42,6 +42,12 @@ class ProbeContext:
     body_limit: int = 1024 * 1024
     #: UDP port of both resolvers. Only tests change it (to reach a resolver on 127.0.0.1).
     dns_port: int = 53
+    #: URL of a lab site standing for OONI's test helper: the web probe reaches it through the
+    #: vantage's network, so a censor that blocks it causes OONI's control_failure. None: not used.
+    test_helper: str | None = None
+    #: Never connect to loopback answers, as OONI does (they name no server of the site). The lab
+    #: runs set it (harness.runner); it stays off by default so tests can serve sites on 127.0.0.1.
+    skip_loopback: bool = False
 
     def __post_init__(self) -> None:
         # Accept any iterable (a JSON list, a set) and normalise it, so membership tests

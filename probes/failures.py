@@ -16,6 +16,7 @@ from probes.errors import DnsResponseError
 
 GENERIC_TIMEOUT = "generic_timeout_error"
 EOF = "eof_error"
+DNS_BOGON = "dns_bogon_error"  # OONI probe-engine: a bogon (here: only loopback) in the DNS response
 
 # DNS response codes (RFC 1035 / 6895) the mapping distinguishes.
 RCODE_NOERROR = 0

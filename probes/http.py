@@ -3,8 +3,8 @@
 The HTTP protocol work is httpcore's ``AsyncHTTP11Connection``; the probe hands it the
 connection through ``HttpcoreStream``, a small adapter from our byte streams to
 ``httpcore.AsyncNetworkStream``. That adapter is the I/O seam: httpcore never opens sockets or
-resolves names itself, so it cannot bypass the probes' safety checks. Redirects are not
-followed: the first response is the measurement.
+resolves names itself, so it cannot bypass the probes' safety checks. ``fetch_chain`` follows
+redirects only when asked (the web probe); each hop is measured from DNS up.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import html
+import ipaddress
 import re
 import time
 from collections.abc import AsyncIterable
@@ -25,7 +26,9 @@ from netlab.target import Target, host_is_ip
 from probes.base import Probe
 from probes.context import ProbeContext
 from probes.dns import DnsLookup, lookup, resolve_target
-from probes.failures import failure_string
+from probes.errors import TargetRefused
+from probes.failures import DNS_BOGON, failure_string
+from probes.redirects import TOO_MANY, location_of, next_target
 from probes.safety import ensure_address_allowed, ensure_target_allowed
 from probes.streams import ByteStream
 from probes.tcp import connect_all, first_connect_failure
@@ -235,20 +238,41 @@ def _maybe_binary(body: bytes, truncated: bool) -> str | dict[str, str]:
 
 @dataclass
 class FetchTags:
-    """OONI tags for the entries of each step of the chain."""
+    """OONI tags for the entries of each step of the chain (written for depth 0)."""
 
     dns: list[str] = field(default_factory=list)
     public_dns: list[str] = field(default_factory=list)
     connection: list[str] = field(default_factory=list)
 
+    def at_depth(self, depth: int) -> FetchTags:
+        """The tags of redirect hop ``depth``: its connectivity data is not "classic" (OONI's E002
+        extension), only the HTTP transaction of every hop belongs to the classic web step."""
+        if depth == 0:
+            return self
+
+        def move(tags: list[str]) -> list[str]:
+            return [f"depth={depth}" if t.startswith("depth=") else t for t in tags if t != "classic"]
+
+        return FetchTags(dns=move(self.dns), public_dns=move(self.public_dns), connection=move(self.connection))
+
+
+@dataclass
+class _Hop:
+    """What one hop of the chain ended with."""
+
+    stage: str | None = None  # the failing stage, None when the hop got a response
+    failure: str | None = None
+    result: HttpResult | None = None
+
 
 async def fetch_chain(
-    target: Target, ctx: ProbeContext, *, public_lookup: bool, tags: FetchTags
+    target: Target, ctx: ProbeContext, *, public_lookup: bool, tags: FetchTags, max_redirects: int = 0,
 ) -> dict[str, Any]:
-    """dns -> tcp -> tls (https only) -> http, stopping at the first stage that fails.
+    """dns -> tcp -> tls (https only) -> http, stopping at the first stage that fails; then, up to
+    ``max_redirects`` times, the same for the URL a redirect points at.
 
-    Shared by ``HttpProbe`` and ``probes.web.WebProbe``. Returns the merged test keys
-    (field list in ``probes/web.py``'s module docstring).
+    Shared by ``HttpProbe`` (no redirects) and ``probes.web.WebProbe``. Returns the merged test
+    keys (field list in ``probes/web.py``'s module docstring).
     """
     ensure_target_allowed(target, ctx)
     trace = Trace()
@@ -271,36 +295,81 @@ async def fetch_chain(
         "x_body_seconds": None,
         "x_title": None,
     }
+    current = target
+    depth = 0
+    while True:
+        hop = await _hop(current, ctx, trace, keys, tags.at_depth(depth), public_lookup=public_lookup and depth == 0,
+                         depth=depth)
+        if hop.result is not None:
+            r = hop.result
+            keys["x_status_code"] = r.entry["response"]["code"] or None
+            keys["x_body_length"] = r.body_length
+            keys["x_body_seconds"] = r.body_seconds
+            keys["x_title"] = r.title
+        if hop.stage is not None:
+            return _stop(keys, hop.stage, hop.failure, depth)
+        assert hop.result is not None
+        location = location_of(hop.result.entry) if max_redirects else None
+        if location is None:
+            return keys
+        if depth == max_redirects:
+            return _stop(keys, "http", TOO_MANY, depth)
+        nxt, failure = next_target(location, current.url)
+        if nxt is None:
+            return _stop(keys, "http", failure, depth)
+        try:
+            ensure_target_allowed(nxt, ctx)
+        except TargetRefused:
+            # Never leave the lab, not even for a redirect: the chain ends here.
+            return _stop(keys, "http", f"unknown_failure: redirect to {nxt.host} outside the lab", depth)
+        # Only chains that redirect carry these keys: x_redirects (the URLs, in order) and, on
+        # failure, x_failed_depth (the hop that failed).
+        keys.setdefault("x_redirects", []).append(nxt.url)
+        current = nxt
+        depth += 1
 
-    def stop(stage: str, failure: str | None) -> dict[str, Any]:
-        keys["x_failed_stage"] = stage
-        keys["failure"] = failure
-        if stage == "dns":
+
+def _stop(keys: dict[str, Any], stage: str, failure: str | None, depth: int) -> dict[str, Any]:
+    keys["x_failed_stage"] = stage
+    keys["failure"] = failure
+    if depth:
+        keys["x_failed_depth"] = depth
+    if stage == "dns" and depth == 0:
+        # Only loopback answers: no failure of the lookup, and no HTTP step (keys["failure"] tells).
+        if failure != DNS_BOGON:
             keys["dns_experiment_failure"] = failure
-        else:
-            keys["http_experiment_failure"] = failure
-        return keys
+    elif failure != DNS_BOGON:
+        keys["http_experiment_failure"] = failure
+    return keys
 
+
+async def _hop(target: Target, ctx: ProbeContext, trace: Trace, keys: dict[str, Any], tags: FetchTags, *,
+               public_lookup: bool, depth: int) -> _Hop:
+    """One URL: its entries go into ``keys`` (requests in OONI's time-reverse order)."""
     # --- DNS: the vantage's resolver decides; the public resolver is extra evidence.
     system, public = await _lookups(target, ctx, trace, public_lookup=public_lookup, tags=tags)
-    keys["queries"] = system.entries + (public.entries if public else [])
-    keys["x_resolved"]["system"] = system.addresses
-    keys["x_dns_responses"]["system"] = system.responses
-    if public is not None:
-        keys["x_resolved"]["public"] = public.addresses
-        keys["x_dns_responses"]["public"] = public.responses
-    keys["dns_experiment_failure"] = system.failure
+    keys["queries"] += system.entries + (public.entries if public else [])
+    if depth == 0:
+        keys["x_resolved"]["system"] = system.addresses
+        keys["x_dns_responses"]["system"] = system.responses
+        if public is not None:
+            keys["x_resolved"]["public"] = public.addresses
+            keys["x_dns_responses"]["public"] = public.responses
+        keys["dns_experiment_failure"] = system.failure
     if not system.addresses:
-        return stop("dns", system.failure or "dns_no_answer")
-    keys["x_addresses"] = system.addresses
+        return _Hop("dns", system.failure or "dns_no_answer")
+    # Like OONI, never connect to loopback answers: they name no server of the site.
+    addresses = [a for a in system.addresses if not (ctx.skip_loopback and ipaddress.ip_address(a).is_loopback)]
+    if not addresses:
+        return _Hop("dns", DNS_BOGON)
+    if depth == 0:
+        keys["x_addresses"] = addresses
 
     # --- TCP to every address; the first that connects carries TLS and HTTP.
-    entries, connection = await connect_all(
-        system.addresses, target.port, ctx, trace, tags=tags.connection
-    )
-    keys["tcp_connect"] = entries
+    entries, connection = await connect_all(addresses, target.port, ctx, trace, tags=tags.connection)
+    keys["tcp_connect"] += entries
     if connection is None:
-        return stop("tcp", first_connect_failure(entries))
+        return _Hop("tcp", first_connect_failure(entries))
 
     stream: ByteStream = connection.stream
     try:
@@ -309,25 +378,20 @@ async def fetch_chain(
                 connection.stream, target.host, ctx, trace,
                 tags=tags.connection, transaction_id=connection.transaction_id,
             )
-            keys["tls_handshakes"] = [entry]
+            keys["tls_handshakes"].append(entry)
             if tls is None:
-                return stop("tls", entry["failure"])
+                return _Hop("tls", entry["failure"])
             stream = tls
-
         result = await fetch(
             stream, target, ctx, trace, tags=tags.connection, transaction_id=connection.transaction_id
         )
     finally:
         await stream.close()
-    # OONI wants requests in time-reverse order (last redirect first); we make only one.
-    keys["requests"] = [result.entry]
-    keys["x_status_code"] = result.entry["response"]["code"] or None
-    keys["x_body_length"] = result.body_length
-    keys["x_body_seconds"] = result.body_seconds
-    keys["x_title"] = result.title
+    # OONI wants requests in time-reverse order: the last redirect first.
+    keys["requests"].insert(0, result.entry)
     if result.failure is not None:
-        return stop("http", result.failure)
-    return keys
+        return _Hop("http", result.failure, result)
+    return _Hop(result=result)
 
 
 async def _lookups(

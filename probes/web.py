@@ -6,9 +6,15 @@ Test keys (OONI ``web_connectivity`` field names, plus ``x_`` extensions):
   response, so an injected+real pair shows as two entries with one transaction_id -- then the
   public resolver's (engine "udp", not classic).
 - ``tcp_connect``: one entry per resolved address (all tried concurrently).
-- ``tls_handshakes``: at most one, on the first address that connected (https only).
-- ``requests``: at most one (no redirects followed), in OONI's time-reverse order.
-- ``dns_experiment_failure``: failure of the vantage resolver's lookup (first response).
+- ``tls_handshakes``: at most one per hop, on the first address that connected (https only).
+- ``requests``: one per hop: redirects are followed (at most 10, each hop measured from DNS up,
+  its connectivity entries tagged ``depth=N`` without ``classic``), in OONI's time-reverse order.
+- ``x_redirects``: the URLs the redirects led to, in order; ``x_failed_depth``: the hop that failed.
+- ``x_th_failure``: with ``ctx.test_helper`` set, the failure of reaching that site (OONI's test
+  helper, which a censor may block) -- the harness turns it into ``control_failure``.
+- ``dns_experiment_failure``: failure of the vantage resolver's lookup (first response); a lookup
+  that gave only loopback addresses (never connected to, as OONI does) fails the chain with
+  ``failure`` "dns_bogon_error" and no experiment failure.
 - ``http_experiment_failure``: failure of the tcp, tls or http stage that stopped the fetch;
   null when the fetch succeeded or DNS already stopped it.
 - ``failure``: whichever failure stopped the chain (urlgetter style), null on success.
@@ -24,12 +30,20 @@ Test keys (OONI ``web_connectivity`` field names, plus ``x_`` extensions):
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, ClassVar
 
 from netlab.target import Target
 from probes.base import Probe
 from probes.context import ProbeContext
+from probes.dns import resolve_target
+from probes.errors import TargetRefused
 from probes.http import FetchTags, fetch_chain
+from probes.redirects import MAX_REDIRECTS
+from probes.safety import ensure_target_allowed
+from probes.tcp import connect_all, first_connect_failure
+from probes.tls import handshake
+from probes.trace import Trace
 
 # OONI tags: "classic" marks the data the classic web_connectivity analysis may use; the public
 # resolver lookup is an extension (like OONI's extra DNS-over-UDP lookup), so it is not classic.
@@ -46,4 +60,34 @@ class WebProbe(Probe):
     test_name: ClassVar[str] = "web_connectivity"
 
     async def run(self, target: Target, ctx: ProbeContext) -> dict[str, Any]:
-        return await fetch_chain(target, ctx, public_lookup=True, tags=WEB_TAGS)
+        if not ctx.test_helper:
+            return await fetch_chain(target, ctx, public_lookup=True, tags=WEB_TAGS, max_redirects=MAX_REDIRECTS)
+        # OONI asks its test helper while it measures; reaching it crosses the same censor.
+        keys, th_failure = await asyncio.gather(
+            fetch_chain(target, ctx, public_lookup=True, tags=WEB_TAGS, max_redirects=MAX_REDIRECTS),
+            reach_test_helper(ctx.test_helper, ctx))
+        keys["x_th_failure"] = th_failure
+        return keys
+
+
+async def reach_test_helper(url: str, ctx: ProbeContext) -> str | None:
+    """A TLS handshake with the test helper site, through the vantage's own resolver and network:
+    its failure (OONI's control_failure), or None."""
+    try:
+        target = Target.parse(url)
+        ensure_target_allowed(target, ctx)
+    except (ValueError, TargetRefused) as exc:
+        return f"unknown_failure: test helper {url}: {exc}"
+    trace = Trace()
+    resolved = await resolve_target(target, ctx, trace, tags=[])
+    if not resolved.addresses:
+        return resolved.failure or "dns_no_answer"
+    entries, connection = await connect_all(resolved.addresses, target.port, ctx, trace, tags=[])
+    if connection is None:
+        return first_connect_failure(entries)
+    try:
+        entry, _ = await handshake(connection.stream, target.host, ctx, trace, tags=[],
+                                   transaction_id=connection.transaction_id)
+    finally:
+        await connection.stream.close()
+    return entry["failure"]

@@ -24,11 +24,14 @@ fi
 
 PY="${PYTHON:-python3}"
 stamp=".setup-stamp"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! "$PY" -c "import netlab, probes, harness, pytest, censorlab_dot" 2>/dev/null; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! "$PY" -c "import netlab, probes, harness, pytest, censorlab_dot, oonidata" 2>/dev/null; then
   echo "setup: installing the project and its Python dependencies"
   "$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".[test,compose]"
   # The worked example of a third-party probe type (docs/writing-a-probe.md), as its own package.
   "$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-deps --no-build-isolation \
     -e examples/dot-probe
+  # OONI's own loader, the tests' external check of our measurements. It pins cryptography~=38
+  # and click~=8.0, which conflict with ours; its other dependencies come with the test extra.
+  "$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-deps oonidata==0.3.0
   touch "$stamp"
 fi

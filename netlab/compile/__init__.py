@@ -18,14 +18,19 @@ from netlab.addressing import (
     isp_asn,
 )
 from netlab.compile import dns, firewall
+from netlab.compile.dot import dot_additions
 from netlab.compile.dpi import compile_dpi
 from netlab.compile.pki import make_pki
 from netlab.compile.router import RouterAdditions
 from netlab.compile.shaping import compile_shaping, netem_available
-from netlab.model import CONTROL, Isp, Scenario
+from netlab.model import CONTROL, Isp, Scenario, Site, proxy_address
 from netlab.plan import LAB_DIR, Host, Interface, LabPlan, Link, ReadyCheck, Route, Service, Vantage
 
 INET = "inet"
+# Bogon ranges an ISP client sends to its router (which drops them, see _BLACKHOLE): a resolver that
+# answers 10.10.34.35 makes the connect time out, as on a real network, instead of failing locally.
+# (Only the private range the lab itself lives in: other bogons stay unroutable at the client.)
+CLIENT_BOGON_ROUTES = (IPv4Network("10.0.0.0/8"),)
 
 
 def router_host(isp_name: str) -> str:
@@ -48,24 +53,53 @@ def compile_lab(scenario: Scenario, lab: str | None = None) -> LabPlan:
     files["inet/root.zone"] = dns.root_zone(scenario, sites)
     files["inet/nsd.conf"] = dns.nsd_conf()
     files["inet/public-unbound.conf"] = dns.public_resolver_conf(scenario)
-    pki = make_pki([s.name for s in scenario.sites])
+    pki = make_pki([s.name for s in scenario.sites], {s.name: s.cert for s in scenario.sites})
     files["pki/ca.pem"] = pki.ca_pem
     for name, pem in pki.site_pems.items():
         files[f"pki/{name}.pem"] = pem
+    for name, pem in pki.bad_pems.items():
+        files[f"pki/{name}.bad.pem"] = pem
+    isp_nets = {isp.name: str(isp_addresses(i).access_network) for i, isp in enumerate(scenario.isps, start=1)}
+    for s in scenario.sites:
+        if s.body is not None:
+            files[f"inet/pages/{s.name}.body"] = s.body
     files["inet/origin.json"] = json.dumps({
         "ready_file": f"{LAB_DIR}/inet/origin.ready",
-        "sites": [{"name": s.name, "address": str(sites[s.name]), "pem": f"{LAB_DIR}/pki/{s.name}.pem",
-                   "body_size": s.body_size} for s in scenario.sites],
+        "sites": [_origin_site(s, sites, isp_nets) for s in scenario.sites],
     }, indent=1)
-    first = scenario.sites[0].name
+    site_rules = firewall.site_ruleset([(s.name, sites[s.name], s.state, [isp_nets[i] for i in s.only_for])
+                                        for s in scenario.sites])
+    if site_rules:
+        files["inet/sites.nft"] = site_rules
+        inet.setup.append(("nft", "-f", f"{LAB_DIR}/inet/sites.nft"))
+        notes.append("inet: sites down on their own (state refused/timeout) are filtered in the lab internet")
+    # The first site that answers on :80 tells when the origin is up.
+    first = next((s.name for s in scenario.sites if s.state == "up" and s.dns_answer is None),
+                 scenario.sites[0].name)
+    probe_addr = sites[first]
     inet.services += [
         Service("nsd", ("nsd", "-d", "-c", f"{LAB_DIR}/inet/nsd.conf"),
                 ready=ReadyCheck("dns", ROOT_DNS, 53, first)),
         Service("resolver", ("unbound", "-d", "-p", "-c", f"{LAB_DIR}/inet/public-unbound.conf"),
                 ready=ReadyCheck("dns", PUBLIC_RESOLVER, 53, first)),
         Service("origin", ("python3", "-m", "netlab.services.origin", "--config", f"{LAB_DIR}/inet/origin.json"),
-                ready=ReadyCheck("file", sites[first], 0, path="inet/origin.ready")),
+                ready=ReadyCheck("file", probe_addr, 0, path="inet/origin.ready")),
     ]
+    # DNS over TLS on :853 of the sites, only for scenarios with a target on that port.
+    dot = dot_additions(scenario, sites)
+    files.update(dot.files)
+    inet.services += dot.services
+    notes += dot.notes
+    proxies = [str(proxy_address(i)) for i, isp in enumerate(scenario.isps, start=1) if isp.has_proxy]
+    if proxies:
+        # One program serves every ISP's proxy address: the lab internet owns the whole range (AnyIP).
+        files["inet/proxy.json"] = json.dumps({
+            "ready_file": f"{LAB_DIR}/inet/proxy.ready", "listen": proxies,
+            "sites": {s.name: str(sites[s.name]) for s in scenario.sites}}, indent=1)
+        inet.services.append(Service(
+            "proxy", ("python3", "-m", "netlab.services.proxy", "--config", f"{LAB_DIR}/inet/proxy.json"),
+            ready=ReadyCheck("file", IPv4Address(proxies[0]), 0, path="inet/proxy.ready")))
+        notes.append(f"inet: ISP transparent proxies on {', '.join(proxies)} relay HTTP by Host and TLS by SNI")
 
     # The control vantage: straight onto the internet, using the public resolver.
     _connect(hosts, links, INET, "ctl0", CONTROL_INTERNET_SIDE, CONTROL, "eth0", CONTROL_CLIENT)
@@ -87,9 +121,12 @@ def compile_lab(scenario: Scenario, lab: str | None = None) -> LabPlan:
         router.routes.append(Route(dst=LAB_INTERNET, via=addrs.internet_side.ip))
         inet.routes.append(Route(dst=IPv4Network(f"10.{index}.0.0/16"), via=addrs.router_up.ip))
         client.routes.append(Route(dst=LAB_INTERNET, via=addrs.router_down.ip))
+        client.routes += [Route(dst=net, via=addrs.router_down.ip) for net in CLIENT_BOGON_ROUTES]
+        # Silently: a forwarded packet to a bogon vanishes, as it does past a real ISP's edge.
+        router.setup += [("ip", "route", "add", "blackhole", str(net)) for net in CLIENT_BOGON_ROUTES]
         client.resolv_conf = f"nameserver {addrs.resolver}\n"
 
-        conf, rpz = dns.isp_resolver(scenario, isp, addrs.resolver)
+        conf, rpz = dns.isp_resolver(scenario, isp, addrs.resolver, proxy_address(index) if isp.has_proxy else None)
         files[f"{isp.name}/unbound.conf"] = conf
         files[f"{isp.name}/rpz.zone"] = rpz
         router.services.append(Service("resolver", ("unbound", "-d", "-p", "-c", f"{LAB_DIR}/{isp.name}/unbound.conf"),
@@ -107,6 +144,19 @@ def compile_lab(scenario: Scenario, lab: str | None = None) -> LabPlan:
 
     return LabPlan(lab=lab, scenario=scenario, hosts=hosts, links=links, files=files,
                    vantages=vantages, site_addresses=sites, notes=notes)
+
+
+def _origin_site(site: Site, sites: dict[str, IPv4Address], isp_nets: dict[str, str]) -> dict:
+    """One site as the origin program (netlab.services.origin) sees it."""
+    r = site.redirect
+    return {
+        "name": site.name, "address": str(sites[site.name]), "pem": f"{LAB_DIR}/pki/{site.name}.pem",
+        "bad_pem": f"{LAB_DIR}/pki/{site.name}.bad.pem" if site.cert != "valid" else None,
+        "body_size": site.body_size, "https": site.https, "status": site.status,
+        "body_path": f"{LAB_DIR}/inet/pages/{site.name}.body" if site.body is not None else None,
+        "redirect": None if r is None else {"to": r.to, "hops": r.hops, "status": r.status, "location": r.location},
+        "only_for": [isp_nets[i] for i in site.only_for],
+    }
 
 
 def _router_additions(isp: Isp, addrs: IspAddresses, sites: dict[str, IPv4Address]) -> list[RouterAdditions]:

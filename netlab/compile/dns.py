@@ -24,7 +24,13 @@ def root_zone(scenario: Scenario, site_addresses: dict[str, IPv4Address]) -> str
         f"{ROOT_NS_NAME}. IN A {ROOT_DNS}",
     ]
     for site in scenario.sites:
-        lines.append(f"{site.name}. IN A {site_addresses[site.name]}")
+        if site.state == "unresolvable":
+            continue  # not in the zone: NXDOMAIN for every resolver
+        if site.state == "no_address":
+            # The name exists (NOERROR) but has no A record: OONI's dns_no_answer.
+            lines.append(f'{site.name}. IN TXT "no address"')
+            continue
+        lines.append(f"{site.name}. IN A {site.dns_answer or site_addresses[site.name]}")
     return "\n".join(lines) + "\n"
 
 
@@ -112,8 +118,9 @@ def effective_resolver_rules(isp: Isp) -> list[Rule]:
     return out
 
 
-def isp_resolver(scenario: Scenario, isp: Isp, listen: IPv4Address) -> tuple[str, str]:
-    """(unbound.conf, rpz.zone) for one ISP."""
+def isp_resolver(scenario: Scenario, isp: Isp, listen: IPv4Address,
+                 proxy: IPv4Address | None = None) -> tuple[str, str]:
+    """(unbound.conf, rpz.zone) for one ISP; ``proxy`` is the address the ``proxy`` action answers."""
     rpz = ["$TTL 60", "@ IN SOA rpz.lab. hostmaster.rpz.lab. 1 3600 600 86400 60", "@ IN NS localhost."]
     extra: list[str] = []
     stubs: list[str] = []
@@ -125,6 +132,9 @@ def isp_resolver(scenario: Scenario, isp: Isp, listen: IPv4Address) -> tuple[str
             rpz += [f"{o} CNAME ." for o in owners]
         elif rule.action == "answer":
             rpz += [f"{o} A {rule.address}" for o in owners]
+        elif rule.action == "proxy":
+            assert proxy is not None, "the compiler gives every ISP with a proxy rule its address"
+            rpz += [f"{o} A {proxy}" for o in owners]
         elif rule.action == "timeout":
             rpz += [f"{o} CNAME rpz-drop." for o in owners]
         elif rule.action == "refused":

@@ -58,3 +58,26 @@ def ruleset(isp: Isp, site_addresses: dict[str, IPv4Address]) -> str:
     lines += ["  }", "}"]
     # `delete` first so a re-applied ruleset replaces the old one; `add` makes the delete safe.
     return f"add table inet {TABLE}\ndelete table inet {TABLE}\n" + "\n".join(lines) + "\n"
+
+
+SITES_TABLE = "netlab_sites"
+
+
+def site_ruleset(sites: list[tuple[str, IPv4Address, str, list[str]]]) -> str | None:
+    """The lab internet's own packet filter: sites that are down in a way only the network can
+    show. ``sites``: (name, address, state, client networks or [] for everyone) with state
+    ``refused`` (a TCP RST answers the SYN: nothing listens) or ``timeout`` (the SYN is dropped).
+    None when no site needs one."""
+    lines = [f"table inet {SITES_TABLE} {{", "  chain input {", "    type filter hook input priority 0; policy accept;"]
+    body = []
+    for name, addr, state, nets in sites:
+        if state not in ("refused", "timeout"):
+            continue
+        src = f"ip saddr {{ {', '.join(nets)} }} " if nets else ""
+        verdict = "reject with tcp reset" if state == "refused" else "drop"
+        body.append(f"    # site {name}: {state}{' for ' + ', '.join(nets) if nets else ''}")
+        body.append(f"    {src}ip daddr {addr} tcp dport {{ 80, 443 }} counter {verdict}")
+    if not body:
+        return None
+    lines += [*body, "  }", "}"]
+    return f"add table inet {SITES_TABLE}\ndelete table inet {SITES_TABLE}\n" + "\n".join(lines) + "\n"

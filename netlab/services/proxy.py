@@ -1,0 +1,128 @@
+"""An ISP's transparent proxy: what a DNS hijack can point clients at (OONI's QA "ISP proxy").
+
+    python3 -m netlab.services.proxy --config LAB/inet/proxy.json
+
+Listens on :80 and :443 of every ISP proxy address. Plain HTTP is relayed to the site named by
+the request's Host header, TLS to the site named by the ClientHello's SNI (the bytes pass
+through untouched, so the client still validates the real site's certificate). A name that is
+no site of the lab gets the connection closed: the proxy never leaves the lab.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import socket
+from pathlib import Path
+
+from netlab.services._parsers import DONE, NEED_MORE, parse_client_hello, parse_http_host
+
+log = logging.getLogger("proxy")
+HEAD_TIMEOUT = 10.0  # how long a client may take to show its Host header or ClientHello
+MAX_HEAD = 16 * 1024
+CHUNK = 64 * 1024
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(CHUNK):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            if writer.can_write_eof():
+                writer.write_eof()
+
+
+async def _first_bytes(reader: asyncio.StreamReader, tls: bool) -> tuple[bytes, str | None]:
+    """Read until the Host header (HTTP) or the SNI (TLS) is known; (bytes read, name or None)."""
+    data = b""
+    async with asyncio.timeout(HEAD_TIMEOUT):
+        while len(data) < MAX_HEAD:
+            chunk = await reader.read(CHUNK)
+            if not chunk:
+                return data, None
+            data += chunk
+            parsed = parse_client_hello(data) if tls else parse_http_host(data)
+            if parsed.status == NEED_MORE:
+                continue
+            return data, parsed.value if parsed.status == DONE else None
+    return data, None
+
+
+class Proxy:
+    def __init__(self, sites: dict[str, str]) -> None:
+        self.sites = sites  # site name (IDNA A-label) -> address
+
+    def upstream(self, name: str | None) -> str | None:
+        if not name:
+            return None
+        return self.sites.get(name.split(":", 1)[0].rstrip(".").lower())
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int) -> None:
+        up_writer = None
+        try:
+            head, name = await _first_bytes(reader, tls=port == 443)
+            address = self.upstream(name)
+            if address is None:
+                log.info("no lab site for %r on :%d: closing", name, port)
+                return
+            up_reader, up_writer = await asyncio.open_connection(address, port)
+            up_writer.write(head)
+            await up_writer.drain()
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        except (TimeoutError, ConnectionError, OSError) as exc:
+            log.debug("relay failed: %s", exc)
+        finally:
+            for w in (writer, up_writer):
+                if w is not None:
+                    w.close()
+                    with contextlib.suppress(ConnectionError, OSError):
+                        await w.wait_closed()
+
+
+def _listener(address: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((address, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(config: dict) -> None:
+    proxy = Proxy(config["sites"])
+    servers = []
+    for address in config["listen"]:
+        for port in (80, 443):
+            servers.append(await asyncio.start_server(
+                lambda r, w, p=port: proxy.handle(r, w, p), sock=_listener(address, port)))
+    ready = config.get("ready_file")
+    if ready:
+        Path(ready).write_text("ready\n")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    for s in servers:
+        s.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="An ISP transparent proxy (HTTP by Host, TLS by SNI).")
+    parser.add_argument("--config", required=True, help="proxy.json written by the lab compiler")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="proxy: %(message)s")
+    asyncio.run(serve(json.loads(Path(args.config).read_text())))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
