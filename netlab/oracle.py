@@ -35,6 +35,11 @@ class Expectation:
     rule: Rule | None = None  # the rule that decided it (collateral damage asks what it meant to hit)
 
 
+# Most (vantage, target) pairs of a large campaign share these: one object each, not 100,000.
+NO_RULE = Expectation(Verdict.OK, "no rule applies")
+CONTROL_OK = Expectation(Verdict.OK, "control vantage")
+
+
 def name_matches(name: str, pattern: str, exact: bool = False) -> bool:
     return name == pattern or (not exact and name.endswith("." + pattern))
 
@@ -241,7 +246,7 @@ def _shaped(scenario: Scenario, isp: Isp, site: Site, target: Target, addr: IPv4
                 if seconds > THROTTLE_SECONDS:
                     return Expectation(Verdict.THROTTLED, f"shaping rule line {shaping.line}", rule=rule)
             break
-    return Expectation(Verdict.OK, "no rule applies")
+    return NO_RULE
 
 
 def _dpi_verdict(rule: Rule, target: Target) -> Verdict:
@@ -282,7 +287,7 @@ def expected_verdicts(scenario: Scenario, site_addresses: dict[str, IPv4Address]
     for target in scenario.targets:
         fault = control_fault(scenario, target)
         out[(CONTROL, target.url)] = (Expectation(Verdict.SITE_DOWN, f"the site itself fails: {fault}")
-                                      if fault else Expectation(Verdict.OK, "control vantage"))
+                                      if fault else CONTROL_OK)
     for isp in scenario.isps:
         blocked: dict[IPv4Address, Rule] = {}  # server address -> the residual rule that hit it
         for target in (t for wave in residual_waves(scenario.targets, site_addresses) for t in wave):

@@ -39,6 +39,11 @@ from probes.context import ProbeContext
 from probes.errors import ProbeError
 from probes.measurement import measurement_envelope, new_report_id
 
+try:  # optional: the lab image runs without it
+    import orjson as _orjson
+except ImportError:  # pragma: no cover
+    _orjson = None
+
 log = logging.getLogger("probes.worker")
 
 DEFAULT_CONCURRENCY = 4
@@ -146,13 +151,27 @@ class Worker:
 
     def _emit(self, result: dict[str, Any]) -> None:
         try:
-            line = json.dumps(result, ensure_ascii=False, allow_nan=False)
+            data = _dumps(result)
         except (TypeError, ValueError) as exc:  # e.g. a plugin put a non-JSON value in its keys
             log.error("result of job %r is not JSON: %s", result.get("id"), exc)
             error = {"id": result.get("id"), "error": f"result is not JSON: {exc}", "kind": "crash"}
-            line = json.dumps(error)
-        self._out.write(line + "\n")
-        self._out.flush()
+            data = json.dumps(error).encode()
+        buffer = getattr(self._out, "buffer", None)
+        if buffer is not None:  # bytes straight to the pipe: no text layer for 64 KiB bodies
+            self._out.flush()
+            buffer.write(data + b"\n")
+            buffer.flush()
+        else:
+            self._out.write(data.decode() + "\n")
+            self._out.flush()
+
+
+def _dumps(result: dict[str, Any]) -> bytes:
+    """One result line. orjson, where installed, encodes a measurement ~15x faster than json: at
+    hundreds of measurements a second that is a good part of the worker's time."""
+    if _orjson is not None:
+        return _orjson.dumps(result)
+    return json.dumps(result, ensure_ascii=False, allow_nan=False).encode()
 
 
 def parse_header(line: str) -> tuple[ProbeContext, int, float]:
