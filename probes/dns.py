@@ -229,4 +229,13 @@ class DnsProbe(Probe):
             keys["x_public_failure"] = public.failure
             keys["x_resolved"]["public"] = public.addresses
             keys["x_dns_responses"]["public"] = public.responses
+        # OONI's dnscheck shape: one urlgetter-style result per resolver URL, under `lookups`
+        # (no bootstrap: the lab's resolvers are addresses, not names).
+        keys["bootstrap"] = None
+        keys["bootstrap_failure"] = None
+        keys["lookups"] = {
+            f"udp://{ip}:{ctx.dns_port}": {"agent": "redirect", "failure": r.failure, "queries": r.entries,
+                                           "network_events": [], "requests": [], "tcp_connect": [],
+                                           "tls_handshakes": [], "socksproxy": None}
+            for ip, r in zip([ctx.resolver, ctx.public_resolver], results, strict=False)}
         return keys
