@@ -15,11 +15,12 @@ import asyncio
 import contextlib
 import json
 import logging
-import signal
 import socket
 import ssl
 import struct
 from pathlib import Path
+
+from netlab.services._serve import listener, serve_until_stopped
 
 log = logging.getLogger("dot")
 DOT_PORT = 853
@@ -101,19 +102,9 @@ class DotServer:
 
 async def serve(config: dict) -> None:
     server = DotServer(config["sites"], (config["upstream"], 53))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("0.0.0.0", DOT_PORT))
-    sock.listen(1024)
-    sock.setblocking(False)
-    listener = await asyncio.start_server(server.handle, sock=sock)
+    tcp = await asyncio.start_server(server.handle, sock=listener("0.0.0.0", DOT_PORT))
     log.info("DNS over TLS for %d sites, upstream %s", len(server.sites), config["upstream"])
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    listener.close()
+    await serve_until_stopped([tcp])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import signal
 import socket
 import ssl
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import h11
 
+from netlab.services._serve import listener, serve_until_stopped
 from netlab.target import display_name
 
 log = logging.getLogger("origin")
@@ -146,15 +146,6 @@ async def _respond(conn: h11.Connection, writer: asyncio.StreamWriter, request: 
     await writer.drain()
 
 
-def _listener(address: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((address, port))
-    sock.listen(1024)
-    sock.setblocking(False)
-    return sock
-
-
 def _tls_context(pem: str) -> ssl.SSLContext:
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(pem)
@@ -179,23 +170,14 @@ async def serve(config: dict) -> None:
             scheme = "https" if w.get_extra_info("sslcontext") is not None else "http"
             await serve_connection(r, w, h, scheme, peername[0] if peername else None)
 
-        servers.append(await asyncio.start_server(on_connect, sock=_listener(site.address, 80)))
+        servers.append(await asyncio.start_server(on_connect, sock=listener(site.address, 80)))
         if site.https:
             # The TLS handshake runs in the connection's task, not in accept: one slow client
             # cannot hold up the others.
-            servers.append(await asyncio.start_server(on_connect, sock=_listener(site.address, 443), ssl=tls,
+            servers.append(await asyncio.start_server(on_connect, sock=listener(site.address, 443), ssl=tls,
                                                       ssl_handshake_timeout=READ_TIMEOUT))
     log.info("serving %d sites", len(sites))
-    ready = config.get("ready_file")
-    if ready:
-        Path(ready).write_text("ready\n")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    for s in servers:
-        s.close()
+    await serve_until_stopped(servers, config.get("ready_file"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,11 +15,10 @@ import asyncio
 import contextlib
 import json
 import logging
-import signal
-import socket
 from pathlib import Path
 
 from netlab.services._parsers import DONE, NEED_MORE, parse_client_hello, parse_http_host
+from netlab.services._serve import listener, serve_until_stopped
 
 log = logging.getLogger("proxy")
 HEAD_TIMEOUT = 10.0  # how long a client may take to show its Host header or ClientHello
@@ -87,32 +86,14 @@ class Proxy:
                         await w.wait_closed()
 
 
-def _listener(address: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((address, port))
-    sock.listen(1024)
-    sock.setblocking(False)
-    return sock
-
-
 async def serve(config: dict) -> None:
     proxy = Proxy(config["sites"])
     servers = []
     for address in config["listen"]:
         for port in (80, 443):
             servers.append(await asyncio.start_server(
-                lambda r, w, p=port: proxy.handle(r, w, p), sock=_listener(address, port)))
-    ready = config.get("ready_file")
-    if ready:
-        Path(ready).write_text("ready\n")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    for s in servers:
-        s.close()
+                lambda r, w, p=port: proxy.handle(r, w, p), sock=listener(address, port)))
+    await serve_until_stopped(servers, config.get("ready_file"))
 
 
 def main(argv: list[str] | None = None) -> int:
