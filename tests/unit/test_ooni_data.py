@@ -1,7 +1,7 @@
 """Measurements with huge, binary or non-UTF-8 bodies and headers still serialize as JSON and
 load in OONI's own ``oonidata``; redirect chains come out in OONI's time-reverse order."""
 
-# ruff: noqa: F811  (fixtures imported from test_probes_support)
+
 
 from __future__ import annotations
 
@@ -10,16 +10,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from test_probes_support import (  # noqa: F401  (fixtures)
+from test_probes_support import (
     LOOPBACK,
     DnsServer,
-    Pki,
     big_body_handler,
-    dns_server,
     http_response,
-    loopback_only,
     make_context,
-    pki,
     run,
     serve,
     tcp_server,

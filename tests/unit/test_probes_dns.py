@@ -1,23 +1,12 @@
 """DnsProbe against real UDP DNS servers on 127.0.0.1."""
 
-# The fixtures imported from test_probes_support reach the tests through their parameter names.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import base64
 
 import dns.message
 import pytest
-from test_probes_support import (  # noqa: F401  (fixtures)
-    LOOPBACK,
-    DnsServer,
-    dns_server,
-    free_udp_port,
-    loopback_only,
-    make_context,
-    run,
-)
+from test_probes_support import LOOPBACK, DnsServer, free_udp_port, make_context, run
 
 from netlab.target import Target
 from probes.dns import DnsProbe

@@ -1,8 +1,5 @@
 """HttpProbe against real HTTP and HTTPS servers on 127.0.0.1."""
 
-# The fixtures imported from test_probes_support reach the tests through their parameter names.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import base64
@@ -10,18 +7,15 @@ import base64
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_probes_support import (  # noqa: F401  (fixtures)
+from test_probes_support import (
     LOOPBACK,
     PAGE,
     DnsServer,
     Pki,
     after_request,
     big_body_handler,
-    dns_server,
     http_response,
-    loopback_only,
     make_context,
-    pki,
     run,
     serve,
     tcp_server,

@@ -1,23 +1,11 @@
 """TcpProbe against real listeners on 127.0.0.1."""
 
-# The fixtures imported from test_probes_support reach the tests through their parameter names.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import threading
 
 import pytest
-from test_probes_support import (  # noqa: F401  (fixtures)
-    LOOPBACK,
-    DnsServer,
-    dns_server,
-    free_tcp_port,
-    loopback_only,
-    make_context,
-    run,
-    tcp_server,
-)
+from test_probes_support import LOOPBACK, DnsServer, free_tcp_port, make_context, run, tcp_server
 
 from netlab.target import Target
 from probes.errors import TargetRefused

@@ -1,27 +1,12 @@
 """TlsProbe against real TLS servers on 127.0.0.1 with trustme certificates."""
 
-# The fixtures imported from test_probes_support reach the tests through their parameter names.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import base64
 
 import pytest
 import trustme
-from test_probes_support import (  # noqa: F401  (fixtures)
-    LOOPBACK,
-    DnsServer,
-    Pki,
-    dns_server,
-    during_handshake,
-    loopback_only,
-    make_context,
-    pki,
-    run,
-    serve,
-    tcp_server,
-)
+from test_probes_support import LOOPBACK, DnsServer, Pki, during_handshake, make_context, run, serve, tcp_server
 
 from netlab.target import Target
 from probes.tls import TlsProbe

@@ -1,8 +1,5 @@
 """WebProbe: the dns -> tcp -> tls -> http chain, stage by stage, and the measurement envelope."""
 
-# The fixtures imported from test_probes_support reach the tests through their parameter names.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import json
@@ -10,19 +7,16 @@ import re
 from datetime import UTC, datetime
 
 import pytest
-from test_probes_support import (  # noqa: F401  (fixtures)
+from test_probes_support import (
     LOOPBACK,
     PAGE,
     DnsServer,
     Pki,
     after_request,
-    dns_server,
     during_handshake,
     free_tcp_port,
     http_response,
-    loopback_only,
     make_context,
-    pki,
     run,
     serve,
     tcp_server,

@@ -1,8 +1,5 @@
 """The probe worker end to end: a real subprocess, JSON lines on stdin and stdout."""
 
-# The fixtures imported from test_probes_support reach the tests through their parameter names.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import json
@@ -11,17 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_probes_support import (  # noqa: F401  (fixtures)
-    PAGE,
-    DnsServer,
-    Pki,
-    dns_server,
-    http_response,
-    make_context,
-    pki,
-    serve,
-    tcp_server,
-)
+from test_probes_support import PAGE, DnsServer, Pki, http_response, make_context, serve, tcp_server
 
 REPO = Path(__file__).resolve().parents[2]
 
