@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -38,7 +39,7 @@ class Target:
         host = parts.hostname.rstrip(".").lower()
         if not host_is_ip(host):
             try:
-                host = host.encode("idna").decode("ascii")
+                host = _a_label(host)
             except UnicodeError as exc:
                 raise TargetError(f"{url!r}: host is not a valid name ({exc})") from None
         return cls(url=url.strip(), scheme=scheme, host=host, port=port, path=parts.path or "/")
@@ -56,6 +57,15 @@ def display_name(name: str) -> str:
         return name
 
 
+# The checks below run several times per measurement on the same few hundred strings, and
+# ipaddress parsing (is_global tests a dozen networks) is a visible part of a probe's CPU time.
+
+@functools.lru_cache(maxsize=4096)
+def _a_label(host: str) -> str:
+    return host.encode("idna").decode("ascii")
+
+
+@functools.lru_cache(maxsize=4096)
 def host_is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
@@ -64,9 +74,8 @@ def host_is_ip(host: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=4096)
 def in_address_plan(addr: str) -> bool:
     """True for addresses a probe may contact: never a globally routable one."""
-    import ipaddress
-
     ip = ipaddress.ip_address(addr)
     return not ip.is_global and not ip.is_multicast and not ip.is_unspecified

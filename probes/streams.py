@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import socket
 import ssl
 from typing import Protocol
@@ -50,7 +49,7 @@ class TcpStream:
     async def connect(cls, ip: str, port: int) -> TcpStream:
         """Connect to ``ip:port``. The caller bounds the time with its own timeout."""
         ensure_address_allowed(ip, "TCP connect")
-        family = socket.AF_INET6 if ipaddress.ip_address(ip).version == 6 else socket.AF_INET
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET  # ip is a checked literal
         # Build the socket by hand so that no name resolution can ever happen on this path.
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setblocking(False)

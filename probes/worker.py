@@ -29,6 +29,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import stat
 import sys
 import time
 from datetime import UTC, datetime
@@ -48,6 +50,10 @@ log = logging.getLogger("probes.worker")
 
 DEFAULT_CONCURRENCY = 4
 DEFAULT_JOB_TIMEOUT = 180.0
+#: Longest job line accepted (a URL and a few fields: far below this).
+MAX_LINE = 1 << 20
+#: Results the worker may hold for a slow reader before a reporting job waits (about 15 results).
+WRITE_BUFFER = 1 << 20
 
 
 class BadJob(Exception):
@@ -55,7 +61,7 @@ class BadJob(Exception):
 
 
 class Worker:
-    def __init__(self, ctx: ProbeContext, concurrency: int, job_timeout: float, out: TextIO) -> None:
+    def __init__(self, ctx: ProbeContext, concurrency: int, job_timeout: float, out: ResultSink) -> None:
         self.ctx = ctx
         self.concurrency = concurrency
         self.job_timeout = job_timeout
@@ -86,10 +92,12 @@ class Worker:
     async def _run_job(self, line: str, slots: asyncio.Semaphore) -> None:
         try:
             result = await self._result(line)
-            self._emit(result)
+            await self._emit(result)
+        except OSError:
+            raise  # stdout is gone (the harness stopped): nobody is left to report to
         except BaseException as exc:  # the worker must survive anything one job does
             log.exception("job failed while reporting")
-            self._emit({"id": None, "error": f"{type(exc).__name__}: {exc}", "kind": "crash"})
+            await self._emit({"id": None, "error": f"{type(exc).__name__}: {exc}", "kind": "crash"})
             if not isinstance(exc, Exception):
                 raise
         finally:
@@ -149,21 +157,14 @@ class Worker:
                 raise BadJob(str(exc.args[0])) from None
         return self._probes[name]
 
-    def _emit(self, result: dict[str, Any]) -> None:
+    async def _emit(self, result: dict[str, Any]) -> None:
         try:
             data = _dumps(result)
         except (TypeError, ValueError) as exc:  # e.g. a plugin put a non-JSON value in its keys
             log.error("result of job %r is not JSON: %s", result.get("id"), exc)
             error = {"id": result.get("id"), "error": f"result is not JSON: {exc}", "kind": "crash"}
             data = json.dumps(error).encode()
-        buffer = getattr(self._out, "buffer", None)
-        if buffer is not None:  # bytes straight to the pipe: no text layer for 64 KiB bodies
-            self._out.flush()
-            buffer.write(data + b"\n")
-            buffer.flush()
-        else:
-            self._out.write(data.decode() + "\n")
-            self._out.flush()
+        await self._out.write(data + b"\n")
 
 
 def _dumps(result: dict[str, Any]) -> bytes:
@@ -188,10 +189,87 @@ def parse_header(line: str) -> tuple[ProbeContext, int, float]:
     return ctx, concurrency, float(job_timeout)
 
 
-async def _read_lines(stream: TextIO, lines: asyncio.Queue[str | None]) -> None:
-    # A thread per readline works for pipes, files and terminals alike, unlike connect_read_pipe.
+class JobSource:
+    """Lines from stdin. When stdin is a pipe or a socket (always, under the harness) they come
+    through the event loop; otherwise (a file, a terminal) through a thread, a line at a time."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._reader: asyncio.StreamReader | None = None
+
+    async def open(self) -> None:
+        if not _is_pipe(self._stream):
+            return
+        loop = asyncio.get_running_loop()
+        self._reader = asyncio.StreamReader(limit=MAX_LINE)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(self._reader), self._stream)
+
+    async def readline(self) -> str:
+        """The next line, "" at the end of input."""
+        if self._reader is None:
+            return await asyncio.to_thread(self._stream.readline)
+        try:
+            return (await self._reader.readline()).decode("utf-8", errors="replace")
+        except ValueError:  # longer than MAX_LINE: answered as a bad line, not a hang
+            return f"(a line longer than {MAX_LINE} bytes)\n"
+
+
+class ResultSink:
+    """Result lines to stdout, each written whole.
+
+    On a pipe or socket, the event loop's transport writes them: a full pipe (the harness busy
+    for a moment) then holds back only the job waiting to report, not every probe in flight, and
+    partial writes are the transport's business. Elsewhere (a file, a terminal) a plain loop of
+    ``os.write`` does it. Either way no line is ever cut: a bare ``write()`` on a buffered
+    stream can lose the tail of a line larger than the pipe when a signal interrupts it.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> None:
+        if not _is_pipe(self._stream):
+            return
+        loop = asyncio.get_running_loop()
+        protocol = asyncio.StreamReaderProtocol(asyncio.StreamReader())
+        transport, _ = await loop.connect_write_pipe(lambda: protocol, self._stream)
+        transport.set_write_buffer_limits(high=WRITE_BUFFER)
+        self._writer = asyncio.StreamWriter(transport, protocol, None, loop)
+
+    async def write(self, data: bytes) -> None:
+        if self._writer is not None:
+            self._writer.write(data)
+            await self._writer.drain()
+            return
+        try:
+            fd = self._stream.fileno()
+        except (AttributeError, OSError, ValueError):  # an in-memory stream
+            self._stream.write(data.decode())
+            self._stream.flush()
+            return
+        self._stream.flush()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()  # the transport writes out what it holds first
+            await self._writer.wait_closed()
+
+
+def _is_pipe(stream: TextIO) -> bool:
+    try:
+        mode = os.fstat(stream.fileno()).st_mode
+    except (AttributeError, OSError, ValueError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+async def _read_lines(source: JobSource, lines: asyncio.Queue[str | None]) -> None:
     while True:
-        line = await asyncio.to_thread(stream.readline)
+        line = await source.readline()
         if not line:
             await lines.put(None)
             return
@@ -199,7 +277,9 @@ async def _read_lines(stream: TextIO, lines: asyncio.Queue[str | None]) -> None:
 
 
 async def amain(stdin: TextIO, out: TextIO) -> int:
-    header = await asyncio.to_thread(stdin.readline)
+    source, sink = JobSource(stdin), ResultSink(out)
+    await source.open()
+    header = await source.readline()
     if not header.strip():
         log.error("no header line on stdin")
         return 2
@@ -208,12 +288,16 @@ async def amain(stdin: TextIO, out: TextIO) -> int:
     except (ValueError, TypeError) as exc:
         log.error("bad header: %s", exc)
         return 2
-    worker = Worker(ctx, concurrency, job_timeout, out)
+    await sink.open()
+    worker = Worker(ctx, concurrency, job_timeout, sink)
     # A small buffer: the reader stays a little ahead of the jobs, not arbitrarily far.
     lines: asyncio.Queue[str | None] = asyncio.Queue(maxsize=concurrency)
-    reader = asyncio.create_task(_read_lines(stdin, lines))
-    await worker.serve(lines)
-    await reader
+    reader = asyncio.create_task(_read_lines(source, lines))
+    try:
+        await worker.serve(lines)
+        await reader
+    finally:
+        await sink.close()
     return 0
 
 

@@ -92,3 +92,57 @@ def test_worker_with_empty_input() -> None:
     done = run_worker([])
     assert done.returncode == 2
     assert done.stdout == ""
+
+
+# A child that writes big result lines through ResultSink while its parent interrupts it with
+# signals: a write() interrupted part-way returns a short count, which a bare buffered write on a
+# pipe can turn into a line with its tail missing (seen with a profiler attached to the worker).
+_SIGNALLED_WRITER = """
+import asyncio, json, signal, sys
+from probes.worker import ResultSink
+signal.signal(signal.SIGUSR1, lambda *_: None)
+
+async def main():
+    sink = ResultSink(sys.stdout)
+    await sink.open()
+    print("ready", file=sys.stderr, flush=True)
+    for i in range(int(sys.argv[1])):
+        await sink.write(json.dumps({"id": i, "body": "x" * 200_000}).encode() + b"\\n")
+    await sink.close()
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # the parent may signal until it sees the end
+
+asyncio.run(main())
+"""
+
+
+def test_result_lines_stay_whole_when_signals_interrupt_writes() -> None:
+    import signal
+    import threading
+
+    count = 150
+    proc = subprocess.Popen([sys.executable, "-c", _SIGNALLED_WRITER, str(count)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stderr.readline() == b"ready\n"
+    stop = threading.Event()
+
+    def interrupt() -> None:
+        while not stop.wait(0.0005):
+            try:
+                proc.send_signal(signal.SIGUSR1)
+            except ProcessLookupError:
+                return
+
+    pest = threading.Thread(target=interrupt, daemon=True)
+    pest.start()
+    try:
+        lines = []
+        while chunk := proc.stdout.read(4096):  # a slow reader: the pipe is full most of the time
+            lines.append(chunk)
+    finally:
+        stop.set()
+        pest.join()
+    assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    results = [json.loads(line) for line in b"".join(lines).splitlines()]
+    assert [r["id"] for r in results] == list(range(count))
+    assert all(len(r["body"]) == 200_000 for r in results)
