@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,8 @@ from harness.ooni_rules import (
 from netlab.model import CONTROL
 
 WEB = "web_connectivity"
+_VANTAGE_HEAD = re.compile(rb'^\{"x_vantage": ?("(?:[^"\\]|\\.)*")')
+_CONTROL_JSON = json.dumps(CONTROL).encode()
 NO_CONTROL = "unknown_failure: no control measurement for this URL"
 
 
@@ -54,9 +57,16 @@ def finalize(out_dir: Path, verdicts: dict[tuple[str, str], str] | None = None) 
     if not path.exists():
         return 0
     controls: dict[str, ControlView] = {}
-    for m in _lines(path):
-        if m.get("x_vantage") == CONTROL and m.get("test_name") == WEB:
-            controls[m["input"]] = ControlView.of(m["test_keys"])
+    with open(path, "rb") as f:
+        for line in f:
+            # Lines start with their vantage (harness.campaign.tag_measurement): a 60 KiB
+            # measurement from another vantage is skipped without being parsed.
+            tagged = _VANTAGE_HEAD.match(line)
+            if (tagged and tagged.group(1) != _CONTROL_JSON) or not line.strip():
+                continue
+            m = json.loads(line)
+            if m.get("x_vantage") == CONTROL and m.get("test_name") == WEB:
+                controls[m["input"]] = ControlView.of(m["test_keys"])
     tmp = path.with_suffix(".jsonl.tmp")
     count = 0
     with open(tmp, "w", encoding="utf-8") as sink:
