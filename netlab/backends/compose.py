@@ -15,8 +15,6 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +29,6 @@ INNER_LAB = "/lab"
 INNER_SRC = "/opt/censorlab"
 READY_TIMEOUT = 60.0
 CAPS = ["NET_ADMIN", "NET_RAW"]
-#: Docker API calls in flight at once: the daemon creates and starts containers concurrently, so
-#: a 42-host lab comes up in a fraction of the time one call after another takes.
-API_CONCURRENCY = 8
 
 
 def container_name(lab: str, host: str) -> str:
@@ -51,18 +46,11 @@ def _client() -> Any:
     except ImportError:
         raise LabError("the compose backend needs the Docker SDK: pip install docker") from None
     try:
-        client = docker.from_env(max_pool_size=API_CONCURRENCY)
+        client = docker.from_env()
         client.ping()
     except Exception as exc:
         raise LabError(f"no Docker Engine answers here ({exc})") from None
     return client
-
-
-def _concurrently(call: Callable[..., None], args: list[tuple[Any, ...]]) -> None:
-    """``call(*a)`` for every ``a`` on a few threads; the first exception is raised after all ran."""
-    with ThreadPoolExecutor(API_CONCURRENCY) as pool:
-        for future in [pool.submit(call, *a) for a in args]:
-            future.result()
 
 
 class ComposeLab(RunningLab):
@@ -124,20 +112,17 @@ class ComposeBackend(Backend):
 
         labels = {LABEL: plan.lab}
         networks: dict[tuple[str, str], str] = {}
-        links = []
         for link in plan.links:
             iface = next(i for i in plan.hosts[link.a_host].interfaces if i.name == link.a_name)
             name = f"nl-{plan.lab}-{link.a_host}-{link.b_host}"
-            links.append((name, iface))
-            networks[(link.a_host, link.a_name)] = networks[(link.b_host, link.b_name)] = name
-
-        def create_network(name: str, iface: Any) -> None:
+            bridge = bridge_name(name)
             pool = docker.types.IPAMPool(subnet=str(iface.address.network), gateway=str(link_gateway(iface.address)))
             client.networks.create(name, driver="bridge", internal=True, labels=labels,
-                                   options={"com.docker.network.bridge.name": bridge_name(name)},
+                                   options={"com.docker.network.bridge.name": bridge},
                                    ipam=docker.types.IPAMConfig(pool_configs=[pool]))
-
-        def create_host(host: Any) -> None:
+            allow_within_bridge(plan.lab, bridge)
+            networks[(link.a_host, link.a_name)] = networks[(link.b_host, link.b_name)] = name
+        for host in plan.hosts.values():
             attach = [(networks[(host.name, i.name)], str(i.address.ip)) for i in host.interfaces]
             first_net, first_ip = attach[0]
             sysctls = {"net.ipv4.ip_forward": "1" if host.forwarding else "0",
@@ -155,11 +140,6 @@ class ComposeBackend(Backend):
             for net, ip in attach[1:]:
                 client.api.connect_container_to_network(cid, net, ipv4_address=ip)
             client.api.start(cid)
-
-        _concurrently(create_network, links)
-        for name, _iface in links:  # iptables takes a lock anyway: one rule after another
-            allow_within_bridge(plan.lab, bridge_name(name))
-        _concurrently(create_host, [(h,) for h in plan.hosts.values()])
 
     def _wait_ready(self, client: Any, plan: LabPlan, lab_dir: Path) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -193,19 +173,12 @@ class ComposeBackend(Backend):
     def _teardown(self, lab: str) -> None:
         client = _client()
         remove_bridge_rules(lab)
-
-        # Errors are ignored: a container or network gone already (or going) is what we want.
-        def remove_container(c: Any) -> None:
+        for c in client.containers.list(all=True, filters={"label": f"{LABEL}={lab}"}):
             with contextlib.suppress(Exception):
                 c.remove(force=True)
-
-        def remove_network(n: Any) -> None:
+        for n in client.networks.list(filters={"label": f"{LABEL}={lab}"}):
             with contextlib.suppress(Exception):
                 n.remove()
-
-        labelled = {"label": f"{LABEL}={lab}"}
-        _concurrently(remove_container, [(c,) for c in client.containers.list(all=True, filters=labelled)])
-        _concurrently(remove_network, [(n,) for n in client.networks.list(filters=labelled)])
         state_file = LAB_ROOT / lab / "state.json"
         with contextlib.suppress(OSError, ValueError, TypeError):
             if LabState.load(state_file).backend == self.name:
