@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,19 +33,16 @@ from harness.ooni_rules import (
     final_response,
     lab_asn,
 )
+from harness.score import iter_measurements
 from netlab.model import CONTROL
 
+try:
+    import orjson as _orjson
+except ImportError:  # pragma: no cover
+    _orjson = None
+
 WEB = "web_connectivity"
-_VANTAGE_HEAD = re.compile(rb'^\{"x_vantage": ?("(?:[^"\\]|\\.)*")')
-_CONTROL_JSON = json.dumps(CONTROL).encode()
 NO_CONTROL = "unknown_failure: no control measurement for this URL"
-
-
-def _lines(path: Path) -> Iterator[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)
 
 
 def finalize(out_dir: Path, verdicts: dict[tuple[str, str], str] | None = None) -> int:
@@ -57,29 +52,28 @@ def finalize(out_dir: Path, verdicts: dict[tuple[str, str], str] | None = None) 
     if not path.exists():
         return 0
     controls: dict[str, ControlView] = {}
-    with open(path, "rb") as f:
-        for line in f:
-            # Lines start with their vantage (harness.campaign.tag_measurement): a 60 KiB
-            # measurement from another vantage is skipped without being parsed.
-            tagged = _VANTAGE_HEAD.match(line)
-            if (tagged and tagged.group(1) != _CONTROL_JSON) or not line.strip():
-                continue
-            m = json.loads(line)
-            if m.get("x_vantage") == CONTROL and m.get("test_name") == WEB:
-                controls[m["input"]] = ControlView.of(m["test_keys"])
+    for m in iter_measurements([path], vantage=CONTROL):
+        if m.get("test_name") == WEB:
+            controls[m["input"]] = ControlView.of(m["test_keys"])
     tmp = path.with_suffix(".jsonl.tmp")
     count = 0
-    with open(tmp, "w", encoding="utf-8") as sink:
-        for m in _lines(path):
+    with open(tmp, "wb") as sink:
+        for m in iter_measurements([path]):
             vantage = m.get("x_vantage") or m.get("probe_network_name") or ""
             if m.get("test_name") == WEB:
                 fill(m, controls.get(m["input"]))
                 count += 1
             if verdicts is not None:
                 m["test_keys"]["x_verdict"] = verdicts.get((vantage, m["input"]))
-            sink.write(json.dumps(m, ensure_ascii=False, allow_nan=False) + "\n")
+            sink.write(_dumps(m) + b"\n")
     os.replace(tmp, path)
     return count
+
+
+def _dumps(m: dict[str, Any]) -> bytes:
+    if _orjson is not None:  # the `fast` extra: ~10x faster for 60 KiB bodies
+        return _orjson.dumps(m)
+    return json.dumps(m, ensure_ascii=False, allow_nan=False).encode()
 
 
 def fill(m: dict[str, Any], control: ControlView | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -77,12 +78,28 @@ class Score:
         }
 
 
-def iter_measurements(paths: Iterable[Path]) -> Iterator[dict[str, Any]]:
+try:  # optional (the `fast` extra): parses a 60 KiB measurement several times faster
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover
+    _loads = json.loads
+
+# A line of measurements.jsonl starts with its vantage (harness.campaign.tag_measurement).
+_VANTAGE_HEAD = re.compile(rb'^\{"x_vantage": ?("(?:[^"\\]|\\.)*")')
+
+
+def iter_measurements(paths: Iterable[Path], vantage: str | None = None) -> Iterator[dict[str, Any]]:
+    """The measurements in ``paths``; with ``vantage``, only that vantage's: the others' lines are
+    skipped by their first bytes, unparsed (a 60 KiB measurement costs far more to parse)."""
     for path in paths:
-        with open(path) as f:
+        with open(path, "rb") as f:
             for line in f:
+                if vantage is not None and (head := _VANTAGE_HEAD.match(line)) \
+                        and json.loads(head.group(1)) != vantage:
+                    continue
                 if line.strip():
-                    yield json.loads(line)
+                    m = _loads(line)
+                    if vantage is None or m.get("x_vantage") == vantage:
+                        yield m
 
 
 def measurement_files(result_dirs: Iterable[Path]) -> list[Path]:
@@ -94,9 +111,8 @@ def verdict_rows(files: list[Path], expectations: dict[tuple[str, str], Expectat
     """Two streaming passes: the control's measurements first, then every vantage's against them,
     so memory holds one control measurement per target, not the whole run."""
     controls: dict[str, tuple[Any, ...]] = {}
-    for m in iter_measurements(files):
-        if m.get("x_vantage") == CONTROL:
-            controls[sys.intern(m["input"])] = _slim(m["test_keys"])
+    for m in iter_measurements(files, vantage=CONTROL):
+        controls[sys.intern(m["input"])] = _slim(m["test_keys"])
     rows = []
     for m in iter_measurements(files):
         vantage = sys.intern(m.get("x_vantage", m.get("probe_network_name")))

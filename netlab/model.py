@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
@@ -172,10 +173,18 @@ class Scenario:
         return [isp.name for isp in self.isps] + [CONTROL]
 
     def site(self, name: str) -> Site | None:
-        for s in self.sites:
-            if s.name == name:
-                return s
-        return None
+        return self._sites_by_name.get(name)
+
+    # Derived once per scenario: the oracle asks for them for every target of every vantage,
+    # and a scan each time makes scoring a 50,000-target campaign quadratic.
+    @functools.cached_property
+    def _sites_by_name(self) -> dict[str, Site]:
+        return {s.name: s for s in self.sites}
+
+    @functools.cached_property
+    def target_ports(self) -> frozenset[int]:
+        """The ports the targets ask for."""
+        return frozenset(t.port for t in self.targets)
 
     def isp(self, name: str) -> Isp:
         for i in self.isps:

@@ -13,7 +13,7 @@ from ipaddress import IPv4Address
 
 from netlab.addressing import PUBLIC_RESOLVER, is_lab_bogon
 from netlab.compile.dns import effective_resolver_rules
-from netlab.compile.dot import DOT_PORT
+from netlab.compile.dot import DOT_PORT, wants_dot
 from netlab.model import CONTROL, DNS_STATES, Isp, Match, Rule, Scenario, Site, proxy_address
 from netlab.target import Target
 from netlab.verdict import Verdict
@@ -126,7 +126,7 @@ def control_fault(scenario: Scenario, target: Target, hops: int = 0, seen: froze
 
 def _served_ports(scenario: Scenario) -> tuple[int, ...]:
     """Ports the origins answer on: HTTP, HTTPS, and DoT when a target asks for it (compile.dot)."""
-    if any(t.port == DOT_PORT for t in scenario.targets):
+    if wants_dot(scenario):
         return (80, 443, DOT_PORT)
     return (80, 443)
 

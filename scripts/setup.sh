@@ -26,7 +26,7 @@ PY="${PYTHON:-python3}"
 stamp=".setup-stamp"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! "$PY" -c "import netlab, probes, harness, pytest, censorlab_dot, oonidata" 2>/dev/null; then
   echo "setup: installing the project and its Python dependencies"
-  "$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".[test,compose]"
+  "$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".[test,compose,fast]"
   # The worked example of a third-party probe type (docs/writing-a-probe.md), as its own package.
   "$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-deps --no-build-isolation \
     -e examples/dot-probe

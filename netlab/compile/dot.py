@@ -19,7 +19,7 @@ DOT_PORT = 853
 
 
 def wants_dot(scenario: Scenario) -> bool:
-    return any(t.port == DOT_PORT for t in scenario.targets)
+    return DOT_PORT in scenario.target_ports
 
 
 def dot_additions(scenario: Scenario, sites: dict[str, IPv4Address]) -> RouterAdditions:
