@@ -19,7 +19,6 @@ so memory holds one small control summary per URL.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -34,12 +33,8 @@ from harness.ooni_rules import (
     lab_asn,
 )
 from harness.score import iter_measurements
+from netlab import jsonl
 from netlab.model import CONTROL
-
-try:
-    import orjson as _orjson
-except ImportError:  # pragma: no cover
-    _orjson = None
 
 WEB = "web_connectivity"
 NO_CONTROL = "unknown_failure: no control measurement for this URL"
@@ -65,15 +60,9 @@ def finalize(out_dir: Path, verdicts: dict[tuple[str, str], str] | None = None) 
                 count += 1
             if verdicts is not None:
                 m["test_keys"]["x_verdict"] = verdicts.get((vantage, m["input"]))
-            sink.write(_dumps(m) + b"\n")
+            sink.write(jsonl.dumps(m) + b"\n")
     os.replace(tmp, path)
     return count
-
-
-def _dumps(m: dict[str, Any]) -> bytes:
-    if _orjson is not None:  # the `fast` extra: ~10x faster for 60 KiB bodies
-        return _orjson.dumps(m)
-    return json.dumps(m, ensure_ascii=False, allow_nan=False).encode()
 
 
 def fill(m: dict[str, Any], control: ControlView | None) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.analysis import Fingerprint, analyse
+from netlab import jsonl
 from netlab.model import CONTROL
 from netlab.oracle import Expectation
 from netlab.verdict import Verdict
@@ -78,11 +79,6 @@ class Score:
         }
 
 
-try:  # optional (the `fast` extra): parses a 60 KiB measurement several times faster
-    from orjson import loads as _loads
-except ImportError:  # pragma: no cover
-    _loads = json.loads
-
 # A line of measurements.jsonl starts with its vantage (harness.campaign.tag_measurement).
 _VANTAGE_HEAD = re.compile(rb'^\{"x_vantage": ?("(?:[^"\\]|\\.)*")')
 
@@ -97,7 +93,7 @@ def iter_measurements(paths: Iterable[Path], vantage: str | None = None) -> Iter
                         and json.loads(head.group(1)) != vantage:
                     continue
                 if line.strip():
-                    m = _loads(line)
+                    m = jsonl.loads(line)
                     if vantage is None or m.get("x_vantage") == vantage:
                         yield m
 
