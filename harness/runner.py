@@ -19,6 +19,7 @@ from harness.results import ScoredRun, score_results, write_run_info, write_verd
 from netlab.backends import get_backend
 from netlab.backends.base import Progress, RunningLab
 from netlab.compile import compile_lab
+from netlab.errors import NetlabError
 from netlab.loader import load_scenario
 from netlab.model import Scenario
 
@@ -71,9 +72,15 @@ def copy_scenario_files(scenario: Scenario, out: Path) -> None:
     """The files a scenario refers to (response bodies), beside its copy in the results folder, so
     the folder scores on its own (`harness score`)."""
     base = Path(scenario.source).parent
+    root = out.resolve()
     for site in scenario.sites:
         if site.body_file:
             dst = out / site.body_file
+            # The loader keeps body_file inside the scenario's folder; a Scenario built another way
+            # must still never make a run write outside its results folder.
+            if not dst.resolve().is_relative_to(root):
+                raise NetlabError(f"site {site.name}: body_file {site.body_file!r} would be copied to "
+                                  f"{dst.resolve()}, outside the results folder {root}")
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(base / site.body_file, dst)
 

@@ -73,7 +73,7 @@ def select_targets(entries: list[TestListEntry], scenario: Scenario) -> tuple[li
     sites = {s.name for s in scenario.sites}
     targets: list[Target] = []
     skipped: list[Skipped] = []
-    seen: set[str] = set()
+    seen: dict[str, str] = {}  # canonical URL -> the row's URL as written
     for e in entries:
         try:
             t = Target.parse(e.url)
@@ -84,10 +84,11 @@ def select_targets(entries: list[TestListEntry], scenario: Scenario) -> tuple[li
             skipped.append(Skipped(e.url, f"{t.host} is not a site of scenario {scenario.name}: the lab only "
                                    "measures names it serves", e.line))
             continue
-        if t.url in seen:
-            skipped.append(Skipped(e.url, "duplicate of an earlier row", e.line))
+        # HTTP://News.test/ and http://news.test/ are one URL: compare what the lab would fetch.
+        if t.canonical in seen:
+            skipped.append(Skipped(e.url, f"duplicate of an earlier row ({seen[t.canonical]})", e.line))
             continue
-        seen.add(t.url)
+        seen[t.canonical] = e.url
         targets.append(t)
     return targets, skipped
 
@@ -135,5 +136,7 @@ def _copy_referenced_files(scenario: Scenario, folder: Path) -> None:
     for site in scenario.sites:
         rel = getattr(site, "body_file", None)
         if rel and (base / rel).resolve() != (folder / rel).resolve():
+            if not (folder / rel).resolve().is_relative_to(folder.resolve()):  # the loader refuses these
+                raise NetlabError(f"site {site.name}: body_file {rel!r} leaves the folder {folder}")
             (folder / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(base / rel, folder / rel)

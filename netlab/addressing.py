@@ -19,6 +19,9 @@ ROOT_DNS = IPv4Address("198.18.0.1")
 PUBLIC_RESOLVER = IPv4Address("198.18.0.2")
 INFRA_LAST = IPv4Address("198.18.0.9")
 FIRST_SITE = IPv4Address("198.18.1.1")
+# Every ISP's transparent proxy (netlab.services.proxy) gets one address of this block of the lab
+# internet: the ISP owns it (its ASN in OONI's ip_info), yet it is no bogon, like a real ISP proxy.
+PROXY_BLOCK = IPv4Network("198.19.255.0/24")
 MAX_ISPS = 249
 # ASNs from the private range, one per ISP; the lab internet's own ASN for the control.
 INTERNET_ASN = 64500
@@ -62,9 +65,29 @@ CONTROL_CLIENT = IPv4Interface("10.0.0.2/24")
 CONTROL_INTERNET_SIDE = IPv4Interface("10.0.0.1/24")
 
 
+def _allocatable(addr: IPv4Address) -> bool:
+    return addr in LAB_INTERNET and addr.packed[-1] not in (0, 255) and addr not in PROXY_BLOCK
+
+
+# How many sites the plan can hold: the addresses allocate_sites hands out, from FIRST_SITE to the
+# end of the lab internet, without .0/.255 and the proxy block (510 /24s of 254 = 129,540). A site
+# with a fixed address either takes one of these or one outside the pool (198.18.0.10-198.18.0.255,
+# a .0 or .255), so any number of sites up to this always gets addresses.
+def _site_capacity() -> int:
+    count = 0
+    for block in range(int(FIRST_SITE) >> 8, (int(LAB_INTERNET.broadcast_address) >> 8) + 1):  # every /24
+        if IPv4Address(block << 8) not in PROXY_BLOCK:
+            count += sum(1 for host in range(1, 255) if (block << 8) + host >= int(FIRST_SITE))
+    return count
+
+
+SITE_CAPACITY = _site_capacity()
+
+
 def allocate_sites(wanted: dict[str, IPv4Address | None]) -> dict[str, IPv4Address]:
     """Give every site an address: the fixed ones as given, the others in order from FIRST_SITE,
-    skipping taken addresses and .0/.255 for readability."""
+    skipping taken addresses, the proxy block and .0/.255 for readability. The loader keeps the
+    number of sites within SITE_CAPACITY, so the ValueError here means a caller skipped it."""
     taken = {a for a in wanted.values() if a is not None}
     out: dict[str, IPv4Address] = {}
     nxt = int(FIRST_SITE)
@@ -77,7 +100,7 @@ def allocate_sites(wanted: dict[str, IPv4Address | None]) -> dict[str, IPv4Addre
             nxt += 1
             if cand not in LAB_INTERNET:
                 raise ValueError("the lab internet 198.18.0.0/15 has no address left")
-            if cand.packed[-1] in (0, 255) or cand in taken:
+            if not _allocatable(cand) or cand in taken:
                 continue
             out[name] = cand
             break

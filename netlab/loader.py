@@ -8,15 +8,18 @@ every value still knows where it came from.
 from __future__ import annotations
 
 import ipaddress
+import math
+import os
 import re
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
+import idna
 import yaml
 
-from netlab.addressing import LAB_INTERNET, MAX_ISPS, is_site_address
+from netlab.addressing import LAB_INTERNET, MAX_ISPS, SITE_CAPACITY, is_site_address
 from netlab.coverage import apply_coverage
 from netlab.errors import ScenarioError
 from netlab.model import (
@@ -33,6 +36,7 @@ from netlab.model import (
     ShapingRule,
     Site,
 )
+from netlab.names import lab_name_problem
 from netlab.target import Target, TargetError, in_address_plan
 from netlab.verdict import Verdict
 
@@ -54,6 +58,20 @@ MATCH_KEYS = {
     "dpi": ("sni", "http_host", "dns_query", "keyword", *ADDRESS_KEYS),
     "shaping": ADDRESS_KEYS,
 }
+# Limits (documented in docs/scenario-limits.md). Each one keeps a value the lab cannot honour from
+# becoming a lab fault, or a traceback, long after the scenario was accepted.
+MAX_SITES = SITE_CAPACITY  # every site needs an address of the plan (netlab.addressing)
+MAX_TARGETS = 2 * MAX_SITES  # the default list (https and http of every site) always fits
+MAX_RULES = 10_000  # per list: the oracle and the middlebox try rules one by one, in order
+GIB = 1024**3
+MAX_BODY_SIZE = GIB  # one page: the origin builds it in memory at start-up
+# All pages together: one origin process holds every site's page. The default page of every site
+# the plan holds fits (129,540 x 64 KiB = 7.9 GiB).
+MAX_TOTAL_BODY = 8 * GIB
+MAX_RATE_BPS = 32 * 1000**3  # tc's rate fields count bytes/s in 32 bits: 32gbit = 4e9 bytes/s < 2**32
+MAX_DELAY_MS = 60_000.0  # a minute: far beyond any probe timeout
+MAX_RESIDUAL = 3600.0  # seconds; the GFW's is about 90 s, and an hour outlasts any campaign of the lab
+MAX_PROBE_SECONDS = 600.0  # a probe timeout of ten minutes already stalls a campaign
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _LAB_NAME = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B|B)?\s*$", re.IGNORECASE)
@@ -85,6 +103,8 @@ def load_scenario(path: str | Path) -> Scenario:
 
 def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
     ctx = _Ctx(source)
+    if len(text) > _PRECOUNT_ABOVE:
+        _precount(ctx, text)
     try:
         root = yaml.compose(text, Loader=_YAML_LOADER)
     except yaml.MarkedYAMLError as exc:
@@ -93,9 +113,95 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         raise ScenarioError(f"malformed YAML: {exc.problem or exc}", file=source, line=line) from None
     except yaml.YAMLError as exc:
         raise ScenarioError(f"malformed YAML: {exc}", file=source) from None
+    except RecursionError:
+        raise ScenarioError("malformed YAML: nested too deeply", file=source) from None
     if root is None:
         raise ScenarioError("the file is empty", file=source)
+    _check_scalars(ctx, root)
     return _Loader(ctx).scenario(root)
+
+
+# No file shorter than this can list more sites or targets than the limits allow (an item takes 10
+# bytes at the very least); for longer ones, counting from the parser's events takes a seventh of
+# the time of building the node tree, so 140,000 sites are refused in a second, not after seven.
+_PRECOUNT_ABOVE = 1_000_000
+_COUNTED = {("internet", "sites"): "internet.sites", ("targets",): "targets", ("isps",): "isps"}
+_LIMITS = {"internet.sites": MAX_SITES, "targets": MAX_TARGETS, "isps": MAX_ISPS}
+
+
+def _too_many(key: str, count: int | None) -> str | None:
+    """The message for a list at ``key`` with ``count`` items (None: more than the limit), or None."""
+    limit = _LIMITS[key]
+    what, why = {"internet.sites": ("sites", " (the site addresses of the lab internet's address plan)"),
+                 "targets": ("targets", ""), "isps": ("ISPs", " (one 10.N.0.0/16 each)")}[key]
+    if count is not None and count <= limit:
+        return None
+    return f"{'more than ' + str(limit) if count is None else count} {what}; at most {limit}{why}"
+
+
+def _precount(ctx: _Ctx, text: str) -> None:
+    """Refuse a list longer than its limit from the event stream, before the node tree is built.
+    Malformed YAML is left for the composer to report."""
+    # A frame per open collection: [path, is_mapping, next node is a key, current key, items].
+    stack: list[list[Any]] = []
+    try:
+        for ev in yaml.parse(text, Loader=_YAML_LOADER):
+            if isinstance(ev, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+                stack.pop()
+                continue
+            if not isinstance(ev, yaml.NodeEvent):
+                continue
+            path: tuple[str, ...] | None = ()
+            if stack:
+                top = stack[-1]
+                if top[0] is None:
+                    path = None  # inside a key that is a collection: nothing we count
+                elif top[1] and top[2]:  # a mapping key
+                    top[3] = ev.value if isinstance(ev, yaml.ScalarEvent) else None
+                    top[2] = False
+                    path = None
+                elif top[1]:  # a mapping value
+                    top[2] = True
+                    path = (*top[0], top[3]) if top[3] is not None else None
+                else:  # a list item
+                    top[4] += 1
+                    key = _COUNTED.get(top[0])
+                    if key and top[4] > _LIMITS[key]:
+                        raise ScenarioError(str(_too_many(key, None)), file=ctx.file, line=ev.start_mark.line + 1,
+                                            key=key)
+                    path = (*top[0], "[]")
+            if isinstance(ev, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+                stack.append([path, isinstance(ev, yaml.MappingStartEvent), True, None, 0])
+    except yaml.YAMLError:
+        return
+
+
+def _check_scalars(ctx: _Ctx, root: yaml.Node) -> None:
+    """Every scalar must have a Python value: ``!!int abc``, ``!!timestamp x`` or an unknown tag
+    (``!foo``) would otherwise raise from deep inside the loader, naming nothing. Iterative, so
+    deep nesting costs no recursion; aliases are visited once."""
+    stack: list[tuple[yaml.Node, str]] = [(root, "")]
+    seen: set[int] = set()
+    while stack:
+        node, key = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag in _PLAIN_TAGS:
+                continue  # the common case, and one that always constructs
+            try:
+                _CONSTRUCTOR.construct_object(node, deep=True)
+            except Exception as exc:  # PyYAML's constructors raise ValueError, KeyError, AttributeError...
+                problem = getattr(exc, "problem", None) or str(exc)
+                raise ctx.fail(node, key, f"bad value {node.value!r} ({node.tag}): {problem}") from None
+        elif isinstance(node, yaml.SequenceNode):
+            stack += [(v, f"{key}[{i}]") for i, v in enumerate(node.value)]
+        elif isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                stack.append((k, key))
+                sub = k.value if isinstance(k, yaml.ScalarNode) else "?"
+                stack.append((v, _join(key, sub)))
 
 
 # ---------------------------------------------------------------- node helpers
@@ -105,6 +211,7 @@ _CONSTRUCTOR = yaml.constructor.SafeConstructor()
 # libyaml's composer where PyYAML has it: same nodes and line numbers, a fraction of the time and
 # memory for scenarios with tens of thousands of targets.
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_PLAIN_TAGS = frozenset({"tag:yaml.org,2002:str", "tag:yaml.org,2002:null"})
 
 
 def _scalar(node: yaml.Node) -> Any:
@@ -199,9 +306,10 @@ class _Loader:
         if version != 1:
             raise self.ctx.fail(top["version"], "version", f"unsupported version {version}; this is 1")
         name = self.string(top["name"], "name")
-        if not _LAB_NAME.match(name):
-            raise self.ctx.fail(top["name"], "name", f"{name!r}: use 1-24 characters a-z, 0-9 and '-', "
-                                "starting with a letter (it names the lab's namespaces)")
+        problem = lab_name_problem(name)
+        if problem:
+            raise self.ctx.fail(top["name"], "name", f"{problem}: it names the lab's namespaces and folder")
+        self.check_sizes(top)
         description = self.string(top["description"], "description") if "description" in top else ""
         sites, public_resolver = self.internet(top["internet"])
         isps = self.isps(top["isps"]) if "isps" in top else ()
@@ -217,6 +325,18 @@ class _Loader:
         # Partial enforcement becomes plain rules here, so the compiler and the oracle agree on it.
         return apply_coverage(scenario)
 
+    def check_sizes(self, top: dict[str, yaml.Node]) -> None:
+        """The counts with a limit, before any per-item work: 140,000 sites would otherwise take
+        tens of seconds to load, then fail in the address plan."""
+        internet = top["internet"]
+        lists = {"targets": top.get("targets"), "isps": top.get("isps")}
+        if isinstance(internet, yaml.MappingNode):
+            lists["internet.sites"] = next((v for k, v in internet.value
+                                            if isinstance(k, yaml.ScalarNode) and k.value == "sites"), None)
+        for key, node in lists.items():
+            if isinstance(node, yaml.SequenceNode) and (problem := _too_many(key, len(node.value))):
+                raise self.ctx.fail(node, key, problem)
+
     def internet(self, node: yaml.Node) -> tuple[tuple[Site, ...], bool]:
         m = self.mapping(node, "internet", ("sites", "public_resolver"), required=("sites",))
         public = True
@@ -224,7 +344,11 @@ class _Loader:
             public = self.value(m["public_resolver"], "internet.public_resolver", bool, "true or false")
         sites: list[Site] = []
         addresses: dict[IPv4Address, str] = {}
-        for i, snode in enumerate(self.sequence(m["sites"], "internet.sites")):
+        site_nodes = self.sequence(m["sites"], "internet.sites")
+        if problem := _too_many("internet.sites", len(site_nodes)):
+            raise self.ctx.fail(m["sites"], "internet.sites", problem)
+        total_body = 0
+        for i, snode in enumerate(site_nodes):
             key = f"internet.sites[{i}]"
             s = self.mapping(snode, key, SITE_KEYS, required=("name",))
             name = self.dns_name(s["name"], f"{key}.name")
@@ -246,8 +370,14 @@ class _Loader:
                 body_size = self.size(s["body_size"], f"{key}.body_size")
             service = self.label(s["service"], f"{key}.service") if "service" in s else None
             self.site_names.add(name)
-            sites.append(Site(name=name, address=addr, body_size=body_size,
-                              line=snode.start_mark.line + 1, service=service, **self.behaviour(s, key)))
+            site = Site(name=name, address=addr, body_size=body_size,
+                        line=snode.start_mark.line + 1, service=service, **self.behaviour(s, key))
+            # The origin builds the generated page even when response.body replaces it for some.
+            total_body += site.body_size + (len(site.body) if site.body is not None else 0)
+            if total_body > MAX_TOTAL_BODY:
+                raise self.ctx.fail(snode, key, f"the sites' pages add up to more than {_bytes(MAX_TOTAL_BODY)} "
+                                    "(one origin process holds every page in memory)")
+            sites.append(site)
         if not sites:
             raise self.ctx.fail(m["sites"], "internet.sites", "at least one site is needed")
         return tuple(sites), public
@@ -274,13 +404,8 @@ class _Loader:
             if "body" in r:
                 out["body"] = self.string(r["body"], f"{rkey}.body").encode()
             if "body_file" in r:
-                rel = self.string(r["body_file"], f"{rkey}.body_file")
-                path = Path(self.ctx.file).parent / rel
-                try:
-                    out["body"] = path.read_bytes()
-                except OSError as exc:
-                    raise self.ctx.fail(r["body_file"], f"{rkey}.body_file",
-                                        f"cannot read {path}: {exc.strerror or exc}") from None
+                rel = self.body_file(r["body_file"], f"{rkey}.body_file")
+                out["body"] = self.read_body(r["body_file"], f"{rkey}.body_file", rel)
                 out["body_file"] = rel
         if "only_for" in s:
             names = [self.string(n, f"{key}.only_for") for n in self.sequence(s["only_for"], f"{key}.only_for")]
@@ -298,6 +423,50 @@ class _Loader:
         if "dns_answer" in s:
             out["dns_answer"] = self.lab_ip(s["dns_answer"], f"{key}.dns_answer")
         return out
+
+    def body_file(self, node: yaml.Node, key: str) -> str:
+        """A path relative to the scenario's folder that stays inside it: the results folder gets a
+        copy at the same relative path (harness.runner.copy_scenario_files), and ``../x`` or
+        ``/etc/x`` there would be written outside it."""
+        rel = self.string(node, key)
+        if not rel.strip() or "\x00" in rel:
+            raise self.ctx.fail(node, key, f"{rel!r} is not a file name")
+        if os.path.isabs(rel) or rel.startswith("~"):
+            raise self.ctx.fail(node, key, f"{rel!r} is an absolute path; give a path relative to the "
+                                "scenario's folder")
+        norm = os.path.normpath(rel)
+        if norm == ".." or norm.startswith("../") or norm == ".":
+            raise self.ctx.fail(node, key, f"{rel!r} leaves the scenario's folder; the file must be in it "
+                                "or under it")
+        return rel
+
+    def read_body(self, node: yaml.Node, key: str, rel: str) -> bytes:
+        base = Path(self.ctx.file).parent
+        path = base / rel
+        try:
+            # A symlink may point anywhere: what counts is where the file really is.
+            if not path.resolve().is_relative_to(base.resolve()):
+                raise self.ctx.fail(node, key, f"{rel!r} resolves to {path.resolve()}, outside the scenario's folder")
+            if not path.is_file():
+                raise self.ctx.fail(node, key, f"no file {path}" if not path.exists() else f"{path} is not a file")
+            size = path.stat().st_size
+            if size > MAX_BODY_SIZE:
+                raise self.ctx.fail(node, key, f"{path} has {size} bytes; a response body has at most "
+                                    f"{_bytes(MAX_BODY_SIZE)}")
+            return path.read_bytes()
+        except OSError as exc:
+            raise self.ctx.fail(node, key, f"cannot read {path}: {exc.strerror or exc}") from None
+
+    def seconds(self, node: yaml.Node, key: str, limit: float) -> float:
+        """A positive, finite number of seconds up to ``limit`` (YAML reads .nan and .inf as floats)."""
+        v = float(self.value(node, key, (int, float), "seconds"))
+        if not math.isfinite(v):
+            raise self.ctx.fail(node, key, f"{v} is not a number of seconds (give one from 0 to {limit:g})")
+        if v <= 0:
+            raise self.ctx.fail(node, key, "must be positive")
+        if v > limit:
+            raise self.ctx.fail(node, key, f"{v:g} s is too long; at most {limit:g} s")
+        return v
 
     def choice(self, node: yaml.Node, key: str, allowed: tuple[str, ...]) -> str:
         v = self.string(node, key)
@@ -354,10 +523,7 @@ class _Loader:
         out: dict[str, Any] = {}
         for k in PROBE_NUMBERS:
             if k in m:
-                v = float(self.value(m[k], f"probe.{k}", (int, float), "seconds"))
-                if v <= 0:
-                    raise self.ctx.fail(m[k], f"probe.{k}", "must be positive")
-                out[k] = v
+                out[k] = self.seconds(m[k], f"probe.{k}", MAX_PROBE_SECONDS)
         if "test_helper" in m:
             name = self.dns_name(m["test_helper"], "probe.test_helper")
             if name not in self.site_names:
@@ -377,28 +543,36 @@ class _Loader:
                 keys = self.mapping(unode, f"{key}.{url}", OONI_KEYS)
                 vals = {k: _scalar(v) for k, v in keys.items()}
                 for k, v in vals.items():
-                    if not (v is None or isinstance(v, bool | str)):
-                        raise self.ctx.fail(keys[k], f"{key}.{url}.{k}", "expected a string, true, false or null")
+                    # _scalar gives None for a list or a mapping: only a real null may be null.
+                    if not isinstance(keys[k], yaml.ScalarNode) or not (v is None or isinstance(v, bool | str)):
+                        raise self.ctx.fail(keys[k], f"{key}.{url}.{k}", "expected a string, true, false or "
+                                            f"null, got {_kind(keys[k])}")
                 out[vantage][url] = vals
         return out
 
     def size(self, node: yaml.Node, key: str) -> int:
         raw = _scalar(node)
+        size: float
         if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
-            return raw
-        mt = _SIZE.match(str(raw)) if isinstance(raw, str) else None
-        if not mt:
-            raise self.ctx.fail(node, key, f"{raw!r} is not a size (e.g. 65536, 64KiB, 8MiB)")
-        unit = (mt.group(2) or "B").upper().replace("I", "")
-        mult = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}[unit]
-        return int(float(mt.group(1)) * mult)
+            size = raw
+        else:
+            mt = _SIZE.match(str(raw)) if isinstance(raw, str) else None
+            if not mt:
+                raise self.ctx.fail(node, key, f"{raw!r} is not a size (e.g. 65536, 64KiB, 8MiB)")
+            unit = (mt.group(2) or "B").upper().replace("I", "")
+            mult = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}[unit]
+            size = float(mt.group(1)) * mult  # inf for a few hundred digits: caught below, before int()
+        if size > MAX_BODY_SIZE:
+            raise self.ctx.fail(node, key, f"{_short(raw)} is too large; a page has at most {_bytes(MAX_BODY_SIZE)} "
+                                "(the origin builds it in memory)")
+        return int(size)
 
     def isps(self, node: yaml.Node) -> tuple[Isp, ...]:
         out: list[Isp] = []
         seen: set[str] = set()
         nodes = self.sequence(node, "isps")
-        if len(nodes) > MAX_ISPS:
-            raise self.ctx.fail(node, "isps", f"at most {MAX_ISPS} ISPs")
+        if problem := _too_many("isps", len(nodes)):
+            raise self.ctx.fail(node, "isps", problem)
         for i, inode in enumerate(nodes):
             key = f"isps[{i}]"
             m = self.mapping(inode, key, ("name", "resolver", "firewall", "dpi", "shaping"),
@@ -437,7 +611,10 @@ class _Loader:
         if "rules" not in m or (isinstance(m["rules"], yaml.ScalarNode) and _scalar(m["rules"]) is None):
             return ()
         rules = []
-        for i, rnode in enumerate(self.sequence(m["rules"], f"{key}.rules")):
+        rule_nodes = self.sequence(m["rules"], f"{key}.rules")
+        if len(rule_nodes) > MAX_RULES:
+            raise self.ctx.fail(m["rules"], f"{key}.rules", f"{len(rule_nodes)} rules; at most {MAX_RULES} per list")
+        for i, rnode in enumerate(rule_nodes):
             rkey = f"{key}.rules[{i}]"
             extra = ("residual",) if kind == "dpi" else ()
             r = self.mapping(rnode, rkey, ("match", "action", "coverage", "intent", *extra),
@@ -446,9 +623,7 @@ class _Loader:
             verb, address = action(r["action"], f"{rkey}.action", match)
             residual = None
             if "residual" in r:
-                residual = float(self.value(r["residual"], f"{rkey}.residual", (int, float), "seconds"))
-                if residual <= 0:
-                    raise self.ctx.fail(r["residual"], f"{rkey}.residual", "must be positive")
+                residual = self.seconds(r["residual"], f"{rkey}.residual", MAX_RESIDUAL)
                 if match.dns_query is not None:
                     # Every DNS query goes to the same resolver: a residual block there would
                     # hit every later lookup, in whatever order the campaign makes them.
@@ -457,7 +632,7 @@ class _Loader:
             coverage = None
             if "coverage" in r:
                 coverage = float(self.value(r["coverage"], f"{rkey}.coverage", (int, float), "a fraction"))
-                if not 0 < coverage <= 1:
+                if not 0 < coverage <= 1:  # also false for NaN
                     raise self.ctx.fail(r["coverage"], f"{rkey}.coverage", "must be in (0, 1], e.g. 0.3")
             intent = self.label(r["intent"], f"{rkey}.intent") if "intent" in r else None
             rules.append(Rule(match=match, action=verb, address=address, residual=residual,
@@ -551,7 +726,10 @@ class _Loader:
 
     def shaping(self, node: yaml.Node, key: str) -> tuple[ShapingRule, ...]:
         out = []
-        for i, rnode in enumerate(self.sequence(node, key)):
+        rule_nodes = self.sequence(node, key)
+        if len(rule_nodes) > MAX_RULES:
+            raise self.ctx.fail(node, key, f"{len(rule_nodes)} rules; at most {MAX_RULES} per list")
+        for i, rnode in enumerate(rule_nodes):
             rkey = f"{key}[{i}]"
             r = self.mapping(rnode, rkey, ("match", "rate", "delay", "loss"), required=("match",))
             match = self.match(r["match"], f"{rkey}.match", "shaping")
@@ -562,7 +740,11 @@ class _Loader:
                 if not mt:
                     raise self.ctx.fail(r["rate"], f"{rkey}.rate", f"{raw!r} is not a rate (e.g. 256kbit)")
                 mult = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3}[mt.group(2).lower()]
-                rate = int(float(mt.group(1)) * mult * (8 if mt.group(3).lower() == "bps" else 1))
+                rate_f = float(mt.group(1)) * mult * (8 if mt.group(3).lower() == "bps" else 1)  # may be inf
+                if rate_f > MAX_RATE_BPS:
+                    raise self.ctx.fail(r["rate"], f"{rkey}.rate", f"{_short(raw)} is too fast; at most "
+                                        f"{MAX_RATE_BPS // 1000**3}gbit (tc counts bytes/s in 32 bits)")
+                rate = int(rate_f)
                 if rate < 8000:
                     raise self.ctx.fail(r["rate"], f"{rkey}.rate", "rates under 8kbit are not supported")
             if "delay" in r:
@@ -571,6 +753,9 @@ class _Loader:
                 if not mt or isinstance(raw, bool):
                     raise self.ctx.fail(r["delay"], f"{rkey}.delay", f"{raw!r} is not a delay (e.g. 100ms)")
                 delay = float(mt.group(1)) * (1000 if mt.group(2) == "s" else 1)
+                if delay > MAX_DELAY_MS:
+                    raise self.ctx.fail(r["delay"], f"{rkey}.delay", f"{_short(raw)} is too long; at most "
+                                        f"{MAX_DELAY_MS / 1000:g}s")
             if "loss" in r:
                 raw = _scalar(r["loss"])
                 mt = re.match(r"^\s*(\d+(?:\.\d+)?)\s*(%)?\s*$", str(raw))
@@ -589,7 +774,7 @@ class _Loader:
         if node is None:  # default: https and http for every site
             return tuple(Target.parse(f"{scheme}://{s.name}/") for s in sites for scheme in ("https", "http"))
         out: list[Target] = []
-        seen: set[str] = set()
+        seen: dict[str, str] = {}  # canonical form -> the URL as written first
         for i, tnode in enumerate(self.sequence(node, "targets")):
             key = f"targets[{i}]"
             raw = self.string(tnode, key)
@@ -600,9 +785,9 @@ class _Loader:
             if t.host not in self.site_names:
                 raise self.ctx.fail(tnode, key, f"{t.host!r} is not a site of this scenario: probes only "
                                     "measure names served inside the lab")
-            if t.url in seen:
-                raise self.ctx.fail(tnode, key, f"duplicate target {t.url}")
-            seen.add(t.url)
+            if t.canonical in seen:
+                raise self.ctx.fail(tnode, key, f"duplicate target {t.url} (the same URL as {seen[t.canonical]})")
+            seen[t.canonical] = t.url
             out.append(t)
         if not out:
             raise self.ctx.fail(node, "targets", "the target list is empty")
@@ -642,7 +827,26 @@ def normalise_name(raw: str) -> str:
     for label in ascii_name.split("."):
         if not _LABEL.match(label):
             raise ValueError(f"label {label!r} must be 1-63 of a-z, 0-9, '-' and not start or end with '-'")
+    try:
+        # IDNA 2008, as the lab's certificates are issued (trustme): an A-label that is no valid
+        # punycode (xn--zz), or '--' in the 3rd and 4th place, would fail there, after the load.
+        idna.encode(ascii_name, uts46=True)
+    except (idna.IDNAError, UnicodeError) as exc:
+        raise ValueError(f"not a valid IDNA name ({exc})") from None
     return ascii_name
+
+
+def _short(raw: object) -> str:
+    """A value for a message: 400 digits say nothing more than the first 30."""
+    text = repr(raw)
+    return text if len(text) <= 40 else text[:30] + "..." + text[-6:]
+
+
+def _bytes(n: int) -> str:
+    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= size and n % size == 0:
+            return f"{n // size} {unit}"
+    return f"{n} bytes"
 
 
 def _join(key: str, sub: str) -> str:

@@ -6,12 +6,10 @@ import functools
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
+from netlab.addressing import PROXY_BLOCK  # defined with the rest of the address plan
 from netlab.target import Target, display_name
 
 CONTROL = "control"  # the name of the uncensored vantage
-# Every ISP's transparent proxy (netlab.services.proxy) gets one address of this block of the lab
-# internet: the ISP owns it (its ASN in OONI's ip_info), yet it is no bogon, like a real ISP proxy.
-PROXY_BLOCK = IPv4Network("198.19.255.0/24")
 
 
 def proxy_address(isp_index: int) -> IPv4Address:

@@ -48,6 +48,15 @@ class Target:
     def is_https(self) -> bool:
         return self.scheme == "https"
 
+    @property
+    def canonical(self) -> str:
+        """The URL as the lab fetches it: scheme and host lower-case, the default port left out.
+        ``HTTP://News.test/`` and ``http://news.test/`` are the same target."""
+        port = "" if self.port == DEFAULT_PORTS[self.scheme] else f":{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        query = urlsplit(self.url).query
+        return f"{self.scheme}://{host}{port}{self.path}" + (f"?{query}" if query else "")
+
 
 def display_name(name: str) -> str:
     """The Unicode form of an IDNA A-label name (xn--e1afmkfd.test -> пример.test), for people."""
@@ -62,7 +71,13 @@ def display_name(name: str) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def _a_label(host: str) -> str:
-    return host.encode("idna").decode("ascii")
+    name = host.encode("idna").decode("ascii")
+    for label in name.split("."):
+        if label.startswith("xn--"):
+            # Python's codec passes A-labels through unchecked; one that is no punycode (xn--zz)
+            # fails later, in the certificate library, with a traceback instead of a message.
+            label[4:].encode("ascii").decode("punycode")
+    return name
 
 
 @functools.lru_cache(maxsize=4096)

@@ -82,3 +82,18 @@ def test_files_the_scenario_refers_to_come_along(tmp_path: Path) -> None:
     s = scenario_with_targets(load_scenario(src / "s.yaml"), ["https://a.test/x"], tmp_path / "new" / "s.yaml")
     assert (tmp_path / "new" / "pages" / "captcha.html").read_text() == "<title>captcha</title>"
     assert [t.url for t in s.targets] == ["https://a.test/x"]
+
+
+def test_duplicates_differing_in_case_or_default_port_are_one_target(tmp_path: Path) -> None:
+    csv = write(tmp_path, "HTTP://News.test/,NEWS,,,,\nhttp://news.test/,NEWS,,,,\nhttp://news.test:80/,NEWS,,,,\n"
+                          "https://NEWS.TEST./,NEWS,,,,\nhttps://news.test/,NEWS,,,,\nhttp://news.test/Politics,NEWS,,,,\n"
+                          "http://news.test/politics,NEWS,,,,\n")
+    targets, skipped = select_targets(read_test_list(csv), load_scenario(DEMO))
+    assert [t.url for t in targets] == ["HTTP://News.test/", "https://NEWS.TEST./", "http://news.test/Politics",
+                                        "http://news.test/politics"]  # paths stay case-sensitive
+    assert [(s.line, s.reason) for s in skipped] == [
+        (3, "duplicate of an earlier row (HTTP://News.test/)"), (4, "duplicate of an earlier row (HTTP://News.test/)"),
+        (6, "duplicate of an earlier row (https://NEWS.TEST./)")]
+    # ... and the scenario written with them loads (the loader refuses such duplicates too).
+    s = scenario_with_targets(load_scenario(DEMO), [t.url for t in targets], tmp_path / "s.yaml")
+    assert len(s.targets) == 4
