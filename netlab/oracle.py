@@ -33,6 +33,25 @@ class Expectation:
     reason: str  # which rule (or pin) decided it, for mismatch reports and `harness explain`
     pinned: bool = False  # set by the scenario's `expect`, not derived
     rule: Rule | None = None  # the rule that decided it (collateral damage asks what it meant to hit)
+    # When pinned: what the rules alone give. A pin replaces the verdict only; the rule stays, so
+    # collateral damage and effectiveness are what the rules say.
+    derived: Expectation | None = None
+
+    @property
+    def contradicts_rules(self) -> bool:
+        """A pin whose verdict is not the one the rules give."""
+        return self.derived is not None and self.derived.verdict != self.verdict
+
+
+def pin(derived: Expectation | None, verdict: Verdict) -> Expectation:
+    """The scenario's `expect` pin of ``verdict`` over the oracle's ``derived`` expectation."""
+    if derived is None:
+        return Expectation(verdict, "pinned by the scenario's expect", pinned=True)
+    if derived.verdict == verdict:
+        why = f"pinned by the scenario's expect, as the rules give: {derived.reason}"
+    else:
+        why = f"pinned by the scenario's expect; the rules give {derived.verdict.value}: {derived.reason}"
+    return Expectation(verdict, why, pinned=True, rule=derived.rule, derived=derived)
 
 
 # Most (vantage, target) pairs of a large campaign share these: one object each, not 100,000.
@@ -282,7 +301,8 @@ def _residual_verdict(rule: Rule, target: Target) -> Verdict:
 
 def expected_verdicts(scenario: Scenario, site_addresses: dict[str, IPv4Address]
                       ) -> dict[tuple[str, str], Expectation]:
-    """Every (vantage, url) of the campaign, with the scenario's `expect` pins applied."""
+    """Every (vantage, url) of the campaign, with the scenario's `expect` pins applied (each one
+    keeps the derived expectation and its rule: see ``pin``)."""
     out: dict[tuple[str, str], Expectation] = {}
     for target in scenario.targets:
         fault = control_fault(scenario, target)
@@ -303,5 +323,5 @@ def expected_verdicts(scenario: Scenario, site_addresses: dict[str, IPv4Address]
             out[(isp.name, target.url)] = exp
     for vantage, pins in scenario.expect.items():
         for url, verdict in pins.items():
-            out[(vantage, url)] = Expectation(Verdict(verdict), "pinned by the scenario's expect", pinned=True)
+            out[(vantage, url)] = pin(out.get((vantage, url)), Verdict(verdict))
     return out

@@ -71,3 +71,32 @@ def test_rules_that_name_no_site_are_collateral_unless_they_state_an_intent() ->
     exp = expected_verdicts(s, sites)
     imp = impact(s, sites, {k: e.verdict for k, e in exp.items()}, {k: e.rule for k, e in exp.items()})
     assert sorted(imp["fwisp"].collateral) == ["http://range2.test/", "https://range1.test/"]
+
+
+PINNED_COLLATERAL = """version: 1
+name: pins
+internet:
+  sites:
+    - {name: chat.test, service: chat, address: 198.18.7.1}
+    - {name: shop.test, address: 198.18.7.2}
+isps:
+  - name: x
+    firewall:
+      rules: [{match: {cidr: 198.18.7.0/24}, action: drop, intent: chat}]
+targets: [https://chat.test/, https://shop.test/]
+expect:
+  x: {https://shop.test/: tcp.timeout}
+"""
+
+
+def test_a_pin_on_a_collaterally_blocked_target_keeps_the_collateral() -> None:
+    # shop.test is blocked by a range rule meant for chat: collateral, pinned or not.
+    for text in (PINNED_COLLATERAL, PINNED_COLLATERAL.replace("tcp.timeout}", "tcp.reset}")):
+        s = parse_scenario(text)
+        sites = allocate_sites({x.name: x.address for x in s.sites})
+        exp = expected_verdicts(s, sites)
+        shop = exp[("x", "https://shop.test/")]
+        assert shop.pinned and shop.rule is not None and shop.rule.match.cidr is not None
+        imp = impact(s, sites, {k: e.verdict for k, e in exp.items()}, {k: e.rule for k, e in exp.items()})
+        assert imp["x"].collateral == ["https://shop.test/"]
+        assert imp["x"].effectiveness == {"chat": 1.0}

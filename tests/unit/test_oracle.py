@@ -75,3 +75,28 @@ expect:
   x: {"https://a.test/": site_down}
 """)
     assert verdicts(s)[("x", "https://a.test/")] == "site_down"
+
+
+def test_a_pin_replaces_the_verdict_only() -> None:
+    s = parse_scenario("""version: 1
+name: t
+internet: {sites: [{name: a.test, address: 198.18.7.1}, {name: b.test, address: 198.18.7.2}]}
+isps:
+  - name: x
+    firewall: {rules: [{match: {cidr: 198.18.7.0/24}, action: drop}]}
+targets: [https://a.test/, https://b.test/]
+expect:
+  x: {https://a.test/: tcp.timeout, https://b.test/: ok}
+  control: {https://a.test/: ok}
+""")
+    sites = allocate_sites({x.name: x.address for x in s.sites})
+    exp = expected_verdicts(s, sites)
+    agree, contra, ctrl = exp[("x", "https://a.test/")], exp[("x", "https://b.test/")], exp[("control", "https://a.test/")]
+    assert agree.pinned and agree.verdict.value == "tcp.timeout" and not agree.contradicts_rules
+    assert agree.rule is not None and agree.rule.action == "drop" and agree.derived is not None
+    assert agree.reason.startswith("pinned by the scenario's expect") and "firewall rule line 6" in agree.reason
+    # A pin that contradicts the rules: the pinned verdict is scored, the rules' one is shown beside it.
+    assert contra.pinned and contra.verdict.value == "ok" and contra.contradicts_rules
+    assert contra.derived is not None and contra.derived.verdict.value == "tcp.timeout"
+    assert contra.rule == agree.rule and "the rules give tcp.timeout" in contra.reason
+    assert ctrl.pinned and not ctrl.contradicts_rules and ctrl.rule is None
