@@ -25,6 +25,10 @@ from netlab.target import Target
 
 DEFAULT_CONCURRENCY = 64  # the DNS window (0.3 s) makes each measurement latency-bound, not CPU-bound
 WORKER_ARGV = ["python3", "-m", "probes.worker"]
+# The worker answers every job within job_timeout of starting it, and starts the next job as one
+# ends, so while jobs are pending a silence longer than job_timeout plus this (start-up, imports,
+# a busy loop) means the worker is stuck (a probe blocking its event loop): it is killed.
+STALL_GRACE = 30.0
 
 
 @dataclass
@@ -44,6 +48,7 @@ class CampaignResult:
     errors: list[dict[str, Any]]
     seconds: float
     lab_faults: list[str]
+    vantages: list[str] = field(default_factory=list)  # the vantages this campaign measured from
 
 
 def shard_targets(targets: tuple[Target, ...] | list[Target], index: int, count: int) -> list[Target]:
@@ -108,7 +113,7 @@ async def run_campaign(lab: RunningLab, scenario: Scenario, out_dir: Path, confi
                 await watchdog
         faults += [f for f in lab.dead_services() if f not in faults]
     return CampaignResult(out_dir=out_dir, measurements=count, errors=errors,
-                          seconds=time.monotonic() - t0, lab_faults=faults)
+                          seconds=time.monotonic() - t0, lab_faults=faults, vantages=list(vantages))
 
 
 def _waves(scenario: Scenario, vantage: str, targets: list[Target], lab: RunningLab) -> list[list[int]]:
@@ -180,14 +185,21 @@ async def _drive_worker(lab: RunningLab, scenario: Scenario, vantage: str, targe
     feeder = asyncio.create_task(feed())
     stderr_task = asyncio.create_task(proc.stderr.read())
     pending = len(targets)
+    silence = config.job_timeout + STALL_GRACE
     try:
         while pending:
-            raw = await proc.stdout.readline()
+            try:
+                raw = await asyncio.wait_for(proc.stdout.readline(), silence)
+            except TimeoutError:
+                raise LabFault(f"the probe worker in {vantage} answered nothing for {silence:g} s with "
+                               f"{pending} job(s) left (job_timeout {config.job_timeout:g} s): a probe blocks "
+                               "its event loop; the worker was killed") from None
             if not raw:
                 break
             line, measurement = parse_result(raw)
-            if line.get("id") is None:
-                continue
+            job_id = line.get("id")
+            if type(job_id) is not int or not 0 <= job_id < len(targets):
+                continue  # not an answer to one of our jobs (the worker says why on stderr)
             line["url"] = targets[line["id"]].url
             record(vantage, line, measurement)
             pending -= 1

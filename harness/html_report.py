@@ -19,12 +19,12 @@ from string import Template
 from typing import Any
 
 from harness.results import ScoredRun, score_results
-from harness.score import Score, VerdictRow, iter_measurements, measurement_files
+from harness.score import NO_MEASUREMENT_REASONS, ResultsError, Score, VerdictRow, iter_measurements, measurement_files
 from netlab.model import CONTROL
 from netlab.verdict import Verdict
 
 MAX_STRING = 1500  # characters of one JSON string shown in the report
-FAMILIES = ("ok", "dns", "tcp", "tls", "http", "throttled", "site_down", "control_failed")
+FAMILIES = ("ok", "dns", "tcp", "tls", "http", "throttled", "site_down", "control_failed", "no_measurement")
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def anchor(vantage: str, url: str) -> str:
 
 
 def family(v: Verdict) -> str:
-    return v.value if v in (Verdict.SITE_DOWN, Verdict.CONTROL_FAILED) else v.technique
+    return v.value if v in (Verdict.SITE_DOWN, Verdict.CONTROL_FAILED, Verdict.NO_MEASUREMENT) else v.technique
 
 
 def timeline_steps(keys: dict[str, Any]) -> list[Step]:
@@ -100,7 +100,9 @@ def _verdict_cell(r: VerdictRow | None) -> str:
         return '<td class="v">–</td>'
     fam = family(r.observed)
     attrs = f'data-vantage="{escape(r.vantage)}" data-url="{escape(r.url)}" data-verdict="{r.observed.value}"'
-    text = escape(r.observed.value)
+    if r.no_measurement:
+        attrs += f' data-no-measurement="{escape(r.no_measurement)}"'
+    text = escape(r.label)
     cls = f"v fam-{fam}"
     if not r.matches:
         cls += " mismatch"
@@ -168,14 +170,37 @@ def measurement_html(r: VerdictRow | None, m: dict[str, Any]) -> str:
             f"<details><summary>OONI JSON</summary><pre>{ooni}</pre></details></section>")
 
 
+def unmeasured_html(r: VerdictRow) -> str:
+    """The section of an expected (vantage, url) that has no measurement: why, and what was expected."""
+    exp = ""
+    if r.expected is not None:
+        exp = f" — expected {escape(r.expected.verdict.value)} ({escape(r.expected.reason)})"
+    return (f'<section class="m unmeasured" id="{anchor(r.vantage, r.url)}" data-match="false" '
+            f'data-no-measurement="{escape(r.no_measurement)}">'
+            f'<h3><span class="fam-no_measurement">&nbsp;✗ {escape(r.label)}&nbsp;</span> {escape(r.vantage)} · '
+            f'{escape(r.url)}</h3><div class="exp">{escape(r.why)}{exp}</div>'
+            '<p class="exp">no measurement: counted as a mismatch</p></section>')
+
+
+def summary_html(score: Score) -> str:
+    n, bad = score.scored, len(score.mismatches)
+    text = f"{n - bad}/{n} verdicts match the ground truth ({score.accuracy:.1%}), {bad} mismatch(es)"
+    unmeasured = score.unmeasured
+    if unmeasured:
+        text += (f"; {sum(unmeasured.values())} expected verdict(s) have no measurement ("
+                 + ", ".join(f"{k} {unmeasured[k]}" for k in NO_MEASUREMENT_REASONS if unmeasured[k]) + ")")
+    if not n:
+        text += "; nothing was scored, so nothing passed"
+    return f'<p class="summary {"good" if score.passed else "badtxt"}" id="summary">{escape(text)}</p>'
+
+
 def render(run: ScoredRun, measurements: Iterable[dict[str, Any]], title: str,
            progress: Callable[[], None] | None = None) -> str:
     score = run.score
     rows = {(r.vantage, r.url): r for r in score.rows}
-    n, bad = len([r for r in score.rows if r.expected]), len(score.mismatches)
-    summary = (f'<p class="summary {"good" if not bad else "badtxt"}" id="summary">{n - bad}/{n} verdicts match '
-               f"the ground truth ({score.accuracy:.1%}), {bad} mismatch(es)</p>")
-    sections = []
+    summary = summary_html(score)
+    # Expected verdicts without a measurement first: they are what a reader must see.
+    sections = [unmeasured_html(r) for r in score.rows if r.no_measurement]
     for m in measurements:
         sections.append(measurement_html(rows.get((m.get("x_vantage", ""), m.get("input", ""))), m))
         if progress:
@@ -197,5 +222,8 @@ def write_report(dirs: list[Path], out: Path, fingerprints: list[Path] | None = 
     ordered = sorted(iter_measurements(measurement_files(dirs)),
                      key=lambda m: (m.get("input", ""), m.get("x_vantage", "") == CONTROL, m.get("x_vantage", "")))
     html = render(run, ordered, title or f"censorlab report: {run.scenario.name}", progress)
-    out.write_text(html, encoding="utf-8")
+    try:
+        out.write_text(html, encoding="utf-8")
+    except OSError as exc:
+        raise ResultsError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
     return run

@@ -6,14 +6,15 @@ from rich.console import Console
 from rich.table import Table
 
 from harness.results import ScoredRun
-from harness.score import Score
+from harness.score import NO_MEASUREMENT_REASONS, Score
 from netlab.model import CONTROL
 from netlab.verdict import Verdict
 
 MAX_MISMATCHES_SHOWN = 200
 MAX_TABLE_TARGETS = 500  # larger runs print the score and mismatches, not the whole matrix
 FAMILY_STYLE = {"ok": "green", "dns": "magenta", "tcp": "red", "tls": "yellow", "http": "cyan",
-                "throttled": "blue", "site_down": "dim", "control_failed": "bold red"}
+                "throttled": "blue", "site_down": "dim", "control_failed": "bold red",
+                "no_measurement": "bold red"}
 
 
 def _style(v: Verdict) -> str:
@@ -42,7 +43,7 @@ def verdict_table(score: Score, vantages: list[str], collateral: set[tuple[str, 
                 row.append(f"[{_style(r.observed)}]{r.observed.value}{mark}[/]")
             else:
                 exp = r.expected.verdict.value if r.expected else "?"
-                row.append(f"[bold red]✗ {r.observed.value}[/] [dim]({exp})[/]")
+                row.append(f"[bold red]✗ {r.label}[/] [dim]({exp})[/]")
         table.add_row(*row)
     return table
 
@@ -104,10 +105,18 @@ def print_report(console: Console, run: ScoredRun, *, verbose_score: bool = True
     else:  # nobody reads a matrix this long, and rendering it would cost more than the run
         console.print(f"{targets} targets: the verdict matrix is in verdicts.jsonl (and `harness report`); "
                       "mismatches are listed below")
-    n, bad = len([r for r in score.rows if r.expected]), len(score.mismatches)
-    colour = "green" if not bad else "bold red"
+    n, bad = score.scored, len(score.mismatches)
+    colour = "green" if score.passed else "bold red"
     console.print(f"[{colour}]Score: {n - bad}/{n} verdicts match the ground truth "
                   f"({score.accuracy:.1%}), {bad} mismatch(es)[/]")
+    if not n:
+        console.print("[bold red]Nothing was scored: these results hold no expected verdict, so they pass "
+                      "nothing[/]")
+    unmeasured = score.unmeasured
+    if unmeasured:
+        console.print(f"[bold red]{sum(unmeasured.values())} expected verdict(s) have no measurement: "
+                      + ", ".join(f"{k} {unmeasured[k]}" for k in NO_MEASUREMENT_REASONS if unmeasured[k])
+                      + " (mismatches, listed below)[/]")
     if verbose_score:
         for t in score_tables(score):
             console.print(t)
@@ -118,7 +127,7 @@ def print_report(console: Console, run: ScoredRun, *, verbose_score: bool = True
             console.print("[bold red]collateral damage or effectiveness differ from the oracle's[/]")
     for r in score.mismatches[:MAX_MISMATCHES_SHOWN]:
         exp = r.expected
-        console.print(f"[bold red]mismatch[/] {r.vantage} {r.url}: observed [bold]{r.observed.value}[/] "
+        console.print(f"[bold red]mismatch[/] {r.vantage} {r.url}: observed [bold]{r.label}[/] "
                       f"({r.why}); expected [bold]{exp.verdict.value if exp else '?'}[/] "
                       f"({exp.reason if exp else ''}); measurement {r.measurement_uid or '-'}")
     if len(score.mismatches) > MAX_MISMATCHES_SHOWN:

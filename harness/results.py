@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.analysis import load_fingerprints
-from harness.score import Score, measurement_files, score, verdict_rows
-from netlab.errors import NetlabError
+from harness.campaign import shard_targets
+from harness.score import ResultsError, Score, measurement_files, score, verdict_rows
+from netlab.errors import LabFault
 from netlab.impact import IspImpact, impact
 from netlab.loader import load_scenario
 from netlab.model import Scenario
@@ -39,23 +40,75 @@ def write_run_info(out_dir: Path, scenario: Scenario, info: dict[str, Any]) -> N
     (out_dir / "run.json").write_text(json.dumps(info, indent=1))
 
 
+def read_run_infos(dirs: list[Path]) -> list[dict[str, Any]]:
+    """The run.json of each results folder, checked before anything is scored: every folder
+    exists and is given once, all come from one scenario, and none ended in a lab fault (its
+    measurements cannot be trusted: LabFault, exit 3, rather than verdicts that blame the rules)."""
+    if not dirs:
+        raise ResultsError("no results folder given")
+    seen: dict[Path, Path] = {}
+    for d in dirs:
+        key = Path(d).resolve()
+        if key in seen:
+            raise ResultsError(f"results folder {d} is given twice (as {seen[key]} and {d}): its verdicts "
+                               "would count twice")
+        seen[key] = Path(d)
+    infos = []
+    for d in dirs:
+        if not Path(d).is_dir():
+            raise ResultsError(f"{d}: no such results folder")
+        try:
+            info = json.loads((Path(d) / "run.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise ResultsError(f"{d} is not a results folder of `harness run` ({exc})") from None
+        if not isinstance(info, dict) or not isinstance(info.get("scenario_name"), str) \
+                or not isinstance(info.get("vantages"), list) or not isinstance(info.get("site_addresses"), dict):
+            raise ResultsError(f"{d}/run.json lacks scenario_name, vantages or site_addresses: not a results "
+                               "folder of `harness run`")
+        shard = info.get("shard") or [1, 1]
+        if not (isinstance(shard, list) and len(shard) == 2 and all(type(x) is int for x in shard)
+                and 1 <= shard[0] <= shard[1]):
+            raise ResultsError(f"{d}/run.json: shard {shard!r} is not [index, count]")
+        infos.append(info)
+    names = {i["scenario_name"] for i in infos}
+    if len(names) > 1:
+        raise ResultsError(f"these folders come from different scenarios: {', '.join(sorted(names))}")
+    faulty = [(d, i["lab_faults"]) for d, i in zip(dirs, infos, strict=True) if i.get("lab_faults")]
+    if faulty:
+        raise LabFault("; ".join(f"{d}: the run ended in a lab fault ({', '.join(map(str, f))})" for d, f in faulty)
+                       + ". Its measurements cannot be trusted and are not scored; run it again")
+    return infos
+
+
+def expected_pairs(scenario: Scenario, infos: list[dict[str, Any]]) -> dict[str, set[str]]:
+    """url -> the vantages that were to measure it: each folder's shard of the scenario's targets
+    (run.json "shard") from each of its campaign's vantages ("campaign_vantages" where the run
+    measured only some, else every vantage of the lab). Shards of one campaign add up to all."""
+    out: dict[str, set[str]] = {}
+    for info in infos:
+        index, count = info.get("shard") or (1, 1)
+        vantages = info.get("campaign_vantages") or info["vantages"]
+        for t in shard_targets(scenario.targets, index, count):
+            out.setdefault(t.url, set()).update(vantages)
+    return out
+
+
 def score_results(dirs: list[Path], fingerprint_files: list[Path] | None = None,
                   scenario: Scenario | None = None) -> ScoredRun:
     """Score results folders. ``scenario``: the one already loaded for the run, if there is one
-    (a 50,000-target scenario costs tens of MB to load twice); else the folders' copy."""
-    infos = []
-    for d in dirs:
-        try:
-            infos.append(json.loads((Path(d) / "run.json").read_text()))
-        except (OSError, ValueError) as exc:
-            raise NetlabError(f"{d} is not a results folder of `harness run` ({exc})") from None
-    names = {i["scenario_name"] for i in infos}
-    if len(names) > 1:
-        raise NetlabError(f"these folders come from different scenarios: {', '.join(sorted(names))}")
+    (a 50,000-target scenario costs tens of MB to load twice); else the folders' copy.
+
+    Every (vantage, target) the campaign was to measure gets a row: a pair without a measurement
+    is a no_measurement mismatch (why: the campaign's errors in run.json), so a run that measured
+    little or nothing never scores as a pass."""
+    infos = read_run_infos(dirs)
     scenario = scenario or load_scenario(Path(dirs[0]) / "scenario.yaml")
     sites = {k: IPv4Address(v) for k, v in infos[0]["site_addresses"].items()}
     expectations = expected_verdicts(scenario, sites)
-    rows = verdict_rows(measurement_files(dirs), expectations, load_fingerprints(fingerprint_files))
+    wanted = expected_pairs(scenario, infos)
+    errors = [e for i in infos for e in i.get("errors") or []]
+    rows = verdict_rows(measurement_files(dirs), expectations, load_fingerprints(fingerprint_files),
+                        expected=(k for k in expectations if k[0] in wanted.get(k[1], ())), errors=errors)
     measured = {(r.vantage, r.url) for r in rows}
     rules = {k: e.rule for k, e in expectations.items()}
     expected = {k: e.verdict for k, e in expectations.items() if k in measured}

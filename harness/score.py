@@ -9,15 +9,27 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from harness.analysis import Fingerprint, analyse
 from netlab import jsonl
+from netlab.errors import NetlabError
 from netlab.model import CONTROL
 from netlab.oracle import Expectation
 from netlab.verdict import Verdict
 
 TECHNIQUES = ("dns", "tcp", "tls", "http", "throttled")
+
+
+# Why an expected (vantage, target) has no measurement (VerdictRow.no_measurement).
+PROBE_ERROR = "probe_error"  # the worker answered the job with an error (run.json "errors")
+TIMEOUT = "timeout"  # the job ran past job_timeout
+MISSING = "missing"  # no line at all for the job: the worker crashed or the run was cut short
+NO_MEASUREMENT_REASONS = (PROBE_ERROR, TIMEOUT, MISSING)
+
+
+class ResultsError(NetlabError):
+    """A results folder cannot be scored: missing, incomplete, corrupt, or given twice (exit 2)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,16 +40,26 @@ class VerdictRow:
     expected: Expectation | None
     why: str
     measurement_uid: str = ""
+    no_measurement: str = ""  # one of NO_MEASUREMENT_REASONS when the expected pair was not measured
 
     @property
     def matches(self) -> bool:
+        # Nothing measured is never a match, whatever the expectation says.
+        if self.no_measurement:
+            return False
         return self.expected is None or self.expected.verdict == self.observed
+
+    @property
+    def label(self) -> str:
+        """The observed verdict as reports show it: with the reason when nothing was measured."""
+        return f"{self.observed.value} ({self.no_measurement})" if self.no_measurement else self.observed.value
 
     def to_json(self) -> dict[str, Any]:
         return {"vantage": self.vantage, "url": self.url, "verdict": self.observed.value,
                 "expected": self.expected.verdict.value if self.expected else None,
                 "expected_reason": self.expected.reason if self.expected else None,
-                "match": self.matches, "why": self.why, "measurement_uid": self.measurement_uid}
+                "match": self.matches, "why": self.why, "measurement_uid": self.measurement_uid,
+                "no_measurement": self.no_measurement or None}
 
 
 @dataclass
@@ -66,13 +88,32 @@ class Score:
         return [r for r in self.rows if not r.matches]
 
     @property
+    def scored(self) -> int:
+        """Rows with an expectation (the ones accuracy counts)."""
+        return sum(1 for r in self.rows if r.expected is not None)
+
+    @property
+    def unmeasured(self) -> Counter[str]:
+        """Expected pairs without a measurement, by reason (probe_error, timeout, missing)."""
+        return Counter(r.no_measurement for r in self.rows if r.no_measurement)
+
+    @property
     def accuracy(self) -> float:
+        # Nothing scored is not 100%: a gate that measured nothing must not look green.
         scored = [r for r in self.rows if r.expected is not None]
-        return sum(r.matches for r in scored) / len(scored) if scored else 1.0
+        return sum(r.matches for r in scored) / len(scored) if scored else 0.0
+
+    @property
+    def passed(self) -> bool:
+        """The gate: something was scored and every scored verdict matches."""
+        return self.scored > 0 and not self.mismatches
 
     def to_json(self) -> dict[str, Any]:
+        unmeasured = self.unmeasured
         return {
-            "rows": len(self.rows), "mismatches": len(self.mismatches), "accuracy": self.accuracy,
+            "rows": len(self.rows), "scored": self.scored, "mismatches": len(self.mismatches),
+            "accuracy": self.accuracy, "passed": self.passed,
+            "no_measurement": {k: unmeasured.get(k, 0) for k in NO_MEASUREMENT_REASONS},
             "confusion": [{"expected": e, "observed": o, "count": n} for (e, o), n in sorted(self.confusion.items())],
             "techniques": {t: {"precision": s.precision, "recall": s.recall, "tp": s.tp, "fp": s.fp, "fn": s.fn}
                            for t, s in self.techniques.items()},
@@ -85,17 +126,41 @@ _VANTAGE_HEAD = re.compile(rb'^\{"x_vantage": ?("(?:[^"\\]|\\.)*")')
 
 def iter_measurements(paths: Iterable[Path], vantage: str | None = None) -> Iterator[dict[str, Any]]:
     """The measurements in ``paths``; with ``vantage``, only that vantage's: the others' lines are
-    skipped by their first bytes, unparsed (a 60 KiB measurement costs far more to parse)."""
+    skipped by their first bytes, unparsed (a 60 KiB measurement costs far more to parse).
+
+    A file that is missing, or a line that is not a measurement (a run cut short mid-write leaves a
+    truncated last line), raises ResultsError naming the file and the line."""
     for path in paths:
-        with open(path, "rb") as f:
-            for line in f:
+        with _open(path) as f:
+            for number, line in enumerate(f, 1):
                 if vantage is not None and (head := _VANTAGE_HEAD.match(line)) \
                         and json.loads(head.group(1)) != vantage:
                     continue
                 if line.strip():
-                    m = jsonl.loads(line)
+                    m = _parse_line(path, number, line)
                     if vantage is None or m.get("x_vantage") == vantage:
                         yield m
+
+
+def _open(path: Path) -> BinaryIO:
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise ResultsError(f"{path}: no such file; {Path(path).parent} is not a complete results folder "
+                           "of `harness run`") from None
+    except OSError as exc:
+        raise ResultsError(f"{path}: cannot read it ({exc.strerror})") from None
+
+
+def _parse_line(path: Path, number: int, line: bytes) -> dict[str, Any]:
+    try:
+        m = jsonl.loads(line)
+    except ValueError as exc:  # json's and orjson's decode errors, bad UTF-8
+        raise ResultsError(f"{path}:{number}: not a JSON measurement ({exc}); the file is truncated or "
+                           "corrupt") from None
+    if not isinstance(m, dict) or not isinstance(m.get("input"), str) or not isinstance(m.get("test_keys"), dict):
+        raise ResultsError(f"{path}:{number}: not a measurement (a JSON object with input and test_keys)")
+    return m
 
 
 def measurement_files(result_dirs: Iterable[Path]) -> list[Path]:
@@ -103,28 +168,54 @@ def measurement_files(result_dirs: Iterable[Path]) -> list[Path]:
 
 
 def verdict_rows(files: list[Path], expectations: dict[tuple[str, str], Expectation],
-                 fingerprints: list[Fingerprint]) -> list[VerdictRow]:
-    """Two streaming passes: the control's measurements first, then every vantage's against them,
+                 fingerprints: list[Fingerprint], expected: Iterable[tuple[str, str]] | None = None,
+                 errors: Iterable[dict[str, Any]] = ()) -> list[VerdictRow]:
+    """One row per measurement, and one no_measurement row (a mismatch) for every pair of
+    ``expected`` (default: every pair of ``expectations``) that has none, with the reason from
+    the campaign's ``errors`` (run.json): probe_error, timeout, or missing when the worker never
+    answered. A (vantage, url) measured twice (the same folder given twice, overlapping shards)
+    raises ResultsError: counting it twice would score the run as better than it is.
+
+    Two streaming passes: the control's measurements first, then every vantage's against them,
     so memory holds one control measurement per target, not the whole run."""
     controls: dict[str, tuple[Any, ...]] = {}
     for m in iter_measurements(files, vantage=CONTROL):
         controls[sys.intern(m["input"])] = _slim(m["test_keys"])
     rows = []
-    for m in iter_measurements(files):
-        vantage = sys.intern(m.get("x_vantage", m.get("probe_network_name")))
-        url = sys.intern(m["input"])
-        control = controls.get(url)
-        result = analyse(m["test_keys"], None if control is None else _unslim(control), fingerprints)
-        rows.append(VerdictRow(vantage, url, result.verdict, expectations.get((vantage, url)), result.why,
-                               m.get("measurement_uid", "")))
-    # A vantage that produced nothing for a measured target (its worker failed) is a mismatch too.
-    seen = {(r.vantage, r.url) for r in rows}
-    urls = {r.url for r in rows}
-    for (vantage, url), exp in expectations.items():
-        if url in urls and (vantage, url) not in seen:
-            rows.append(VerdictRow(vantage, url, Verdict.CONTROL_FAILED, exp, "no measurement"))
+    seen: dict[tuple[str, str], Path] = {}
+    for path in files:
+        for m in iter_measurements([path]):
+            vantage = sys.intern(m.get("x_vantage", m.get("probe_network_name")))
+            url = sys.intern(m["input"])
+            if (vantage, url) in seen:
+                first = seen[(vantage, url)]
+                where = f"in {first} and in {path}" if first != path else f"twice in {path}"
+                raise ResultsError(f"{vantage} {url} is measured more than once ({where}): give each results "
+                                   "folder once, and only shards of one campaign together")
+            seen[(vantage, url)] = path
+            control = controls.get(url)
+            result = analyse(m["test_keys"], None if control is None else _unslim(control), fingerprints)
+            rows.append(VerdictRow(vantage, url, result.verdict, expectations.get((vantage, url)), result.why,
+                                   m.get("measurement_uid", "")))
+    failed = {(e.get("vantage"), e.get("url")): e for e in errors if isinstance(e, dict)}
+    for key in (expectations if expected is None else expected):
+        if key not in seen:
+            reason, why = no_measurement_reason(failed.get(key))
+            rows.append(VerdictRow(key[0], key[1], Verdict.NO_MEASUREMENT, expectations.get(key), why,
+                                   no_measurement=reason))
     rows.sort(key=lambda r: (r.url, r.vantage))
     return rows
+
+
+def no_measurement_reason(error: dict[str, Any] | None) -> tuple[str, str]:
+    """(reason, explanation) for an expected pair without a measurement, from its campaign error."""
+    if error is None:
+        return MISSING, "the probe worker never answered this job (no measurement, no error)"
+    text = str(error.get("error") or "")
+    # Workers before the "timeout" kind reported a timeout as a crash "job exceeded N s".
+    if error.get("kind") == "timeout" or text.startswith("job exceeded"):
+        return TIMEOUT, f"the job timed out: {text}"
+    return PROBE_ERROR, f"the probe failed ({error.get('kind') or 'error'}): {text}"
 
 
 # What the analysis needs of a control measurement. Memory holds one per target for the whole

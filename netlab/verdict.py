@@ -31,6 +31,10 @@ class Verdict(StrEnum):
     THROTTLED = "throttled"
     SITE_DOWN = "site_down"
     CONTROL_FAILED = "control_failed"
+    # The oracle expects a verdict for this (vantage, target) but the run has no measurement of it
+    # (the probe failed, timed out, or the worker never answered): a mismatch, never a pass.
+    # Rows carry which of those it was (harness.score.VerdictRow.no_measurement).
+    NO_MEASUREMENT = "no_measurement"
 
     def __str__(self) -> str:
         return self.value
@@ -42,7 +46,7 @@ class Verdict(StrEnum):
 
     @property
     def is_censorship(self) -> bool:
-        return self not in (Verdict.OK, Verdict.SITE_DOWN, Verdict.CONTROL_FAILED)
+        return self not in (Verdict.OK, Verdict.SITE_DOWN, Verdict.CONTROL_FAILED, Verdict.NO_MEASUREMENT)
 
 
 # OONI web_connectivity (blocking, accessible) for each verdict.
@@ -51,6 +55,7 @@ OONI_BLOCKING: dict[Verdict, tuple[str | bool | None, bool | None]] = {
     Verdict.THROTTLED: (False, True),
     Verdict.SITE_DOWN: (False, False),
     Verdict.CONTROL_FAILED: (None, None),
+    Verdict.NO_MEASUREMENT: (None, None),
     Verdict.HTTP_BLOCKPAGE: ("http-diff", False),
     Verdict.HTTP_DIFF: ("http-diff", False),
 }

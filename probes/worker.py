@@ -16,12 +16,16 @@ stdout, exactly one line per job, in completion order, flushed at once::
     {"id": 7, "measurement": {...OONI measurement...}}
     {"id": 7, "error": "refusing https://x.example/: ...", "kind": "refused"}
     {"id": 7, "error": "ValueError: ...", "kind": "crash"}
+    {"id": 7, "error": "job exceeded 180 s", "kind": "timeout"}
 
-``kind`` is "refused" when the probe refused the job (target outside the lab, unparsable URL)
-and "crash" for anything else (bad JSON, unknown probe, a bug). A line that is not valid JSON
-still gets an answer, with ``"id": null``. At most ``concurrency`` jobs run at once. At the end
-of stdin the worker finishes the jobs in flight and exits 0. A bad header exits 2. Nothing but
-result lines goes to stdout; diagnostics go to stderr.
+``kind`` is "refused" when the probe refused the job (target outside the lab, unparsable URL),
+"timeout" when the job ran past ``job_timeout``, and "crash" for anything else (bad JSON,
+unknown probe, a bug: any exception a probe raises, SystemExit included). A line that is not
+valid JSON still gets an answer, with ``"id": null``. At most ``concurrency`` jobs run at once.
+A probe that ignores the cancellation at its timeout is abandoned (its slot goes to the next
+job) and the worker exits without waiting for it. At the end of stdin the worker finishes the
+jobs in flight and exits 0. A bad header exits 2. Nothing but result lines goes to stdout;
+diagnostics go to stderr.
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ DEFAULT_JOB_TIMEOUT = 180.0
 MAX_LINE = 1 << 20
 #: Results the worker may hold for a slow reader before a reporting job waits (about 15 results).
 WRITE_BUFFER = 1 << 20
+#: Seconds a timed-out probe gets to unwind after its cancellation before it is abandoned.
+CANCEL_GRACE = 2.0
 
 
 class BadJob(Exception):
@@ -65,6 +71,9 @@ class Worker:
         self._probes: dict[str, type] = {}
         self._report_ids: dict[str, str] = {}
         self._started = datetime.now(UTC)
+        # Probes that ignored their cancellation: kept referenced (a task nobody holds may be
+        # collected mid-run) and never awaited.
+        self.abandoned: set[asyncio.Task[Any]] = set()
 
     async def serve(self, lines: asyncio.Queue[str | None]) -> None:
         """Run jobs from ``lines`` (None marks end of input) until the input ends."""
@@ -109,18 +118,55 @@ class Worker:
             if not isinstance(job, dict):
                 raise BadJob("job must be a JSON object")
             job_id = job.get("id")
-            async with asyncio.timeout(self.job_timeout):
-                measurement = await self._measure(job)
+            measurement = await self._measure_within_timeout(job)
+            if measurement is None:
+                log.error("job %r exceeded %g s", job_id, self.job_timeout)
+                return {"id": job_id, "error": f"job exceeded {self.job_timeout:g} s", "kind": "timeout"}
             return {"id": job_id, "measurement": measurement}
         except (ProbeError, TargetError) as exc:
             return {"id": job_id, "error": str(exc), "kind": "refused"}
-        except TimeoutError:
-            log.error("job %r exceeded %.0f s", job_id, self.job_timeout)
-            return {"id": job_id, "error": f"job exceeded {self.job_timeout:g} s", "kind": "crash"}
-        except Exception as exc:
+        except BaseException as exc:  # anything one probe raises (sys.exit() too) answers its job
+            if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
+                raise  # the worker itself is being stopped
             if not isinstance(exc, BadJob):
-                log.exception("job %r crashed", job_id)
+                log.error("job %r crashed", job_id, exc_info=exc)
             return {"id": job_id, "error": f"{type(exc).__name__}: {exc}", "kind": "crash"}
+
+    async def _measure_within_timeout(self, job: dict[str, Any]) -> dict[str, Any] | None:
+        """The job's measurement, or None when it runs past job_timeout. The probe runs as a task
+        of its own, so one that ignores its cancellation cannot hold this job (and its slot) up."""
+        task = asyncio.create_task(self._guarded(job))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.job_timeout)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if not done:
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=CANCEL_GRACE)
+            if not done:
+                log.error("job %r ignores its cancellation; abandoned", job.get("id"))
+                self.abandoned.add(task)
+                task.add_done_callback(self.abandoned.discard)
+            elif not task.cancelled() and task.exception() is None:
+                return task.result()[0]  # it finished as it was being cancelled
+            return None
+        if task.cancelled():  # the probe cancelled itself: nobody cancelled this job
+            raise RuntimeError("the probe raised CancelledError")
+        measurement, exc = task.result()
+        if exc is not None:
+            raise exc
+        return measurement
+
+    async def _guarded(self, job: dict[str, Any]) -> tuple[dict[str, Any], None] | tuple[None, BaseException]:
+        """Run the job; whatever it raises comes back as a value. SystemExit raised inside a task
+        would otherwise stop the event loop, i.e. the whole worker."""
+        try:
+            return await self._measure(job), None
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            return None, exc
 
     async def _measure(self, job: dict[str, Any]) -> dict[str, Any]:
         probe_name = job.get("probe")
@@ -286,6 +332,11 @@ async def amain(stdin: TextIO, out: TextIO) -> int:
         await reader
     finally:
         await sink.close()
+    if worker.abandoned:
+        # asyncio.run would wait for them forever: every result is written, so leave now.
+        log.error("exiting with %d abandoned job(s) still running", len(worker.abandoned))
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 

@@ -10,7 +10,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from harness.cli.common import EXIT_MISMATCH, quiet_default
 from harness.html_report import write_report
-from harness.score import iter_measurements, measurement_files
+from harness.results import read_run_infos
+from harness.score import ResultsError, iter_measurements, measurement_files
 
 EPILOG = """examples:
   harness report results/demo-20261129-101500 -o report.html
@@ -18,7 +19,9 @@ EPILOG = """examples:
 
 The page has no external assets (one file to archive or attach to a CI run): the verdict matrix
 coloured by verdict family, the confusion matrix and per-technique precision/recall, and every
-measurement's timeline with its OONI JSON. Exit codes: 0 ok, 1 mismatches (--check), 2 bad input."""
+measurement's timeline with its OONI JSON. Expected verdicts without a measurement (probe error,
+timeout, missing) are mismatches. Exit codes: 0 ok, 1 mismatches or nothing scored (--check),
+2 bad input, 3 the run ended in a lab fault."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
+    if args.output.is_dir():
+        raise ResultsError(f"-o {args.output} is a directory; give the HTML file to write, e.g. "
+                           f"{args.output / 'report.html'}")
+    read_run_infos(args.results)  # a bad folder or a lab fault, before counting measurements
     if args.quiet:
         scored = write_report(args.results, args.output, args.fingerprints, args.title)
     else:
@@ -46,7 +53,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
             task = bar.add_task("report", total=total)
             scored = write_report(args.results, args.output, args.fingerprints, args.title,
                                   progress=lambda: bar.advance(task))
-    bad = len(scored.score.mismatches)
+    bad, unmeasured = len(scored.score.mismatches), sum(scored.score.unmeasured.values())
     console.print(f"wrote {args.output} ({args.output.stat().st_size // 1024} KiB): {len(scored.score.rows)} "
-                  f"verdicts, {bad} mismatch(es)")
-    return EXIT_MISMATCH if args.check and bad else 0
+                  f"verdicts, {bad} mismatch(es)" + (f", {unmeasured} without a measurement" if unmeasured else ""))
+    if not scored.score.scored:
+        console.print("[bold red]nothing was scored: no expected verdict in these results[/]")
+    return EXIT_MISMATCH if args.check and not scored.score.passed else 0

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_probes_support import PAGE, DnsServer, Pki, http_response, make_context, serve, tcp_server
+
+import probes.worker as worker_module
+from probes.base import Probe
+from probes.worker import Worker
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -146,3 +153,127 @@ def test_result_lines_stay_whole_when_signals_interrupt_writes() -> None:
     results = [json.loads(line) for line in b"".join(lines).splitlines()]
     assert [r["id"] for r in results] == list(range(count))
     assert all(len(r["body"]) == 200_000 for r in results)
+
+
+# ------------------------------------------------------------------ jobs that misbehave (issue 12)
+# In process, with probe classes put straight into the worker: every job gets its answer line,
+# with its id, and the worker goes on with the next job.
+
+
+class _Probe(Probe):
+    name = "fine"
+    test_name = "urlgetter"
+    calls = 0
+
+    async def run(self, target: Any, ctx: Any) -> dict[str, Any]:
+        return {"failure": None}
+
+
+class _Raises(_Probe):
+    async def run(self, target: Any, ctx: Any) -> dict[str, Any]:
+        raise RuntimeError("a bug in the probe")
+
+
+class _Exits(_Probe):
+    async def run(self, target: Any, ctx: Any) -> dict[str, Any]:
+        sys.exit(3)
+
+
+class _Hangs(_Probe):
+    async def run(self, target: Any, ctx: Any) -> dict[str, Any]:
+        await asyncio.sleep(3600)
+        return {}
+
+
+class _Stubborn(_Probe):
+    """Ignores its cancellation: keeps running after the job timed out."""
+
+    async def run(self, target: Any, ctx: Any) -> dict[str, Any]:
+        for _ in range(3):
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0.5)
+        return {}
+
+
+class _CancelsItself(_Probe):
+    async def run(self, target: Any, ctx: Any) -> dict[str, Any]:
+        raise asyncio.CancelledError
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.lines: list[dict[str, Any]] = []
+
+    async def write(self, data: bytes) -> None:
+        self.lines.append(json.loads(data))
+
+
+def _serve(probes: dict[str, type], jobs: list[dict[str, Any]], job_timeout: float = 0.3,
+           concurrency: int = 2) -> tuple[dict[Any, dict[str, Any]], int]:
+    """The answer lines by id, and how many probes were abandoned when the input was done."""
+    async def go() -> tuple[dict[Any, dict[str, Any]], int]:
+        sink = _Sink()
+        worker = Worker(make_context(53), concurrency, job_timeout, sink)  # type: ignore[arg-type]
+        worker._probes.update(probes)
+        lines: asyncio.Queue[str | None] = asyncio.Queue()
+        for job in jobs:
+            lines.put_nowait(json.dumps(job) + "\n")
+        lines.put_nowait(None)
+        await asyncio.wait_for(worker.serve(lines), 30)
+        assert len(sink.lines) == len(jobs), sink.lines
+        return {r["id"]: r for r in sink.lines}, len(worker.abandoned)
+    return asyncio.run(go())
+
+
+def test_a_probe_that_raises_answers_its_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    kinds = {"raises": _Raises, "exits": _Exits, "self-cancel": _CancelsItself, "fine": _Probe}
+    jobs = [{"id": i, "probe": p, "url": "https://news.test/"} for i, p in enumerate(kinds)]
+    by_id, _ = _serve(kinds, jobs)
+    assert by_id[0]["kind"] == "crash" and by_id[0]["error"] == "RuntimeError: a bug in the probe"
+    assert by_id[1]["kind"] == "crash" and by_id[1]["error"].startswith("SystemExit")
+    assert by_id[2]["kind"] == "crash" and "CancelledError" in by_id[2]["error"]
+    assert "measurement" in by_id[3]  # the worker carried on
+
+
+def test_a_hanging_probe_times_out_with_its_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(worker_module, "CANCEL_GRACE", 0.2)
+    jobs = [{"id": 1, "probe": "hangs", "url": "https://news.test/"},
+            {"id": 2, "probe": "stubborn", "url": "https://news.test/"},
+            {"id": 3, "probe": "fine", "url": "https://news.test/"}]
+    by_id, abandoned = _serve({"hangs": _Hangs, "stubborn": _Stubborn, "fine": _Probe}, jobs, concurrency=1)
+    assert by_id[1] == {"id": 1, "error": "job exceeded 0.3 s", "kind": "timeout"}
+    assert by_id[2] == {"id": 2, "error": "job exceeded 0.3 s", "kind": "timeout"}
+    assert "measurement" in by_id[3]  # the stubborn probe's slot went to the next job
+    assert abandoned == 1
+
+
+_STUBBORN_WORKER = """
+import asyncio, sys
+from probes import worker
+
+class Stubborn:
+    name = "stubborn"
+    test_name = "urlgetter"
+    async def run(self, target, ctx):
+        while True:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                pass
+
+worker.CANCEL_GRACE = 0.1
+real = worker.Worker._probe_class
+worker.Worker._probe_class = lambda self, name: Stubborn if name == "stubborn" else real(self, name)
+sys.exit(worker.main())
+"""
+
+
+def test_the_worker_exits_despite_a_probe_that_never_ends() -> None:
+    lines = [json.dumps({"context": make_context(53).to_dict(), "concurrency": 2, "job_timeout": 0.3}),
+             json.dumps({"id": 5, "probe": "stubborn", "url": "https://news.test/"})]
+    done = subprocess.run([sys.executable, "-c", _STUBBORN_WORKER], input="".join(x + "\n" for x in lines),
+                          capture_output=True, text=True, cwd=REPO, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(x) for x in done.stdout.splitlines()] == [
+        {"id": 5, "error": "job exceeded 0.3 s", "kind": "timeout"}]
+    assert "abandoned" in done.stderr
