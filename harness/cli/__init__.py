@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 
 from harness.cli import common, compose, down, explain, image, probes, report, run, score, status, up
-from netlab.errors import LabError, NetlabError, ScenarioError
+from netlab.errors import LabError, NetlabError, ScenarioError, UsageError
 
 VERBS = (up, down, status, run, score, explain, report, probes, compose, image)
 EPILOG = """examples:
@@ -45,13 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    # SIGTERM unwinds like Ctrl-C, so every `finally` that tears a lab down still runs.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    common.install_interrupt_handlers()
     console = common.console()
     try:
         return int(args.func(args, console) or 0)
     except ScenarioError as exc:
         console.print(f"[bold red]scenario error:[/] {exc}", highlight=False)
+        return common.EXIT_CONFIG
+    except UsageError as exc:  # before LabError: a name in use is both, and nothing was started
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
         return common.EXIT_CONFIG
     except LabError as exc:
         console.print(f"[bold red]lab fault:[/] {exc}", highlight=False)

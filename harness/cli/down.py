@@ -6,18 +6,20 @@ import argparse
 
 from rich.console import Console
 
-from harness.cli.common import EXIT_CONFIG, add_backend
+from harness.cli.common import EXIT_CONFIG, add_backend, lab_name
 from netlab.backends import BACKENDS, get_backend
-from netlab.errors import LabError
+from netlab.backends.base import read_state
+from netlab.errors import LabError, NoSuchLab
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("down", help="remove a lab (or --all)",
                        description="Stop a lab's services and remove its namespaces or containers and "
-                       "files. Works after a crash too: leftovers are found by their name prefix.",
+                       "files. Works after a crash too: leftovers are found by the lab's exact name, and "
+                       "nothing of another lab is touched. An unknown name is an error (exit 2).",
                        epilog="examples:\n  harness down demo\n  harness down --all",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("name", nargs="?", help="lab name")
+    p.add_argument("name", nargs="?", type=lab_name, help="lab name (see `harness status`)")
     p.add_argument("--all", action="store_true", help="remove every lab of every backend")
     add_backend(p)
     p.set_defaults(func=run)
@@ -41,7 +43,22 @@ def run(args: argparse.Namespace, console: Console) -> int:
                 console.print(f"[dim]{b}: {exc}[/]")
         console.print(f"removed: {', '.join(removed)}" if removed else "no labs to remove")
         return 0
-    if get_backend(args.backend).down(args.name, progress=console.print):
-        return 0
-    console.print(f"no lab named {args.name!r} ({args.backend})")
-    return 0
+    # The lab's own record says which backend built it; leftovers without one are looked for on
+    # the backend named by --backend first, then on the others.
+    state = read_state(args.name)
+    order = [state.backend] if state is not None else [args.backend, *(b for b in BACKENDS if b != args.backend)]
+    for b in order:
+        try:
+            backend = get_backend(b)
+        except LabError:
+            if b == args.backend or state is not None:
+                raise
+            continue
+        try:
+            if backend.down(args.name, progress=console.print):
+                return 0
+        except LabError as exc:
+            if b == args.backend or state is not None:
+                raise
+            console.print(f"[dim]{b}: {exc}[/]")
+    raise NoSuchLab(f"no lab named {args.name!r} on this machine (see `harness status`)")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import re
-import tempfile
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,16 +16,25 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from harness.campaign import DEFAULT_CONCURRENCY, CampaignConfig, shard_targets
-from harness.cli.common import EXIT_LAB, EXIT_MISMATCH, add_backend, add_name, quiet_default, stderr_console
+from harness.cli.common import (
+    EXIT_LAB,
+    EXIT_MISMATCH,
+    add_backend,
+    add_name,
+    quiet_default,
+    raise_if_interrupted,
+    stderr_console,
+)
 from harness.report import print_report
 from harness.runner import RunOutcome, measure_and_score
 from harness.testlist import Skipped, read_test_list, scenario_with_targets, select_targets
 from netlab.backends import get_backend
-from netlab.backends.base import RunningLab
+from netlab.backends.base import RunningLab, read_state
 from netlab.compile import compile_lab
-from netlab.errors import LabError, NetlabError
+from netlab.errors import LabFault, NetlabError, UsageError
 from netlab.loader import load_scenario
 from netlab.model import Scenario
+from probes.base import load_probe
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -68,16 +78,46 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
+    # Everything that can be refused is checked before a lab starts: scenario, probe, options, --out.
     scenario = load_scenario(args.scenario)
+    check_probe(args.probe)
+    shard = parse_shard(args.shard)
+    if args.concurrency < 1:
+        raise NetlabError("--concurrency must be at least 1")
+    name = args.name or scenario.name
+    out = args.out or Path("results") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    check_out_dir(out)
     if args.json:
         console = stderr_console()
     skipped: list[Skipped] = []
-    with tempfile.TemporaryDirectory(prefix="harness-targets-") as tmp:
+    # A test list's scenario is written inside the results folder (never a temporary folder
+    # elsewhere that a killed run would leave behind), and removed when the run ends.
+    work = out / ".targets"
+    try:
         if args.targets:
-            scenario, skipped = _from_test_list(scenario, args.targets, Path(tmp))
+            scenario, skipped = _from_test_list(scenario, args.targets, work)
             for s in skipped:
                 console.print(f"[dim]skipped[/] {s.url} (line {s.line}): {s.reason}", highlight=False)
-        return _run(args, console, scenario, skipped)
+        return _run(args, console, scenario, skipped, name, out, shard)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def check_probe(name: str) -> None:
+    """An unknown probe type is a usage error before any lab starts."""
+    try:
+        load_probe(name)
+    except KeyError as exc:
+        raise UsageError(f"--probe: {exc.args[0]} (see `harness probes list`)") from None
+
+
+def check_out_dir(out: Path) -> None:
+    """--out must be a folder this run can write: refused before the lab starts, not after."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a folder")
+    parent = next((p for p in [out, *out.parents] if p.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: cannot create it ({parent} is not a writable folder)")
 
 
 def _from_test_list(scenario: Scenario, path: Path, tmp: Path) -> tuple[Scenario, list[Skipped]]:
@@ -88,29 +128,38 @@ def _from_test_list(scenario: Scenario, path: Path, tmp: Path) -> tuple[Scenario
     return scenario_with_targets(scenario, [t.url for t in targets], tmp / "scenario.yaml"), skipped
 
 
-def _run(args: argparse.Namespace, console: Console, scenario: Scenario, skipped: list[Skipped]) -> int:
-    shard = parse_shard(args.shard)
-    if args.concurrency < 1:
-        raise NetlabError("--concurrency must be at least 1")
-    name = args.name or scenario.name
+def attach_or_up(args: argparse.Namespace, console: Console, scenario: Scenario, name: str
+                 ) -> tuple[RunningLab, bool]:
+    """The running lab of that name if it was built from this scenario by this backend (else
+    LabMismatch, exit 2), or a new lab this run owns. A faulty running lab is a lab fault."""
     backend = get_backend(args.backend)
-    out = args.out or Path("results") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    t0 = time.monotonic()
-    owned = False
-    try:
-        lab: RunningLab = backend.attach(name)
-        console.print(f"using the running lab {name}")
-    except LabError:
+    state = read_state(name)
+    if state is None:
         plan = compile_lab(scenario, name)
-        lab = backend.up(plan, progress=None if args.quiet else lambda m: console.print(f"  {m}"))
-        owned = True
+        return backend.up(plan, progress=None if args.quiet else lambda m: console.print(f"  {m}")), True
+    state.check_same_lab(args.scenario, args.backend)
+    lab = backend.attach(name)
+    dead = lab.dead_services()
+    if dead:
+        raise LabFault(f"the running lab {name} is faulty: " + "; ".join(map(str, dead))
+                       + f"\n`harness down {name}` removes it")
+    console.print(f"using the running lab {name}")
+    return lab, False
+
+
+def _run(args: argparse.Namespace, console: Console, scenario: Scenario, skipped: list[Skipped], name: str,
+         out: Path, shard: tuple[int, int]) -> int:
+    t0 = time.monotonic()
+    lab, owned = attach_or_up(args, console, scenario, name)
     up_seconds = time.monotonic() - t0
     config = CampaignConfig(probe=args.probe, concurrency=args.concurrency, shard=shard)
     total = len(shard_targets(scenario.targets, *shard)) * len(lab.state.vantages)
     try:
+        raise_if_interrupted()
         with _progress(console, total, args.quiet) as advance:
             outcome = measure_and_score(lab, scenario, out, config, backend=args.backend,
-                                        fingerprints=args.fingerprints, on_result=advance,
+                                        fingerprints=args.fingerprints,
+                                        on_result=lambda v, line: (raise_if_interrupted(), advance(v, line)),
                                         up_seconds=up_seconds)
     finally:
         if owned:
@@ -118,14 +167,15 @@ def _run(args: argparse.Namespace, console: Console, scenario: Scenario, skipped
             lab.down()
             if not args.quiet:
                 console.print(f"  lab {name} down in {time.monotonic() - t1:.2f}s")
+    raise_if_interrupted()
     result = outcome.campaign
     if args.json:
         print(json.dumps(json_summary(outcome, skipped), indent=1))
     if args.targets:
         (out / "skipped-targets.json").write_text(json.dumps([s.to_json() for s in skipped], indent=1))
     if outcome.scored is None:
-        console.print(f"[bold red]lab fault:[/] {', '.join(result.lab_faults)} stopped during the run; "
-                      f"the measurements in {out} cannot be trusted and were not scored")
+        console.print("[bold red]lab fault:[/] during the run:\n  " + "\n  ".join(result.lab_faults)
+                      + f"\nthe measurements in {out} cannot be trusted and were not scored", highlight=False)
         return EXIT_LAB
     scored = outcome.scored
     if not args.json:

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from netlab.backends import BACKENDS, get_backend
+from netlab.backends.base import LabState, lab_folders, pid_alive, read_state
 from netlab.errors import LabError
 
 
@@ -22,25 +23,41 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def lab_condition(backend_name: str, st: LabState) -> str:
+    """up, starting, faulty (naming what died), orphaned (its owner is gone), or leftover."""
+    if not st.lab_dir:
+        return "leftover (no state: `harness down` removes it)"
+    owner = pid_alive(st.owner_pid)
+    if not st.ready:
+        return "starting" if owner else "leftover (its start failed: `harness down` removes it)"
+    try:
+        dead = get_backend(backend_name).attach(st.lab).dead_services()
+    except LabError as exc:
+        return f"faulty: {exc}"
+    if dead:
+        return "faulty: " + "; ".join(f.key + ("" if f.status is None else f" (exit {f.status})") for f in dead)
+    return "up" if owner else "orphaned (its owner is gone: `harness down` removes it)"
+
+
 def run(args: argparse.Namespace, console: Console) -> int:
     rows = []
+    seen: set[str] = set()
     for b in BACKENDS:
         try:
-            backend = get_backend(b)
-            labs = backend.list_labs()
+            labs = get_backend(b).list_labs()
         except LabError:
             continue
         for st in labs:
-            dead = []
-            if st.ready:
-                try:
-                    dead = backend.attach(st.lab).dead_services()
-                except LabError:
-                    dead = ["?"]
-            state = "up" if st.ready and not dead else ("faulty: " + ", ".join(dead) if dead else "leftover")
-            rows.append({"lab": st.lab, "backend": b, "state": state, "hosts": len(st.hosts),
+            seen.add(st.lab)
+            rows.append({"lab": st.lab, "backend": b, "state": lab_condition(b, st), "hosts": len(st.hosts),
                          "scenario": st.scenario_source,
                          "age_s": round(time.time() - st.created, 1) if st.created else None})
+    for name in lab_folders():
+        if name not in seen:
+            st = read_state(name)
+            rows.append({"lab": name, "backend": st.backend if st else "?",
+                         "state": "leftover (no running hosts: `harness down` removes it)",
+                         "hosts": 0, "scenario": st.scenario_source if st else "?", "age_s": None})
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0

@@ -12,15 +12,32 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shutil
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
-from netlab.backends.base import Backend, LabState, Progress, RunningLab, link_gateway, write_lab_files
-from netlab.backends.netns import LAB_ROOT, PROJECT_ROOT, STOP_TIMEOUT, _pid_alive, _wait_until
-from netlab.errors import LabError
+from netlab.backends.base import (
+    STATE_FILE,
+    Backend,
+    LabState,
+    Progress,
+    RunningLab,
+    ServiceFault,
+    claim_lab_dir,
+    lab_dir,
+    link_gateway,
+    log_tail,
+    pid_alive,
+    read_state,
+    remove_lab_dir,
+    scenario_digest,
+    wait_until,
+    write_lab_files,
+)
+from netlab.backends.netns import PROJECT_ROOT, STOP_TIMEOUT
+from netlab.errors import LabError, LabInUse, NoSuchLab
+from netlab.names import check_lab_name, host_object_name
 from netlab.plan import LabPlan
 from netlab.services.fabric import allow_within_bridge, remove_bridge_rules
 
@@ -32,7 +49,7 @@ CAPS = ["NET_ADMIN", "NET_RAW"]
 
 
 def container_name(lab: str, host: str) -> str:
-    return f"nl-{lab}-{host}"
+    return host_object_name(lab, host)
 
 
 def bridge_name(network: str) -> str:
@@ -60,13 +77,25 @@ class ComposeLab(RunningLab):
     def inner_path(self, relative: str) -> Path:
         return Path(INNER_LAB) / relative
 
-    def dead_services(self) -> list[str]:
+    def dead_services(self) -> list[ServiceFault]:
         client = _client()
         dead = []
         running = {c.name for c in client.containers.list(filters={"label": f"{LABEL}={self.name}"})}
         for host, name in self.state.hosts.items():
-            if name not in running:
-                dead.append(f"{host} (container {name})")
+            if name in running:
+                continue
+            # hostd stops its container when a critical service dies, and says which in faults/<host>.
+            why = ""
+            with contextlib.suppress(OSError):
+                why = self.host_path(f"faults/{host}").read_text().strip()
+            service, _, _ = why.partition(" ")
+            status = None
+            with contextlib.suppress(Exception):
+                status = int(client.containers.get(name).attrs["State"]["ExitCode"])
+            svc = next((s for s in self.state.services if s.get("host") == host and s.get("name") == service), None)
+            tail = log_tail(self.host_path(f"logs/{host}.{service}.log"), 8) if svc else why
+            dead.append(ServiceFault(host, svc["name"] if svc else f"container {name}",
+                                     svc.get("role", "") if svc else "", status, tail))
         return dead
 
     def down(self) -> None:
@@ -80,27 +109,33 @@ class ComposeBackend(Backend):
         from netlab.images import build_image
 
         say = progress or (lambda _m: None)
+        check_lab_name(plan.lab, "lab name")
         client = _client()
-        if self._exists(client, plan.lab):
-            raise LabError(f"a lab named {plan.lab!r} already exists; run `harness down {plan.lab} --backend "
-                           "compose` first or choose another name with --name")
         t0 = time.monotonic()
-        image = build_image(progress=lambda m: say(f"image: {m}")).latest
-        lab_dir = LAB_ROOT / plan.lab
-        state = LabState(lab=plan.lab, backend=self.name, lab_dir=str(lab_dir), scenario_source=plan.scenario.source,
+        folder = claim_lab_dir(plan.lab)  # LabInUse if the name is taken: nothing touched
+        if self._exists(client, plan.lab):
+            remove_lab_dir(plan.lab)
+            raise LabInUse(f"containers of a lab named {plan.lab!r} are left over from a crash; "
+                           f"`harness down {plan.lab}` removes them")
+        state = LabState(lab=plan.lab, backend=self.name, lab_dir=str(folder), scenario_source=plan.scenario.source,
                          owner_pid=os.getpid(), hosts={h: container_name(plan.lab, h) for h in plan.hosts},
+                         services=[{"host": h.name, "name": svc.name, "pid": 0, "critical": svc.critical,
+                                    "role": h.role} for h in plan.hosts.values() for svc in h.services],
                          vantages={k: v.to_dict() for k, v in plan.vantages.items()},
                          site_addresses={k: str(v) for k, v in plan.site_addresses.items()},
-                         ca_file=plan.ca_file, created=time.time())
+                         ca_file=plan.ca_file, created=time.time(),
+                         scenario_digest=scenario_digest(plan.scenario.source))
+        lab_dir = folder
         try:
+            image = build_image(progress=lambda m: say(f"image: {m}")).latest
             write_lab_files(plan, lab_dir, INNER_LAB)
-            state.save(lab_dir / "state.json")
+            state.save(lab_dir / STATE_FILE)
             say("creating networks and containers")
             self._create(client, plan, image, lab_dir)
             say("starting services")
             self._wait_ready(client, plan, lab_dir)
             state.ready = True
-            state.save(lab_dir / "state.json")
+            state.save(lab_dir / STATE_FILE)
             say(f"lab {plan.lab} up in {time.monotonic() - t0:.2f}s")
             return ComposeLab(state)
         except BaseException:
@@ -114,7 +149,7 @@ class ComposeBackend(Backend):
         networks: dict[tuple[str, str], str] = {}
         for link in plan.links:
             iface = next(i for i in plan.hosts[link.a_host].interfaces if i.name == link.a_name)
-            name = f"nl-{plan.lab}-{link.a_host}-{link.b_host}"
+            name = host_object_name(plan.lab, f"{link.a_host}-{link.b_host}")
             bridge = bridge_name(name)
             pool = docker.types.IPAMPool(subnet=str(iface.address.network), gateway=str(link_gateway(iface.address)))
             client.networks.create(name, driver="bridge", internal=True, labels=labels,
@@ -157,14 +192,17 @@ class ComposeBackend(Backend):
                 time.sleep(0.05)  # a poll interval with a deadline
 
     def down(self, lab: str, progress: Progress | None = None) -> bool:
+        """Remove ``lab`` if it is a compose lab (or its leftovers); False if there is none here."""
+        check_lab_name(lab, "lab name")
+        state = read_state(lab)
+        if state is not None and state.backend != self.name:
+            return False  # another backend's lab of that name: not ours to touch
         client = _client()
-        found = self._exists(client, lab)
-        with contextlib.suppress(OSError, ValueError, TypeError):
-            state = LabState.load(LAB_ROOT / lab / "state.json")
-            if state.backend == self.name and state.owner_pid != os.getpid() and _pid_alive(state.owner_pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(state.owner_pid, signal.SIGTERM)
-                _wait_until(lambda: not _pid_alive(state.owner_pid), STOP_TIMEOUT * 5)
+        found = state is not None or lab_dir(lab).is_dir() or self._exists(client, lab)
+        if state is not None and state.owner_pid != os.getpid() and pid_alive(state.owner_pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(state.owner_pid, signal.SIGTERM)
+            wait_until(lambda: not pid_alive(state.owner_pid), STOP_TIMEOUT * 5)
         self._teardown(lab)
         if found and progress:
             progress(f"lab {lab} removed")
@@ -179,18 +217,16 @@ class ComposeBackend(Backend):
         for n in client.networks.list(filters={"label": f"{LABEL}={lab}"}):
             with contextlib.suppress(Exception):
                 n.remove()
-        state_file = LAB_ROOT / lab / "state.json"
-        with contextlib.suppress(OSError, ValueError, TypeError):
-            if LabState.load(state_file).backend == self.name:
-                shutil.rmtree(LAB_ROOT / lab, ignore_errors=True)
+        state = read_state(lab)
+        if state is None or state.backend == self.name:
+            remove_lab_dir(lab)
 
     def attach(self, lab: str) -> ComposeLab:
-        try:
-            state = LabState.load(LAB_ROOT / lab / "state.json")
-        except (OSError, ValueError, TypeError):
-            raise LabError(f"no running lab named {lab!r} (see `harness status`)") from None
-        if state.backend != self.name or not state.ready:
-            raise LabError(f"no ready compose lab named {lab!r}")
+        state = read_state(lab)
+        if state is None or state.backend != self.name:
+            raise NoSuchLab(f"no compose lab named {lab!r} (see `harness status`)")
+        if not state.ready:
+            raise LabError(f"lab {lab!r} is not ready (still starting, or its start failed)")
         return ComposeLab(state)
 
     def list_labs(self) -> list[LabState]:
@@ -199,11 +235,9 @@ class ComposeBackend(Backend):
         for c in client.containers.list(all=True, filters={"label": LABEL}):
             lab = c.labels[LABEL]
             if lab not in labs:
-                try:
-                    labs[lab] = LabState.load(LAB_ROOT / lab / "state.json")
-                except (OSError, ValueError, TypeError):
-                    labs[lab] = LabState(lab=lab, backend=self.name, lab_dir="", scenario_source="?", owner_pid=0,
-                                         hosts={})
+                state = read_state(lab)
+                labs[lab] = state if state is not None and state.backend == self.name else LabState(
+                    lab=lab, backend=self.name, lab_dir="", scenario_source="?", owner_pid=0, hosts={})
         return list(labs.values())
 
     @staticmethod

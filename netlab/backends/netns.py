@@ -1,9 +1,10 @@
-"""The netns backend: every lab host is a Linux network namespace named ``nl-<lab>-<host>``.
+"""The netns backend: every lab host is a Linux network namespace named ``nl-<lab>.<host>``.
 
 Topology through pyroute2 (netlink, in-process); services started in the foreground with
 ``ip netns exec`` as children of the calling process, their output in ``<lab dir>/logs``.
-Teardown works from the saved state, and falls back to the name prefix, so ``harness down``
-also cleans up after a crash.
+Teardown works from the saved state, and falls back to the namespaces whose name says they are
+the lab's (netlab.names: an exact lab name, never a prefix), so ``harness down`` also cleans up
+after a crash.
 """
 
 from __future__ import annotations
@@ -15,30 +16,41 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from pyroute2 import NetNS, netns
 
 from netlab.backends._netns import NETNS_DIR, socket_in_netns, write_sysctl
-from netlab.backends.base import Backend, LabState, Progress, RunningLab, write_lab_files
-from netlab.errors import LabError
+from netlab.backends.base import (
+    STATE_FILE,
+    Backend,
+    LabState,
+    Progress,
+    RunningLab,
+    ServiceFault,
+    claim_lab_dir,
+    lab_dir,
+    lab_folders,
+    log_tail,
+    pid_alive,
+    read_state,
+    remove_lab_dir,
+    scenario_digest,
+    wait_until,
+    write_lab_files,
+)
+from netlab.errors import LabError, LabInUse, NoSuchLab
+from netlab.names import PREFIX, check_lab_name, host_object_name, lab_of
 from netlab.plan import LAB_DIR, Host, LabPlan, ReadyCheck
 from netlab.readiness import is_ready
 
-LAB_ROOT = Path(os.environ.get("CENSORLAB_RUN_DIR", "/run/netlab"))
-PREFIX = "nl-"
 READY_TIMEOUT = 15.0
 STOP_TIMEOUT = 3.0
 PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 def ns_name(lab: str, host: str) -> str:
-    return f"{PREFIX}{lab}-{host}"
-
-
-def _lab_dir(lab: str) -> Path:
-    return LAB_ROOT / lab
+    return host_object_name(lab, host)
 
 
 class NetnsLab(RunningLab):
@@ -56,15 +68,22 @@ class NetnsLab(RunningLab):
         else:  # a lab this process attached to: its owner tears it down
             NetnsBackend().down(self.name)
 
-    def dead_services(self) -> list[str]:
+    def dead_services(self) -> list[ServiceFault]:
+        # What the owner (the supervisor of `harness up`) recorded, with exit statuses it alone knows.
+        recorded = {} if self.children else {
+            f.key: f for f in (read_state(self.name) or self.state).recorded_faults()}
         dead = []
         for svc in self.state.services:
             if not svc.get("critical", True):
                 continue
+            key = f"{svc['host']}/{svc['name']}"
             proc = self.children.get((svc["host"], svc["name"]))
-            alive = proc.poll() is None if proc is not None else _pid_alive(svc["pid"])
-            if not alive:
-                dead.append(f"{svc['host']}/{svc['name']}")
+            alive = proc.poll() is None if proc is not None else pid_alive(svc["pid"])
+            if alive:
+                continue
+            dead.append(recorded.get(key) or ServiceFault(
+                svc["host"], svc["name"], svc.get("role", ""), proc.returncode if proc is not None else None,
+                log_tail(self.host_path(f"logs/{svc['host']}.{svc['name']}.log"), 8)))
         return dead
 
 
@@ -74,21 +93,25 @@ class NetnsBackend(Backend):
     def up(self, plan: LabPlan, progress: Progress | None = None) -> NetnsLab:
         say = progress or (lambda _m: None)
         _require_root()
-        if self._exists(plan.lab):
-            raise LabError(f"a lab named {plan.lab!r} already exists; run `harness down {plan.lab}` first "
-                           "or choose another name with --name")
+        check_lab_name(plan.lab, "lab name")
         t0 = time.monotonic()
-        lab_dir = _lab_dir(plan.lab)
-        state = LabState(lab=plan.lab, backend=self.name, lab_dir=str(lab_dir),
+        folder = claim_lab_dir(plan.lab)  # LabInUse if the name is taken: nothing touched
+        if self._namespaces(plan.lab):
+            remove_lab_dir(plan.lab)
+            raise LabInUse(f"namespaces of a lab named {plan.lab!r} are left over from a crash; "
+                           f"`harness down {plan.lab}` removes them")
+        state = LabState(lab=plan.lab, backend=self.name, lab_dir=str(folder),
                          scenario_source=plan.scenario.source, owner_pid=os.getpid(),
                          hosts={h: ns_name(plan.lab, h) for h in plan.hosts},
                          vantages={k: v.to_dict() for k, v in plan.vantages.items()},
                          site_addresses={k: str(v) for k, v in plan.site_addresses.items()},
-                         ca_file=plan.ca_file, created=time.time())
+                         ca_file=plan.ca_file, created=time.time(),
+                         scenario_digest=scenario_digest(plan.scenario.source))
         lab = NetnsLab(state)
+        lab_dir = folder
         try:
             write_lab_files(plan, lab_dir, str(lab_dir))
-            state.save(lab_dir / "state.json")
+            state.save(lab_dir / STATE_FILE)
             say("creating namespaces and links")
             self._topology(plan, state)
             for host in plan.hosts.values():
@@ -107,14 +130,14 @@ class NetnsBackend(Backend):
                     log.close()
                     lab.children[(host.name, svc.name)] = proc
                     state.services.append({"host": host.name, "name": svc.name, "pid": proc.pid,
-                                           "critical": svc.critical})
+                                           "critical": svc.critical, "role": host.role})
                     pending.append((host.name, svc, proc))
-            state.save(lab_dir / "state.json")
+            state.save(lab_dir / STATE_FILE)
             for host_name, svc, proc in pending:
                 if svc.ready:
                     self._wait_ready(lab, host_name, svc.name, svc.ready, proc)
             state.ready = True
-            state.save(lab_dir / "state.json")
+            state.save(lab_dir / STATE_FILE)
             say(f"lab {plan.lab} up in {time.monotonic() - t0:.2f}s")
             return lab
         except BaseException:
@@ -122,44 +145,42 @@ class NetnsBackend(Backend):
             raise
 
     def down(self, lab: str, progress: Progress | None = None) -> bool:
+        """Remove ``lab`` if it is a netns lab (or its leftovers); False if there is none here."""
         say = progress or (lambda _m: None)
         _require_root()
-        path = _lab_dir(lab) / "state.json"
-        state = None
-        with contextlib.suppress(OSError, ValueError, TypeError):
-            state = LabState.load(path)
-        found = self._exists(lab)
-        if state is not None and state.owner_pid != os.getpid() and _pid_alive(state.owner_pid):
+        check_lab_name(lab, "lab name")
+        state = read_state(lab)
+        if state is not None and state.backend != self.name:
+            return False  # another backend's lab of that name: not ours to touch
+        folder = lab_dir(lab).is_dir()
+        found = state is not None or folder or bool(self._namespaces(lab))
+        if state is not None and state.owner_pid != os.getpid() and pid_alive(state.owner_pid):
             # A supervisor (`harness up`) owns the services: ask it to tear down, then make sure.
             with contextlib.suppress(ProcessLookupError):
                 os.kill(state.owner_pid, signal.SIGTERM)
-            _wait_until(lambda: not _pid_alive(state.owner_pid), STOP_TIMEOUT * 3)
+            wait_until(lambda: not pid_alive(state.owner_pid), STOP_TIMEOUT * 3)
         self._teardown(lab, state, {})
         if found:
             say(f"lab {lab} removed")
         return found
 
     def attach(self, lab: str) -> NetnsLab:
-        path = _lab_dir(lab) / "state.json"
-        try:
-            state = LabState.load(path)
-        except (OSError, ValueError, TypeError):
-            raise LabError(f"no running lab named {lab!r} (see `harness status`)") from None
+        state = read_state(lab)
+        if state is None or state.backend != self.name:
+            raise NoSuchLab(f"no netns lab named {lab!r} (see `harness status`)")
         if not state.ready:
             raise LabError(f"lab {lab!r} is not ready (still starting, or its start failed)")
         return NetnsLab(state)
 
     def list_labs(self) -> list[LabState]:
         labs: dict[str, LabState] = {}
-        if LAB_ROOT.is_dir():
-            for p in sorted(LAB_ROOT.glob("*/state.json")):
-                with contextlib.suppress(OSError, ValueError, TypeError):
-                    st = LabState.load(p)
-                    if st.backend == self.name:
-                        labs[st.lab] = st
+        for name in lab_folders():
+            st = read_state(name)
+            if st is not None and st.backend == self.name:
+                labs[name] = st
         for ns in _our_namespaces():
-            lab = ns[len(PREFIX):].split("-", 1)[0]
-            if not any(ns in st.hosts.values() for st in labs.values()):
+            lab = lab_of(ns)
+            if lab is not None and not any(ns in st.hosts.values() for st in labs.values()):
                 labs.setdefault(lab, LabState(lab=lab, backend=self.name, lab_dir="", scenario_source="?",
                                               owner_pid=0, hosts={}))
                 labs[lab].hosts[ns] = ns
@@ -167,9 +188,10 @@ class NetnsBackend(Backend):
 
     # ------------------------------------------------------------ internals
 
-    def _exists(self, lab: str) -> bool:
-        return _is_netns_state(_lab_dir(lab) / "state.json") or any(
-            ns.startswith(f"{PREFIX}{lab}-") for ns in _our_namespaces())
+    @staticmethod
+    def _namespaces(lab: str) -> set[str]:
+        """The namespaces that belong to ``lab``: exactly its name, never a prefix of another's."""
+        return {ns for ns in _our_namespaces() if lab_of(ns) == lab}
 
     def _topology(self, plan: LabPlan, state: LabState) -> None:
         for host, ns in state.hosts.items():
@@ -224,7 +246,7 @@ class NetnsBackend(Backend):
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise LabError(f"{host}/{name} exited with status {proc.returncode} while starting:\n"
-                               + _tail(Path(lab.state.lab_dir) / "logs" / f"{host}.{name}.log"))
+                               + log_tail(Path(lab.state.lab_dir) / "logs" / f"{host}.{name}.log"))
             try:
                 if is_ready(check, Path(lab.state.lab_dir), lambda f, t: socket_in_netns(ns, f, t)):
                     return
@@ -233,7 +255,7 @@ class NetnsBackend(Backend):
                 last = str(exc)
             time.sleep(0.01)  # a poll interval with a deadline, not a readiness guess
         raise LabError(f"{host}/{name} did not become ready within {READY_TIMEOUT:.0f}s ({last}):\n"
-                       + _tail(Path(lab.state.lab_dir) / "logs" / f"{host}.{name}.log"))
+                       + log_tail(Path(lab.state.lab_dir) / "logs" / f"{host}.{name}.log"))
 
     def _teardown(self, lab: str, state: LabState | None, children: dict) -> None:
         pids = [p.pid for p in children.values()]
@@ -246,8 +268,8 @@ class NetnsBackend(Backend):
         for proc in children.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        namespaces = set(state.hosts.values()) if state is not None else set()
-        namespaces |= {ns for ns in _our_namespaces() if ns.startswith(f"{PREFIX}{lab}-")}
+        namespaces = {ns for ns in state.hosts.values() if lab_of(ns) == lab} if state is not None else set()
+        namespaces |= self._namespaces(lab)
         for ns in namespaces:
             # Anything still inside (a stuck service, a probe worker) goes with its namespace.
             res = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
@@ -262,15 +284,8 @@ class NetnsBackend(Backend):
                 netns.remove(ns)
             shutil.rmtree(Path("/etc/netns") / ns, ignore_errors=True)
         # `ip netns del` returns before the kernel is done: wait until the names are free.
-        _wait_until(lambda: not (namespaces & set(_our_namespaces())), STOP_TIMEOUT)
-        shutil.rmtree(_lab_dir(lab), ignore_errors=True)
-
-
-def _is_netns_state(path: Path) -> bool:
-    try:
-        return LabState.load(path).backend == "netns"
-    except (OSError, ValueError, TypeError):
-        return False
+        wait_until(lambda: not (namespaces & set(_our_namespaces())), STOP_TIMEOUT)
+        remove_lab_dir(lab)
 
 
 def _service_order(plan: LabPlan) -> list[Host]:
@@ -296,32 +311,6 @@ def _our_namespaces() -> list[str]:
         return [n for n in os.listdir(NETNS_DIR) if n.startswith(PREFIX)]
     except FileNotFoundError:
         return []
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return False
-
-
-def _wait_until(cond: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return cond()
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 def _require_root() -> None:

@@ -131,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
             for name, (proc, critical) in children.items():
                 if critical and proc.poll() is not None:
                     log.error("%s exited with status %s: stopping the host", name, proc.returncode)
+                    # The harness names the dead service from this file (ComposeLab.dead_services).
+                    (lab / "faults").mkdir(exist_ok=True)
+                    (lab / "faults" / args.host).write_text(f"{name} exited with status {proc.returncode}")
                     return 1
             time.sleep(0.2)
         return 0

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from netlab.names import lab_of
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -29,13 +31,13 @@ def lab_name() -> str:
 
 def leftovers(lab: str) -> dict[str, list[str]]:
     """Every trace a lab can leave: namespaces, its folder, and processes that mention it."""
-    ns = [n for n in os.listdir("/run/netns") if n.startswith(f"nl-{lab}-")] if os.path.isdir("/run/netns") else []
+    ns = [n for n in os.listdir("/run/netns") if lab_of(n) == lab] if os.path.isdir("/run/netns") else []
     procs = subprocess.run(["pgrep", "-af", f"/run/netlab/{lab}/"], capture_output=True, text=True).stdout
     return {
         "namespaces": ns,
         "folders": [str(p) for p in [Path("/run/netlab") / lab] if p.exists()],
         "processes": [line for line in procs.splitlines() if line.strip()],
-        "netns_etc": [n for n in os.listdir("/etc/netns") if n.startswith(f"nl-{lab}-")]
+        "netns_etc": [n for n in os.listdir("/etc/netns") if lab_of(n) == lab]
         if os.path.isdir("/etc/netns") else [],
     }
 
