@@ -17,7 +17,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from netlab.backends.base import RunningLab
+from netlab.backends.base import RunningLab, ServiceFault
 from netlab.errors import LabFault
 from netlab.model import Scenario
 from netlab.oracle import has_residual, residual_waves
@@ -102,18 +102,25 @@ async def run_campaign(lab: RunningLab, scenario: Scenario, out_dir: Path, confi
             if on_result:
                 on_result(vantage, line)
 
-        faults: list[str] = []
+        faults: list[ServiceFault] = []
         watchdog = asyncio.create_task(_watch(lab, faults))
+        workers = [asyncio.create_task(_drive_worker(lab, scenario, v, targets, config, record))
+                   for v in vantages]
         try:
-            await asyncio.gather(*(
-                _drive_worker(lab, scenario, v, targets, config, record) for v in vantages))
+            await asyncio.gather(*workers)
         finally:
+            # Whatever ended the campaign (a fault, Ctrl-C), every worker is killed and reaped before
+            # the event loop closes: gather returns at the first failure, not when the rest are done.
+            for task in workers:
+                if not task.cancelling():  # a second cancel would interrupt its cleanup
+                    task.cancel()
+            await asyncio.wait(workers)
             watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watchdog
         faults += [f for f in lab.dead_services() if f not in faults]
     return CampaignResult(out_dir=out_dir, measurements=count, errors=errors,
-                          seconds=time.monotonic() - t0, lab_faults=faults, vantages=list(vantages))
+                          seconds=time.monotonic() - t0, lab_faults=[str(f) for f in faults], vantages=list(vantages))
 
 
 def _waves(scenario: Scenario, vantage: str, targets: list[Target], lab: RunningLab) -> list[list[int]]:
@@ -127,7 +134,7 @@ def _waves(scenario: Scenario, vantage: str, targets: list[Target], lab: Running
     return [[index[t.url] for t in wave] for wave in residual_waves(targets, sites)]
 
 
-async def _watch(lab: RunningLab, faults: list[str]) -> None:
+async def _watch(lab: RunningLab, faults: list[ServiceFault]) -> None:
     """A lab component that dies mid-run is a lab fault, never a censorship verdict."""
     while True:
         for dead in lab.dead_services():
