@@ -46,7 +46,7 @@ def measure_and_score(lab: RunningLab, scenario: Scenario, out: Path, config: Ca
     result = asyncio.run(run_campaign(lab, scenario, out, config, on_result=on_result))
     write_run_info(out, scenario, {
         "lab": lab.name, "backend": backend, "scenario_name": scenario.name, "probe": config.probe,
-        "shard": list(config.shard), "vantages": list(lab.state.vantages),
+        "shard": list(config.shard), "vantages": list(lab.state.vantages), "campaign_vantages": result.vantages,
         "site_addresses": lab.state.site_addresses, "measurements": result.measurements,
         "errors": result.errors, "lab_faults": result.lab_faults,
         "campaign_seconds": round(result.seconds, 3), "up_seconds": round(up_seconds, 3)})

@@ -132,12 +132,13 @@ def attach_or_up(args: argparse.Namespace, console: Console, scenario: Scenario,
                  ) -> tuple[RunningLab, bool]:
     """The running lab of that name if it was built from this scenario by this backend (else
     LabMismatch, exit 2), or a new lab this run owns. A faulty running lab is a lab fault."""
-    backend = get_backend(args.backend)
     state = read_state(name)
+    if state is not None:
+        state.check_same_lab(args.scenario, args.backend)
+    backend = get_backend(args.backend)
     if state is None:
         plan = compile_lab(scenario, name)
         return backend.up(plan, progress=None if args.quiet else lambda m: console.print(f"  {m}")), True
-    state.check_same_lab(args.scenario, args.backend)
     lab = backend.attach(name)
     dead = lab.dead_services()
     if dead:
@@ -184,7 +185,7 @@ def _run(args: argparse.Namespace, console: Console, scenario: Scenario, skipped
         console.print(f"[red]probe error[/] {e['vantage']} {e.get('url')}: {e.get('error')}")
     console.print(f"{result.measurements} measurements in {result.seconds:.2f}s "
                   f"({result.measurements / max(result.seconds, 1e-9):.1f}/s) -> {out}")
-    if args.check and scored.score.mismatches:
+    if args.check and not scored.score.passed:
         return EXIT_MISMATCH
     return 0
 
