@@ -8,12 +8,25 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from ipaddress import IPv4Address
 from typing import Any
 
+from netlab.addressing import PUBLIC_RESOLVER
 from netlab.compile import compile_lab, router_host
-from netlab.model import CONTROL, Scenario
-from netlab.oracle import expected_verdicts
+from netlab.compile.dns import effective_resolver_rules
+from netlab.model import CONTROL, Isp, Rule, Scenario, ShapingRule
+from netlab.oracle import (
+    Expectation,
+    dpi_rule_matches,
+    expected_verdicts,
+    first_rule,
+    flow_matches,
+    name_matches,
+    resolver_rule_matches,
+)
 from netlab.plan import LabPlan
+from netlab.target import Target
+from netlab.verdict import Verdict
 
 
 @dataclass
@@ -40,6 +53,10 @@ class Explanation:
     isps: list[IspDataplane]
     notes: list[str]  # compiler notes that belong to no single ISP
     site_addresses: dict[str, str]
+    # Pins of `expect` whose verdict is not the rules' one: vantage, url, pinned, derived, reason.
+    pin_conflicts: list[dict[str, Any]] = field(default_factory=list)
+    # Rules that decide no verdict of this scenario: isp, stage, line, rule, why, shadowed_by.
+    idle_rules: list[dict[str, Any]] = field(default_factory=list)
 
     def cell(self, vantage: str, url: str) -> dict[str, Any] | None:
         return next((e for e in self.expected if e["vantage"] == vantage and e["url"] == url), None)
@@ -47,7 +64,8 @@ class Explanation:
     def to_json(self) -> dict[str, Any]:
         return {"scenario": self.scenario.name, "source": self.scenario.source, "vantages": self.vantages,
                 "targets": [t.url for t in self.scenario.targets], "site_addresses": self.site_addresses,
-                "expected": self.expected, "isps": [i.to_json() for i in self.isps], "notes": self.notes}
+                "expected": self.expected, "isps": [i.to_json() for i in self.isps], "notes": self.notes,
+                "pin_conflicts": self.pin_conflicts, "idle_rules": self.idle_rules}
 
 
 _POLICY_LINE = re.compile(r'^\s*local-zone: "[^"]+" refuse')
@@ -77,12 +95,137 @@ def explain(scenario: Scenario, lab: str | None = None) -> Explanation:
             if e is None:
                 continue
             rows.append({"vantage": v, "url": target.url, "verdict": e.verdict.value, "reason": e.reason,
-                         "rule": e.rule.describe() if e.rule is not None else None, "pinned": e.pinned})
+                         "rule": e.rule.describe() if e.rule is not None else None, "pinned": e.pinned,
+                         "derived": e.derived.verdict.value if e.derived is not None else None})
     isps = [_isp_dataplane(plan, isp.name) for isp in scenario.isps]
     prefixes = tuple(f"{i.name}: " for i in scenario.isps)
     general = [n for n in plan.notes if not n.startswith(prefixes)]
     return Explanation(scenario, vantages, rows, isps, general,
-                       {k: str(v) for k, v in plan.site_addresses.items()})
+                       {k: str(v) for k, v in plan.site_addresses.items()},
+                       pin_conflicts=pin_conflicts(scenario, expectations),
+                       idle_rules=idle_rules(scenario, expectations, plan.site_addresses))
+
+
+def pin_conflicts(scenario: Scenario, expectations: dict[tuple[str, str], Expectation]) -> list[dict[str, Any]]:
+    """Pins whose verdict is not the one the rules give: the run is scored against the pin, and
+    one of the two is wrong."""
+    out = []
+    for vantage, pins in scenario.expect.items():
+        for url in pins:
+            e = expectations.get((vantage, url))
+            if e is not None and e.derived is not None and e.contradicts_rules:
+                out.append({"vantage": vantage, "url": url, "pinned": e.verdict.value,
+                            "derived": e.derived.verdict.value, "reason": e.derived.reason})
+    return out
+
+
+STAGES = ("resolver", "firewall", "dpi", "shaping")
+
+
+def _stage_lists(isp: Isp) -> dict[str, tuple[Rule, ...] | tuple[ShapingRule, ...]]:
+    return {"resolver": isp.resolver_rules, "firewall": isp.firewall_rules, "dpi": isp.dpi_rules,
+            "shaping": isp.shaping}
+
+
+def _matches(stage: str, rule: Rule | ShapingRule, target: Target, scenario: Scenario,
+             sites: dict[str, IPv4Address]) -> bool:
+    """Would ``rule`` act on the fetch of ``target`` if no earlier rule did? (The oracle's tests.)"""
+    addr = sites[target.host]
+    if stage == "resolver":
+        assert isinstance(rule, Rule)
+        return resolver_rule_matches(rule, target.host)
+    if stage == "shaping":
+        return flow_matches(rule.match, addr, target.port, "tcp", sites)
+    assert isinstance(rule, Rule)
+    on_dns_path = scenario.public_resolver and flow_matches(rule.match, PUBLIC_RESOLVER, 53, "udp", sites)
+    if stage == "firewall":
+        return on_dns_path or flow_matches(rule.match, addr, target.port, "tcp", sites)
+    if rule.match.dns_query is not None:
+        return on_dns_path and name_matches(target.host, rule.match.dns_query)
+    return dpi_rule_matches(rule, target, addr, sites)
+
+
+def idle_rules(scenario: Scenario, expectations: dict[tuple[str, str], Expectation],
+               site_addresses: dict[str, IPv4Address]) -> list[dict[str, Any]]:
+    """Rules that decide no (vantage, target) verdict of this scenario, each with why: it matches
+    no target, or every target it matches is decided first by an earlier rule (named), or what it
+    does changes no verdict (shaping that leaves pages fast enough, an answer that is the site's
+    own address). A rule counts as deciding when any expectation -- pinned ones included, which
+    keep their rule -- names it, also through residual blocking; a resolver `proxy` rule counts
+    when it is the first match for a target (its effect is the path through the proxy)."""
+    out: list[dict[str, Any]] = []
+    for isp in scenario.isps:
+        mine = {t.url: expectations[(isp.name, t.url)] for t in scenario.targets if (isp.name, t.url) in expectations}
+        # The oracle hands out the rule objects of the ISP's lists (shaping: a Rule made per verdict).
+        # A site that fails the control too is site_down whatever rule also hits it.
+        used = {id(e.rule) for e in mine.values()
+                if e.rule is not None and e.rule.action != "shape" and (e.derived or e).verdict != Verdict.SITE_DOWN}
+        used_shaping = {e.rule.line for e in mine.values() if e.rule is not None and e.rule.action == "shape"}
+        effective = effective_resolver_rules(isp)
+        stage_of = {id(r): stage for stage, rules in _stage_lists(isp).items() for r in rules}
+        # Rules a `coverage` rule expanded into share its line: the source rule is idle only if all are.
+        groups: dict[tuple[str, int], list[Rule | ShapingRule]] = {}
+        for stage, rules in _stage_lists(isp).items():
+            for r in rules:
+                groups.setdefault((stage, r.line), []).append(r)
+        for (stage, line), rules in groups.items():
+            if stage == "shaping":
+                if line in used_shaping:
+                    continue
+            elif any(id(r) in used for r in rules):
+                continue
+            hits = [t for t in scenario.targets for r in rules if _matches(stage, r, t, scenario, site_addresses)]
+            if stage == "resolver" and any(
+                    r.action == "proxy" and first_rule(effective, lambda e, t=t: resolver_rule_matches(e, t.host)) is r
+                    for r in rules for t in hits):
+                continue
+            shadows = _deciders(stage_of, [(t, mine[t.url]) for t in hits if t.url in mine],
+                                isp, scenario, site_addresses, stage, line)
+            out.append({"isp": isp.name, "stage": stage, "line": line, "rule": rules[0].describe(),
+                        "why": _idle_why(stage, rules[0], hits, shadows), "shadowed_by": sorted(
+                            k for k in shadows if k.split(" rule line ")[0] in STAGES)})
+    return out
+
+
+def _deciders(stage_of: dict[int, str], exps: list[tuple[Target, Expectation]], isp: Isp, scenario: Scenario,
+              sites: dict[str, IPv4Address], stage: str, line: int) -> dict[str, int]:
+    """What the targets an idle rule (``stage``, ``line``) matches get instead, and from which
+    rule: "firewall rule line 12" -> how many targets."""
+    out: dict[str, int] = {}
+    for target, pinned in exps:
+        e = pinned.derived or pinned  # what the rules give, whatever a pin says
+        r = e.rule
+        shaper = None
+        if stage == "shaping":  # first match wins in shaping too
+            shaper = first_rule(isp.shaping, lambda x, t=target: _matches("shaping", x, t, scenario, sites))
+        if e.verdict == Verdict.SITE_DOWN:
+            name = "the site itself fails"
+        elif r is not None:
+            name = f"{stage_of.get(id(r), 'shaping')} rule line {r.line}"
+        elif shaper is not None and shaper.line != line:
+            name = f"shaping rule line {shaper.line}"
+        else:
+            name = f"{e.verdict.value} ({e.reason})"
+        out[name] = out.get(name, 0) + 1
+    return out
+
+
+def _idle_why(stage: str, rule: Rule | ShapingRule, hits: list[Target], shadows: dict[str, int]) -> str:
+    lead = "never decides a verdict of this scenario: "
+    if not hits:
+        return lead + "it matches no target"
+    earlier = {k: n for k, n in shadows.items() if k.split(" rule line ")[0] in STAGES}
+    if earlier and len(earlier) == len(shadows):
+        names = " and ".join(earlier)
+        which = "the target it matches is" if len(hits) == 1 else f"all {len(hits)} targets it matches are"
+        return lead + f"{which} decided first by {names}"
+    if stage == "shaping":
+        return lead + f"it shapes {len(hits)} target(s), none enough to change the verdict (delay and loss " \
+                      "decide none; a page that loads within the throttling bound is ok)"
+    if isinstance(rule, Rule) and rule.action == "answer":
+        return lead + "its answer is the address the site has anyway"
+    parts = ", ".join(f"{k} ({n})" for k, n in shadows.items())
+    return lead + f"the targets it matches get: {parts}"
 
 
 LAB_DIR_SHOWN = "$LAB_DIR"  # where the backend puts the lab's files (netns: /run/netlab/<lab>)

@@ -81,7 +81,7 @@ def first_rule(rules: tuple[Rule, ...] | list[Rule], pred: Callable[[Rule], bool
     return next((r for r in rules if pred(r)), None)
 
 
-def _resolver_rule_matches(rule: Rule, host: str) -> bool:
+def resolver_rule_matches(rule: Rule, host: str) -> bool:
     m = rule.match
     return name_matches(host, m.exact, exact=True) if m.exact else name_matches(host, m.domain or "")
 
@@ -165,7 +165,7 @@ def _expect_hop(scenario: Scenario, isp: Isp, target: Target, site_addresses: di
     via_proxy = False
 
     censored: Expectation | None = None
-    rule = first_rule(effective_resolver_rules(isp), lambda r: _resolver_rule_matches(r, host))
+    rule = first_rule(effective_resolver_rules(isp), lambda r: resolver_rule_matches(r, host))
     if rule is not None:
         if rule.action in RESOLVER_VERDICTS:
             censored = Expectation(RESOLVER_VERDICTS[rule.action], f"resolver rule line {rule.line}", rule=rule)

@@ -51,6 +51,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         print(json.dumps(ex.to_json(), indent=1))
         return 0
     console.print(expected_table(ex))
+    for line in findings(ex):
+        console.print(line, highlight=False)
     for note in ex.notes:
         console.print(f"[dim]note:[/] {note}", highlight=False)
     for isp in ex.isps:
@@ -75,11 +77,30 @@ def expected_table(ex: Explanation) -> Table:
                 continue
             style = FAMILY_STYLE.get(Verdict(e["verdict"]).technique, "white")
             cell = Text(e["verdict"] + (" *" if e["pinned"] else ""), style=style)
+            if e.get("derived") and e["derived"] != e["verdict"]:
+                cell.append(f" (rules: {e['derived']})", style="bold red")
             why = e["reason"] + (f"\n{e['rule']}" if e["rule"] else "")
             cell.append("\n" + why, style="dim")
             row.append(cell)
         t.add_row(*row)
     return t
+
+
+def findings(ex: Explanation) -> list[Text]:
+    """Pins that contradict the rules, and rules that decide no verdict: either is a scenario that
+    does not say what its author meant."""
+    out: list[Text] = []
+    if ex.pin_conflicts:
+        out.append(Text("Pins that contradict the rules (the run is scored against the pin):", style="bold yellow"))
+        for c in ex.pin_conflicts:
+            out.append(Text(f"  {c['vantage']} {c['url']}: pinned {c['pinned']}, the rules give {c['derived']} "
+                            f"({c['reason']})"))
+    if ex.idle_rules:
+        out.append(Text("Rules that never decide a verdict of this scenario:", style="bold yellow"))
+        for r in ex.idle_rules:
+            why = r["why"].removeprefix("never decides a verdict of this scenario: ")
+            out.append(Text(f"  {r['isp']} {r['stage']} rule line {r['line']} {r['rule']}: {why}"))
+    return out
 
 
 def isp_panel(isp: IspDataplane) -> Panel:

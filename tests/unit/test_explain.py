@@ -66,3 +66,128 @@ def test_cli_errors_exit_2(tmp_path: Path) -> None:
     res = harness("explain", str(bad))
     assert res.returncode == 2 and "bad.yaml:4" in res.stdout
     assert harness("explain").returncode == 2  # argparse usage error
+
+
+FINDINGS = """version: 1
+name: findings
+internet:
+  sites:
+    - name: a.test
+    - name: b.test
+    - name: c.test
+    - name: d.test
+    - name: gone.test
+      state: refused
+isps:
+  - name: x
+    resolver:
+      rules:
+        - {match: {domain: a.test}, action: nxdomain}
+        - {match: {exact: b.test}, action: {answer: 10.9.9.9}}
+    firewall:
+      rules:
+        - {match: {site: gone.test}, action: drop}
+    dpi:
+      rules:
+        - {match: {sni: a.test}, action: reset}
+        - {match: {sni: nothing.test}, action: reset}
+        - {match: {sni: c.test}, action: reset, residual: 60}
+    shaping:
+      - {match: {site: d.test}, delay: 100ms}
+      - {match: {site: d.test}, rate: 8kbit}
+  - name: y
+    dpi:
+      rules:
+        - {match: {sni: a.test}, action: reset}
+expect:
+  x: {https://c.test/: ok, https://a.test/: dns.nxdomain}
+  y: {http://a.test/: http.reset}
+"""
+
+
+def findings(tmp_path: Path) -> tuple[Path, dict]:
+    path = tmp_path / "findings.yaml"
+    path.write_text(FINDINGS)
+    return path, {(r["isp"], r["line"]): r for r in explain(load_scenario(path)).idle_rules}
+
+
+def test_pins_that_contradict_the_rules_show_both_verdicts(tmp_path: Path) -> None:
+    path, _ = findings(tmp_path)
+    ex = explain(load_scenario(path))
+    assert ex.pin_conflicts == [
+        {"vantage": "x", "url": "https://c.test/", "pinned": "ok", "derived": "tls.reset",
+         "reason": "dpi rule line 24"},
+        {"vantage": "y", "url": "http://a.test/", "pinned": "http.reset", "derived": "ok", "reason": "no rule applies"}]
+    cell = ex.cell("x", "https://c.test/")
+    assert cell["pinned"] and cell["verdict"] == "ok" and cell["derived"] == "tls.reset"
+    assert cell["rule"] == "{sni=c.test} -> reset"  # the pin keeps the rule that decides it
+    agreeing = ex.cell("x", "https://a.test/")
+    assert agreeing["pinned"] and agreeing["derived"] == "dns.nxdomain" == agreeing["verdict"]
+
+
+def test_rules_shadowed_by_an_earlier_stage_are_named(tmp_path: Path) -> None:
+    _, idle = findings(tmp_path)
+    dpi = idle[("x", 22)]
+    assert dpi["stage"] == "dpi" and dpi["shadowed_by"] == ["resolver rule line 15"]
+    assert dpi["why"].startswith("never decides a verdict of this scenario: the target it matches is decided "
+                                 "first by resolver rule line 15")
+    # The same rule at another ISP, without the resolver rule, decides https://a.test/.
+    assert ("y", 31) not in idle
+
+
+def test_rules_matching_nothing_or_only_sites_that_fail_on_their_own(tmp_path: Path) -> None:
+    _, idle = findings(tmp_path)
+    assert idle[("x", 23)]["why"].endswith("it matches no target") and idle[("x", 23)]["shadowed_by"] == []
+    assert "the site itself fails (2)" in idle[("x", 19)]["why"]
+
+
+def test_shaping_first_match_and_rules_that_decide_are_not_listed(tmp_path: Path) -> None:
+    _, idle = findings(tmp_path)
+    assert idle[("x", 27)]["shadowed_by"] == ["shaping rule line 26"]  # the delay rule matches first
+    assert "none enough to change the verdict" in idle[("x", 26)]["why"]
+    # Decides tls.reset for https://c.test/ (and, by residual, http://c.test/), although pinned ok.
+    assert ("x", 24) not in idle
+    assert ("x", 15) not in idle and ("x", 16) not in idle
+    assert set(idle) == {("x", 19), ("x", 22), ("x", 23), ("x", 26), ("x", 27)}
+
+
+def test_shipped_demo_has_no_findings() -> None:
+    ex = explain(load_scenario(DEMO))
+    assert ex.pin_conflicts == [] and ex.idle_rules == []
+
+
+def test_proxy_rules_and_residual_only_rules_are_not_idle(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("""version: 1
+name: p
+internet:
+  sites:
+    - {name: a.test}
+    - {name: b.test}
+isps:
+  - name: x
+    resolver: {rules: [{match: {domain: b.test}, action: proxy}]}
+  - name: z
+    dpi: {rules: [{match: {sni: a.test}, action: reset, residual: 30}]}
+targets: [https://a.test/, http://a.test/, https://b.test/]
+""")
+    ex = explain(load_scenario(path))
+    assert ex.idle_rules == []  # the proxy rule relays b.test: ok, yet not idle
+    assert ex.cell("x", "https://b.test/")["verdict"] == "ok"
+    assert ex.cell("z", "http://a.test/")["reason"].startswith("residual block")
+
+
+def test_cli_lists_findings_in_text_and_json(tmp_path: Path) -> None:
+    path, _ = findings(tmp_path)
+    text = harness("explain", str(path))
+    assert text.returncode == 0, text.stderr
+    assert "Pins that contradict the rules" in text.stdout
+    assert "x https://c.test/: pinned ok, the rules give tls.reset (dpi rule line 24)" in text.stdout
+    assert "Rules that never decide a verdict of this scenario:" in text.stdout
+    assert "x dpi rule line 22 {sni=a.test} -> reset: the target it matches is decided first by resolver rule " \
+           "line 15" in text.stdout
+    assert "ok * (rules: tls.reset)" in text.stdout
+    data = json.loads(harness("explain", str(path), "--json").stdout)
+    assert [c["url"] for c in data["pin_conflicts"]] == ["https://c.test/", "http://a.test/"]
+    assert {(r["isp"], r["line"]) for r in data["idle_rules"]} == {("x", 19), ("x", 22), ("x", 23), ("x", 26),
+                                                                    ("x", 27)}
