@@ -448,7 +448,8 @@ class _Loader:
             if not path.resolve().is_relative_to(base.resolve()):
                 raise self.ctx.fail(node, key, f"{rel!r} resolves to {path.resolve()}, outside the scenario's folder")
             if not path.is_file():
-                raise self.ctx.fail(node, key, f"no file {path}" if not path.exists() else f"{path} is not a file")
+                what = "no such file" if not path.exists() else "not a regular file"
+                raise self.ctx.fail(node, key, f"cannot read {path}: {what}")
             size = path.stat().st_size
             if size > MAX_BODY_SIZE:
                 raise self.ctx.fail(node, key, f"{path} has {size} bytes; a response body has at most "
