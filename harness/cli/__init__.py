@@ -11,6 +11,7 @@ import os
 import sys
 
 from harness.cli import common, compose, down, explain, image, probes, report, run, score, status, up
+from netlab import interrupts
 from netlab.errors import LabError, NetlabError, ScenarioError, UsageError
 
 VERBS = (up, down, status, run, score, explain, report, probes, compose, image)
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    common.install_interrupt_handlers()
+    interrupts.install()
     console = common.console()
     try:
         return int(args.func(args, console) or 0)

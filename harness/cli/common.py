@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
-import sys
-from types import FrameType
 
 from rich.console import Console
 
@@ -49,32 +46,3 @@ def add_name(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", type=lab_name, help="lab name (default: the scenario's name; "
                    f"{LAB_NAME_RULE}); run several labs at once by giving each its own")
 
-
-_interrupted = False
-
-
-def _on_interrupt(_signum: int, _frame: FrameType | None) -> None:
-    global _interrupted
-    _interrupted = True
-    raise KeyboardInterrupt
-
-
-def install_interrupt_handlers() -> None:
-    """SIGINT and SIGTERM unwind like Ctrl-C, so every `finally` that tears a lab down runs. The
-    flag catches the one case where Python swallows the KeyboardInterrupt (a signal that lands in
-    an at-fork hook while a service or worker is being started): see ``raise_if_interrupted``."""
-    signal.signal(signal.SIGINT, _on_interrupt)
-    signal.signal(signal.SIGTERM, _on_interrupt)
-    sys.unraisablehook = _quiet_swallowed_interrupt
-
-
-def _quiet_swallowed_interrupt(unraisable: sys.UnraisableHookArgs) -> None:
-    # No traceback for the swallowed KeyboardInterrupt: the flag re-raises it at the next step.
-    if not (_interrupted and issubclass(unraisable.exc_type, KeyboardInterrupt)):
-        sys.__unraisablehook__(unraisable)
-
-
-def raise_if_interrupted() -> None:
-    """Called between the steps of a long command: an interrupt that was swallowed still stops it."""
-    if _interrupted:
-        raise KeyboardInterrupt

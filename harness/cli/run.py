@@ -22,7 +22,6 @@ from harness.cli.common import (
     add_backend,
     add_name,
     quiet_default,
-    raise_if_interrupted,
     stderr_console,
 )
 from harness.report import print_report
@@ -32,6 +31,7 @@ from netlab.backends import get_backend
 from netlab.backends.base import RunningLab, read_state
 from netlab.compile import compile_lab
 from netlab.errors import LabFault, NetlabError, UsageError
+from netlab.interrupts import deferred, raise_if_interrupted
 from netlab.loader import load_scenario
 from netlab.model import Scenario
 from probes.base import load_probe
@@ -128,34 +128,37 @@ def _from_test_list(scenario: Scenario, path: Path, tmp: Path) -> tuple[Scenario
     return scenario_with_targets(scenario, [t.url for t in targets], tmp / "scenario.yaml"), skipped
 
 
-def attach_or_up(args: argparse.Namespace, console: Console, scenario: Scenario, name: str
-                 ) -> tuple[RunningLab, bool]:
+def attach_or_up(args: argparse.Namespace, console: Console, scenario: Scenario, name: str,
+                 owned: list[RunningLab]) -> RunningLab:
     """The running lab of that name if it was built from this scenario by this backend (else
-    LabMismatch, exit 2), or a new lab this run owns. A faulty running lab is a lab fault."""
+    LabMismatch, exit 2), or a new lab, appended to ``owned`` the moment it exists so the caller's
+    `finally` tears it down whenever an interrupt lands. A faulty running lab is a lab fault."""
     state = read_state(name)
     if state is not None:
         state.check_same_lab(args.scenario, args.backend)
     backend = get_backend(args.backend)
     if state is None:
         plan = compile_lab(scenario, name)
-        return backend.up(plan, progress=None if args.quiet else lambda m: console.print(f"  {m}")), True
+        owned.append(backend.up(plan, progress=None if args.quiet else lambda m: console.print(f"  {m}")))
+        return owned[-1]
     lab = backend.attach(name)
     dead = lab.dead_services()
     if dead:
         raise LabFault(f"the running lab {name} is faulty: " + "; ".join(map(str, dead))
                        + f"\n`harness down {name}` removes it")
     console.print(f"using the running lab {name}")
-    return lab, False
+    return lab
 
 
 def _run(args: argparse.Namespace, console: Console, scenario: Scenario, skipped: list[Skipped], name: str,
          out: Path, shard: tuple[int, int]) -> int:
     t0 = time.monotonic()
-    lab, owned = attach_or_up(args, console, scenario, name)
-    up_seconds = time.monotonic() - t0
-    config = CampaignConfig(probe=args.probe, concurrency=args.concurrency, shard=shard)
-    total = len(shard_targets(scenario.targets, *shard)) * len(lab.state.vantages)
+    owned: list[RunningLab] = []
     try:
+        lab = attach_or_up(args, console, scenario, name, owned)
+        up_seconds = time.monotonic() - t0
+        config = CampaignConfig(probe=args.probe, concurrency=args.concurrency, shard=shard)
+        total = len(shard_targets(scenario.targets, *shard)) * len(lab.state.vantages)
         raise_if_interrupted()
         with _progress(console, total, args.quiet) as advance:
             outcome = measure_and_score(lab, scenario, out, config, backend=args.backend,
@@ -163,9 +166,10 @@ def _run(args: argparse.Namespace, console: Console, scenario: Scenario, skipped
                                         on_result=lambda v, line: (raise_if_interrupted(), advance(v, line)),
                                         up_seconds=up_seconds)
     finally:
-        if owned:
+        for mine in owned:
             t1 = time.monotonic()
-            lab.down()
+            with deferred():
+                mine.down()
             if not args.quiet:
                 console.print(f"  lab {name} down in {time.monotonic() - t1:.2f}s")
     raise_if_interrupted()

@@ -16,6 +16,7 @@ from harness.cli.common import EXIT_CONFIG, EXIT_LAB, add_backend, add_name
 from netlab.backends import get_backend
 from netlab.backends.base import lab_dir, read_state, wait_until
 from netlab.errors import LabInUse
+from netlab.interrupts import deferred
 from netlab.loader import load_scenario
 
 START_TIMEOUT = 120.0  # a compose lab may first build its image
@@ -88,6 +89,7 @@ def _wait_for_ready(proc: subprocess.Popen[bytes], console: Console, deadline: f
     return False
 
 
+@deferred()
 def _stop(proc: subprocess.Popen[bytes], name: str, backend: str) -> None:
     """Stop a supervisor that did not come up; it tears down what it built. Only a lab that this
     supervisor owned is removed after it: never one that another process brought up."""

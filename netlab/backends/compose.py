@@ -1,22 +1,45 @@
 """The compose backend: every lab host is a Docker container, every link an internal network.
 
-Containers run the lab base image (netlab.images) with this source tree mounted read-only at
-/opt/censorlab and the lab folder at /lab; their main process is netlab.services.hostd, which
-sets the host up as the plan says and supervises its services. Networks are ``internal: true``
-and hostd removes Docker's default route and blackholes the bridge address, so no lab packet
-can reach the Docker host or beyond. Everything carries the label ``org.censorlab.lab``.
+One description (``lab_spec``) says which networks and containers a lab is; this backend creates
+them through the Docker API, and ``harness compose`` writes the same description as a Compose
+file (harness.compose_file). Containers run the lab image (netlab.images) with this source tree
+at /opt/censorlab (read-only), third-party probe packages of the host beside it, and the lab
+folder at /lab/<lab>; their main process is netlab.services.hostd, which sets the host up with the same
+code as the netns backend (netlab.hostsetup) and supervises its services.
+
+Addresses: the lab's own addresses are the same in every lab, as with namespaces; Docker only
+gives each link network a *carrier* subnet, which hostd removes from the interface it identifies
+by name (each network has its own interface prefix) before it puts the plan's address there. So
+two labs never compete for a subnet: this backend takes carriers from a range of their own
+(netlab.addressing.CARRIER_RANGE, clear of other Docker networks and the host's routes), and a
+Compose file lets Docker choose. Networks are ``internal: true``; hostd leaves a host no route
+to any carrier (the Docker host's bridge addresses), so no lab packet reaches the Docker host or
+beyond. Everything carries the label ``org.censorlab.lab``.
+
+The harness reaches inside a host through hostd's exec socket in the lab folder
+(netlab.services.hostexec), which works the same from the Docker host and from a Compose file's
+``score`` container; a host whose socket no longer answers, or that wrote ``faults/<host>``, is a
+lab fault.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import os
+import re
 import signal
+import sys
 import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
+from netlab.addressing import carrier_subnets
 from netlab.backends.base import (
     STATE_FILE,
     Backend,
@@ -26,7 +49,6 @@ from netlab.backends.base import (
     ServiceFault,
     claim_lab_dir,
     lab_dir,
-    link_gateway,
     log_tail,
     pid_alive,
     read_state,
@@ -39,22 +61,208 @@ from netlab.backends.netns import PROJECT_ROOT, STOP_TIMEOUT
 from netlab.errors import LabError, LabInUse, NoSuchLab
 from netlab.names import check_lab_name, host_object_name
 from netlab.plan import LabPlan
+from netlab.services import hostexec
 from netlab.services.fabric import allow_within_bridge, remove_bridge_rules
 
 LABEL = "org.censorlab.lab"
-INNER_LAB = "/lab"
+INNER_LABS = "/lab"
 INNER_SRC = "/opt/censorlab"
+INNER_PLUGINS = "/opt/censorlab-plugins"
 READY_TIMEOUT = 60.0
 CAPS = ["NET_ADMIN", "NET_RAW"]
+CREATE_ATTEMPTS = 5  # carrier blocks tried when another lab takes ours at the same moment
 
 
 def container_name(lab: str, host: str) -> str:
     return host_object_name(lab, host)
 
 
+def network_name(lab: str, a_host: str, b_host: str) -> str:
+    """The Docker network of the link between two hosts: ``nl-<lab>.<a>-<b>`` (netlab.names)."""
+    return host_object_name(lab, f"{a_host}-{b_host}")
+
+
 def bridge_name(network: str) -> str:
     """A short, stable name for a lab network's bridge (interface names have 15 characters)."""
     return "nl" + hashlib.sha256(network.encode()).hexdigest()[:10]
+
+
+def iface_prefix(link_index: int) -> str:
+    """The name Docker gives a link's interface inside its containers is this plus "0": how hostd
+    knows which interface is which link (Docker attaches networks in no promised order)."""
+    return f"lk{link_index}_"
+
+
+def inner_lab_dir(lab: str) -> str:
+    """Where a container sees the lab folder: named after the lab, like the folder itself."""
+    return f"{INNER_LABS}/{check_lab_name(lab, 'lab name')}"
+
+
+def exec_socket(host: str) -> str:
+    """hostd's exec socket, relative to the lab folder."""
+    return f"run/{host}.sock"
+
+
+# ------------------------------------------------------------------ the one description
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str  # as the caller gives it: an absolute path (backend), or relative to a Compose file
+    target: str
+    read_only: bool = True
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    name: str
+    bridge: str
+    iface_prefix: str
+    subnet: IPv4Network | None  # None: Docker chooses (a Compose file)
+
+
+@dataclass
+class ContainerSpec:
+    host: str
+    name: str
+    command: list[str]
+    networks: list[str]  # in the order they are attached
+    sysctls: dict[str, str]
+    environment: dict[str, str]
+    mounts: list[Mount]
+
+
+@dataclass
+class LabSpec:
+    lab: str
+    image: str
+    labels: dict[str, str]
+    caps: list[str]
+    networks: list[NetworkSpec]
+    containers: list[ContainerSpec] = field(default_factory=list)
+
+
+def lab_spec(plan: LabPlan, *, image: str, lab_source: str, src_source: str, plugins: list[Mount],
+             subnets: list[IPv4Network] | None = None) -> LabSpec:
+    """The networks and containers of ``plan``. ``lab_source`` and ``src_source`` are where the lab
+    folder and this source tree are on the Docker host (as the caller spells paths); ``plugins``
+    the third-party probe packages to mount (probe_plugins); ``subnets`` one carrier per link."""
+    networks: list[NetworkSpec] = []
+    attach: dict[str, list[tuple[str, str, str]]] = {h: [] for h in plan.hosts}  # host -> (net, docker, plan)
+    for k, link in enumerate(plan.links):
+        name = network_name(plan.lab, link.a_host, link.b_host)
+        net = NetworkSpec(name, bridge_name(name), iface_prefix(k), subnets[k] if subnets else None)
+        networks.append(net)
+        attach[link.a_host].append((net.name, net.iface_prefix + "0", link.a_name))
+        attach[link.b_host].append((net.name, net.iface_prefix + "0", link.b_name))
+    inner_lab = inner_lab_dir(plan.lab)
+    mounts = [Mount(src_source, INNER_SRC), Mount(lab_source, inner_lab, read_only=False), *plugins]
+    pythonpath = os.pathsep.join([INNER_SRC, *sorted({str(Path(m.target).parent) for m in plugins})])
+    env = {"PYTHONPATH": pythonpath, "PYTHONUNBUFFERED": "1"}
+    spec = LabSpec(plan.lab, image, {LABEL: plan.lab}, list(CAPS), networks)
+    for host in plan.hosts.values():
+        command = ["python3", "-m", "netlab.services.hostd", "--host", host.name, "--lab-dir", inner_lab]
+        for _, docker_if, plan_if in attach[host.name]:
+            command += ["--interface", f"{docker_if}={plan_if}"]
+        spec.containers.append(ContainerSpec(
+            host.name, container_name(plan.lab, host.name), command, [n for n, _, _ in attach[host.name]],
+            {"net.ipv4.ip_forward": "1" if host.forwarding else "0", "net.ipv6.conf.all.disable_ipv6": "1"},
+            dict(env), list(mounts)))
+    return spec
+
+
+def probe_plugins(names: Iterable[str] | None = None) -> list[Mount]:
+    """Third-party probe packages installed for this harness (entry points ``harness.probes``), as
+    mounts that make them installed in a container too: the module (or package) and its dist-info
+    side by side in a folder on PYTHONPATH, where probes.base finds the entry point as it does here.
+    An image that has the package installed finds it without these; a mounted one comes first on
+    sys.path, so a container runs the version the harness checked. ``names``: only these probe
+    types (None: every one). The plugin's own dependencies must be in the image."""
+    from probes.base import BUILTIN_PROBES, ENTRY_POINT_GROUP
+
+    mounts: dict[str, Mount] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if (names is not None and ep.name not in names) or BUILTIN_PROBES.get(ep.name) == ep.value:
+            continue
+        dist_info = getattr(ep.dist, "_path", None)  # PathDistribution: its .dist-info folder
+        spec = importlib.util.find_spec(ep.module.split(".")[0])  # finds it without importing it
+        if dist_info is None or spec is None or spec.origin is None:
+            continue  # not a package on the file system (a zip, a custom loader): not mountable
+        code = Path(spec.submodule_search_locations[0]) if spec.submodule_search_locations else Path(spec.origin)
+        folder = f"{INNER_PLUGINS}/{re.sub(r'[^A-Za-z0-9_.-]', '_', ep.dist.name)}"
+        for path in (Path(dist_info), code):
+            mounts[f"{folder}/{path.name}"] = Mount(str(path.resolve()), f"{folder}/{path.name}")
+    return list(mounts.values())
+
+
+def lab_state(plan: LabPlan, folder: str, scenario_source: str) -> LabState:
+    """What the harness needs to drive a container lab, saved as the lab folder's state.json by
+    this backend, or by a Compose file's ``lab`` service."""
+    return LabState(lab=plan.lab, backend=ComposeBackend.name, lab_dir=folder, scenario_source=scenario_source,
+                    owner_pid=os.getpid(), hosts={h: container_name(plan.lab, h) for h in plan.hosts},
+                    services=[{"host": h.name, "name": svc.name, "pid": 0, "critical": svc.critical,
+                               "role": h.role} for h in plan.hosts.values() for svc in h.services],
+                    vantages={k: v.to_dict() for k, v in plan.vantages.items()},
+                    site_addresses={k: str(v) for k, v in plan.site_addresses.items()},
+                    ca_file=plan.ca_file, created=time.time(), scenario_digest=scenario_digest(scenario_source))
+
+
+def wait_for_hosts(folder: Path, hosts: Iterable[str], timeout: float,
+                   gone: Callable[[str], str | None] | None = None) -> None:
+    """Until every host wrote ``ready/<host>``; LabError at the first that wrote ``faults/<host>``
+    (or that ``gone`` says stopped), or at the deadline."""
+    deadline = time.monotonic() + timeout
+    waiting = set(hosts)
+    while waiting:
+        waiting = {h for h in waiting if not (folder / "ready" / h).exists()}
+        for h in sorted(waiting):
+            why = _read(folder / "faults" / h) or (gone(h) if gone else None)
+            if why:
+                raise LabError(f"host {h} failed to start: {why}\n"
+                               + log_tail(folder / "logs" / f"{h}.hostd.log", 20))
+        if waiting and time.monotonic() > deadline:
+            raise LabError(f"hosts not ready within {timeout:.0f}s: {', '.join(sorted(waiting))}")
+        if waiting:
+            time.sleep(0.05)  # a poll interval with a deadline
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+_EXITED = re.compile(r"^(\S+) exited with status (-?\d+)$")
+
+
+class ComposeLab(RunningLab):
+    def command(self, host: str, argv: list[str]) -> list[str]:
+        return hostexec.client_command(sys.executable, self.host_path(exec_socket(host)), argv)
+
+    def inner_path(self, relative: str) -> Path:
+        return Path(inner_lab_dir(self.name)) / relative
+
+    def dead_services(self) -> list[ServiceFault]:
+        dead = []
+        for host in self.state.hosts:
+            # hostd writes faults/<host> ("<service> exited with status N") and stops its container
+            # when a critical service dies; a container stopped any other way leaves a dead socket.
+            why = _read(self.host_path(f"faults/{host}"))
+            if not why and hostexec.alive(self.host_path(exec_socket(host))):
+                continue
+            role = next((s.get("role", "") for s in self.state.services if s.get("host") == host), "")
+            m = _EXITED.match(why)
+            if m and any(s.get("host") == host and s.get("name") == m.group(1) for s in self.state.services):
+                dead.append(ServiceFault(host, m.group(1), role, int(m.group(2)),
+                                         log_tail(self.host_path(f"logs/{host}.{m.group(1)}.log"), 8)))
+            else:
+                dead.append(ServiceFault(host, f"container {self.state.hosts[host]}", role, None,
+                                         why or "stopped: its hostd no longer answers"))
+        return dead
+
+    def down(self) -> None:
+        ComposeBackend()._teardown(self.name)
 
 
 def _client() -> Any:
@@ -68,38 +276,6 @@ def _client() -> Any:
     except Exception as exc:
         raise LabError(f"no Docker Engine answers here ({exc})") from None
     return client
-
-
-class ComposeLab(RunningLab):
-    def command(self, host: str, argv: list[str]) -> list[str]:
-        return ["docker", "exec", "-i", self.state.hosts[host], *argv]
-
-    def inner_path(self, relative: str) -> Path:
-        return Path(INNER_LAB) / relative
-
-    def dead_services(self) -> list[ServiceFault]:
-        client = _client()
-        dead = []
-        running = {c.name for c in client.containers.list(filters={"label": f"{LABEL}={self.name}"})}
-        for host, name in self.state.hosts.items():
-            if name in running:
-                continue
-            # hostd stops its container when a critical service dies, and says which in faults/<host>.
-            why = ""
-            with contextlib.suppress(OSError):
-                why = self.host_path(f"faults/{host}").read_text().strip()
-            service, _, _ = why.partition(" ")
-            status = None
-            with contextlib.suppress(Exception):
-                status = int(client.containers.get(name).attrs["State"]["ExitCode"])
-            svc = next((s for s in self.state.services if s.get("host") == host and s.get("name") == service), None)
-            tail = log_tail(self.host_path(f"logs/{host}.{service}.log"), 8) if svc else why
-            dead.append(ServiceFault(host, svc["name"] if svc else f"container {name}",
-                                     svc.get("role", "") if svc else "", status, tail))
-        return dead
-
-    def down(self) -> None:
-        ComposeBackend()._teardown(self.name)
 
 
 class ComposeBackend(Backend):
@@ -117,79 +293,65 @@ class ComposeBackend(Backend):
             remove_lab_dir(plan.lab)
             raise LabInUse(f"containers of a lab named {plan.lab!r} are left over from a crash; "
                            f"`harness down {plan.lab}` removes them")
-        state = LabState(lab=plan.lab, backend=self.name, lab_dir=str(folder), scenario_source=plan.scenario.source,
-                         owner_pid=os.getpid(), hosts={h: container_name(plan.lab, h) for h in plan.hosts},
-                         services=[{"host": h.name, "name": svc.name, "pid": 0, "critical": svc.critical,
-                                    "role": h.role} for h in plan.hosts.values() for svc in h.services],
-                         vantages={k: v.to_dict() for k, v in plan.vantages.items()},
-                         site_addresses={k: str(v) for k, v in plan.site_addresses.items()},
-                         ca_file=plan.ca_file, created=time.time(),
-                         scenario_digest=scenario_digest(plan.scenario.source))
-        lab_dir = folder
+        state = lab_state(plan, str(folder), plan.scenario.source)
         try:
             image = build_image(progress=lambda m: say(f"image: {m}")).latest
-            write_lab_files(plan, lab_dir, INNER_LAB)
-            state.save(lab_dir / STATE_FILE)
+            write_lab_files(plan, folder, inner_lab_dir(plan.lab))
+            state.save(folder / STATE_FILE)
             say("creating networks and containers")
-            self._create(client, plan, image, lab_dir)
+            spec = self._networks(client, plan, image, folder)
+            self._containers(client, spec)
             say("starting services")
-            self._wait_ready(client, plan, lab_dir)
+            wait_for_hosts(folder, plan.hosts, READY_TIMEOUT, lambda h: _exited(client, container_name(plan.lab, h)))
             state.ready = True
-            state.save(lab_dir / STATE_FILE)
+            state.save(folder / STATE_FILE)
             say(f"lab {plan.lab} up in {time.monotonic() - t0:.2f}s")
             return ComposeLab(state)
         except BaseException:
             self._teardown(plan.lab)
             raise
 
-    def _create(self, client: Any, plan: LabPlan, image: str, lab_dir: Path) -> None:
+    def _networks(self, client: Any, plan: LabPlan, image: str, folder: Path) -> LabSpec:
+        """The lab's networks, on carriers no other network uses; the spec they belong to."""
+        import docker.errors
         import docker.types
 
         labels = {LABEL: plan.lab}
-        networks: dict[tuple[str, str], str] = {}
-        for link in plan.links:
-            iface = next(i for i in plan.hosts[link.a_host].interfaces if i.name == link.a_name)
-            name = host_object_name(plan.lab, f"{link.a_host}-{link.b_host}")
-            bridge = bridge_name(name)
-            pool = docker.types.IPAMPool(subnet=str(iface.address.network), gateway=str(link_gateway(iface.address)))
-            client.networks.create(name, driver="bridge", internal=True, labels=labels,
-                                   options={"com.docker.network.bridge.name": bridge},
-                                   ipam=docker.types.IPAMConfig(pool_configs=[pool]))
-            allow_within_bridge(plan.lab, bridge)
-            networks[(link.a_host, link.a_name)] = networks[(link.b_host, link.b_name)] = name
-        for host in plan.hosts.values():
-            attach = [(networks[(host.name, i.name)], str(i.address.ip)) for i in host.interfaces]
-            first_net, first_ip = attach[0]
-            sysctls = {"net.ipv4.ip_forward": "1" if host.forwarding else "0",
-                       "net.ipv6.conf.all.disable_ipv6": "1"}
-            cid = client.api.create_container(
-                image, name=container_name(plan.lab, host.name), hostname=host.name, labels=labels,
-                command=["python3", "-m", "netlab.services.hostd", "--host", host.name, "--lab-dir", INNER_LAB],
-                environment={"PYTHONPATH": INNER_SRC, "PYTHONUNBUFFERED": "1"},
-                host_config=client.api.create_host_config(
-                    cap_add=CAPS, sysctls=sysctls, binds={str(lab_dir): {"bind": INNER_LAB, "mode": "rw"},
-                                                          PROJECT_ROOT: {"bind": INNER_SRC, "mode": "ro"}},
-                    dns=[str(plan.vantages[host.name].resolver)] if host.name in plan.vantages else None),
-                networking_config=client.api.create_networking_config(
-                    {first_net: client.api.create_endpoint_config(ipv4_address=first_ip)}))["Id"]
-            for net, ip in attach[1:]:
-                client.api.connect_container_to_network(cid, net, ipv4_address=ip)
-            client.api.start(cid)
+        for attempt in range(CREATE_ATTEMPTS):
+            subnets = carrier_subnets(len(plan.links), _taken_subnets(client), plan.lab)
+            spec = lab_spec(plan, image=image, lab_source=str(folder), src_source=PROJECT_ROOT,
+                            plugins=probe_plugins(), subnets=subnets)
+            try:
+                for net in spec.networks:
+                    assert net.subnet is not None
+                    client.networks.create(
+                        net.name, driver="bridge", internal=True, labels=labels,
+                        options={"com.docker.network.bridge.name": net.bridge,
+                                 "com.docker.network.container_iface_prefix": net.iface_prefix},
+                        ipam=docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=str(net.subnet))]))
+                    allow_within_bridge(plan.lab, net.bridge)
+                return spec
+            except docker.errors.APIError as exc:
+                # Another lab took a carrier between our look and our create: try another block.
+                if "overlap" not in str(exc).lower() or attempt + 1 == CREATE_ATTEMPTS:
+                    raise
+                for n in client.networks.list(filters={"label": f"{LABEL}={plan.lab}"}):
+                    n.remove()
+        raise AssertionError("unreachable")
 
-    def _wait_ready(self, client: Any, plan: LabPlan, lab_dir: Path) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        waiting = set(plan.hosts)
-        while waiting:
-            waiting = {h for h in waiting if not (lab_dir / "ready" / h).exists()}
-            for h in list(waiting):
-                c = client.containers.get(container_name(plan.lab, h))
-                if c.status == "exited" or (lab_dir / "faults" / h).exists():
-                    logs = c.logs(tail=20).decode(errors="replace")
-                    raise LabError(f"host {h} failed to start:\n{logs}")
-            if waiting and time.monotonic() > deadline:
-                raise LabError(f"hosts not ready within {READY_TIMEOUT:.0f}s: {', '.join(sorted(waiting))}")
-            if waiting:
-                time.sleep(0.05)  # a poll interval with a deadline
+    def _containers(self, client: Any, spec: LabSpec) -> None:
+        for c in spec.containers:
+            cid = client.api.create_container(
+                spec.image, name=c.name, hostname=c.host, labels=spec.labels, command=c.command,
+                environment=c.environment,
+                host_config=client.api.create_host_config(
+                    cap_add=spec.caps, sysctls=c.sysctls,
+                    binds={m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in c.mounts}),
+                networking_config=client.api.create_networking_config(
+                    {c.networks[0]: client.api.create_endpoint_config()}))["Id"]
+            for net in c.networks[1:]:
+                client.api.connect_container_to_network(cid, net)
+            client.api.start(cid)
 
     def down(self, lab: str, progress: Progress | None = None) -> bool:
         """Remove ``lab`` if it is a compose lab (or its leftovers); False if there is none here."""
@@ -244,3 +406,30 @@ class ComposeBackend(Backend):
     def _exists(client: Any, lab: str) -> bool:
         return bool(client.containers.list(all=True, filters={"label": f"{LABEL}={lab}"}) or
                     client.networks.list(filters={"label": f"{LABEL}={lab}"}))
+
+
+def _exited(client: Any, name: str) -> str | None:
+    """Why a container stopped while starting (its last log lines), or None if it runs."""
+    c = client.containers.get(name)
+    if c.status != "exited":
+        return None
+    return f"its container exited with status {c.attrs['State']['ExitCode']}:\n" + c.logs(tail=20).decode(
+        errors="replace")
+
+
+def _taken_subnets(client: Any) -> list[IPv4Network]:
+    """Subnets a carrier must not overlap: every Docker network's, and the host's routes."""
+    from pyroute2 import IPRoute
+
+    taken = []
+    for n in client.networks.list():
+        for cfg in (n.attrs.get("IPAM") or {}).get("Config") or []:
+            with contextlib.suppress(ValueError, KeyError):
+                net = IPv4Network(cfg["Subnet"], strict=False)
+                taken.append(net)
+    with IPRoute() as ipr:
+        for r in ipr.get_routes(family=2, table=254):
+            dst = r.get_attr("RTA_DST")
+            if dst and r["dst_len"]:
+                taken.append(IPv4Network(f"{dst}/{r['dst_len']}", strict=False))
+    return taken

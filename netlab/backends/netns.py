@@ -40,6 +40,8 @@ from netlab.backends.base import (
     write_lab_files,
 )
 from netlab.errors import LabError, LabInUse, NoSuchLab
+from netlab.hostsetup import configure_host
+from netlab.interrupts import deferred
 from netlab.names import PREFIX, check_lab_name, host_object_name, lab_of
 from netlab.plan import LAB_DIR, Host, LabPlan, ReadyCheck
 from netlab.readiness import is_ready
@@ -209,28 +211,10 @@ class NetnsBackend(Backend):
                 handles[link.a_host].link("add", ifname=link.a_name, kind="veth",
                                           peer={"ifname": link.b_name, "net_ns_fd": state.hosts[link.b_host]})
             for host in plan.hosts.values():
-                self._configure(handles[host.name], host)
+                configure_host(handles[host.name], host)
         finally:
             for h in handles.values():
                 h.close()
-
-    @staticmethod
-    def _configure(ipr: NetNS, host: Host) -> None:
-        lo = ipr.link_lookup(ifname="lo")[0]
-        ipr.link("set", index=lo, state="up")
-        for iface in host.interfaces:
-            idx = ipr.link_lookup(ifname=iface.name)[0]
-            ipr.addr("add", index=idx, address=str(iface.address.ip), prefixlen=iface.address.network.prefixlen)
-            ipr.link("set", index=idx, state="up")
-        for route in host.routes:
-            if route.local:
-                # AnyIP: the whole range is this host's, so one listener per address needs no
-                # per-address configuration, however many sites there are.
-                ipr.route("add", dst=str(route.dst.network_address), dst_len=route.dst.prefixlen,
-                          type="local", scope=254, oif=lo, table=255)
-            else:
-                ipr.route("add", dst=str(route.dst.network_address), dst_len=route.dst.prefixlen,
-                          gateway=str(route.via))
 
     def _run_setup(self, state: LabState, host: str, argv: list[str]) -> None:
         res = subprocess.run(["ip", "netns", "exec", state.hosts[host], *argv], capture_output=True,
@@ -257,6 +241,7 @@ class NetnsBackend(Backend):
         raise LabError(f"{host}/{name} did not become ready within {READY_TIMEOUT:.0f}s ({last}):\n"
                        + log_tail(Path(lab.state.lab_dir) / "logs" / f"{host}.{name}.log"))
 
+    @deferred()  # an interrupt must not cut a teardown in half (netlab.interrupts)
     def _teardown(self, lab: str, state: LabState | None, children: dict) -> None:
         pids = [p.pid for p in children.values()]
         if state is not None:
