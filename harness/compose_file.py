@@ -1,10 +1,14 @@
 """The lab of a scenario as a Compose file: `docker compose up --exit-code-from score` runs it.
 
-Services: ``lab`` (compiles the scenario into the lab folder, opens the lab bridges within
-themselves on the Docker host, and keeps them so until stopped), one service per lab host
-(netlab.services.hostd; vantages measure once every host is ready), and ``score`` (waits for the
-measurements, prints the verdict table and the score, and leaves everything in ./results).
-Every network is ``internal: true``. Written for Compose v2, readable by docker-compose 1.29.
+The networks and host containers are the compose backend's own description of the lab
+(netlab.backends.compose.lab_spec), written as Compose YAML; two services do what `harness run`
+does around them: ``lab`` (compiles the scenario into the lab folder, opens the lab bridges within
+themselves on the Docker host, and keeps them so until stopped) and ``score`` (runs the campaign
+through the hosts' exec sockets, then scores it: harness.incompose, the same code as `harness run`;
+the results folder and the verdict table land in ./results). Docker chooses each network's
+carrier subnet, so labs of different names run side by side (give each its own folder, or
+`-p NAME`: Compose names a project after the folder). Every network is ``internal: true``.
+Written for Compose v2, readable by docker-compose 1.29.
 """
 
 from __future__ import annotations
@@ -15,79 +19,75 @@ from typing import Any
 
 import yaml
 
-from netlab.backends.base import link_gateway
-from netlab.backends.compose import CAPS, INNER_LAB, INNER_SRC, LABEL, bridge_name, container_name
+from netlab.backends.compose import INNER_SRC, LabSpec, Mount, inner_lab_dir, lab_spec, probe_plugins
 from netlab.images import IMAGE_REPO
 from netlab.plan import LabPlan
 
 INNER_RESULTS = "/results"
-INNER_SCENARIO = "/scenario.yaml"
+INNER_SCENARIOS = "/scenario"
+READY_MARKER = "_fabric"  # ready/_fabric: the lab folder is written and the bridges are open
 
 
-def network_name(plan: LabPlan, a: str, b: str) -> str:
-    return f"nl-{plan.lab}-{a}-{b}"
-
-
-def compose_dict(plan: LabPlan, scenario_path: Path, out_dir: Path) -> dict[str, Any]:
+def compose_dict(plan: LabPlan, scenario_path: Path, out_dir: Path, probe: str = "web") -> dict[str, Any]:
     repo = Path(__file__).resolve().parents[1]
-    rel = lambda p: "./" + os.path.relpath(p, out_dir) if os.path.relpath(p, out_dir) != "." else "."  # noqa: E731
-    image = f"{IMAGE_REPO}:latest"
-    labels = {LABEL: plan.lab}
-    src = f"{rel(repo)}:{INNER_SRC}:ro"
-    lab_vol = f"./.censorlab/{plan.lab}:{INNER_LAB}"
-    scenario_vol = f"{rel(scenario_path.resolve())}:{INNER_SCENARIO}:ro"
-    env = {"PYTHONPATH": INNER_SRC, "PYTHONUNBUFFERED": "1"}
-    nets: dict[tuple[str, str], str] = {}
-    networks: dict[str, Any] = {}
-    for link in plan.links:
-        iface = next(i for i in plan.hosts[link.a_host].interfaces if i.name == link.a_name)
-        name = network_name(plan, link.a_host, link.b_host)
-        networks[name] = {
-            "name": name, "driver": "bridge", "internal": True, "labels": labels,
-            "driver_opts": {"com.docker.network.bridge.name": bridge_name(name)},
-            "ipam": {"config": [{"subnet": str(iface.address.network), "gateway": str(link_gateway(iface.address))}]},
-        }
-        nets[(link.a_host, link.a_name)] = nets[(link.b_host, link.b_name)] = name
+
+    def rel(p: Path) -> str:
+        r = os.path.relpath(p, out_dir)
+        return "." if r == "." else "./" + r
+
+    spec = lab_spec(plan, image=f"{IMAGE_REPO}:latest", lab_source=f"./.censorlab/{plan.lab}", src_source=rel(repo),
+                    plugins=probe_plugins([probe]))
+    # The scenario's whole folder: files it refers to (response bodies) come with it.
+    scenario_mount = Mount(rel(scenario_path.resolve().parent), INNER_SCENARIOS)
+    scenario = f"{INNER_SCENARIOS}/{scenario_path.name}"
+    host = spec.containers[0]
+    inner_lab = inner_lab_dir(plan.lab)
     healthy = {"lab": {"condition": "service_healthy"}}
     services: dict[str, Any] = {
         "lab": {
-            "image": image, "network_mode": "host", "cap_add": ["NET_ADMIN"], "labels": labels,
-            "volumes": [src, lab_vol, scenario_vol], "environment": env, "working_dir": INNER_SRC,
-            "command": ["python3", "-m", "harness.incompose", "lab", INNER_SCENARIO, "--lab", plan.lab,
-                        "--lab-dir", INNER_LAB, *sorted({bridge_name(n) for n in networks})],
-            "healthcheck": {"test": ["CMD", "test", "-f", f"{INNER_LAB}/ready/_fabric"], "interval": "1s",
+            "image": spec.image, "network_mode": "host", "cap_add": ["NET_ADMIN"], "labels": spec.labels,
+            "volumes": _volumes([*host.mounts, scenario_mount]), "environment": host.environment,
+            "working_dir": INNER_SRC,
+            "command": ["python3", "-m", "harness.incompose", "lab", scenario, "--lab", plan.lab, "--lab-dir",
+                        inner_lab, *(n.bridge for n in spec.networks)],
+            "healthcheck": {"test": ["CMD", "test", "-f", f"{inner_lab}/ready/{READY_MARKER}"], "interval": "1s",
                             "timeout": "1s", "retries": 120},
         },
     }
-    for host in plan.hosts.values():
-        command = ["python3", "-m", "netlab.services.hostd", "--host", host.name, "--lab-dir", INNER_LAB]
-        if host.name in plan.vantages:
-            command += ["--then-run", "python3 -m probes.worker", "--stdin", f"{INNER_LAB}/jobs/{host.name}.jsonl",
-                        "--stdout", f"{INNER_LAB}/out/{host.name}.jsonl", "--wait-for", "_fabric"]
-        services[host.name] = {
-            "image": image, "container_name": container_name(plan.lab, host.name), "hostname": host.name,
-            "labels": labels, "cap_add": list(CAPS), "environment": env, "depends_on": healthy,
-            "sysctls": {"net.ipv4.ip_forward": "1" if host.forwarding else "0", "net.ipv6.conf.all.disable_ipv6": "1"},
-            "volumes": [src, lab_vol],
-            "networks": {nets[(host.name, i.name)]: {"ipv4_address": str(i.address.ip)} for i in host.interfaces},
-            "command": command,
-        }
+    services.update(_host_services(spec, healthy))
     services["score"] = {
-        "image": image, "network_mode": "none", "labels": labels, "depends_on": healthy, "environment": env,
-        "working_dir": INNER_SRC, "volumes": [src, lab_vol, scenario_vol, f"./results:{INNER_RESULTS}"],
-        "command": ["python3", "-m", "harness.incompose", "score", INNER_SCENARIO, "--lab-dir", INNER_LAB,
-                    "--results", INNER_RESULTS],
+        "image": spec.image, "network_mode": "none", "labels": spec.labels, "depends_on": healthy,
+        "environment": host.environment, "working_dir": INNER_SRC,
+        "volumes": _volumes([*host.mounts, scenario_mount, Mount("./results", INNER_RESULTS, read_only=False)]),
+        "command": ["python3", "-m", "harness.incompose", "campaign", scenario, "--lab-dir", inner_lab,
+                    "--results", INNER_RESULTS, "--probe", probe],
     }
+    networks = {n.name: {"name": n.name, "driver": "bridge", "internal": True, "labels": spec.labels,
+                         "driver_opts": {"com.docker.network.bridge.name": n.bridge,
+                                         "com.docker.network.container_iface_prefix": n.iface_prefix}}
+                for n in spec.networks}
     return {"services": services, "networks": networks}
 
 
-def compose_yaml(plan: LabPlan, scenario_path: Path, out_dir: Path) -> str:
+def _host_services(spec: LabSpec, depends_on: dict[str, Any]) -> dict[str, Any]:
+    return {c.host: {"image": spec.image, "container_name": c.name, "hostname": c.host, "labels": spec.labels,
+                     "cap_add": spec.caps, "environment": c.environment, "depends_on": depends_on,
+                     "sysctls": c.sysctls, "volumes": _volumes(c.mounts), "networks": c.networks,
+                     "command": c.command}
+            for c in spec.containers}
+
+
+def _volumes(mounts: list[Mount]) -> list[str]:
+    return [f"{m.source}:{m.target}" + (":ro" if m.read_only else "") for m in mounts]
+
+
+def compose_yaml(plan: LabPlan, scenario_path: Path, out_dir: Path, probe: str = "web") -> str:
     head = (f"# The lab of {scenario_path.name} as containers. Generated by `harness compose "
             f"{os.path.relpath(scenario_path, out_dir)}`: do not edit by hand.\n"
             "# Needs the lab image (`harness image build`). Run: docker compose up --exit-code-from score\n"
             "# Then: docker compose down. Measurements and the verdict table land in ./results.\n")
-    return head + yaml.dump(compose_dict(plan, scenario_path, out_dir), Dumper=_PlainDumper, sort_keys=False,
-                            width=120)
+    return head + yaml.dump(compose_dict(plan, scenario_path, out_dir, probe), Dumper=_PlainDumper,
+                            sort_keys=False, width=120)
 
 
 class _PlainDumper(yaml.SafeDumper):

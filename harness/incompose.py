@@ -1,91 +1,71 @@
-"""The two jobs of a `docker compose up` run that live outside the lab hosts.
+"""The two jobs of a `docker compose up` run that live outside the lab hosts (harness.compose_file).
 
-``python3 -m harness.incompose lab SCENARIO --lab NAME --lab-dir /lab BRIDGE...``: compile the
-scenario into the lab folder (configs, certificates, hosts.json, each vantage's job file), open
-the lab bridges within themselves (netlab.services.fabric) and hold them until stopped.
-``python3 -m harness.incompose score SCENARIO --lab-dir /lab --results /results``: wait for every
-vantage's measurements, then write the results folder and print the verdict table and score.
+``python3 -m harness.incompose lab SCENARIO --lab NAME --lab-dir /lab/NAME BRIDGE...``: compile the
+scenario into the lab folder (configs, certificates, hosts.json, state.json: what the compose
+backend writes for `harness run`), open the lab bridges within themselves (netlab.services.fabric)
+and hold them until stopped.
+``python3 -m harness.incompose campaign SCENARIO --lab-dir /lab/NAME --results /results``: once every
+host is ready, measure and score exactly as `harness run` does (harness.runner.measure_and_score:
+the scenario's probe settings, the campaign, OONI's keys, the verdicts), print the verdict table and
+score, and exit 0, 1 on any mismatch, or 3 on a lab fault.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
-from harness.campaign import DEFAULT_CONCURRENCY, parse_result, tag_measurement, vantage_context
+from rich.console import Console
+
+from harness.campaign import CampaignConfig
+from harness.cli.common import console
 from harness.report import print_report
-from harness.results import score_results, write_run_info, write_verdicts
-from netlab.backends.base import write_lab_files
+from harness.runner import measure_and_score
+from netlab.backends.base import STATE_FILE, LabState, wait_until, write_lab_files
+from netlab.backends.compose import READY_TIMEOUT, ComposeLab, lab_state, wait_for_hosts
 from netlab.compile import compile_lab
+from netlab.errors import LabError
 from netlab.loader import load_scenario
-from netlab.oracle import has_residual, residual_waves
 from netlab.services import fabric
 
-WAIT_SECONDS = 900.0
+BACKEND = "compose-file"  # as run.json records it
+EXIT_MISMATCH, EXIT_LAB = 1, 3
+LAB_WAIT = 300.0  # the lab service compiles the scenario (certificates: seconds for big ones)
 
 
 def lab(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
     plan = compile_lab(scenario, args.lab)
-    lab_dir = Path(args.lab_dir)
-    write_lab_files(plan, lab_dir, str(lab_dir))
-    (lab_dir / "jobs").mkdir()
-    for name, v in plan.vantages.items():
-        isp = next((i for i in scenario.isps if i.name == name), None)
-        ordered = [t for wave in residual_waves(scenario.targets, plan.site_addresses) for t in wave]
-        # Residual blocking depends on which flow to a server comes first: measure one at a time.
-        concurrency = 1 if isp is not None and has_residual(isp) else DEFAULT_CONCURRENCY
-        header = {"context": vantage_context(v.to_dict(), scenario, f"{lab_dir}/{plan.ca_file}", {}),
-                  "concurrency": concurrency}
-        lines = [json.dumps(header)] + [json.dumps({"id": i, "probe": "web", "url": t.url})
-                                        for i, t in enumerate(ordered)]
-        (lab_dir / "jobs" / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
-    (lab_dir / "run-info.json").write_text(json.dumps({
-        "lab": plan.lab, "vantages": list(plan.vantages),
-        "site_addresses": {k: str(a) for k, a in plan.site_addresses.items()}}))
-    return fabric.main(["--lab", args.lab, "--lab-dir", str(lab_dir), *args.bridges])
+    folder = Path(args.lab_dir)
+    write_lab_files(plan, folder, str(folder))
+    lab_state(plan, str(folder), args.scenario).save(folder / STATE_FILE)
+    return fabric.main(["--lab", args.lab, "--lab-dir", str(folder), *args.bridges])
 
 
-def score(args: argparse.Namespace) -> int:
+def campaign(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
-    lab_dir, out = Path(args.lab_dir), Path(args.results)
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not (lab_dir / "run-info.json").exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    info = json.loads((lab_dir / "run-info.json").read_text())
-    print(f"score: waiting for the measurements of {', '.join(info['vantages'])}", flush=True)
-    while not all((lab_dir / "done" / v).exists() for v in info["vantages"]):
-        faults = list((lab_dir / "faults").glob("*")) if (lab_dir / "faults").exists() else []
-        if faults or time.monotonic() > deadline:
-            print(f"lab fault: {', '.join(f.name for f in faults) or 'timed out'}", flush=True)
-            return 3
-        time.sleep(0.2)  # a poll interval with a deadline
-    out.mkdir(parents=True, exist_ok=True)
-    count = 0
-    with open(out / "measurements.jsonl", "wb") as sink:
-        for vantage in info["vantages"]:
-            for raw in (lab_dir / "out" / f"{vantage}.jsonl").read_bytes().splitlines():
-                _, measurement = parse_result(raw)
-                if measurement is not None:
-                    sink.write(tag_measurement(vantage, measurement))
-                    count += 1
-    write_run_info(out, scenario, {"lab": info["lab"], "backend": "docker compose", "scenario_name": scenario.name,
-                                   "probe": "web", "shard": [1, 1], "vantages": info["vantages"],
-                                   "site_addresses": info["site_addresses"], "measurements": count})
-    scored = score_results([out])
-    write_verdicts(out, scored)
-    from harness.cli.common import console
-
-    con = console()
-    print_report(con, scored)
+    folder, out = Path(args.lab_dir), Path(args.results)
+    if not wait_until(lambda: (folder / STATE_FILE).exists(), LAB_WAIT):
+        print(f"lab fault: no {folder / STATE_FILE} after {LAB_WAIT:.0f}s", flush=True)
+        return EXIT_LAB
+    state = LabState.load(folder / STATE_FILE)
+    print(f"campaign: waiting for {', '.join(state.hosts)}", flush=True)
+    try:
+        wait_for_hosts(folder, state.hosts, READY_TIMEOUT)
+    except LabError as exc:
+        print(f"lab fault: {exc}", flush=True)
+        return EXIT_LAB
+    outcome = measure_and_score(ComposeLab(state), scenario, out, CampaignConfig(probe=args.probe), backend=BACKEND)
+    if outcome.scored is None:
+        print("lab fault: during the run:\n  " + "\n  ".join(outcome.campaign.lab_faults), flush=True)
+        return EXIT_LAB
+    print_report(console(), outcome.scored)
     with open(out / "verdicts.txt", "w") as f:
-        from rich.console import Console
-
-        print_report(Console(file=f, width=160, color_system=None), scored)
-    return 1 if scored.score.mismatches else 0
+        print_report(Console(file=f, width=160, color_system=None), outcome.scored)
+    for e in outcome.campaign.errors:
+        print(f"probe error {e['vantage']} {e.get('url')}: {e.get('error')}", flush=True)
+    return EXIT_MISMATCH if outcome.scored.score.mismatches else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,14 +74,15 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("lab")
     p.add_argument("scenario")
     p.add_argument("--lab", required=True)
-    p.add_argument("--lab-dir", default="/lab")
+    p.add_argument("--lab-dir", required=True)
     p.add_argument("bridges", nargs="+")
     p.set_defaults(func=lab)
-    p = sub.add_parser("score")
+    p = sub.add_parser("campaign")
     p.add_argument("scenario")
-    p.add_argument("--lab-dir", default="/lab")
+    p.add_argument("--lab-dir", required=True)
     p.add_argument("--results", default="/results")
-    p.set_defaults(func=score)
+    p.add_argument("--probe", default="web")
+    p.set_defaults(func=campaign)
     args = ap.parse_args(argv)
     return int(args.func(args))
 

@@ -123,6 +123,19 @@ def host_to_dict(host: Host) -> dict:
     }
 
 
+def host_from_dict(d: dict) -> Host:
+    """The inverse of host_to_dict (interfaces without their peers, which hosts.json omits)."""
+    return Host(
+        name=d["name"], role=d["role"], forwarding=d["forwarding"], resolv_conf=d["resolv_conf"],
+        interfaces=[Interface(i["name"], IPv4Interface(i["address"]), "", "") for i in d["interfaces"]],
+        routes=[Route(IPv4Network(r["dst"]), IPv4Address(r["via"]) if r["via"] else None, r["local"])
+                for r in d["routes"]],
+        setup=[tuple(a) for a in d["setup"]],
+        services=[Service(s["name"], tuple(s["argv"]), ready_check_from_dict(s["ready"]), s["critical"])
+                  for s in d["services"]],
+    )
+
+
 def ready_check_from_dict(d: dict | None) -> ReadyCheck | None:
     if d is None:
         return None

@@ -1,100 +1,100 @@
 """The program that makes a container a lab host: ``python3 -m netlab.services.hostd --host NAME``.
 
-Docker gives a container its addresses but names its interfaces eth0, eth1, ... in no promised
-order, routes everything through the bridge, and points DNS at its own resolver. hostd puts the
-host as the plan describes it: interfaces renamed by address, Docker's default route and bridge
-address removed (a lab host never reaches the Docker host), the plan's routes and resolv.conf,
-the setup commands, then the services, which it supervises. It writes ``ready/<host>`` in the
-lab folder once every service answers, and exits (stopping the container) if a critical service
-dies, so the harness sees a lab fault and never a silent, uncensored path.
+Docker gives a container one interface per network, named by the network's interface prefix
+(``--interface lk3_0=up0`` says which link that is), with an address of the network's carrier
+subnet, and points DNS at its own resolver. hostd puts the host as the plan describes it: each
+interface renamed to its plan name and stripped of Docker's address, then the plan's addresses and
+routes by the same code as the netns backend (netlab.hostsetup), every carrier blackholed (a lab
+host never reaches the Docker host), the plan's resolv.conf and setup commands, then the services,
+which it supervises. Once every service answers it serves its exec socket (netlab.services.hostexec:
+how the harness runs probe workers here) and writes ``ready/<host>`` in the lab folder. If a
+critical service dies it writes ``faults/<host>`` and exits, stopping the container, so the harness
+sees a lab fault and never a silent, uncensored path.
 """
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import logging
 import os
-import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from ipaddress import IPv4Interface, IPv4Network
 from pathlib import Path
+from typing import Any
 
-from netlab.plan import LAB_DIR, ready_check_from_dict
+from pyroute2 import IPRoute
+
+from netlab.hostsetup import configure_host
+from netlab.plan import LAB_DIR, Host, host_from_dict
 from netlab.readiness import is_ready
+from netlab.services.hostexec import ExecServer
 
 log = logging.getLogger("hostd")
 READY_TIMEOUT = 30.0
 
 
-def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run(argv, capture_output=True, text=True)
-    if check and res.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)}: {res.stderr.strip() or res.stdout.strip()}")
-    return res
+def adopt_interfaces(ipr: Any, names: dict[str, str]) -> list[IPv4Network]:
+    """Rename Docker's interfaces (``names``: Docker's name -> the plan's) and take Docker's
+    addresses off them; the carrier subnets they were in."""
+    carriers = []
+    for docker_name, plan_name in names.items():
+        found = ipr.link_lookup(ifname=docker_name)
+        if not found:
+            raise RuntimeError(f"no interface {docker_name} for {plan_name} (Docker did not attach its network?)")
+        idx = found[0]
+        for a in ipr.get_addr(index=idx, family=socket.AF_INET):
+            address = a.get_attr("IFA_ADDRESS")
+            carriers.append(IPv4Interface(f"{address}/{a['prefixlen']}").network)
+            ipr.addr("del", index=idx, address=address, prefixlen=a["prefixlen"])
+        ipr.link("set", index=idx, state="down")
+        ipr.link("set", index=idx, ifname=plan_name)
+    return carriers
 
 
-def configure(spec: dict, blackhole: list[str]) -> None:
-    links = json.loads(sh("ip", "-j", "addr", "show").stdout)
-    by_addr = {a["local"]: link["ifname"] for link in links for a in link.get("addr_info", [])
-               if a.get("family") == "inet"}
-    for iface in spec["interfaces"]:
-        ip = iface["address"].split("/")[0]
-        current = by_addr.get(ip)
-        if current is None:
-            raise RuntimeError(f"no interface has {ip} (Docker did not attach the network?)")
-        if current != iface["name"]:
-            sh("ip", "link", "set", current, "down")
-            sh("ip", "link", "set", current, "name", iface["name"])
-            sh("ip", "link", "set", iface["name"], "up")
-    # Docker's default route leads to the Docker host: a lab host must have none.
-    sh("ip", "route", "flush", "default", check=False)
-    for gw in blackhole:
-        sh("ip", "route", "replace", "blackhole", f"{gw}/32")
-    for r in spec["routes"]:
-        net = ipaddress.ip_network(r["dst"])
-        if r["local"]:
-            sh("ip", "route", "replace", "local", str(net), "dev", "lo", "table", "local")
-        else:
-            sh("ip", "route", "replace", str(net), "via", r["via"])
+def configure(host: Host, names: dict[str, str]) -> None:
+    with IPRoute() as ipr:
+        carriers = adopt_interfaces(ipr, names)
+        # Routes Docker made through its addresses went with them; a default one, if any, goes now.
+        for r in ipr.get_routes(family=socket.AF_INET, table=254):
+            if r["dst_len"] == 0:
+                ipr.route("del", dst="0.0.0.0", dst_len=0, table=254)
+        configure_host(ipr, host)
+        for net in carriers:
+            ipr.route("add", dst=str(net.network_address), dst_len=net.prefixlen, type="blackhole")
     # Never Docker's embedded DNS, which forwards to the Docker host's resolvers.
-    Path("/etc/resolv.conf").write_text(spec.get("resolv_conf") or "nameserver 127.0.0.1\n")
+    Path("/etc/resolv.conf").write_text(host.resolv_conf or "nameserver 127.0.0.1\n")
 
 
-def run_when_lab_ready(args: argparse.Namespace, lab: Path, markers: list[str],
-                       stopping: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT * 4
-    while not all((lab / "ready" / m).exists() for m in markers):
-        if stopping() or time.monotonic() > deadline:
-            raise RuntimeError("the lab did not become ready: not measuring")
-        time.sleep(0.05)  # a poll interval with a deadline
-    argv = [sys.executable if a == "python3" else a for a in shlex.split(args.then_run)]
-    log.info("lab ready: running %s", " ".join(argv))
-    Path(args.stdout).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.stdin) as stdin, open(args.stdout, "w") as stdout:
-        res = subprocess.run(argv, stdin=stdin, stdout=stdout)
-    (lab / "done").mkdir(exist_ok=True)
-    (lab / "done" / args.host).write_text(str(res.returncode))
+def _interface_map(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        docker_name, sep, plan_name = pair.partition("=")
+        if not sep or not docker_name or not plan_name:
+            raise SystemExit(f"--interface {pair!r}: expected DOCKER_NAME=PLAN_NAME")
+        out[docker_name] = plan_name
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--host", required=True)
-    ap.add_argument("--lab-dir", default="/lab")
-    ap.add_argument("--then-run", help="once every host of the lab is ready, run this command line here "
-                    "(docker compose up: a vantage's measurements)")
-    ap.add_argument("--stdin", help="file for --then-run's standard input")
-    ap.add_argument("--stdout", help="file for --then-run's standard output")
-    ap.add_argument("--wait-for", nargs="*", default=[], help="more ready markers to wait for (e.g. _fabric)")
+    ap.add_argument("--lab-dir", required=True)
+    ap.add_argument("--interface", action="append", default=[], metavar="DOCKER=PLAN",
+                    help="Docker's name of an interface and the plan's (one per link of the host)")
     args = ap.parse_args(argv)
     lab = Path(args.lab_dir)
-    logging.basicConfig(level=logging.INFO, format=f"hostd[{args.host}]: %(message)s", stream=sys.stderr)
+    (lab / "logs").mkdir(exist_ok=True)
+    # Its own log in the lab folder too: a Compose file's score service has no `docker logs`.
+    logging.basicConfig(level=logging.INFO, format=f"hostd[{args.host}]: %(message)s",
+                        handlers=[logging.StreamHandler(sys.stderr),
+                                  logging.FileHandler(lab / "logs" / f"{args.host}.hostd.log")])
     hosts = json.loads((lab / "hosts.json").read_text())
-    spec = hosts["hosts"][args.host]
+    host = host_from_dict(hosts["hosts"][args.host])
     stopping = False
 
     def stop(*_: object) -> None:
@@ -104,29 +104,29 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     children: dict[str, tuple[subprocess.Popen, bool]] = {}
+    server: ExecServer | None = None
     try:
-        configure(spec, hosts.get("blackhole", []))
-        for argv_ in spec["setup"]:
-            sh(*[a.replace(LAB_DIR, str(lab)) for a in argv_])
-        (lab / "logs").mkdir(exist_ok=True)
-        for svc in spec["services"]:
-            out = open(lab / "logs" / f"{args.host}.{svc['name']}.log", "ab")  # noqa: SIM115
-            argv_ = [sys.executable if a == "python3" else a.replace(LAB_DIR, str(lab)) for a in svc["argv"]]
-            children[svc["name"]] = (subprocess.Popen(argv_, stdout=out, stderr=subprocess.STDOUT), svc["critical"])
+        configure(host, _interface_map(args.interface))
+        for argv_ in host.setup:
+            res = subprocess.run([a.replace(LAB_DIR, str(lab)) for a in argv_], capture_output=True, text=True)
+            if res.returncode != 0:
+                raise RuntimeError(f"setup {' '.join(argv_)}: {res.stderr.strip() or res.stdout.strip()}")
+        for svc in host.services:
+            out = open(lab / "logs" / f"{args.host}.{svc.name}.log", "ab")  # noqa: SIM115
+            argv_ = [sys.executable if a == "python3" else a.replace(LAB_DIR, str(lab)) for a in svc.argv]
+            children[svc.name] = (subprocess.Popen(argv_, stdout=out, stderr=subprocess.STDOUT), svc.critical)
             out.close()
-        for svc in spec["services"]:
-            check = ready_check_from_dict(svc["ready"])
+        for svc in host.services:
             deadline = time.monotonic() + READY_TIMEOUT
-            while check is not None and not is_ready(check, lab):
-                proc = children[svc["name"]][0]
+            while svc.ready is not None and not is_ready(svc.ready, lab):
+                proc = children[svc.name][0]
                 if proc.poll() is not None or time.monotonic() > deadline or stopping:
-                    raise RuntimeError(f"{svc['name']} did not start (exit status {proc.returncode})")
+                    raise RuntimeError(f"{svc.name} did not start (exit status {proc.returncode})")
                 time.sleep(0.01)  # a poll interval with a deadline
+        server = ExecServer(lab / "run" / f"{args.host}.sock").start()
         (lab / "ready").mkdir(exist_ok=True)
         (lab / "ready" / args.host).write_text(str(os.getpid()))
         log.info("ready")
-        if args.then_run:
-            run_when_lab_ready(args, lab, [*hosts["hosts"], *args.wait_for], lambda: stopping)
         while not stopping:
             for name, (proc, critical) in children.items():
                 if critical and proc.poll() is not None:
@@ -143,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         (lab / "faults" / args.host).write_text(str(exc))
         return 1
     finally:
+        if server is not None:
+            server.stop()
         for proc, _ in children.values():
             if proc.poll() is None:
                 proc.terminate()

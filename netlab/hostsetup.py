@@ -1,0 +1,36 @@
+"""One host set-up for every backend: the plan's addresses, links and routes, through pyroute2.
+
+The netns backend calls it from outside with a handle on the host's namespace (``NetNS``); in a
+container, netlab.services.hostd calls it from inside with ``IPRoute``. Both handles speak the
+same netlink API, so a lab host is configured by the same code whichever backend realises it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from netlab.plan import Host
+
+# The kernel's local routing table and link scope (rtnetlink constants).
+LOCAL_TABLE = 255
+SCOPE_HOST = 254
+
+
+def configure_host(ipr: Any, host: Host) -> None:
+    """Loopback up, every interface of ``host`` with its address and up, then its routes. The
+    interfaces must exist under their plan names (a veth end, or a renamed Docker interface)."""
+    lo = ipr.link_lookup(ifname="lo")[0]
+    ipr.link("set", index=lo, state="up")
+    for iface in host.interfaces:
+        idx = ipr.link_lookup(ifname=iface.name)[0]
+        ipr.addr("add", index=idx, address=str(iface.address.ip), prefixlen=iface.address.network.prefixlen)
+        ipr.link("set", index=idx, state="up")
+    for route in host.routes:
+        if route.local:
+            # AnyIP: the whole range is this host's, so one listener per address needs no
+            # per-address configuration, however many sites there are.
+            ipr.route("add", dst=str(route.dst.network_address), dst_len=route.dst.prefixlen,
+                      type="local", scope=SCOPE_HOST, oif=lo, table=LOCAL_TABLE)
+        else:
+            ipr.route("add", dst=str(route.dst.network_address), dst_len=route.dst.prefixlen,
+                      gateway=str(route.via))
