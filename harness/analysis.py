@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from netlab.addressing import is_lab_bogon
+from netlab.errors import NetlabError
 from netlab.oracle import THROTTLE_SECONDS
 from netlab.verdict import Verdict
 
@@ -69,14 +70,28 @@ class Fingerprint:
 
 
 def load_fingerprints(extra: list[Path] | None = None) -> list[Fingerprint]:
-    docs = [json.loads(resources.files("harness").joinpath("fingerprints.json").read_text())]
-    docs += [json.loads(Path(p).read_text()) for p in extra or []]
+    """The built-in blockpage fingerprints and those of ``extra`` files (``--fingerprints``); a file
+    that cannot be read or is not a fingerprint list is a NetlabError naming it (exit 2)."""
+    out = _fingerprints(json.loads(resources.files("harness").joinpath("fingerprints.json").read_text()))
+    for p in extra or []:
+        try:
+            out += _fingerprints(json.loads(Path(p).read_text(encoding="utf-8")))
+        except OSError as exc:
+            raise NetlabError(f"--fingerprints {p}: cannot read it ({exc.strerror or exc})") from None
+        except (ValueError, TypeError, KeyError, AttributeError, re.error) as exc:
+            raise NetlabError(f"--fingerprints {p}: not a fingerprint file ({type(exc).__name__}: {exc}); "
+                              'expected {"fingerprints": [{"name": ..., "body": REGEX | "header": NAME}]}') from None
+    return out
+
+
+def _fingerprints(doc: dict[str, Any]) -> list[Fingerprint]:
     out = []
-    for doc in docs:
-        for fp in doc["fingerprints"]:
-            out.append(Fingerprint(name=fp["name"],
-                                   body=re.compile(fp["body"], re.IGNORECASE) if fp.get("body") else None,
-                                   header=fp["header"].lower() if fp.get("header") else None))
+    for fp in doc["fingerprints"]:
+        if not isinstance(fp["name"], str) or not (fp.get("body") or fp.get("header")):
+            raise ValueError(f"fingerprint {fp!r} needs a name and a body or header")
+        out.append(Fingerprint(name=fp["name"],
+                               body=re.compile(fp["body"], re.IGNORECASE) if fp.get("body") else None,
+                               header=fp["header"].lower() if fp.get("header") else None))
     return out
 
 

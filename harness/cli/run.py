@@ -15,6 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from harness.analysis import load_fingerprints
 from harness.campaign import DEFAULT_CONCURRENCY, CampaignConfig, shard_targets
 from harness.cli.common import (
     EXIT_LAB,
@@ -35,6 +36,10 @@ from netlab.interrupts import deferred, raise_if_interrupted
 from netlab.loader import load_scenario
 from netlab.model import Scenario
 from probes.base import load_probe
+
+# A web measurement holds up to four sockets at once (two resolvers, TCP, TLS): 256 in flight stay
+# under the common soft limit of 1024 open files per process.
+MAX_CONCURRENCY = 256
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -81,9 +86,11 @@ def run(args: argparse.Namespace, console: Console) -> int:
     # Everything that can be refused is checked before a lab starts: scenario, probe, options, --out.
     scenario = load_scenario(args.scenario)
     check_probe(args.probe)
+    load_fingerprints(args.fingerprints)  # a bad --fingerprints file is refused now, not after the campaign
     shard = parse_shard(args.shard)
-    if args.concurrency < 1:
-        raise NetlabError("--concurrency must be at least 1")
+    if not 1 <= args.concurrency <= MAX_CONCURRENCY:
+        raise UsageError(f"--concurrency {args.concurrency}: must be from 1 to {MAX_CONCURRENCY} "
+                         "(measurements in flight per vantage)")
     name = args.name or scenario.name
     out = args.out or Path("results") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     check_out_dir(out)

@@ -123,3 +123,24 @@ def test_run_does_not_attach_to_a_lab_of_another_backend(run_dir: Path, no_lab: 
     _running_state(run_dir, DEMO, backend="compose")
     assert exit_code(["run", DEMO, "--out", str(tmp_path / "r")]) == 2
     assert "runs on the compose backend, not netns" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--concurrency", "0", "must be from 1 to"), ("--concurrency", "100000", "must be from 1 to"),
+    ("--shard", "3/2", "expected I/N"), ("--fingerprints", "/nonexistent.json", "cannot read it"),
+    ("--targets", "/nonexistent.csv", "cannot read the test list"),
+])
+def test_bad_run_options_are_refused_before_any_lab(option: str, value: str, message: str, run_dir: Path,
+                                                    no_lab: None, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    assert exit_code(["run", DEMO, option, value, "--out", str(tmp_path / "r")]) == 2
+    assert message in capsys.readouterr().out
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_fingerprint_file_of_the_wrong_shape_is_refused(run_dir: Path, no_lab: None, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "fp.json"
+    bad.write_text('{"fingerprints": [{"name": "x", "body": "(unclosed"}]}')
+    assert exit_code(["run", DEMO, "--fingerprints", str(bad), "--out", str(tmp_path / "r")]) == 2
+    assert "not a fingerprint file" in capsys.readouterr().out
