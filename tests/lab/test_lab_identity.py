@@ -148,3 +148,16 @@ def test_a_killed_run_leaves_nothing_down_cannot_remove(lab_name: str, tmp_path:
     down = harness("down", lab_name)
     assert down.returncode == 0, down.stdout + down.stderr
     assert_no_leftovers(lab_name)
+
+
+def test_a_lab_whose_owner_was_killed_shows_as_orphaned(lab_name: str) -> None:
+    try:
+        assert harness("up", str(DEMO), "--name", lab_name).returncode == 0
+        owner = json.loads((RUN_DIR / lab_name / "state.json").read_text())["owner_pid"]
+        os.kill(owner, signal.SIGKILL)
+        assert poll(lambda: not pid_alive(owner))
+        assert (status(lab_name) or "").startswith("orphaned"), status(lab_name)
+    finally:
+        down = harness("down", lab_name)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert_no_leftovers(lab_name)
