@@ -69,8 +69,8 @@ def with_scenario_probe_settings(config: CampaignConfig, scenario: Scenario) -> 
 
 
 def copy_scenario_files(scenario: Scenario, out: Path) -> None:
-    """The files a scenario refers to (response bodies), beside its copy in the results folder, so
-    the folder scores on its own (`harness score`)."""
+    """The files a scenario refers to (response bodies), beside a copy of it in ``out`` (a results
+    folder, which then scores on its own with `harness score`; a test list's scenario)."""
     base = Path(scenario.source).parent
     root = out.resolve()
     for site in scenario.sites:
@@ -81,6 +81,8 @@ def copy_scenario_files(scenario: Scenario, out: Path) -> None:
             if not dst.resolve().is_relative_to(root):
                 raise NetlabError(f"site {site.name}: body_file {site.body_file!r} would be copied to "
                                   f"{dst.resolve()}, outside the results folder {root}")
+            if dst.resolve() == (base / site.body_file).resolve():
+                continue  # already there: the copy of the scenario is in its own folder
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(base / site.body_file, dst)
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from harness.runner import copy_scenario_files
 from netlab.errors import NetlabError
 from netlab.loader import load_scenario
 from netlab.model import Scenario
@@ -126,17 +126,5 @@ def scenario_with_targets(scenario: Scenario, urls: list[str], dest: Path) -> Sc
         text = text[:start] + flow + "\n" * old.count("\n") + text[end:]
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(text + appended, encoding="utf-8")
-    _copy_referenced_files(scenario, dest.parent)
+    copy_scenario_files(scenario, dest.parent)
     return load_scenario(dest)
-
-
-def _copy_referenced_files(scenario: Scenario, folder: Path) -> None:
-    """Files the scenario names relative to itself (response bodies) go beside the new copy."""
-    base = Path(scenario.source).parent
-    for site in scenario.sites:
-        rel = getattr(site, "body_file", None)
-        if rel and (base / rel).resolve() != (folder / rel).resolve():
-            if not (folder / rel).resolve().is_relative_to(folder.resolve()):  # the loader refuses these
-                raise NetlabError(f"site {site.name}: body_file {rel!r} leaves the folder {folder}")
-            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(base / rel, folder / rel)
