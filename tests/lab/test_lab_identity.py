@@ -8,14 +8,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, assert_no_leftovers, leftovers
 
 from netlab.backends.base import pid_alive
+from netlab.backends.base import wait_until as poll  # a deadline, never a sleep
 
 DEMO = ROOT / "scenarios" / "demo.yaml"
 RESOLVER = ROOT / "scenarios" / "resolver.yaml"
@@ -30,15 +30,6 @@ def harness(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
 def status(lab: str) -> str | None:
     rows = json.loads(harness("status", "--json").stdout)
     return next((r["state"] for r in rows if r["lab"] == lab), None)
-
-
-def poll(cond: Callable[[], bool], timeout: float = 30) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
 
 
 @pytest.fixture
@@ -89,11 +80,11 @@ def test_a_dead_service_is_a_named_lab_fault_until_down(lab_name: str, tmp_path:
         state = json.loads((RUN_DIR / lab_name / "state.json").read_text())
         dpi = next(s for s in state["services"] if s["name"] == "dpi")
         os.kill(dpi["pid"], signal.SIGKILL)
-        assert poll(lambda: (status(lab_name) or "").startswith("faulty")), status(lab_name)
+        assert poll(lambda: (status(lab_name) or "").startswith("faulty"), 30), status(lab_name)
         assert f"{dpi['host']}/dpi" in (status(lab_name) or "")
         # The supervisor stays and keeps the lab (and the fault) for the user to see.
         assert pid_alive(state["owner_pid"])
-        assert poll(lambda: bool(json.loads((RUN_DIR / lab_name / "state.json").read_text())["faults"]))
+        assert poll(lambda: bool(json.loads((RUN_DIR / lab_name / "state.json").read_text())["faults"]), 30)
         run = harness("run", str(DEMO), "--name", lab_name, "--check", "--out", str(tmp_path / "r"))
         assert run.returncode == 3, run.stdout + run.stderr
         assert f"{dpi['host']}/dpi (router) exited with status -9" in run.stdout
@@ -155,7 +146,7 @@ def test_a_lab_whose_owner_was_killed_shows_as_orphaned(lab_name: str) -> None:
         assert harness("up", str(DEMO), "--name", lab_name).returncode == 0
         owner = json.loads((RUN_DIR / lab_name / "state.json").read_text())["owner_pid"]
         os.kill(owner, signal.SIGKILL)
-        assert poll(lambda: not pid_alive(owner))
+        assert poll(lambda: not pid_alive(owner), 10)
         assert (status(lab_name) or "").startswith("orphaned"), status(lab_name)
     finally:
         down = harness("down", lab_name)
