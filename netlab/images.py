@@ -59,9 +59,12 @@ __all__ = [
     "IMAGES_DIR",
     "IMAGE_REPO",
     "LABEL_HASH",
+    "LAB_REPO",
     "ImageError",
     "ImageInfo",
+    "build_debian_image",
     "build_image",
+    "build_lab_image",
     "dockerfile_changes",
     "host_debian_mirror",
     "image_hash",
@@ -480,9 +483,9 @@ def _remove_tree(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _lock(folder: Path) -> Iterator[None]:
+def _lock(folder: Path, name: str = "build.lock") -> Iterator[None]:
     folder.mkdir(parents=True, exist_ok=True)
-    with (folder / "build.lock").open("w") as fh:
+    with (folder / name).open("w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -519,7 +522,12 @@ def _wheelhouse(cache: Path, images_dir: Path, clock: _Clock, log: Path) -> Path
         if binary:
             _run([*pip, *plat, *binary], clock, log, env=env, what="pip download (wheels)")
         if source:
-            _run([*pip, "--no-binary=:all:", *source], clock, log, env=env, what="pip download (sdists)")
+            # The sdist itself, but its build dependencies (setuptools, wheel, Cython: pip prepares
+            # the sdist's metadata in a build environment) as wheels: --no-binary=:all: would
+            # compile Cython from source first, minutes of CPU for a file we only download.
+            # Order matters: --only-binary=:all: after --no-binary=NAME would clear NAME again.
+            _run([*pip, "--only-binary=:all:", f"--no-binary={','.join(SDIST_ONLY)}", *source], clock, log,
+                 env=env, what="pip download (sdists)")
     (tmp / "requirements.txt").write_text(reqs_text)
     (tmp / ".complete").write_text("")
     _remove_tree(folder)
@@ -748,6 +756,278 @@ def build_image(*, offline: bool | None = None, force: bool = False, progress: P
     return info
 
 
+# --- the lab image: the base image plus the project and probe plugins --------------
+
+LAB_REPO = "censorlab/lab"
+LAB_RECIPE_VERSION = 1
+LAB_REQUIREMENTS = "lab-requirements.txt"  # in images/: pip (run from its wheel) and the extras
+PROJECT_ROOT = IMAGES_DIR.parent
+DEFAULT_PLUGINS = (PROJECT_ROOT / "examples" / "dot-probe",)
+# Never copied into the lab image: version control, local environments, caches, lab output.
+_SKIP_DIRS = {".git", ".venv", "venv", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis",
+              ".censorlab", "results", "build", "dist"}
+_LAB_INNER = "/tmp/censorlab-lab"
+
+
+def _tree_files(root: Path) -> list[str]:
+    """Relative paths of a source tree's files: what git tracks or would track (untracked files
+    a user just added count, ignored ones do not), or a walk without the usual clutter."""
+    if (root / ".git").exists() and shutil.which("git"):
+        res = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--cached", "--others",
+                              "--exclude-standard"], capture_output=True, check=False)
+        if res.returncode == 0:
+            names = {n for n in res.stdout.decode(errors="surrogateescape").split("\0") if n}
+            return sorted(n for n in names if (root / n).is_file()
+                          and not any(part in _SKIP_DIRS or part.endswith(".egg-info")
+                                      for part in Path(n).parts))
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.endswith(".egg-info"))
+        for name in filenames:
+            path = Path(dirpath) / name
+            if path.is_file():
+                found.append(str(path.relative_to(root)))
+    return sorted(found)
+
+
+def _tree_digest(root: Path, files: Sequence[str]) -> str:
+    digest = hashlib.sha256()
+    for rel in files:
+        data = (root / rel).read_bytes()
+        digest.update(f"{rel}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def _plugin_paths(plugins: Sequence[Path | str] | None) -> list[Path]:
+    """The probe plugins for the lab image: the defaults, plus ``$CENSORLAB_PLUGINS``
+    (paths separated by ':'), plus the ``plugins`` argument; each a project folder or a wheel."""
+    paths = [*DEFAULT_PLUGINS]
+    env = os.environ.get("CENSORLAB_PLUGINS", "")
+    paths += [Path(p) for p in env.split(os.pathsep) if p.strip()]
+    paths += [Path(p) for p in plugins or ()]
+    out: list[Path] = []
+    for path in paths:
+        path = path.resolve()
+        if not (path.is_file() and path.suffix == ".whl") and not (path.is_dir() and (
+                (path / "pyproject.toml").exists() or (path / "setup.py").exists())):
+            raise ImageError(f"plugin {path}: not a wheel (.whl) nor a Python project folder "
+                             "(pyproject.toml or setup.py)")
+        if path not in out:
+            out.append(path)
+    return out
+
+
+def lab_image_hash(plugins: Sequence[Path], base_digest: str, project: Path = PROJECT_ROOT,
+                   images_dir: Path = IMAGES_DIR) -> str:
+    """sha256 over the base image's hash, the project's files, each plugin and the recipe."""
+    digest = hashlib.sha256()
+    digest.update(f"lab-recipe {LAB_RECIPE_VERSION}\0base {base_digest}\0".encode())
+    digest.update((images_dir / LAB_REQUIREMENTS).read_bytes())
+    digest.update(b"\0project " + _tree_digest(project, _tree_files(project)).encode())
+    for path in plugins:
+        if path.is_file():
+            digest.update(b"\0wheel " + path.name.encode() + b" " + hashlib.sha256(path.read_bytes()).digest())
+        else:
+            digest.update(b"\0plugin " + path.name.encode() + b" " + _tree_digest(path, _tree_files(path)).encode())
+    return digest.hexdigest()
+
+
+def _copy_tree(src: Path, dest: Path) -> None:
+    for rel in _tree_files(src):
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src / rel, target)
+
+
+def _wheel_requirements(wheel: Path) -> list[str]:
+    """A wheel's unconditional Requires-Dist lines (extras and markers are left to pip)."""
+    import zipfile
+    from email.parser import HeaderParser
+
+    with zipfile.ZipFile(wheel) as zf:
+        meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+        headers = HeaderParser().parsestr(zf.read(meta).decode())
+    return [r for r in headers.get_all("Requires-Dist") or [] if "extra ==" not in r.replace("extra==", "extra ==")]
+
+
+def _lab_context(ctx: Path, base_tag: str, digest: str, plugins: Sequence[Path], project: Path,
+                 images_dir: Path, clock: _Clock, log: Path) -> None:
+    """The docker build context of the lab image: the project's files, wheels of the project and
+    the plugins (built by the host's pip; pure Python) and the wheels they need that the base
+    image lacks (downloaded for the image's CPython, like the base image's wheelhouse)."""
+    wheels = ctx / "wheels"
+    wheels.mkdir(parents=True)
+    _copy_tree(project, ctx / "src")
+    env = {k: v for k, v in os.environ.items() if k != "PIP_REQUIRE_VIRTUALENV"}
+    pip = [sys.executable, "-m", "pip"]
+    sources = [ctx / "src"]
+    for i, path in enumerate(plugins):
+        if path.is_file():
+            shutil.copy2(path, wheels / path.name)
+        else:
+            copy = ctx / "plugins" / f"{i}-{path.name}"
+            _copy_tree(path, copy)
+            sources.append(copy)
+    with clock.stage(f"pip wheel: the project and {len(plugins)} plugin(s)"):
+        _run([*pip, "wheel", "--no-deps", "--wheel-dir", str(wheels), *map(str, sources)], clock, log, env=env,
+             what="pip wheel (project and plugins)")
+    # in-tree builds leave build/ and *.egg-info behind; they are not part of the image
+    for leftover in [*(ctx / "src").glob("build"), *(ctx / "src").glob("*.egg-info")]:
+        _remove_tree(leftover)
+    _remove_tree(ctx / "plugins")
+    project_wheel = next(wheels.glob("censorlab-*.whl"))
+    plugin_wheels = sorted(w for w in wheels.glob("*.whl") if w != project_wheel)
+    reqs = read_list(images_dir / LAB_REQUIREMENTS)
+    for wheel in plugin_wheels:
+        reqs += [r for r in _wheel_requirements(wheel) if requirement_name(r) != "censorlab"]
+    plat = ["--only-binary=:all:", "--python-version", TARGET_PYTHON, "--implementation", "cp",
+            "--abi", "cp" + TARGET_PYTHON.replace(".", ""), "--abi", "abi3", "--abi", "none"]
+    for p in PIP_PLATFORMS:
+        plat += ["--platform", p]
+    with clock.stage("pip download: pip, extras and the plugins' dependencies (host pip)"):
+        # -c pins whatever the base image already has to the very version it has
+        _run([*pip, "download", "--dest", str(wheels), *plat, "-c", str(images_dir / "requirements.txt"), *reqs],
+             clock, log, env=env, what="pip download (lab image)")
+    pip_wheel = next(wheels.glob("pip-*.whl"))
+    targets = [f"{_LAB_INNER}/{project_wheel.name}[fast]", *(f"{_LAB_INNER}/{w.name}" for w in plugin_wheels)]
+    # pip runs from its own wheel (the base image has no pip) and resolves against what the base
+    # image holds plus the wheels here, with no index: a missing dependency fails the build.
+    install = (f"python3 {_LAB_INNER}/{pip_wheel.name}/pip install --no-index --find-links {_LAB_INNER} "
+               "--no-cache-dir --break-system-packages --no-warn-script-location --root-user-action=ignore "
+               f"--disable-pip-version-check {' '.join(targets)}")
+    (ctx / "Dockerfile").write_text(f"""# generated by netlab.images.build_lab_image: {LAB_REPO} on {base_tag}
+FROM {base_tag}
+COPY wheels {_LAB_INNER}/
+RUN {install} && rm -rf {_LAB_INNER} /root/.cache && harness probes list
+COPY src /opt/censorlab
+LABEL org.censorlab.image="lab" {LABEL_HASH}="{digest}" org.censorlab.base="{base_tag}"
+""")
+
+
+def build_lab_image(*, plugins: Sequence[Path | str] | None = None, offline: bool | None = None,
+                    force: bool = False, progress: Progress | None = None, client: Any = None) -> ImageInfo:
+    """``censorlab/lab:<hash>``: the base image (built first if needed) with this project
+    installed and its files at /opt/censorlab, plus probe plugins (examples/dot-probe,
+    ``$CENSORLAB_PLUGINS`` and ``plugins``: project folders or wheels). No registry is needed:
+    the build is a ``docker build`` FROM the local base image; a tag that exists returns at once."""
+    clock = _Clock(progress)
+    if client is None:
+        client = _docker_client()
+    base = build_image(offline=offline, progress=progress, client=client)
+    paths = _plugin_paths(plugins)
+    digest = lab_image_hash(paths, base.hash)
+    tag = f"{LAB_REPO}:{digest[:16]}"
+
+    def found() -> Any | None:
+        try:
+            image = client.images.get(tag)
+        except Exception as exc:
+            if _is_not_found(exc):
+                return None
+            raise ImageError(f"cannot query the Docker Engine: {exc}") from exc
+        labels = (image.attrs.get("Config") or {}).get("Labels") or {}
+        return image if labels.get(LABEL_HASH) == digest else None
+
+    def info(image: Any, method: str) -> ImageInfo:
+        if f"{LAB_REPO}:latest" not in (image.tags or []):
+            image.tag(LAB_REPO, "latest")
+        return ImageInfo(tag=tag, image_id=image.id, hash=digest, size=int(image.attrs.get("Size") or 0),
+                         method=method, seconds=time.monotonic() - clock.start)
+
+    image = found()
+    if image is not None and not force:
+        return info(image, "cached")
+    cache = cache_dir()
+    with _lock(cache, "lab.lock"):
+        image = found()
+        if image is not None and not force:
+            return info(image, "cached")
+        log = cache / f"lab-{digest[:16]}.log"
+        ctx = cache / f"lab-{digest[:16]}.context"
+        _remove_tree(ctx)
+        try:
+            _lab_context(ctx, base.tag, digest, paths, PROJECT_ROOT, IMAGES_DIR, clock, log)
+            with clock.stage(f"docker build -> {tag} (FROM {base.tag}, no registry)"):
+                try:
+                    stream = client.api.build(path=str(ctx), tag=tag, rm=True, forcerm=True, pull=False,
+                                              nocache=force, decode=True)
+                    with log.open("a") as out:
+                        for chunk in stream:
+                            if "error" in chunk:
+                                raise ImageError(f"docker build of {tag} failed: {chunk['error'].strip()}; "
+                                                 f"log: {log}")
+                            out.write(chunk.get("stream") or "")
+                except ImageError:
+                    raise
+                except Exception as exc:
+                    raise ImageError(f"docker build of {tag} failed: {exc}") from exc
+        finally:
+            _remove_tree(ctx)
+        image = client.images.get(tag)
+        result = info(image, "docker build")
+        # older lab images (other hashes) go, unless a container still uses them
+        with contextlib.suppress(Exception):
+            for old in client.images.list(name=LAB_REPO):
+                if old.id != image.id:
+                    for old_tag in old.tags or [old.id]:
+                        with contextlib.suppress(Exception):
+                            client.images.remove(old_tag)
+    clock.say(f"{tag} ({result.size / 1e6:.0f} MB) built in {result.seconds:.1f}s")
+    return result
+
+
+# --- a stock Debian image (minbase), for testing the set-up on a bare system -------------
+
+DEBIAN_REPO = "censorlab/debian"
+DEBIAN_RECIPE_VERSION = 1
+
+
+def build_debian_image(*, progress: Progress | None = None, client: Any = None) -> ImageInfo:
+    """``censorlab/debian:bookworm-minbase-<hash>``: a bare Debian 12 (``debootstrap
+    --variant=minbase`` from the host's mirror, then ``docker import``), the closest thing to a
+    stock Debian that can be had without a registry. The rootfs stays in the cache folder, so a
+    second build after ``docker rmi`` only re-imports."""
+    clock = _Clock(progress)
+    if client is None:
+        client = _docker_client()
+    digest = hashlib.sha256(f"debian {DEBIAN_RECIPE_VERSION} {SUITE} {VARIANT}".encode()).hexdigest()
+    tag = f"{DEBIAN_REPO}:{SUITE}-{VARIANT}-{digest[:12]}"
+    try:
+        image = client.images.get(tag)
+        return ImageInfo(tag=tag, image_id=image.id, hash=digest, size=int(image.attrs.get("Size") or 0),
+                         method="cached", seconds=time.monotonic() - clock.start)
+    except Exception as exc:
+        if not _is_not_found(exc):
+            raise ImageError(f"cannot query the Docker Engine: {exc}") from exc
+    _check_offline_tools()
+    cache = cache_dir()
+    mirror = host_debian_mirror()
+    root = cache / f"debian-{SUITE}-{VARIANT}-{digest[:12]}"
+    done = root.with_name(root.name + ".complete")
+    log = cache / f"debian-{digest[:12]}.log"
+    with _lock(cache, "debian.lock"):
+        if not (done.exists() and root.is_dir()):
+            done.unlink(missing_ok=True)
+            _remove_tree(root)
+            with clock.stage(f"debootstrap --variant={VARIANT} {SUITE} from {mirror}"):
+                _run(["debootstrap", f"--variant={VARIANT}", "--components=main", SUITE, str(root), mirror],
+                     clock, log, what="debootstrap (stock Debian)")
+            _trim(root)
+            (root / "etc/hostname").write_text("debian\n")
+            done.write_text(digest + "\n")
+        repo, version = tag.split(":")
+        changes = ['CMD ["bash"]', f'LABEL org.censorlab.image="debian" {LABEL_HASH}="{digest}"']
+        with clock.stage(f"docker import {root} -> {tag}"):
+            try:
+                client.api.import_image_from_data(_tar_stream(root), repository=repo, tag=version, changes=changes)
+            except Exception as exc:
+                raise ImageError(f"docker import failed: {exc}") from exc
+        image = client.images.get(tag)
+    return ImageInfo(tag=tag, image_id=image.id, hash=digest, size=int(image.attrs.get("Size") or 0),
+                     method="offline", seconds=time.monotonic() - clock.start)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m netlab.images",
                                      description="Build or inspect the lab's container image.")
@@ -759,6 +1039,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     how.add_argument("--registry", action="store_const", const=False, dest="offline",
                      help="docker build from images/Dockerfile (needs debian:bookworm-slim)")
     build.add_argument("--force", action="store_true", help="rebuild even if the image exists")
+    build.add_argument("--with-project", action="store_true",
+                       help=f"then build {LAB_REPO}: the base image with this project installed and its files "
+                       "at /opt/censorlab, plus probe plugins (examples/dot-probe and --plugin)")
+    build.add_argument("--plugin", action="append", default=[], metavar="PATH",
+                       help="with --with-project: a probe plugin to install (a project folder or a wheel); "
+                       "repeatable; $CENSORLAB_PLUGINS adds more (':'-separated)")
     build.add_argument("--quiet", "-q", action="store_true", help="print only the result")
     sub.add_parser("hash", help="print the image hash and tag")
     args = parser.parse_args(argv)
@@ -775,13 +1061,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     def say(line: str) -> None:
         print(line, flush=True)
 
+    if args.plugin and not args.with_project:
+        parser.error("--plugin needs --with-project")
     try:
-        info = build_image(offline=args.offline, force=args.force, progress=None if args.quiet else say)
+        if args.with_project:
+            info = build_lab_image(plugins=args.plugin, offline=args.offline, force=args.force,
+                                   progress=None if args.quiet else say)
+        else:
+            info = build_image(offline=args.offline, force=args.force, progress=None if args.quiet else say)
     except ImageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     what = "cached, not rebuilt" if info.method == "cached" else f"built ({info.method})"
     print(f"{info.tag}  {info.image_id[:19]}  {info.size / 1e6:.0f} MB  {what}  {info.seconds:.2f}s")
+    if args.with_project:
+        print(f"also tagged {LAB_REPO}:latest; run: docker run --rm --privileged {LAB_REPO}:latest "
+              "harness run scenarios/demo.yaml")
     return 0
 
 

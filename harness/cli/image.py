@@ -14,14 +14,23 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Build censorlab/base, the image every lab container runs. Uses "
                        "images/Dockerfile where a registry is reachable, else debootstrap from the Debian "
                        "archive the host's apt uses, then docker import. A second build is a cache hit.",
-                       epilog="examples:\n  harness image build\n  harness image build --offline --force",
+                       epilog="examples:\n  harness image build\n  harness image build --offline --force\n"
+                       "  harness image build --with-project                 # censorlab/lab: + project, "
+                       "examples/dot-probe\n"
+                       "  harness image build --with-project --plugin ../my-probe",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", choices=("build",))
     p.add_argument("--offline", action="store_true", help="build from the Debian archive (no registry)")
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
+    p.add_argument("--with-project", action="store_true",
+                   help="also build censorlab/lab: the base image with this project installed (files at "
+                   "/opt/censorlab) and probe plugins, for running campaigns from the image alone")
+    p.add_argument("--plugin", action="append", default=[], metavar="PATH",
+                   help="with --with-project: a probe plugin (project folder or wheel) to install; repeatable")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    argv = ["build", *(["--offline"] if args.offline else []), *(["--force"] if args.force else [])]
+    argv = ["build", *(["--offline"] if args.offline else []), *(["--force"] if args.force else []),
+            *(["--with-project"] if args.with_project else []), *(f"--plugin={p}" for p in args.plugin)]
     return images.main(argv)
