@@ -1,4 +1,4 @@
-"""Measurements -> verdicts (shared/design/verdicts.md).
+"""Measurements -> verdicts (docs/verdicts.md).
 
 A verdict is the first stage of the fetch where the vantage departs from what the control saw:
 DNS (both the vantage's resolver and the direct query to the public resolver), then TCP, TLS,

@@ -10,7 +10,7 @@ measurement is paired with the control's measurement of its URL, and gets
   ``body_length_match``, ``body_proportion``, ``status_code_match``, ``headers_match``,
   ``title_match``, ``blocking``, ``accessible``, decided by OONI's web_connectivity rules
   (``harness.ooni_rules``);
-- ``x_verdict``: the lab's finer verdict (shared/design/verdicts.md);
+- ``x_verdict``: the lab's finer verdict (docs/verdicts.md);
 - ASNs on DNS answers and ``client_resolver``, as OONI's probe writes them.
 
 ``measurements.jsonl`` is rewritten in two streaming passes (controls first, then every line),

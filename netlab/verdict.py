@@ -1,4 +1,4 @@
-"""The verdict vocabulary (docs: shared/design/verdicts.md), shared by the oracle and the analysis."""
+"""The verdict vocabulary (docs/verdicts.md), shared by the oracle and the analysis."""
 
 from __future__ import annotations
 
