@@ -19,7 +19,6 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 from typing import Any
 
@@ -202,14 +201,8 @@ def write_lab_files(plan: LabPlan, lab_dir: Path, inner_dir: str) -> None:
             p.write_text(rendered)
     for host in plan.hosts.values():
         (lab_dir / host.name).mkdir(exist_ok=True)
-    hosts = {"lab": plan.lab, "hosts": {h.name: host_to_dict(h) for h in plan.hosts.values()},
-             "blackhole": sorted({str(link_gateway(i.address)) for h in plan.hosts.values() for i in h.interfaces})}
+    hosts = {"lab": plan.lab, "hosts": {h.name: host_to_dict(h) for h in plan.hosts.values()}}
     (lab_dir / "hosts.json").write_text(json.dumps(hosts, indent=1))
-
-
-def link_gateway(address: IPv4Interface) -> IPv4Address:
-    """The address of a link a Docker bridge takes (and the lab never uses): the last usable one."""
-    return address.network.broadcast_address - 1
 
 
 class RunningLab(abc.ABC):

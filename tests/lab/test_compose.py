@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -161,6 +162,22 @@ def test_a_container_killed_mid_run_is_a_lab_fault(lab_name: str, tmp_path: Path
     assert_docker_clean(lab_name)
 
 
+def test_a_dead_service_in_a_container_is_named_with_its_exit_status(lab_name: str) -> None:
+    # hostd writes faults/<host> ("<service> exited with status N") and stops its container.
+    lab = ComposeBackend().up(compile_lab(load_scenario(DEMO), lab_name))
+    try:
+        assert lab.dead_services() == []
+        subprocess.run(["docker", "exec", lab.state.hosts["isp-b.gw"], "pkill", "-KILL", "-f", "netlab.services.dpi"],
+                       check=True, capture_output=True)
+        deadline = time.monotonic() + 30
+        while not (dead := lab.dead_services()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        lab.down()
+    assert [(f.host, f.service, f.role, f.status) for f in dead] == [("isp-b.gw", "dpi", "router", -9)]
+    assert_docker_clean(lab_name)
+
+
 def test_netns_service_killed_mid_run_is_a_lab_fault(lab_name: str, tmp_path: Path) -> None:
     from harness.runner import measure_and_score
     from netlab.backends.netns import NetnsBackend
@@ -173,7 +190,8 @@ def test_netns_service_killed_mid_run_is_a_lab_fault(lab_name: str, tmp_path: Pa
         outcome = measure_and_score(lab, scenario, tmp_path, CampaignConfig())
     finally:
         lab.down()
-    assert outcome.scored is None and outcome.campaign.lab_faults == ["isp-b.gw/dpi"]
+    assert outcome.scored is None and len(outcome.campaign.lab_faults) == 1
+    assert outcome.campaign.lab_faults[0].startswith("isp-b.gw/dpi (router) exited with status -9")
     assert_no_leftovers(lab_name)
 
 
