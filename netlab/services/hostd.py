@@ -90,9 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     lab = Path(args.lab_dir)
     (lab / "logs").mkdir(exist_ok=True)
     # Its own log in the lab folder too: a Compose file's score service has no `docker logs`.
-    logging.basicConfig(level=logging.INFO, format=f"hostd[{args.host}]: %(message)s",
+    logging.basicConfig(level=logging.INFO, format=f"hostd[{args.host}] %(relativeCreated)6.0fms: %(message)s",
                         handlers=[logging.StreamHandler(sys.stderr),
                                   logging.FileHandler(lab / "logs" / f"{args.host}.hostd.log")])
+    log.info("started")
     hosts = json.loads((lab / "hosts.json").read_text())
     host = host_from_dict(hosts["hosts"][args.host])
     stopping = False
@@ -107,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     server: ExecServer | None = None
     try:
         configure(host, _interface_map(args.interface))
+        log.info("configured")
         for argv_ in host.setup:
             res = subprocess.run([a.replace(LAB_DIR, str(lab)) for a in argv_], capture_output=True, text=True)
             if res.returncode != 0:
