@@ -173,13 +173,19 @@ def test_two_compose_backend_labs_run_at_once(lab_name: str, tmp_path: Path) -> 
         assert_no_leftovers(lab)
 
 
-def test_a_third_party_probe_runs_in_a_compose_lab(lab_name: str, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def dot_installed() -> None:
+    """examples/dot-probe installed here (as tests/lab/test_example_probe does): the harness mounts
+    it into the containers, which find it by its entry point."""
     from importlib.metadata import entry_points
 
     if not any(ep.name == "dot" for ep in entry_points(group="harness.probes")):
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
                         "--no-build-isolation", "--root-user-action=ignore", "-e", str(DOT)], check=True,
                        capture_output=True, timeout=300)
+
+
+def test_a_third_party_probe_runs_in_a_compose_lab(dot_installed: None, lab_name: str, tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "harness", "run", str(DOT / "scenario.yaml"), "--probe", "dot",
                           "--backend", "compose", "--name", lab_name, "--out", str(tmp_path), "--check", "--json"],
                          capture_output=True, text=True, cwd=ROOT, timeout=600)
@@ -193,3 +199,15 @@ def test_a_third_party_probe_runs_in_a_compose_lab(lab_name: str, tmp_path: Path
     assert summary["score"]["mismatches"] == 0 and not summary["errors"]
     lines = [json.loads(x) for x in (tmp_path / "measurements.jsonl").read_text().splitlines()]
     assert {m["annotations"]["probe"] for m in lines} == {"dot"}  # the plugin ran, in the containers
+
+
+def test_a_third_party_probe_runs_from_a_compose_file(dot_installed: None, lab_name: str, tmp_path: Path) -> None:
+    cmd = generate(DOT / "scenario.yaml", lab_name, tmp_path / "file", "--probe", "dot")
+    try:
+        up = subprocess.run([*cmd, "up", "--exit-code-from", "score"], capture_output=True, text=True, timeout=600)
+    finally:
+        subprocess.run([*cmd, "down"], capture_output=True, timeout=120)
+    assert up.returncode == 0 and "12/12 verdicts match the ground truth" in up.stdout, up.stdout[-3000:]
+    lines = [json.loads(x) for x in (tmp_path / "file" / "results" / "measurements.jsonl").read_text().splitlines()]
+    assert {m["annotations"]["probe"] for m in lines} == {"dot"}
+    assert_docker_clean(lab_name)
