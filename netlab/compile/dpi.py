@@ -10,6 +10,13 @@ priority -10) first, then iptables' ``filter FORWARD`` (priority 0) where chain 
    blackholed in the kernel, retransmissions included);
 3. queues the first ``INSPECT_PACKETS`` client->internet packets of every flow to NFQUEUE,
    with ``--queue-bypass`` only when the scenario says ``dpi_fail: open``.
+
+With ``workers`` > 1 (default ``DPI_WORKERS``) step 3 spreads packets over that many queues with
+``--queue-balance``, one worker process per queue. The kernel picks the queue by a hash of the
+source and destination addresses and the protocol (not the ports: ``hash_v4`` in
+include/net/netfilter/nf_queue.h), so every packet of a flow, and every flow of a client-server
+pair and protocol, meets the same worker; the one state that spans protocols, residual blocking,
+is shared between the workers (``netlab.services.dpi.ResidualTable``).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from netlab.addressing import IspAddresses
 from netlab.compile.router import (
     DOWN_IF,
     DPI_QUEUE,
+    DPI_WORKERS,
     DROP_MARK,
     INSPECT_PACKETS,
     UP_IF,
@@ -64,7 +72,8 @@ def _check(rule: Rule, isp: Isp) -> None:
         raise ValueError(f"{where}: proto contradicts the protocol field matched")
 
 
-def dpi_config(isp: Isp, addrs: IspAddresses, site_addresses: dict[str, IPv4Address]) -> dict:
+def dpi_config(isp: Isp, addrs: IspAddresses, site_addresses: dict[str, IPv4Address],
+               workers: int = DPI_WORKERS) -> dict:
     """The JSON config of the middlebox program."""
     rules = []
     for rule in isp.dpi_rules:
@@ -90,6 +99,7 @@ def dpi_config(isp: Isp, addrs: IspAddresses, site_addresses: dict[str, IPv4Addr
         "isp": isp.name,
         "mode": "dpi",
         "queue": DPI_QUEUE,
+        "queues": list(range(DPI_QUEUE, DPI_QUEUE + workers)),
         "drop_mark": DROP_MARK,
         "inspect_packets": INSPECT_PACKETS,
         "client_network": str(addrs.access_network),
@@ -98,7 +108,13 @@ def dpi_config(isp: Isp, addrs: IspAddresses, site_addresses: dict[str, IPv4Addr
     }
 
 
-def dpi_iptables_rules(isp: Isp) -> str:
+def _queue_target(workers: int) -> str:
+    if workers == 1:
+        return f"NFQUEUE --queue-num {DPI_QUEUE}"
+    return f"NFQUEUE --queue-balance {DPI_QUEUE}:{DPI_QUEUE + workers - 1}"
+
+
+def dpi_iptables_rules(isp: Isp, workers: int = DPI_WORKERS) -> str:
     """An ``iptables-restore --noflush`` input for the router."""
     protos: set[str] = set()
     udp_only_dns = True
@@ -124,22 +140,25 @@ def dpi_iptables_rules(isp: Isp) -> str:
         port = " --dport 53" if proto == "udp" and udp_only_dns else ""
         lines.append(
             f"-A {CHAIN} -i {DOWN_IF} -o {UP_IF} -p {proto}{port} {window} "
-            f"-j NFQUEUE --queue-num {DPI_QUEUE}{bypass}"
+            f"-j {_queue_target(workers)}{bypass}"
         )
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"
 
 
-def compile_dpi(isp: Isp, addrs: IspAddresses, site_addresses: dict[str, IPv4Address]) -> RouterAdditions:
+def compile_dpi(isp: Isp, addrs: IspAddresses, site_addresses: dict[str, IPv4Address],
+                workers: int = DPI_WORKERS) -> RouterAdditions:
     if not isp.dpi_rules:
         return RouterAdditions()
     if isp.dpi_fail not in ("closed", "open"):
         raise ValueError(f"isp {isp.name}: dpi_fail must be closed or open, not {isp.dpi_fail!r}")
-    cfg = dpi_config(isp, addrs, site_addresses)
+    if workers < 1:
+        raise ValueError(f"isp {isp.name}: the middlebox needs at least one worker")
+    cfg = dpi_config(isp, addrs, site_addresses, workers)
     base = f"{isp.name}/"
     files = {
         base + "dpi.json": json.dumps(cfg, indent=2) + "\n",
-        base + "dpi.rules": dpi_iptables_rules(isp),
+        base + "dpi.rules": dpi_iptables_rules(isp, workers),
     }
     setup = [("iptables-restore", "--noflush", f"{LAB_DIR}/{isp.name}/dpi.rules")]
     service = Service(
@@ -154,7 +173,8 @@ def compile_dpi(isp: Isp, addrs: IspAddresses, site_addresses: dict[str, IPv4Add
         else "fail open: if the middlebox dies, traffic passes uninspected (--queue-bypass)"
     )
     notes = [
-        f"{isp.name}: DPI middlebox (netlab.services.dpi) on NFQUEUE {DPI_QUEUE} in the router, after the "
+        f"{isp.name}: DPI middlebox (netlab.services.dpi) on NFQUEUE {DPI_QUEUE}-{DPI_QUEUE + workers - 1} "
+        f"({workers} worker processes, packets spread by client-server address pair) in the router, after the "
         f"firewall; it inspects the first {INSPECT_PACKETS} client packets of each forwarded flow "
         f"(TLS ClientHello reassembled across segments, HTTP Host, DNS queries via dnspython); {fail}.",
         f"{isp.name}: 'drop' marks the flow (conntrack mark 0x{DROP_MARK:x}) so the kernel drops "

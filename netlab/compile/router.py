@@ -12,9 +12,15 @@ from netlab.plan import Service
 DOWN_IF = "down0"  # access link, toward the ISP's clients
 UP_IF = "up0"  # uplink, toward the lab internet
 
-# NFQUEUE numbers (queues are per network namespace: every router has its own).
-DPI_QUEUE = 100
+# NFQUEUE numbers (queues are per network namespace: every router has its own). The shaper's is
+# one queue; the DPI middlebox's are DPI_QUEUE .. DPI_QUEUE + DPI_WORKERS - 1 (a contiguous range
+# for --queue-balance, clear of the shaper's), one worker process each (the
+# engine is Python: one process uses one core). A constant, not the machine's core count, so a
+# scenario compiles the same everywhere; 2 is the smallest machine the lab is built for, and a lab
+# with several ISPs has one middlebox per router on top of that.
 SHAPER_QUEUE = 101
+DPI_QUEUE = 110
+DPI_WORKERS = 2
 # Packet/conntrack mark bit meaning "this flow is blackholed" (set by the middlebox, saved to
 # the conntrack entry, then every packet of the flow is dropped in the kernel).
 DROP_MARK = 0x40000000

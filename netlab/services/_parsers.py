@@ -286,20 +286,21 @@ class Packet:
     payload: bytes = b""
 
 
+_IPV4 = struct.Struct("!BxHxxHxB2x4s4s")
+
+
 def parse_ipv4(raw: bytes) -> Packet | None:
     """Headers of an IPv4 packet as the kernel hands it to NFQUEUE; None if malformed or a
     non-first fragment. Never raises."""
     try:
-        if len(raw) < 20 or raw[0] >> 4 != 4:
+        if len(raw) < 20:
             return None
-        ihl = (raw[0] & 0x0F) * 4
-        total = int.from_bytes(raw[2:4], "big")
-        if ihl < 20 or total < ihl or total > len(raw):
+        vihl, total, frag, proto, a, b = _IPV4.unpack_from(raw)  # one call: this runs for every packet
+        ihl = (vihl & 0x0F) * 4
+        if vihl >> 4 != 4 or ihl < 20 or total < ihl or total > len(raw):
             return None
-        frag = int.from_bytes(raw[6:8], "big")
-        proto = raw[9]
-        src = socket.inet_ntoa(raw[12:16])
-        dst = socket.inet_ntoa(raw[16:20])
+        src = socket.inet_ntoa(a)
+        dst = socket.inet_ntoa(b)
         if frag & 0x1FFF:  # a later fragment: no transport header
             return Packet(src, dst, -1)
         seg = raw[ihl:total]

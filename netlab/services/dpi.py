@@ -23,23 +23,35 @@ In ``shaper`` mode (config ``"mode": "shaper"``) the same program emulates delay
 kernels without netem: it holds matching packets and drops a random share.
 
 Every verdict is given even when a packet is malformed; the program never exits on bad input.
-It writes its ready file once its queue is bound and logs to stderr.
+
+Processes: the service forks one worker per queue of its config (``queues``; the kernel spreads
+packets over them by client-server address pair, see ``netlab.compile.dpi``) and writes its ready
+file once every worker has bound its queue. Each worker reads the queue over netlink itself and
+sends the verdicts of all the packets it read in one go in one message, the accepts as one batch
+verdict. Residual blocks live in memory the workers share. A worker that dies takes the service
+down (a lab fault): no part of the traffic is ever left uninspected. Logs go to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
+import ctypes
 import heapq
 import json
 import logging
+import mmap
 import os
 import random
 import select
 import signal
 import socket
+import struct
 import sys
 import time
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
@@ -224,15 +236,87 @@ def dns_query_name(payload: bytes) -> str | None:
     return normalize_name(q.question[0].name.to_text(omit_final_dot=True))
 
 
+class ResidualTable:
+    """Residual blocks keyed by (client, server), in memory shared by the workers of a middlebox.
+
+    The kernel spreads packets over the workers by a hash of (addresses, protocol), so every flow of
+    a pair and protocol meets the same worker, but the TCP and UDP flows of one pair may meet two,
+    and a residual block covers both. So the table is an anonymous shared mapping made before the
+    workers fork: each worker writes only its own segment (no lock between writers) and reads every
+    segment. A worker records a block before it gives the verdict (or sends the forged packets) of
+    the hit, so any flow that starts after the client saw that verdict finds it, on any worker.
+
+    A segment is ``SLOTS`` slots, open addressing with ``PROBE`` probes; when all are taken by live
+    blocks the one expiring first is overwritten. A slot is written between two stores of its
+    sequence number (odd while writing), so a reader never acts on a half-written slot.
+    """
+
+    SLOT = struct.Struct("=I4s4sddi4x")  # seq, client, server, since, until, rule
+    SLOTS = 4096
+    PROBE = 8
+
+    def __init__(self, segments: int = 1) -> None:
+        self.segments = segments
+        self.mem = mmap.mmap(-1, segments * self.SLOTS * self.SLOT.size)  # MAP_SHARED: survives fork
+        self.own = 0  # the segment this process writes
+
+    def writer(self, segment: int) -> ResidualTable:
+        """The same shared table, writing in ``segment`` (a worker's own)."""
+        view = copy.copy(self)  # shallow: the mapping is the same one
+        view.own = segment
+        return view
+
+    def _slots(self, seg: int, key: bytes) -> range:
+        first = zlib.crc32(key) % self.SLOTS
+        base = seg * self.SLOTS
+        return range(base + first, base + min(first + self.PROBE, self.SLOTS))
+
+    def _read(self, slot: int) -> tuple[int, bytes, bytes, float, float, int] | None:
+        off = slot * self.SLOT.size
+        entry = self.SLOT.unpack_from(self.mem, off)
+        if entry[0] & 1 or struct.unpack_from("=I", self.mem, off)[0] != entry[0]:
+            return None  # being written right now: a concurrent hit, not a causally earlier one
+        return entry
+
+    def get(self, client: str, server: str, now: float) -> int | None:
+        """The rule index of the latest live block of the pair, or None."""
+        c, s = socket.inet_aton(client), socket.inet_aton(server)
+        best: tuple[float, int] | None = None
+        for seg in range(self.segments):
+            for slot in self._slots(seg, c + s):
+                e = self._read(slot)
+                if e and e[1] == c and e[2] == s and e[4] > now and (best is None or e[3] > best[0]):
+                    best = (e[3], e[5])
+        return None if best is None else best[1]
+
+    def put(self, client: str, server: str, since: float, until: float, rule: int) -> None:
+        c, s = socket.inet_aton(client), socket.inet_aton(server)
+        victim, victim_until = -1, float("inf")
+        for slot in self._slots(self.own, c + s):
+            e = self.SLOT.unpack_from(self.mem, slot * self.SLOT.size)  # own segment: no writer but us
+            if e[1] == c and e[2] == s:
+                victim = slot
+                break
+            if e[4] < victim_until:
+                victim, victim_until = slot, e[4]
+        off = victim * self.SLOT.size
+        seq = struct.unpack_from("=I", self.mem, off)[0]
+        struct.pack_into("=I", self.mem, off, seq + 1)
+        self.SLOT.pack_into(self.mem, off, seq + 1, c, s, since, until, rule)
+        struct.pack_into("=I", self.mem, off, seq + 2)
+
+
 class Engine:
     """The decision logic, free of NFQUEUE and sockets (so the unit tests drive it directly)."""
 
-    def __init__(self, cfg: dict, rng: random.Random | None = None) -> None:
+    def __init__(self, cfg: dict, rng: random.Random | None = None, residual: ResidualTable | None = None) -> None:
         self.mode = cfg.get("mode", "dpi")
         items = cfg.get("rules") if self.mode == "dpi" else cfg.get("shaping")
         self.rules = [CRule.from_json(i, d) for i, d in enumerate(items or [])]
         self.flows: dict[tuple, Flow] = {}
-        self.residual: dict[tuple[str, str], tuple[float, CRule]] = {}
+        self.has_residual = any(r.residual for r in self.rules)
+        # the workers of one middlebox share it (see ResidualTable); alone, an engine has its own
+        self.residual = residual or ResidualTable()
         self.rng = rng or random.Random()
         self.has_keyword = any(r.keyword for r in self.rules)
         self.hits = 0
@@ -243,8 +327,6 @@ class Engine:
     def expire(self, now: float) -> None:
         for k in [k for k, f in self.flows.items() if now - f.last > FLOW_IDLE]:
             del self.flows[k]
-        for k in [k for k, (t, _) in self.residual.items() if t <= now]:
-            del self.residual[k]
 
     # --- entry point -------------------------------------------------------------------
 
@@ -280,18 +362,15 @@ class Engine:
     # --- DPI -----------------------------------------------------------------------------
 
     def _residual(self, pkt: Packet, now: float) -> CRule | None:
-        hit = self.residual.get((pkt.src, pkt.dst))
-        if hit is None:
+        if not self.has_residual:  # the common case: no lookup at all
             return None
-        if hit[0] <= now:
-            del self.residual[(pkt.src, pkt.dst)]
-            return None
-        return hit[1]
+        index = self.residual.get(pkt.src, pkt.dst, now)
+        return None if index is None else self.rules[index]
 
     def _hit(self, rule: CRule, pkt: Packet, now: float, why: str) -> None:
         self.hits += 1
         if rule.residual:
-            self.residual[(pkt.src, pkt.dst)] = (now + rule.residual, rule)
+            self.residual.put(pkt.src, pkt.dst, now, now + rule.residual, rule.index)
         log.info(
             "hit rule %d (%s) %s: %s:%d -> %s:%d %s",
             rule.index, rule.describe, why, pkt.src, pkt.sport, pkt.dst, pkt.dport, rule.action,
@@ -407,108 +486,338 @@ class Engine:
         return Decision(KILL, rule=rule.index)  # drop; reset/blockpage have no UDP form
 
 
-class Middlebox:
-    """Binds the queue and applies the engine's decisions."""
+# --- NFQUEUE over netlink --------------------------------------------------------------------
+# The kernel's nfnetlink_queue protocol (linux/netfilter/nfnetlink_queue.h), spoken directly rather
+# than through the netfilterqueue binding, which gives one verdict (one sendmsg) per packet: here the
+# verdicts of everything read in one go leave in one sendmsg, the accepts as one batch verdict.
+NETLINK_NETFILTER = 12
+SOL_NETLINK = 270
+NETLINK_NO_ENOBUFS = 5
+NLMSG_ERROR = 2
+NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
+NFNL_SUBSYS_QUEUE = 3
+NFQNL_MSG_PACKET, NFQNL_MSG_VERDICT, NFQNL_MSG_CONFIG, NFQNL_MSG_VERDICT_BATCH = 0, 1, 2, 3
+NFQA_PACKET_HDR, NFQA_VERDICT_HDR, NFQA_MARK, NFQA_PAYLOAD = 1, 2, 3, 10
+NFQA_CFG_CMD, NFQA_CFG_PARAMS, NFQA_CFG_QUEUE_MAXLEN = 1, 2, 3
+NFQNL_CFG_CMD_BIND = 1
+NFQNL_COPY_PACKET = 2
+NF_DROP, NF_ACCEPT, NF_REPEAT = 0, 1, 4
+_NLMSG = struct.Struct("=IHHII")  # nlmsghdr, host byte order
+_PACKET = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET
+BATCH = 64  # packets judged before their verdicts are sent (bounds the wait of the first)
 
-    def __init__(self, cfg: dict) -> None:
-        self.cfg = cfg
-        self.engine = Engine(cfg)
-        self.drop_mark = int(cfg.get("drop_mark", 0x40000000))
-        self.held: list[tuple[float, int, object]] = []
+
+def _attr(kind: int, data: bytes) -> bytes:
+    n = 4 + len(data)
+    return struct.pack("=HH", n, kind) + data + b"\0" * (-n % 4)
+
+
+class NfQueue:
+    """One bound NFQUEUE: read packets, send verdicts."""
+
+    def __init__(self, num: int, maxlen: int = 8192, rcvbuf: int = 8 * 1024 * 1024) -> None:
+        self.num = num
         self.seq = 0
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, 33, rcvbuf)  # SO_RCVBUFFORCE (root): past rmem_max
+        except OSError:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        # an overflowing socket drops (or, fail open, accepts) in the kernel; don't fail our recv
+        self.sock.setsockopt(SOL_NETLINK, NETLINK_NO_ENOBUFS, 1)
+        self.sock.bind((0, 0))
+        self.buf = bytearray(256 * 1024)
+        self._config(_attr(NFQA_CFG_CMD, struct.pack("!BxH", NFQNL_CFG_CMD_BIND, socket.AF_INET)))
+        self._config(_attr(NFQA_CFG_PARAMS, struct.pack("!IB", 0xFFFF, NFQNL_COPY_PACKET))
+                     + _attr(NFQA_CFG_QUEUE_MAXLEN, struct.pack("!I", maxlen)))
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()  # the kernel unbinds the queue with the socket
+
+    def _msg(self, kind: int, flags: int, attrs: bytes) -> bytes:
+        self.seq += 1
+        body = struct.pack("=BB", socket.AF_UNSPEC, 0) + struct.pack("!H", self.num) + attrs
+        return _NLMSG.pack(16 + len(body), (NFNL_SUBSYS_QUEUE << 8) | kind, NLM_F_REQUEST | flags, self.seq, 0) + body
+
+    def _config(self, attrs: bytes) -> None:
+        self.sock.send(self._msg(NFQNL_MSG_CONFIG, NLM_F_ACK, attrs))
+        n = self.sock.recv_into(self.buf)
+        _, kind, _, _, _ = _NLMSG.unpack_from(self.buf)
+        if n >= 20 and kind == NLMSG_ERROR:
+            err = struct.unpack_from("=i", self.buf, 16)[0]
+            if err:
+                raise OSError(-err, f"NFQUEUE {self.num}: {os.strerror(-err)}")
+
+    def verdict(self, packet_id: int, verdict: int, mark: int | None = None, batch: bool = False) -> bytes:
+        """The message of a verdict on ``packet_id`` (batch: on every queued packet up to it)."""
+        attrs = _attr(NFQA_VERDICT_HDR, struct.pack("!II", verdict, packet_id))
+        if mark is not None:
+            attrs += _attr(NFQA_MARK, struct.pack("!I", mark))
+        return self._msg(NFQNL_MSG_VERDICT_BATCH if batch else NFQNL_MSG_VERDICT, 0, attrs)
+
+    def send(self, msgs: list[bytes]) -> None:
+        if msgs:
+            self.sock.send(b"".join(msgs))
+
+    def read(self) -> list[tuple[int, int, bytes]] | None:
+        """The packets (id, mark, IP packet) of one datagram; None when none is waiting."""
+        try:
+            n = self.sock.recv_into(self.buf, 0, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return None
+        buf, out, off = self.buf, [], 0
+        while off + 20 <= n:
+            mlen, kind = struct.unpack_from("=IH", buf, off)
+            if mlen < 20 or off + mlen > n:
+                break
+            if kind == _PACKET:
+                a, end = off + 20, off + mlen
+                pid, mark, payload = -1, 0, b""
+                while a + 4 <= end:
+                    alen, atype = struct.unpack_from("=HH", buf, a)
+                    if alen < 4:
+                        break
+                    atype &= 0x3FFF  # without the nested / byte-order flags
+                    if atype == NFQA_PACKET_HDR:
+                        pid = struct.unpack_from("!I", buf, a + 4)[0]
+                    elif atype == NFQA_MARK:
+                        mark = struct.unpack_from("!I", buf, a + 4)[0]
+                    elif atype == NFQA_PAYLOAD:
+                        payload = bytes(buf[a + 4 : a + alen])
+                    a += (alen + 3) & ~3
+                if pid >= 0:
+                    out.append((pid, mark, payload))
+            off += (mlen + 3) & ~3
+        return out
+
+
+class Middlebox:
+    """One worker: binds one queue and applies the engine's decisions."""
+
+    def __init__(self, cfg: dict, queue: int | None = None, residual: ResidualTable | None = None) -> None:
+        self.cfg = cfg
+        self.queue = int(cfg["queue"] if queue is None else queue)
+        self.engine = Engine(cfg, residual=residual)
+        self.drop_mark = int(cfg.get("drop_mark", 0x40000000))
+        self.held: list[tuple[float, int]] = []  # (release time, packet id), shaper mode
         self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         self.stop = False
         self.errors = 0
         self.busy = 0.0  # seconds spent receiving and judging packets
 
-    def callback(self, p) -> None:  # p: netfilterqueue.Packet
+    def judge(self, payload: bytes) -> Decision:
         try:
-            dec = self.engine.process(p.get_payload())
+            dec = self.engine.process(payload)
         except Exception:  # never let a packet kill the program
             self.errors += 1
             log.exception("engine error; packet accepted")
-            dec = PASS
-        for out in dec.send:
+            return PASS
+        for out in dec.send:  # before the verdict, so the forged packets arrive first
             try:
                 self.raw.sendto(out, (socket.inet_ntoa(out[16:20]), 0))
             except OSError as e:
                 log.warning("sending a forged packet failed: %s", e)
+        return dec
+
+    def drain(self, q: NfQueue) -> None:
+        """Judge what is waiting; verdicts go out every BATCH packets and when the queue is empty."""
+        msgs: list[bytes] = []
+        accepted: list[int] = []
+        while True:
+            pkts = q.read()
+            if pkts is None:
+                break
+            for pid, mark, payload in pkts:
+                dec = self.judge(payload)
+                if dec.verdict == KILL:
+                    msgs.append(q.verdict(pid, NF_REPEAT, (mark | self.drop_mark) & 0xFFFFFFFF))
+                elif dec.verdict == DROP:
+                    msgs.append(q.verdict(pid, NF_DROP))
+                elif dec.verdict == HOLD:
+                    heapq.heappush(self.held, (time.monotonic() + dec.delay, pid))
+                else:
+                    accepted.append(pid)
+            if len(msgs) + len(accepted) >= BATCH:
+                self.flush(q, msgs, accepted)
+                msgs, accepted = [], []
+        self.flush(q, msgs, accepted)
+
+    def flush(self, q: NfQueue, msgs: list[bytes], accepted: list[int]) -> None:
+        # A batch verdict covers every queued packet up to its id, so it goes after the other
+        # verdicts, and only when no packet is held back (shaper delay) below it.
+        if accepted and not self.held:
+            msgs.append(q.verdict(accepted[-1], NF_ACCEPT, batch=True))
+        else:
+            msgs += [q.verdict(pid, NF_ACCEPT) for pid in accepted]
         try:
-            if dec.verdict == KILL:
-                p.set_mark((p.get_mark() | self.drop_mark) & 0xFFFFFFFF)
-                p.repeat()
-            elif dec.verdict == DROP:
-                p.drop()
-            elif dec.verdict == HOLD:
-                self.seq += 1
-                heapq.heappush(self.held, (time.monotonic() + dec.delay, self.seq, p))
-            else:
-                p.accept()
-        except Exception:
+            q.send(msgs)
+        except OSError:
             self.errors += 1
             log.exception("verdict failed")
 
-    def release(self, now: float) -> None:
+    def release(self, q: NfQueue, now: float) -> None:
+        due = []
         while self.held and self.held[0][0] <= now:
-            _, _, p = heapq.heappop(self.held)
+            due.append(heapq.heappop(self.held)[1])
+        if due:
             try:
-                p.accept()  # type: ignore[attr-defined]
-            except Exception:
+                q.send([q.verdict(pid, NF_ACCEPT) for pid in due])
+            except OSError:
                 log.exception("delayed verdict failed")
 
-    def run(self) -> int:
-        from netfilterqueue import NetfilterQueue
+    def run(self, on_ready: Callable[[], None] | None = None) -> dict:
+        q = NfQueue(self.queue, maxlen=int(self.cfg.get("queue_len", 8192)))
+        log.info("%s %s: bound to NFQUEUE %d, %d rules", self.cfg.get("isp"), self.engine.mode, self.queue,
+                 len(self.engine.rules))
+        if on_ready:
+            on_ready()
+        poller = select.poll()
+        poller.register(q.fileno(), select.POLLIN)
+        next_gc = time.monotonic() + 5
+        try:
+            while not self.stop:
+                timeout = 0.2
+                if self.held:
+                    timeout = max(0.0, min(timeout, self.held[0][0] - time.monotonic()))
+                if poller.poll(timeout * 1000):
+                    t0 = time.perf_counter()
+                    self.drain(q)
+                    self.busy += time.perf_counter() - t0
+                now = time.monotonic()
+                self.release(q, now)
+                if now >= next_gc:
+                    self.engine.expire(now)
+                    next_gc = now + 5
+        finally:
+            self.release(q, float("inf"))
+            q.close()
+        stats = {"queue": self.queue, "packets": self.engine.packets, "hits": self.engine.hits,
+                 "errors": self.errors, "busy": self.busy}
+        log.info("worker %d stopped after %d packets, %d hits, %d errors; busy %.3f s", self.queue,
+                 stats["packets"], stats["hits"], stats["errors"], self.busy)
+        return stats
 
+
+def _die_with_parent(parent: int) -> None:
+    """A worker must not outlive the service: its queue would stay bound after a lab fault."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the prctl
+        os._exit(1)
+
+
+class Service:
+    """The ``dpi`` (or ``shaper``) service: one worker process per queue, forked and watched.
+
+    Worker processes, not threads: the engine is Python, so threads would share one core. The
+    service is ready (ready file) once every worker has bound its queue. If a worker exits while
+    the service is not stopping, the service kills the other workers and exits 1: the lab records
+    the dead critical service as a fault, and no queue is left half served."""
+
+    def __init__(self, cfg: dict) -> None:
+        self.cfg = cfg
+        self.queues = [int(q) for q in cfg.get("queues") or [cfg["queue"]]]
+        self.workers: dict[int, tuple[int, int]] = {}  # pid -> (queue, read end of its pipe)
+        self.stopping = False
+
+    def _fork(self, index: int, queue: int, residual: ResidualTable) -> None:
+        r, w = os.pipe()
+        parent = os.getpid()
+        pid = os.fork()
+        if pid:
+            os.close(w)
+            self.workers[pid] = (queue, r)
+            return
+        code = 1
+        try:  # the worker: never returns into the service's code
+            os.close(r)
+            _die_with_parent(parent)
+            box = Middlebox(self.cfg, queue, residual.writer(index))
+
+            def _stop(*_a: object) -> None:
+                box.stop = True
+
+            signal.signal(signal.SIGTERM, _stop)
+            signal.signal(signal.SIGINT, _stop)
+            stats = box.run(on_ready=lambda: os.write(w, b"ready\n"))
+            os.write(w, (json.dumps(stats) + "\n").encode())
+            code = 0
+        except BaseException:
+            log.exception("worker %d failed", queue)
+        finally:
+            os._exit(code)
+
+    def _read(self, fd: int) -> list[str]:
+        data = b""
+        while chunk := os.read(fd, 65536):
+            data += chunk
+        return data.decode().splitlines()
+
+    def _kill_all(self, sig: int) -> None:
+        for pid in self.workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    def run(self) -> int:
         ready = self.cfg.get("ready_file")
         if ready:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(ready)
-        nfq = NetfilterQueue()
-        nfq.bind(int(self.cfg["queue"]), self.callback, max_len=int(self.cfg.get("queue_len", 8192)),
-                 sock_len=8 * 1024 * 1024)
-        fd = nfq.get_fd()
-        log.info(
-            "%s %s: bound to NFQUEUE %s, %d rules", self.cfg.get("isp"), self.engine.mode,
-            self.cfg["queue"], len(self.engine.rules),
-        )
-        if ready:
+        residual = ResidualTable(len(self.queues))
+        for i, q in enumerate(self.queues):
+            self._fork(i, q, residual)
+        pending = {r: q for q, r in self.workers.values()}
+        while pending:  # each worker writes a line once its queue is bound
+            if self.stopping:
+                break
+            try:
+                readable, _, _ = select.select(list(pending), [], [], 0.2)
+            except InterruptedError:
+                continue
+            for fd in readable:
+                if not os.read(fd, 6):
+                    log.error("worker %d exited before binding its queue", pending[fd])
+                    self._kill_all(signal.SIGKILL)
+                    return 1
+                del pending[fd]
+        if ready and not self.stopping:
             os.makedirs(os.path.dirname(ready) or ".", exist_ok=True)
             tmp = ready + ".tmp"
             with open(tmp, "w") as f:
                 f.write(f"{os.getpid()}\n")
             os.replace(tmp, ready)
-        next_gc = time.monotonic() + 5
-        try:
-            while not self.stop:
-                now = time.monotonic()
-                timeout = 0.2
-                if self.held:
-                    timeout = max(0.0, min(timeout, self.held[0][0] - now))
-                try:
-                    r, _, _ = select.select([fd], [], [], timeout)
-                except InterruptedError:
-                    continue
-                if r:
-                    t0 = time.perf_counter()
-                    try:
-                        nfq.run(block=False)
-                    except OSError as e:
-                        log.warning("queue receive error: %s", e)
-                    self.busy += time.perf_counter() - t0
-                now = time.monotonic()
-                self.release(now)
-                if now >= next_gc:
-                    self.engine.expire(now)
-                    next_gc = now + 5
-        finally:
-            self.release(float("inf"))
-            nfq.unbind()
-        n = self.engine.packets
+            log.info("%d workers ready on queues %s", len(self.queues), self.queues)
+        totals = {"packets": 0, "hits": 0, "errors": 0, "busy": 0.0}
+        failed = False
+        while self.workers:
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            queue, fd = self.workers.pop(pid)
+            code = os.waitstatus_to_exitcode(status)
+            for line in self._read(fd):
+                if line.startswith("{"):
+                    for k in totals:
+                        totals[k] += json.loads(line)[k]
+            os.close(fd)
+            if not self.stopping and not failed:
+                log.error("worker for queue %d exited (%d): the middlebox stops", queue, code)
+                failed = True
+                self._kill_all(signal.SIGKILL)
+        n, busy = totals["packets"], totals["busy"]
         log.info(
             "stopped after %d packets, %d hits, %d errors; busy %.3f s (%.0f packets/s of CPU)",
-            n, self.engine.hits, self.errors, self.busy, n / self.busy if self.busy else 0.0,
+            n, totals["hits"], totals["errors"], busy, n / busy if busy else 0.0,
         )
-        return 0
+        return 1 if failed else 0
+
+    def stop(self, *_a: object) -> None:
+        self.stopping = True
+        self._kill_all(signal.SIGTERM)
 
 
 def load_config(path: str) -> dict:
@@ -531,14 +840,10 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr, level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s dpi %(levelname)s %(message)s",
     )
-    box = Middlebox(load_config(args.config))
-
-    def _stop(*_a) -> None:
-        box.stop = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    return box.run()
+    service = Service(load_config(args.config))
+    signal.signal(signal.SIGTERM, service.stop)
+    signal.signal(signal.SIGINT, service.stop)
+    return service.run()
 
 
 if __name__ == "__main__":

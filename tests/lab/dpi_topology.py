@@ -252,7 +252,8 @@ async def _serve(args: argparse.Namespace) -> None:
             def datagram_received(self, data, addr):
                 self.t.sendto(data, addr)
 
-        return await loop.create_datagram_endpoint(Echo, local_addr=(SITES[0], 7))
+        for site in SITES:  # on every site, so UDP can reach each client-server pair
+            await loop.create_datagram_endpoint(Echo, local_addr=(site, 7))
 
     servers = [
         await asyncio.start_server(http, "0.0.0.0", 443, ssl=ctx, backlog=4096, ssl_handshake_timeout=10),
@@ -495,7 +496,7 @@ def cmd_garbage(args: argparse.Namespace) -> dict:
 def cmd_udp_rtt(args: argparse.Namespace) -> dict:
     """Round trips to the echo port, each from a fresh socket (a new source port, so a new flow
     whose first packet the middlebox inspects)."""
-    target = (SITES[0], 7)
+    target = (args.addr, 7)
     rtts = []
     for _ in range(args.count):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -512,24 +513,71 @@ def cmd_udp_rtt(args: argparse.Namespace) -> dict:
 
 
 def cmd_flood(args: argparse.Namespace) -> dict:
-    """Raw UDP datagrams to the discard port, ``per_flow`` per source port, as fast as possible."""
+    """Raw UDP datagrams to the discard port, ``per_flow`` per flow, as fast as possible. Flows
+    differ by source port and go to ``--dsts`` servers (SITES[0] alone, or that many addresses of
+    ``--net``, which the router forwards to the server: several client-server pairs, as a client
+    talking to many sites, so a fan-out by address pair has something to spread)."""
     sys.path.insert(0, str(REPO))
     from netlab.services._parsers import build_udp
 
     payload = b"f" * 32
     flows = max(1, args.packets // args.per_flow)
-    pkts = [build_udp(CLIENT_IP, SITES[0], 10000 + (i % flows) % 55000, 9, payload) for i in range(args.packets)]
+    net = args.net.rsplit(".", 1)[0]
+    dsts = [f"{net}.{1 + i}" for i in range(args.dsts)] if args.dsts else [SITES[0]]
+    pkts = []
+    for i in range(args.packets):
+        f = i % flows
+        dst = dsts[f % len(dsts)]
+        pkts.append((build_udp(CLIENT_IP, dst, 10000 + (f // len(dsts)) % 55000, 9, payload), (dst, 0)))
     raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-    dst = (SITES[0], 0)
-    sent = 0
+    # Every destination has the same next hop (the router) and the kernel sends a header-included
+    # packet as it is: one connected socket, and sendmmsg, so that the sender spends its CPU in
+    # the kernel's forwarding path rather than in Python (it shares the cores with the middlebox).
+    raw.connect((SITES[0], 0))
     t0 = time.perf_counter()
-    for p in pkts:
-        try:
-            raw.sendto(p, dst)
-            sent += 1
-        except OSError:
-            pass
+    sent = _sendmmsg(raw, [p for p, _ in pkts])
     return {"sent": sent, "seconds": time.perf_counter() - t0}
+
+
+def _sendmmsg(sock: socket.socket, pkts: list[bytes], batch: int = 256) -> int:
+    import ctypes
+
+    class Iovec(ctypes.Structure):
+        _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+    class Mmsghdr(ctypes.Structure):
+        _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32), ("iov", ctypes.POINTER(Iovec)),
+                    ("iovlen", ctypes.c_size_t), ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                    ("flags", ctypes.c_int), ("len", ctypes.c_uint)]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    bufs = [ctypes.create_string_buffer(p, len(p)) for p in pkts]
+    iovs = (Iovec * len(pkts))(*[Iovec(ctypes.addressof(b), len(p)) for b, p in zip(bufs, pkts, strict=True)])
+    msgs = (Mmsghdr * len(pkts))()
+    for i in range(len(pkts)):
+        msgs[i].iov = ctypes.pointer(iovs[i])
+        msgs[i].iovlen = 1
+    size = ctypes.sizeof(Mmsghdr)
+    sent = pos = 0
+    while pos < len(pkts):
+        n = libc.sendmmsg(sock.fileno(), ctypes.byref(msgs, pos * size), min(batch, len(pkts) - pos), 0)
+        if n <= 0:  # a full transmit queue (ENOBUFS): that packet is lost, as a sendto would lose it
+            pos += 1
+            continue
+        sent += n
+        pos += n
+    return sent
+
+
+def cmd_rxwatch(args: argparse.Namespace) -> None:
+    """Print ``monotonic-time packets`` of an interface's receive counter every ``--every`` s
+    until killed (reads sysfs in the process's own namespace: far cheaper than running ``ip``)."""
+    path = f"/sys/class/net/{args.dev}/statistics/rx_packets"
+    with open(path) as f:
+        while True:
+            f.seek(0)
+            print(f"{time.monotonic():.6f} {f.read().strip()}", flush=True)
+            time.sleep(args.every)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -571,12 +619,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--random", type=int, default=50)
     p = sub.add_parser("udp-rtt")
     p.add_argument("--count", type=int, default=500)
+    p.add_argument("--addr", default=SITES[0])
     p = sub.add_parser("flood")
     p.add_argument("--packets", type=int, default=50000)
     p.add_argument("--per-flow", type=int, default=10)
+    p.add_argument("--dsts", type=int, default=0)
+    p.add_argument("--net", default="198.18.2.0")
+    p = sub.add_parser("rxwatch")
+    p.add_argument("--dev", default="s0")
+    p.add_argument("--every", type=float, default=0.01)
     args = ap.parse_args(argv)
     if args.cmd == "serve":
         asyncio.run(_serve(args))
+        return 0
+    if args.cmd == "rxwatch":
+        cmd_rxwatch(args)
         return 0
     fn = {"tls": cmd_tls, "many": cmd_many, "split": cmd_split, "http": cmd_http, "dns": cmd_dns,
           "bulk": cmd_bulk, "garbage": cmd_garbage, "udp-rtt": cmd_udp_rtt,

@@ -1,0 +1,67 @@
+"""The residual table the middlebox's workers share, and the verdict batching of a worker."""
+
+from __future__ import annotations
+
+import os
+
+from netlab.addressing import isp_addresses
+from netlab.compile.dpi import dpi_config, dpi_iptables_rules
+from netlab.compile.router import DPI_QUEUE, DPI_WORKERS
+from netlab.model import Isp, Match, Rule
+from netlab.services._parsers import TCP_ACK, TCP_PSH, build_client_hello, build_tcp, build_udp
+from netlab.services.dpi import ACCEPT, KILL, Engine, ResidualTable
+
+C, S1, S2 = "10.1.0.2", "198.18.1.1", "198.18.1.2"
+RULES = (Rule(Match(sni="social.test"), "reset", residual=10), Rule(Match(keyword="kw"), "drop"))
+
+
+def workers(n: int) -> list[Engine]:
+    """Engines as the service builds them: one table, each worker writing its own segment."""
+    table = ResidualTable(n)
+    cfg = dpi_config(Isp("isp-b", dpi_rules=RULES), isp_addresses(1), {})
+    return [Engine(cfg, residual=table.writer(i)) for i in range(n)]
+
+
+def hello(sport: int, dst: str = S1, name: str = "social.test") -> bytes:
+    return build_tcp(C, dst, sport, 443, 1001, 5001, TCP_PSH | TCP_ACK, build_client_hello(name))
+
+
+def test_a_block_recorded_by_one_worker_holds_on_the_other():
+    tcp_worker, udp_worker = workers(2)
+    assert tcp_worker.process(hello(40000), now=100).verdict == KILL
+    # the pair's UDP (hashed to the other worker by the kernel) is blocked there
+    assert udp_worker.process(build_udp(C, S1, 5000, 7, b"x"), now=101).verdict == KILL
+    assert udp_worker.process(build_udp(C, S2, 5000, 7, b"x"), now=101).verdict == ACCEPT  # other pair
+    assert udp_worker.process(build_udp(C, S1, 5001, 7, b"x"), now=111).verdict == ACCEPT  # expired
+
+
+def test_latest_hit_wins_and_slots_are_reused():
+    a, b = workers(2)
+    a.residual.put(C, S1, 100, 200, 1)
+    b.residual.put(C, S1, 150, 160, 0)
+    assert a.residual.get(C, S1, 155) == 0 and b.residual.get(C, S1, 170) == 1
+    # more live pairs than a probe window: the one expiring first gives way, the table never grows
+    for i in range(ResidualTable.PROBE * 4):
+        a.residual.put(C, f"198.18.2.{i}", 100, 1000 + i, 1)
+    assert a.residual.get(C, f"198.18.2.{ResidualTable.PROBE * 4 - 1}", 500) == 1
+    assert len(a.residual.mem) == 2 * ResidualTable.SLOTS * ResidualTable.SLOT.size
+
+
+def test_the_table_is_shared_across_fork():
+    table = ResidualTable(2)
+    pid = os.fork()
+    if pid == 0:  # a worker process: write in its own segment
+        table.writer(1).put(C, S1, 1, 50, 3)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert table.get(C, S1, 10) == 3 and table.get(C, S2, 10) is None
+
+
+def test_fan_out_rules_and_config():
+    isp = Isp("isp-b", dpi_rules=RULES)
+    cfg = dpi_config(isp, isp_addresses(1), {})
+    assert cfg["queues"] == list(range(DPI_QUEUE, DPI_QUEUE + DPI_WORKERS)) and DPI_WORKERS >= 2
+    rules = dpi_iptables_rules(isp)
+    assert f"--queue-balance {DPI_QUEUE}:{DPI_QUEUE + DPI_WORKERS - 1}" in rules
+    assert f"--queue-num {DPI_QUEUE}" in dpi_iptables_rules(isp, workers=1)
+    assert dpi_config(isp, isp_addresses(1), {}, workers=1)["queues"] == [DPI_QUEUE]
