@@ -23,10 +23,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(pytest.mark.skip(reason="lab tests need root (network namespaces)"))
 
 
+def lab_name_prefix() -> str:
+    """`t` and the xdist worker's number (`t0`, `t1`, ...; `t` without xdist), so a lab left behind
+    names the worker that made it. $CENSORLAB_TEST_LAB_PREFIX replaces the `t`, for telling apart
+    the labs of people who run tests on one machine at once."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "").removeprefix("gw")
+    return os.environ.get("CENSORLAB_TEST_LAB_PREFIX", "t") + worker
+
+
 @pytest.fixture
 def lab_name() -> str:
     """A lab name of its own per test, so tests (and xdist workers) never collide."""
-    return f"t{uuid.uuid4().hex[:6]}"
+    return f"{lab_name_prefix()}{uuid.uuid4().hex[:6]}"
 
 
 def leftovers(lab: str) -> dict[str, list[str]]:

@@ -104,11 +104,11 @@ def test_a_second_lab_of_the_same_name_is_refused(lab_name: str) -> None:
     assert_no_leftovers(lab_name)
 
 
-def test_two_labs_at_once(tmp_path: Path) -> None:
+def test_two_labs_at_once(lab_name: str, tmp_path: Path) -> None:
     """Same scenario, same address plan, two labs: each is isolated in its own namespaces."""
     from harness.runner import run_scenario
 
-    names = [f"par{os.getpid() % 10000}a", f"par{os.getpid() % 10000}b"]
+    names = [f"{lab_name}a", f"{lab_name}b"]
 
     async def both() -> list:
         loop = asyncio.get_running_loop()
