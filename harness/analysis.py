@@ -142,6 +142,9 @@ def analyse(keys: dict[str, Any] | None, control: dict[str, Any] | None,
     if diff:
         return _stage_verdict(mismatch, Verdict.HTTP_DIFF, diff)
     if mismatch:
+        if keys.get("x_status_code") is None:
+            # A probe that fetches no page (dns, tcp, tls) cannot show that the other address serves the same site.
+            return Analysis(Verdict.DNS_MISMATCH, "addresses differ from control (no page fetched to compare)")
         return Analysis(Verdict.OK, "addresses differ from control, but the page is the same")
     slow = _throttled(keys, control)
     if slow:

@@ -22,6 +22,7 @@ from netlab.errors import LabFault
 from netlab.model import Scenario
 from netlab.oracle import has_residual, residual_waves
 from netlab.target import Target
+from probes.base import installed_capabilities
 
 DEFAULT_CONCURRENCY = 64  # the DNS window (0.3 s) makes each measurement latency-bound, not CPU-bound
 WORKER_ARGV = ["python3", "-m", "probes.worker"]
@@ -86,7 +87,9 @@ async def run_campaign(lab: RunningLab, scenario: Scenario, out_dir: Path, confi
                        on_result: Callable[[str, dict[str, Any]], None] | None = None) -> CampaignResult:
     out_dir.mkdir(parents=True, exist_ok=True)
     vantages = config.vantages or list(lab.state.vantages)
-    targets = shard_targets(scenario.targets, *config.shard)
+    # Targets outside what the probe type measures (its schemes and ports) are neither measured nor expected.
+    caps = installed_capabilities(config.probe)  # None: the worker answers each job with why it cannot run
+    targets = [t for t in shard_targets(scenario.targets, *config.shard) if caps is None or caps.measures(t)]
     t0 = time.monotonic()
     errors: list[dict[str, Any]] = []
     count = 0

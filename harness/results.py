@@ -13,11 +13,13 @@ from typing import Any
 from harness.analysis import load_fingerprints
 from harness.campaign import shard_targets
 from harness.score import ResultsError, Score, measurement_files, score, verdict_rows
+from netlab.capabilities import WEB, Capabilities
 from netlab.errors import LabFault
 from netlab.impact import IspImpact, impact
 from netlab.loader import load_scenario
 from netlab.model import Scenario
 from netlab.oracle import expected_verdicts
+from probes.base import installed_capabilities
 
 
 @dataclass
@@ -27,6 +29,9 @@ class ScoredRun:
     score: Score
     impact_expected: dict[str, IspImpact] = field(default_factory=dict)  # from the oracle
     impact_observed: dict[str, IspImpact] = field(default_factory=dict)  # from the measurements
+    probe: str = "web"  # the probe type that measured
+    capabilities: Capabilities = WEB
+    infos: list[dict[str, Any]] = field(default_factory=list)  # each folder's run.json
 
     @property
     def impact_matches(self) -> bool:
@@ -35,6 +40,11 @@ class ScoredRun:
 
 
 def write_run_info(out_dir: Path, scenario: Scenario, info: dict[str, Any]) -> None:
+    """run.json; with the probe's declared capabilities beside its name, so the folder scores the
+    same on a machine where that probe type is not installed."""
+    if isinstance(info.get("probe"), str) and "probe_capabilities" not in info:
+        caps = installed_capabilities(info["probe"])
+        info = {**info, "probe_capabilities": caps.to_json() if caps else None}
     out_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(scenario.source, out_dir / "scenario.yaml")
     (out_dir / "run.json").write_text(json.dumps(info, indent=1))
@@ -93,6 +103,21 @@ def expected_pairs(scenario: Scenario, infos: list[dict[str, Any]]) -> dict[str,
     return out
 
 
+def run_capabilities(infos: list[dict[str, Any]]) -> Capabilities:
+    """What the folders' probe type measures: run.json's ``probe_capabilities``, else (a folder
+    written before probes declared them) the installed probe of that name's. Unknown, they are the
+    web probe's: every stage is expected, so what a probe could not see fails rather than passes.
+    Folders of different probe types are not one run."""
+    kinds = {(i.get("probe") or "web") for i in infos}
+    if len(kinds) > 1:
+        raise ResultsError(f"these folders hold measurements of different probe types ({', '.join(sorted(kinds))}); "
+                           "score each on its own, or compare them with `harness compare`")
+    doc = infos[0].get("probe_capabilities")
+    if isinstance(doc, dict):
+        return Capabilities.from_json(doc)
+    return installed_capabilities(kinds.pop()) or WEB
+
+
 def score_results(dirs: list[Path], fingerprint_files: list[Path] | None = None,
                   scenario: Scenario | None = None) -> ScoredRun:
     """Score results folders. ``scenario``: the one already loaded for the run, if there is one
@@ -104,7 +129,8 @@ def score_results(dirs: list[Path], fingerprint_files: list[Path] | None = None,
     infos = read_run_infos(dirs)
     scenario = scenario or load_scenario(Path(dirs[0]) / "scenario.yaml")
     sites = {k: IPv4Address(v) for k, v in infos[0]["site_addresses"].items()}
-    expectations = expected_verdicts(scenario, sites)
+    caps = run_capabilities(infos)
+    expectations = expected_verdicts(scenario, sites, caps)
     wanted = expected_pairs(scenario, infos)
     errors = [e for i in infos for e in i.get("errors") or []]
     rows = verdict_rows(measurement_files(dirs), expectations, load_fingerprints(fingerprint_files),
@@ -115,7 +141,8 @@ def score_results(dirs: list[Path], fingerprint_files: list[Path] | None = None,
     observed = {(r.vantage, r.url): r.observed for r in rows}
     return ScoredRun(scenario=scenario, vantages=infos[0]["vantages"], score=score(rows),
                      impact_expected=impact(scenario, sites, expected, rules),
-                     impact_observed=impact(scenario, sites, observed, rules))
+                     impact_observed=impact(scenario, sites, observed, rules),
+                     probe=infos[0].get("probe") or "web", capabilities=caps, infos=infos)
 
 
 def write_verdicts(out_dir: Path, run: ScoredRun) -> None:

@@ -3,6 +3,11 @@
 The walk follows the data path of scenario.md: the ISP resolver, then on-path DNS (the DPI's
 dns_query rules, which only the direct query to the public resolver crosses), then the firewall,
 then the DPI, then shaping. The first stage that interferes decides the verdict.
+
+What a probe type can see bounds the walk: its ``Capabilities`` (netlab.capabilities) say which
+stages it reaches, whether it asks the public resolver, follows redirects and times downloads.
+Interference at a stage the probe never reaches leaves it with ``ok`` (the default is the web
+probe, which reaches everything).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from netlab.addressing import PUBLIC_RESOLVER, is_lab_bogon
+from netlab.capabilities import WEB, Capabilities
 from netlab.compile.dns import effective_resolver_rules
 from netlab.compile.dot import DOT_PORT, wants_dot
 from netlab.model import CONTROL, DNS_STATES, Isp, Match, Rule, Scenario, Site, proxy_address
@@ -110,26 +116,27 @@ MAX_REDIRECTS = 10  # the web probe's limit, OONI's too (probes.redirects)
 DEFAULT_TOTAL_TIMEOUT = 60.0  # the probes' default cap on one HTTP exchange (ProbeContext.http_total_timeout)
 
 
-def control_fault(scenario: Scenario, target: Target, hops: int = 0, seen: frozenset[str] = frozenset()
-                  ) -> str | None:
+def control_fault(scenario: Scenario, target: Target, hops: int = 0, seen: frozenset[str] = frozenset(),
+                  caps: Capabilities = WEB) -> str | None:
     """Why the site itself fails the uncensored control's fetch of ``target`` (following its
     redirects), or None when the control gets a page. Misbehaviour limited by ``only_for`` never
-    reaches the control."""
+    reaches the control; misbehaviour at a stage the probe does not reach is not seen."""
     site = scenario.site(target.host)
     if site is None:
         return f"{target.host} is no site of the lab"
-    if target.port not in _served_ports(scenario) or (target.port == 443 and not site.https):
+    tcp = caps.reaches("tcp", target)
+    if tcp and (target.port not in _served_ports(scenario) or (target.port == 443 and not site.https)):
         return f"nothing listens on port {target.port} of {target.host}"
     if site.only_for or (not site.misbehaves and site.dns_answer is None):
         return None
-    if site.state != "up":
+    if site.state in DNS_STATES or (site.state != "up" and tcp):
         return f"{site.name} is {site.state}"
-    if site.dns_answer is not None:
+    if site.dns_answer is not None and tcp:
         return f"{site.name}'s authority answers {site.dns_answer}"
-    if target.is_https and site.cert != "valid":
+    if caps.reaches("tls", target) and site.cert != "valid":
         return f"{site.name} presents a certificate that is {site.cert}"
     r = site.redirect
-    if r is None:
+    if r is None or not caps.redirects:
         return None
     total = hops + r.hops
     if r.location is not None:
@@ -140,7 +147,7 @@ def control_fault(scenario: Scenario, target: Target, hops: int = 0, seen: froze
         return None
     if target.url in seen:
         return "a redirect loop"
-    return control_fault(scenario, Target.parse(r.to), total, seen | {target.url})
+    return control_fault(scenario, Target.parse(r.to), total, seen | {target.url}, caps)
 
 
 def _served_ports(scenario: Scenario) -> tuple[int, ...]:
@@ -151,17 +158,18 @@ def _served_ports(scenario: Scenario) -> tuple[int, ...]:
 
 
 def expect_isp(scenario: Scenario, isp: Isp, target: Target,
-               site_addresses: dict[str, IPv4Address]) -> Expectation:
-    return _expect_hop(scenario, isp, target, site_addresses, depth=0, hops=0)
+               site_addresses: dict[str, IPv4Address], caps: Capabilities = WEB) -> Expectation:
+    return _expect_hop(scenario, isp, target, site_addresses, depth=0, hops=0, caps=caps)
 
 
 def _expect_hop(scenario: Scenario, isp: Isp, target: Target, site_addresses: dict[str, IPv4Address], *,
-                depth: int, hops: int) -> Expectation:
+                depth: int, hops: int, caps: Capabilities = WEB) -> Expectation:
     """One hop of the fetch from ``isp``'s client: the ISP's censorship first (data-path order), then
-    the site's own behaviour, then the redirect it sends the client on."""
+    the site's own behaviour, then the redirect it sends the client on; each as far as ``caps``
+    lets the probe see."""
     host = target.host
     addr = site_addresses[host]
-    ctrl = control_fault(scenario, target, hops) if depth == 0 else None
+    ctrl = control_fault(scenario, target, hops, caps=caps) if depth == 0 else None
     via_proxy = False
 
     censored: Expectation | None = None
@@ -179,7 +187,7 @@ def _expect_hop(scenario: Scenario, isp: Isp, target: Target, site_addresses: di
                 # The vantage's answer departs from the control's even when the site is down.
                 return Expectation(verdict, f"resolver rule line {rule.line}", rule=rule)
 
-    if censored is None and scenario.public_resolver and depth == 0:
+    if censored is None and scenario.public_resolver and depth == 0 and caps.public_dns:
         # The direct query to the public resolver crosses the router: firewall and DPI see it.
         dns_rule = first_rule(isp.dpi_rules, lambda r: r.match.dns_query is not None
                               and name_matches(host, r.match.dns_query)
@@ -192,12 +200,14 @@ def _expect_hop(scenario: Scenario, isp: Isp, target: Target, site_addresses: di
             verdict = Verdict.DNS_INJECTED if dns_rule.action == "inject" else Verdict.DNS_TIMEOUT
             censored = Expectation(verdict, f"dpi rule line {dns_rule.line}", rule=dns_rule)
 
-    if censored is None and not _dns_broken(scenario, host):
+    if censored is None and not _dns_broken(scenario, host) and caps.reaches("tcp", target):
         fw = first_rule(isp.firewall_rules, lambda r: flow_matches(r.match, addr, target.port, "tcp",
                                                                   site_addresses))
         if fw is not None:
             censored = Expectation(FIREWALL_VERDICTS[fw.action], f"firewall rule line {fw.line}", rule=fw)
-        else:
+        elif caps.sends_data(target):
+            # The middlebox acts on the first data packet (ClientHello, request): a probe that only
+            # connects never shows it anything.
             dpi = first_rule(isp.dpi_rules, lambda r: dpi_rule_matches(r, target, addr, site_addresses))
             if dpi is not None:
                 censored = Expectation(_dpi_verdict(dpi, target), f"dpi rule line {dpi.line}", rule=dpi)
@@ -216,13 +226,20 @@ def _expect_hop(scenario: Scenario, isp: Isp, target: Target, site_addresses: di
     site = scenario.site(host)
     assert site is not None
     if site.only_for and site.misbehaves_for(isp.name) and not via_proxy:
-        return _server_side(scenario, isp, site, target, site_addresses, depth, hops)
-    if site.redirect is not None and not site.only_for and site.redirect.to is not None:
+        return _server_side(scenario, isp, site, target, site_addresses, depth, hops, caps)
+    if site.redirect is not None and not site.only_for and site.redirect.to is not None and caps.redirects:
         nxt = Target.parse(site.redirect.to)
-        return _expect_hop(scenario, isp, nxt, site_addresses, depth=depth + 1, hops=hops + site.redirect.hops)
+        return _expect_hop(scenario, isp, nxt, site_addresses, depth=depth + 1, hops=hops + site.redirect.hops,
+                           caps=caps)
     if via_proxy:
+        if not caps.fetches_page:
+            # The proxy's address differs from the control's, and no page shows that it is the same site.
+            return Expectation(Verdict.DNS_MISMATCH, f"resolver rule line {rule.line} (proxy); this probe "
+                               "does not fetch the page", rule=rule)
         return Expectation(Verdict.OK, "the ISP's transparent proxy relays the site unchanged")
-    return _shaped(scenario, isp, site, target, addr, site_addresses)
+    if not caps.fetches_page:
+        return NO_RULE
+    return _shaped(scenario, isp, site, target, addr, site_addresses, caps)
 
 
 def _dns_broken(scenario: Scenario, host: str) -> bool:
@@ -232,17 +249,18 @@ def _dns_broken(scenario: Scenario, host: str) -> bool:
 
 
 def _server_side(scenario: Scenario, isp: Isp, site: Site, target: Target, site_addresses: dict[str, IPv4Address],
-                 depth: int, hops: int) -> Expectation:
+                 depth: int, hops: int, caps: Capabilities = WEB) -> Expectation:
     """The site treats this ISP's clients differently (``only_for``): what the comparison with the
     control shows. The network is not at fault, yet the measurement cannot tell it apart."""
     why = f"site {site.name} (line {site.line}) misbehaves only for {', '.join(site.only_for)}"
-    if site.state == "refused":
-        return Expectation(Verdict.TCP_RESET, why)
-    if site.state == "timeout":
-        return Expectation(Verdict.TCP_TIMEOUT, why)
+    if site.state in ("refused", "timeout") and caps.reaches("tcp", target):
+        return Expectation(Verdict.TCP_RESET if site.state == "refused" else Verdict.TCP_TIMEOUT, why)
+    if not caps.fetches_page:
+        return NO_RULE  # another page or another redirect: only a probe that fetches the page sees it
     r = site.redirect
-    if r is not None and r.to is not None and hops + r.hops <= MAX_REDIRECTS:
-        nxt = _expect_hop(scenario, isp, Target.parse(r.to), site_addresses, depth=depth + 1, hops=hops + r.hops)
+    if r is not None and r.to is not None and hops + r.hops <= MAX_REDIRECTS and caps.redirects:
+        nxt = _expect_hop(scenario, isp, Target.parse(r.to), site_addresses, depth=depth + 1, hops=hops + r.hops,
+                          caps=caps)
         if nxt.verdict != Verdict.OK:
             return nxt
     # Another page (status, body), another final URL, or a redirect chain that breaks.
@@ -250,7 +268,7 @@ def _server_side(scenario: Scenario, isp: Isp, site: Site, target: Target, site_
 
 
 def _shaped(scenario: Scenario, isp: Isp, site: Site, target: Target, addr: IPv4Address,
-            site_addresses: dict[str, IPv4Address]) -> Expectation:
+            site_addresses: dict[str, IPv4Address], caps: Capabilities = WEB) -> Expectation:
     """The final page through this ISP's shaping: slow (throttled), or too slow to finish at all."""
     size = len(site.body) if site.body is not None else site.body_size
     for shaping in isp.shaping:
@@ -262,7 +280,7 @@ def _shaped(scenario: Scenario, isp: Isp, site: Site, target: Target, addr: IPv4
                 if seconds > cap:
                     return Expectation(Verdict.HTTP_TIMEOUT, f"shaping rule line {shaping.line}: the page "
                                        f"needs {seconds:.0f}s, the probe gives up after {cap:g}s", rule=rule)
-                if seconds > THROTTLE_SECONDS:
+                if seconds > THROTTLE_SECONDS and caps.throughput:
                     return Expectation(Verdict.THROTTLED, f"shaping rule line {shaping.line}", rule=rule)
             break
     return NO_RULE
@@ -299,22 +317,26 @@ def _residual_verdict(rule: Rule, target: Target) -> Verdict:
     return _dpi_verdict(rule, target)
 
 
-def expected_verdicts(scenario: Scenario, site_addresses: dict[str, IPv4Address]
+def expected_verdicts(scenario: Scenario, site_addresses: dict[str, IPv4Address], caps: Capabilities = WEB
                       ) -> dict[tuple[str, str], Expectation]:
-    """Every (vantage, url) of the campaign, with the scenario's `expect` pins applied (each one
-    keeps the derived expectation and its rule: see ``pin``)."""
+    """Every (vantage, url) of the campaign that a probe with ``caps`` measures (default: the web
+    probe's), as that probe sees it, with the scenario's `expect` pins applied (each one keeps the
+    derived expectation and its rule: see ``pin``). Pins are written for the web probe: a pin
+    applies to another probe type only where that probe reaches the pinned verdict's stage."""
     out: dict[tuple[str, str], Expectation] = {}
-    for target in scenario.targets:
-        fault = control_fault(scenario, target)
+    targets = [t for t in scenario.targets if caps.measures(t)]
+    for target in targets:
+        fault = control_fault(scenario, target, caps=caps)
         out[(CONTROL, target.url)] = (Expectation(Verdict.SITE_DOWN, f"the site itself fails: {fault}")
                                       if fault else CONTROL_OK)
     for isp in scenario.isps:
         blocked: dict[IPv4Address, Rule] = {}  # server address -> the residual rule that hit it
-        for target in (t for wave in residual_waves(scenario.targets, site_addresses) for t in wave):
-            exp = expect_isp(scenario, isp, target, site_addresses)
+        for target in (t for wave in residual_waves(targets, site_addresses) for t in wave):
+            exp = expect_isp(scenario, isp, target, site_addresses, caps)
             addr = site_addresses[target.host]
             connects = exp.verdict.technique not in ("dns",) and not exp.verdict.value.startswith("tcp.")
-            if connects and addr in blocked:
+            # A residual block acts on the first data packet of a later flow: only probes that send one see it.
+            if connects and addr in blocked and caps.sends_data(target):
                 rule = blocked[addr]
                 exp = Expectation(_residual_verdict(rule, target), f"residual block of dpi rule line {rule.line}",
                                   rule=rule)
@@ -323,5 +345,20 @@ def expected_verdicts(scenario: Scenario, site_addresses: dict[str, IPv4Address]
             out[(isp.name, target.url)] = exp
     for vantage, pins in scenario.expect.items():
         for url, verdict in pins.items():
-            out[(vantage, url)] = pin(out.get((vantage, url)), Verdict(verdict))
+            if caps == WEB or ((vantage, url) in out and pin_visible(Verdict(verdict), Target.parse(url), caps)):
+                out[(vantage, url)] = pin(out.get((vantage, url)), Verdict(verdict))
     return out
+
+
+def pin_visible(verdict: Verdict, target: Target, caps: Capabilities) -> bool:
+    """Does a pin (written for the web probe, which reaches every stage) bind a probe with ``caps``?
+    Where the web probe fails at a stage, any probe reaching that stage fails there too, on the same
+    flow; beyond its reach the rules' derivation for that probe stands."""
+    if verdict == Verdict.THROTTLED:
+        return caps.throughput
+    if verdict == Verdict.DNS_INJECTED:
+        return caps.public_dns
+    if verdict.technique in ("dns", "tcp", "tls", "http"):
+        return caps.reaches(verdict.technique, target)
+    # ok, site_down, ...: the web probe's view of the whole fetch; only a probe that fetches the page shares it.
+    return caps.fetches_page

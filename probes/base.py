@@ -1,7 +1,9 @@
 """The probe interface and probe discovery.
 
 A probe type is a class with a ``name``, a ``version``, the OONI ``test_name`` its measurements
-carry, and one ``async run(target, ctx)`` that returns OONI-style test keys. Probe types are
+carry, its ``capabilities`` (what it measures: netlab.capabilities; the oracle derives its
+expected verdicts from them) and one ``async run(target, ctx)`` that returns OONI-style test keys
+with at least the keys of the probe contract (``Capabilities.required_keys``). Probe types are
 found through the ``harness.probes`` entry-point group, so another package can add one without
 editing this repository.
 """
@@ -12,6 +14,8 @@ import importlib
 import logging
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from netlab.capabilities import Capabilities, ContractError, capabilities_of
 
 if TYPE_CHECKING:
     from netlab.target import Target
@@ -42,6 +46,9 @@ class Probe:
     version: ClassVar[str] = "0.0.0"
     #: OONI test name of the measurements ("web_connectivity", "dnscheck", "urlgetter", ...).
     test_name: ClassVar[str] = "urlgetter"
+    #: What the probe measures (stages, resolvers, redirects, throughput, schemes, ports). Required:
+    #: a probe without it is refused (netlab.capabilities.capabilities_of).
+    capabilities: ClassVar[Capabilities | None] = None
 
     async def run(self, target: Target, ctx: ProbeContext) -> dict[str, Any]:
         raise NotImplementedError
@@ -71,6 +78,15 @@ def load_probe(name: str) -> type[Probe]:
     if name not in specs:
         raise KeyError(f"unknown probe {name!r}; known: {', '.join(sorted(specs))}")
     return _import(specs[name])
+
+
+def installed_capabilities(name: str) -> Capabilities | None:
+    """The capabilities the installed probe type ``name`` declares; None when it is not installed,
+    does not import or declares none (its jobs then fail in the worker, which says why)."""
+    try:
+        return capabilities_of(load_probe(name))
+    except (KeyError, ImportError, TypeError, ContractError):
+        return None
 
 
 def load_probes() -> dict[str, type[Probe]]:

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import dns.message
 import dns.rdatatype
 
+from netlab.capabilities import Capabilities
 from netlab.target import Target, host_is_ip
 from probes.base import Probe
 from probes.context import ProbeContext
@@ -193,8 +194,9 @@ class DnsProbe(Probe):
     """Resolve the target's name with the vantage's resolver and, concurrently, the public one."""
 
     name: ClassVar[str] = "dns"
-    version: ClassVar[str] = "0.1.0"
+    version: ClassVar[str] = "0.2.0"
     test_name: ClassVar[str] = "dnscheck"
+    capabilities: ClassVar[Capabilities] = Capabilities(stages=("dns",), public_dns=True)
 
     async def run(self, target: Target, ctx: ProbeContext) -> dict[str, Any]:
         ensure_target_allowed(target, ctx)
@@ -202,6 +204,8 @@ class DnsProbe(Probe):
         keys: dict[str, Any] = {
             "queries": [],
             "dns_experiment_failure": None,
+            "failure": None,
+            "x_failed_stage": None,
             "x_public_failure": None,
             "x_resolved": {"system": [], "public": None},
             "x_dns_responses": {"system": 0},
@@ -223,6 +227,9 @@ class DnsProbe(Probe):
         keys["dns_experiment_failure"] = system.failure
         keys["x_resolved"]["system"] = system.addresses
         keys["x_dns_responses"]["system"] = system.responses
+        if not system.addresses:
+            # The vantage's resolver gave nothing to connect to: the stage a fetch would stop at.
+            keys["failure"], keys["x_failed_stage"] = system.failure or "dns_no_answer", "dns"
         if len(results) > 1:
             public = results[1]
             keys["queries"].extend(public.entries)

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import httpcore
 
+from netlab.capabilities import STAGES, Capabilities
 from netlab.target import Target, host_is_ip
 from probes.base import Probe
 from probes.context import ProbeContext
@@ -414,6 +415,8 @@ class HttpProbe(Probe):
     name: ClassVar[str] = "http"
     version: ClassVar[str] = "0.1.0"
     test_name: ClassVar[str] = "urlgetter"
+    # One request, no redirects, the vantage's resolver only.
+    capabilities: ClassVar[Capabilities] = Capabilities(stages=STAGES, throughput=True)
 
     async def run(self, target: Target, ctx: ProbeContext) -> dict[str, Any]:
         return await fetch_chain(target, ctx, public_lookup=False, tags=FetchTags())

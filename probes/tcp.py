@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from netlab.capabilities import Capabilities
 from netlab.target import Target
 from probes.base import Probe
 from probes.context import ProbeContext
@@ -88,8 +89,9 @@ class TcpProbe(Probe):
     """Resolve the target (unless given addresses) and connect to each address on its port."""
 
     name: ClassVar[str] = "tcp"
-    version: ClassVar[str] = "0.1.0"
+    version: ClassVar[str] = "0.2.0"
     test_name: ClassVar[str] = "urlgetter"
+    capabilities: ClassVar[Capabilities] = Capabilities(stages=("dns", "tcp"))
 
     def __init__(self, addresses: list[str] | None = None) -> None:
         self.addresses = addresses
@@ -103,12 +105,14 @@ class TcpProbe(Probe):
             "failure": None,
             "x_failed_stage": None,
             "x_addresses": [],
+            "x_resolved": {"system": [], "public": None},
         }
         if self.addresses is not None:
             addresses = list(self.addresses)
         else:
             resolved = await resolve_target(target, ctx, trace, tags=[])
             keys["queries"] = resolved.entries
+            keys["x_resolved"]["system"] = resolved.addresses
             if not resolved.addresses:
                 keys["failure"] = resolved.failure or "dns_no_answer"
                 keys["x_failed_stage"] = "dns"

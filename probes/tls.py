@@ -1,4 +1,8 @@
-"""TLS handshake with SNI = the target's host, validated against the lab CA."""
+"""TLS handshake with SNI = the target's host, validated against the lab CA.
+
+The probe type resolves and connects like the tcp probe, then does the handshake on https targets;
+an http target has no TLS stage, so its measurement ends after the connect (like the web probe's
+path for http, without the request)."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import functools
 import ssl
 from typing import Any, ClassVar
 
+from netlab.capabilities import Capabilities
 from netlab.target import Target
 from probes.base import Probe
 from probes.context import ProbeContext
@@ -107,8 +112,9 @@ class TlsProbe(Probe):
     """Resolve, connect (first address that answers), and do the TLS handshake."""
 
     name: ClassVar[str] = "tls"
-    version: ClassVar[str] = "0.1.0"
+    version: ClassVar[str] = "0.2.0"
     test_name: ClassVar[str] = "urlgetter"
+    capabilities: ClassVar[Capabilities] = Capabilities(stages=("dns", "tcp", "tls"))
 
     async def run(self, target: Target, ctx: ProbeContext) -> dict[str, Any]:
         ensure_target_allowed(target, ctx)
@@ -120,9 +126,11 @@ class TlsProbe(Probe):
             "failure": None,
             "x_failed_stage": None,
             "x_addresses": [],
+            "x_resolved": {"system": [], "public": None},
         }
         resolved = await resolve_target(target, ctx, trace, tags=[])
         keys["queries"] = resolved.entries
+        keys["x_resolved"]["system"] = resolved.addresses
         if not resolved.addresses:
             keys["failure"] = resolved.failure or "dns_no_answer"
             keys["x_failed_stage"] = "dns"
@@ -133,6 +141,9 @@ class TlsProbe(Probe):
         if connection is None:
             keys["failure"] = first_connect_failure(entries)
             keys["x_failed_stage"] = "tcp"
+            return keys
+        if not target.is_https:
+            await connection.stream.close()
             return keys
         try:
             entry, _ = await handshake(

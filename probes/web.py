@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, ClassVar
 
+from netlab.capabilities import WEB, Capabilities
 from netlab.target import Target
 from probes.base import Probe
 from probes.context import ProbeContext
@@ -58,6 +59,7 @@ class WebProbe(Probe):
     name: ClassVar[str] = "web"
     version: ClassVar[str] = "0.1.0"
     test_name: ClassVar[str] = "web_connectivity"
+    capabilities: ClassVar[Capabilities] = WEB
 
     async def run(self, target: Target, ctx: ProbeContext) -> dict[str, Any]:
         if not ctx.test_helper:

@@ -19,7 +19,9 @@ stdout, exactly one line per job, in completion order, flushed at once::
     {"id": 7, "error": "job exceeded 180 s", "kind": "timeout"}
 
 ``kind`` is "refused" when the probe refused the job (target outside the lab, unparsable URL),
-"timeout" when the job ran past ``job_timeout``, and "crash" for anything else (bad JSON,
+"timeout" when the job ran past ``job_timeout``, "contract" when the probe declares no
+capabilities or its test keys lack a key of the probe contract (netlab.capabilities; the error
+names the keys), and "crash" for anything else (bad JSON,
 unknown probe, a bug: any exception a probe raises, SystemExit included). A line that is not
 valid JSON still gets an answer, with ``"id": null``. At most ``concurrency`` jobs run at once.
 A probe that ignores the cancellation at its timeout is abandoned (its slot goes to the next
@@ -41,6 +43,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from netlab import jsonl
+from netlab.capabilities import PROBE_CONTRACT_VERSION, ContractError, capabilities_of
 from netlab.target import Target, TargetError
 from probes.context import ProbeContext
 from probes.errors import ProbeError
@@ -125,6 +128,8 @@ class Worker:
             return {"id": job_id, "measurement": measurement}
         except (ProbeError, TargetError) as exc:
             return {"id": job_id, "error": str(exc), "kind": "refused"}
+        except ContractError as exc:  # the probe broke the probe contract: say which key, never guess a verdict
+            return {"id": job_id, "error": str(exc), "kind": "contract"}
         except BaseException as exc:  # anything one probe raises (sys.exit() too) answers its job
             if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
                 raise  # the worker itself is being stopped
@@ -180,6 +185,11 @@ class Worker:
         began = time.monotonic()
         test_keys = await probe.run(target, self.ctx)
         runtime = time.monotonic() - began
+        missing = capabilities_of(probe_class).missing_keys(test_keys) if isinstance(test_keys, dict) else ["(all)"]
+        if missing:
+            raise ContractError(f"probe {probe_name!r} omitted {', '.join(missing)} from its test keys for {url}: "
+                                f"probe contract v{PROBE_CONTRACT_VERSION} (docs/writing-a-probe.md) wants them, "
+                                "the verdict would otherwise be a guess")
         test_name = getattr(probe, "test_name", "urlgetter")
         if test_name not in self._report_ids:
             self._report_ids[test_name] = new_report_id(test_name, self.ctx, self._started)

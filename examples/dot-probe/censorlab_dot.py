@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import dns.message
 import dns.rdatatype
 
+from netlab.capabilities import Capabilities
 from netlab.target import Target, host_is_ip
 from probes.base import Probe
 from probes.context import ProbeContext
@@ -38,6 +39,9 @@ class DotProbe(Probe):
     name: ClassVar[str] = "dot"
     version: ClassVar[str] = "0.1.0"
     test_name: ClassVar[str] = "dnscheck"  # OONI's experiment for DoT/DoH resolvers
+    # Resolves the server (both resolvers), connects to 853, handshakes; no HTTP, no page.
+    capabilities: ClassVar[Capabilities] = Capabilities(stages=("dns", "tcp", "tls"), public_dns=True,
+                                                        schemes=("https",), ports=(853,))
 
     async def run(self, target: Target, ctx: ProbeContext) -> dict[str, Any]:
         ensure_target_allowed(target, ctx)

@@ -10,6 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from netlab.capabilities import capabilities_of
 from probes.base import BUILTIN_PROBES, ENTRY_POINT_GROUP, load_probe
 
 EPILOG = f"""examples:
@@ -40,11 +41,14 @@ def discover() -> list[dict[str, Any]]:
     for name, (spec, dist) in sorted(specs.items()):
         module, _, cls = spec.partition(":")
         row: dict[str, Any] = {"name": name, "version": None, "module": module, "class": cls,
-                               "test_name": None, "distribution": dist, "error": None}
+                               "test_name": None, "distribution": dist, "error": None, "capabilities": None,
+                               "cannot_see": None}
         try:
             probe = load_probe(name)
             row["version"] = str(getattr(probe, "version", ""))
             row["test_name"] = getattr(probe, "test_name", None)
+            caps = capabilities_of(probe)  # a probe without capabilities is listed as broken: it cannot be scored
+            row["capabilities"], row["cannot_see"] = caps.to_json(), caps.blind_spots()
         except Exception as exc:  # a broken plugin is listed, with why, not fatal
             row["error"] = f"{type(exc).__name__}: {exc}"
         rows.append(row)
@@ -57,10 +61,13 @@ def run(args: argparse.Namespace, console: Console) -> int:
         print(json.dumps(rows, indent=1))
         return 0
     t = Table(title=f"Probe types (entry points {ENTRY_POINT_GROUP})")
-    for col in ("name", "version", "module", "test_name", "distribution"):
+    for col in ("name", "version", "module", "test_name", "distribution", "stages", "cannot see"):
         t.add_column(col)
     for r in rows:
         version = r["version"] if r["error"] is None else f"[red]broken: {r['error']}[/]"
-        t.add_row(r["name"], version, f"{r['module']}:{r['class']}", r["test_name"] or "-", r["distribution"])
+        caps = r["capabilities"] or {}
+        stages = "+".join(caps.get("stages") or []) + (" +public dns" if caps.get("public_dns") else "")
+        t.add_row(r["name"], version, f"{r['module']}:{r['class']}", r["test_name"] or "-", r["distribution"],
+                  stages or "-", "; ".join(r["cannot_see"] or []) or "-")
     console.print(t)
     return 0

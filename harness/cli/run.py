@@ -30,6 +30,7 @@ from harness.runner import RunOutcome, measure_and_score
 from harness.testlist import Skipped, read_test_list, scenario_with_targets, select_targets
 from netlab.backends import get_backend
 from netlab.backends.base import RunningLab, read_state
+from netlab.capabilities import capabilities_of
 from netlab.compile import compile_lab
 from netlab.errors import LabFault, NetlabError, UsageError
 from netlab.interrupts import deferred, raise_if_interrupted
@@ -52,12 +53,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="examples:\n  harness run scenarios/demo.yaml\n  harness run scenarios/demo.yaml --check "
         "--out results/demo\n  harness run big.yaml --shard 2/4 --concurrency 64\n"
         "  harness run scenarios/demo.yaml --targets lists/zz.csv   replay a Citizen Lab test list\n"
-        "  harness run scenarios/demo.yaml --json > run.json          machine-readable summary",
+        "  harness run scenarios/demo.yaml --json > run.json          machine-readable summary\n"
+        "  harness run scenarios/demo.yaml --probe dns --probe web --out results/ab   both probe types on one lab:\n"
+        "      results/ab/dns and results/ab/web, one complete results folder each (`harness compare` them)",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scenario", help="scenario file (YAML)")
     add_name(p)
     add_backend(p)
-    p.add_argument("--probe", default="web", help="probe type to run (default: web)")
+    p.add_argument("--probe", action="append", dest="probes", metavar="PROBE",
+                   help="probe type to run (default: web); repeat it to run several on the same lab, one after "
+                   "another: each writes its own results folder, OUT/<probe>")
     p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
                    help=f"measurements in flight per vantage (default {DEFAULT_CONCURRENCY})")
     p.add_argument("--out", type=Path, help="results folder (default: results/<lab>-<time>)")
@@ -85,7 +90,9 @@ def parse_shard(text: str) -> tuple[int, int]:
 def run(args: argparse.Namespace, console: Console) -> int:
     # Everything that can be refused is checked before a lab starts: scenario, probe, options, --out.
     scenario = load_scenario(args.scenario)
-    check_probe(args.probe)
+    args.probes = list(dict.fromkeys(args.probes or ["web"]))
+    for probe in args.probes:
+        check_probe(probe)
     load_fingerprints(args.fingerprints)  # a bad --fingerprints file is refused now, not after the campaign
     shard = parse_shard(args.shard)
     if not 1 <= args.concurrency <= MAX_CONCURRENCY:
@@ -111,9 +118,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
 
 def check_probe(name: str) -> None:
-    """An unknown probe type is a usage error before any lab starts."""
+    """An unknown probe type, or one that declares no capabilities (the oracle could not tell what
+    it can see), is a usage error before any lab starts."""
     try:
-        load_probe(name)
+        capabilities_of(load_probe(name))
     except KeyError as exc:
         raise UsageError(f"--probe: {exc.args[0]} (see `harness probes list`)") from None
 
@@ -161,17 +169,24 @@ def _run(args: argparse.Namespace, console: Console, scenario: Scenario, skipped
          out: Path, shard: tuple[int, int]) -> int:
     t0 = time.monotonic()
     owned: list[RunningLab] = []
+    # One probe type writes to OUT; several share the lab, one after another, each into OUT/<probe>.
+    outs = {p: out if len(args.probes) == 1 else out / p for p in args.probes}
+    outcomes: dict[str, RunOutcome] = {}
     try:
         lab = attach_or_up(args, console, scenario, name, owned)
         up_seconds = time.monotonic() - t0
-        config = CampaignConfig(probe=args.probe, concurrency=args.concurrency, shard=shard)
         total = len(shard_targets(scenario.targets, *shard)) * len(lab.state.vantages)
-        raise_if_interrupted()
-        with _progress(console, total, args.quiet) as advance:
-            outcome = measure_and_score(lab, scenario, out, config, backend=args.backend,
-                                        fingerprints=args.fingerprints,
-                                        on_result=lambda v, line: (raise_if_interrupted(), advance(v, line)),
-                                        up_seconds=up_seconds)
+        for probe in args.probes:
+            config = CampaignConfig(probe=probe, concurrency=args.concurrency, shard=shard)
+            raise_if_interrupted()
+            with _progress(console, total, args.quiet) as advance:
+                outcomes[probe] = measure_and_score(lab, scenario, outs[probe], config, backend=args.backend,
+                                                    fingerprints=args.fingerprints,
+                                                    on_result=lambda v, line: (raise_if_interrupted(),
+                                                                               advance(v, line)),
+                                                    up_seconds=up_seconds)
+            if outcomes[probe].scored is None:
+                break  # a lab fault: the lab cannot be trusted for the next probe either
     finally:
         for mine in owned:
             t1 = time.monotonic()
@@ -180,11 +195,21 @@ def _run(args: argparse.Namespace, console: Console, scenario: Scenario, skipped
             if not args.quiet:
                 console.print(f"  lab {name} down in {time.monotonic() - t1:.2f}s")
     raise_if_interrupted()
-    result = outcome.campaign
     if args.json:
-        print(json.dumps(json_summary(outcome, skipped), indent=1))
+        summaries = {p: json_summary(o, skipped) for p, o in outcomes.items()}
+        print(json.dumps(summaries[args.probes[0]] if len(args.probes) == 1 else {"probes": summaries}, indent=1))
     if args.targets:
         (out / "skipped-targets.json").write_text(json.dumps([s.to_json() for s in skipped], indent=1))
+    codes = [_report_outcome(args, console, p, o, len(args.probes) > 1) for p, o in outcomes.items()]
+    return max(codes)
+
+
+def _report_outcome(args: argparse.Namespace, console: Console, probe: str, outcome: RunOutcome,
+                    several: bool) -> int:
+    """Print one probe type's outcome; its exit code."""
+    result, out = outcome.campaign, outcome.out_dir
+    if several and not args.json:
+        console.rule(f"probe {probe}")
     if outcome.scored is None:
         console.print("[bold red]lab fault:[/] during the run:\n  " + "\n  ".join(result.lab_faults)
                       + f"\nthe measurements in {out} cannot be trusted and were not scored", highlight=False)

@@ -14,6 +14,7 @@ import pytest
 from test_probes_support import PAGE, DnsServer, Pki, http_response, make_context, serve, tcp_server
 
 import probes.worker as worker_module
+from netlab.capabilities import Capabilities
 from probes.base import Probe
 from probes.worker import Worker
 
@@ -163,10 +164,11 @@ def test_result_lines_stay_whole_when_signals_interrupt_writes() -> None:
 class _Probe(Probe):
     name = "fine"
     test_name = "urlgetter"
+    capabilities = Capabilities(stages=("dns",))
     calls = 0
 
     async def run(self, target: Any, ctx: Any) -> dict[str, Any]:
-        return {"failure": None}
+        return {"failure": None, "queries": [], "x_resolved": {"system": []}, "x_failed_stage": None}
 
 
 class _Raises(_Probe):
@@ -233,6 +235,33 @@ def test_a_probe_that_raises_answers_its_job(monkeypatch: pytest.MonkeyPatch) ->
     assert by_id[1]["kind"] == "crash" and by_id[1]["error"].startswith("SystemExit")
     assert by_id[2]["kind"] == "crash" and "CancelledError" in by_id[2]["error"]
     assert "measurement" in by_id[3]  # the worker carried on
+
+
+class _Forgetful(_Probe):
+    """Follows docs/writing-a-probe.md but forgets x_resolved (the issue-19 add-on probe)."""
+
+    capabilities = Capabilities(stages=("dns", "tcp"))
+
+    async def run(self, target: Any, ctx: Any) -> dict[str, Any]:
+        return {"queries": [], "tcp_connect": [], "failure": None, "x_failed_stage": None}
+
+
+class _Undeclared(Probe):
+    name = "undeclared"
+
+    async def run(self, target: Any, ctx: Any) -> dict[str, Any]:
+        return {"queries": [], "x_resolved": {}, "failure": None, "x_failed_stage": None}
+
+
+def test_a_probe_that_breaks_the_contract_gets_a_clear_error() -> None:
+    """A missing contract key, or no capabilities at all, answers the job with kind "contract" and
+    names what is missing: a no_measurement row with that reason, never a guessed verdict."""
+    jobs = [{"id": 1, "probe": "forgetful", "url": "https://news.test/"},
+            {"id": 2, "probe": "undeclared", "url": "https://news.test/"}]
+    by_id, _ = _serve({"forgetful": _Forgetful, "undeclared": _Undeclared}, jobs)
+    assert by_id[1]["kind"] == "contract"
+    assert "omitted x_resolved" in by_id[1]["error"] and "contract v1" in by_id[1]["error"]
+    assert by_id[2]["kind"] == "contract" and "declares no capabilities" in by_id[2]["error"]
 
 
 def test_a_hanging_probe_times_out_with_its_id(monkeypatch: pytest.MonkeyPatch) -> None:
