@@ -24,6 +24,9 @@ DPI_WORKERS = 2
 # Packet/conntrack mark bit meaning "this flow is blackholed" (set by the middlebox, saved to
 # the conntrack entry, then every packet of the flow is dropped in the kernel).
 DROP_MARK = 0x40000000
+# Mark bit meaning "the middlebox has decided to let this flow pass": saved to the conntrack entry
+# the same way, after which the flow's later packets stay in the kernel.
+PASS_MARK = 0x20000000
 # Client->server packets of each flow the middlebox inspects; later ones stay in the kernel.
 INSPECT_PACKETS = 10
 

@@ -103,10 +103,11 @@ class Decision:
     send: list[bytes] = field(default_factory=list)  # forged packets, sent before the verdict
     delay: float = 0.0
     rule: int | None = None  # index of the rule that hit
+    settled: bool = False  # accept, and the flow's later packets need not come to the middlebox
 
 
 PASS = Decision()
-
+SETTLED = Decision(settled=True)
 
 @dataclass
 class CRule:
@@ -435,6 +436,9 @@ class Engine:
             flow.done = True
             flow.buf = bytearray()
             flow.ooo.clear()
+            # Nothing later in the flow can match, so the kernel may keep the rest of it, unless a
+            # residual block of the pair, recorded meanwhile, is still to act on this flow.
+            return PASS if self.has_residual else SETTLED
         return PASS
 
     def _tcp_action(self, rule: CRule, pkt: Packet) -> Decision:
@@ -503,6 +507,9 @@ NFQNL_CFG_CMD_BIND = 1
 NFQNL_COPY_PACKET = 2
 NF_DROP, NF_ACCEPT, NF_REPEAT = 0, 1, 4
 _NLMSG = struct.Struct("=IHHII")  # nlmsghdr, host byte order
+_NLHEAD = struct.Struct("=IH")  # its length and type
+_NLATTR = struct.Struct("=HH")  # nlattr: length, type
+_BE32 = struct.Struct("!I")
 _PACKET = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET
 BATCH = 64  # packets judged before their verdicts are sent (bounds the wait of the first)
 
@@ -570,21 +577,21 @@ class NfQueue:
             return None
         buf, out, off = self.buf, [], 0
         while off + 20 <= n:
-            mlen, kind = struct.unpack_from("=IH", buf, off)
+            mlen, kind = _NLHEAD.unpack_from(buf, off)
             if mlen < 20 or off + mlen > n:
                 break
             if kind == _PACKET:
                 a, end = off + 20, off + mlen
                 pid, mark, payload = -1, 0, b""
                 while a + 4 <= end:
-                    alen, atype = struct.unpack_from("=HH", buf, a)
+                    alen, atype = _NLATTR.unpack_from(buf, a)
                     if alen < 4:
                         break
                     atype &= 0x3FFF  # without the nested / byte-order flags
                     if atype == NFQA_PACKET_HDR:
-                        pid = struct.unpack_from("!I", buf, a + 4)[0]
+                        pid = _BE32.unpack_from(buf, a + 4)[0]
                     elif atype == NFQA_MARK:
-                        mark = struct.unpack_from("!I", buf, a + 4)[0]
+                        mark = _BE32.unpack_from(buf, a + 4)[0]
                     elif atype == NFQA_PAYLOAD:
                         payload = bytes(buf[a + 4 : a + alen])
                     a += (alen + 3) & ~3
@@ -602,6 +609,7 @@ class Middlebox:
         self.queue = int(cfg["queue"] if queue is None else queue)
         self.engine = Engine(cfg, residual=residual)
         self.drop_mark = int(cfg.get("drop_mark", 0x40000000))
+        self.pass_mark = int(cfg.get("pass_mark", 0))  # 0: the rules have no pass mark (shaper)
         self.held: list[tuple[float, int]] = []  # (release time, packet id), shaper mode
         self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         self.stop = False
@@ -638,6 +646,8 @@ class Middlebox:
                     msgs.append(q.verdict(pid, NF_DROP))
                 elif dec.verdict == HOLD:
                     heapq.heappush(self.held, (time.monotonic() + dec.delay, pid))
+                elif dec.settled and self.pass_mark:  # re-run through the chain, which saves the mark
+                    msgs.append(q.verdict(pid, NF_REPEAT, (mark | self.pass_mark) & 0xFFFFFFFF))
                 else:
                     accepted.append(pid)
             if len(msgs) + len(accepted) >= BATCH:

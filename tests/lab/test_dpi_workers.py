@@ -108,3 +108,12 @@ def test_a_dead_worker_is_a_lab_fault(tmp_path: Path) -> None:
         assert f"{dpi['host']}/dpi (router) exited with status 1" in run.stdout, run.stdout
     finally:
         assert harness("down", name).returncode == 0
+
+
+def test_a_flow_decided_to_pass_leaves_the_queue(lab):  # noqa: F811
+    with_dpi(lab, Rule(Match(sni="social.test"), "reset"))
+    before = sum(queued(lab).values())
+    assert lab.client_cmd("bulk", SITES[2], "--size", str(1 << 20))["bytes"] == 1 << 20
+    # SYN, ACK and the request; the ~20 ACKs after it stay in the kernel (10 were queued before)
+    assert sum(queued(lab).values()) - before <= 4
+    assert lab.client_cmd("tls", "social.test", SITES[2])["result"] == "handshake:connection_reset"

@@ -65,3 +65,13 @@ def test_fan_out_rules_and_config():
     assert f"--queue-balance {DPI_QUEUE}:{DPI_QUEUE + DPI_WORKERS - 1}" in rules
     assert f"--queue-num {DPI_QUEUE}" in dpi_iptables_rules(isp, workers=1)
     assert dpi_config(isp, isp_addresses(1), {}, workers=1)["queues"] == [DPI_QUEUE]
+
+
+def test_a_flow_decided_to_pass_is_settled_unless_residual_may_still_act():
+    plain = Engine(dpi_config(Isp("isp-b", dpi_rules=(Rule(Match(sni="social.test"), "reset"),)),
+                              isp_addresses(1), {}))
+    d = plain.process(hello(40000, name="ok.test"))
+    assert d.verdict == ACCEPT and d.settled
+    assert not plain.process(hello(40001, name="social.test")).settled
+    # a residual rule: a block recorded later must still reach this flow's next packets
+    assert not workers(1)[0].process(hello(40002, name="ok.test")).settled
