@@ -5,20 +5,29 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
 from harness.analysis import load_fingerprints
 from harness.campaign import shard_targets
-from harness.score import ResultsError, Score, measurement_files, score, verdict_rows
+from harness.score import (
+    TECHNIQUES,
+    ResultsError,
+    Score,
+    VerdictRow,
+    measurement_files,
+    score,
+    unmeasured_rows,
+    verdict_rows,
+)
 from netlab.capabilities import WEB, Capabilities
 from netlab.errors import LabFault
 from netlab.impact import IspImpact, impact
 from netlab.loader import load_scenario
 from netlab.model import Scenario
-from netlab.oracle import expected_verdicts
+from netlab.oracle import Expectation, expected_verdicts
 from probes.base import installed_capabilities
 
 
@@ -118,6 +127,58 @@ def run_capabilities(infos: list[dict[str, Any]]) -> Capabilities:
     return installed_capabilities(kinds.pop()) or WEB
 
 
+@dataclass
+class RunOracle:
+    """What a campaign was to measure, and the oracle's expectation of each (vantage, target)."""
+
+    scenario: Scenario
+    sites: dict[str, IPv4Address]
+    vantages: list[str]
+    caps: Capabilities
+    expectations: dict[tuple[str, str], Expectation]
+    wanted: list[tuple[str, str]]  # the expected pairs the campaign was to measure
+    errors: list[dict[str, Any]] = field(default_factory=list)  # the campaign's (run.json)
+    infos: list[dict[str, Any]] = field(default_factory=list)
+    probe: str = "web"
+
+    def at_ooni_level(self) -> RunOracle:
+        """The same oracle for OONI's blocking/accessible (harness.calls): what OONI's classic analysis
+        sees of what this probe measured, each expectation as the OONI class it implies."""
+        from harness.calls import OONI_VIEW, as_ooni_expectation
+
+        caps = self.caps.meet(OONI_VIEW)
+        exp = {k: as_ooni_expectation(e, k[1]) for k, e in expected_verdicts(self.scenario, self.sites, caps).items()}
+        return replace(self, caps=caps, expectations=exp, wanted=[k for k in self.wanted if k in exp])
+
+    def scored(self, rows: list[VerdictRow], techniques: tuple[str, ...] = TECHNIQUES) -> ScoredRun:
+        """The score of ``rows`` (one per measured pair, a no_measurement row for each pair of
+        ``wanted`` without one), with collateral damage and effectiveness."""
+        rows = rows + unmeasured_rows(self.expectations, {(r.vantage, r.url) for r in rows}, self.wanted,
+                                      self.errors)
+        rows.sort(key=lambda r: (r.url, r.vantage))
+        measured = {(r.vantage, r.url) for r in rows}
+        rules = {k: e.rule for k, e in self.expectations.items()}
+        expected = {k: e.verdict for k, e in self.expectations.items() if k in measured}
+        observed = {(r.vantage, r.url): r.observed for r in rows}
+        return ScoredRun(scenario=self.scenario, vantages=self.vantages, score=score(rows, techniques),
+                         impact_expected=impact(self.scenario, self.sites, expected, rules),
+                         impact_observed=impact(self.scenario, self.sites, observed, rules),
+                         probe=self.probe, capabilities=self.caps, infos=self.infos)
+
+
+def run_oracle(dirs: list[Path], scenario: Scenario | None = None) -> RunOracle:
+    """The oracle of results folders (checked by read_run_infos first)."""
+    infos = read_run_infos(dirs)
+    scenario = scenario or load_scenario(Path(dirs[0]) / "scenario.yaml")
+    sites = {k: IPv4Address(v) for k, v in infos[0]["site_addresses"].items()}
+    caps = run_capabilities(infos)
+    expectations = expected_verdicts(scenario, sites, caps)
+    wanted = expected_pairs(scenario, infos)
+    return RunOracle(scenario, sites, infos[0]["vantages"], caps, expectations,
+                     [k for k in expectations if k[0] in wanted.get(k[1], ())],
+                     [e for i in infos for e in i.get("errors") or []], infos, infos[0].get("probe") or "web")
+
+
 def score_results(dirs: list[Path], fingerprint_files: list[Path] | None = None,
                   scenario: Scenario | None = None) -> ScoredRun:
     """Score results folders. ``scenario``: the one already loaded for the run, if there is one
@@ -126,23 +187,10 @@ def score_results(dirs: list[Path], fingerprint_files: list[Path] | None = None,
     Every (vantage, target) the campaign was to measure gets a row: a pair without a measurement
     is a no_measurement mismatch (why: the campaign's errors in run.json), so a run that measured
     little or nothing never scores as a pass."""
-    infos = read_run_infos(dirs)
-    scenario = scenario or load_scenario(Path(dirs[0]) / "scenario.yaml")
-    sites = {k: IPv4Address(v) for k, v in infos[0]["site_addresses"].items()}
-    caps = run_capabilities(infos)
-    expectations = expected_verdicts(scenario, sites, caps)
-    wanted = expected_pairs(scenario, infos)
-    errors = [e for i in infos for e in i.get("errors") or []]
-    rows = verdict_rows(measurement_files(dirs), expectations, load_fingerprints(fingerprint_files),
-                        expected=(k for k in expectations if k[0] in wanted.get(k[1], ())), errors=errors)
-    measured = {(r.vantage, r.url) for r in rows}
-    rules = {k: e.rule for k, e in expectations.items()}
-    expected = {k: e.verdict for k, e in expectations.items() if k in measured}
-    observed = {(r.vantage, r.url): r.observed for r in rows}
-    return ScoredRun(scenario=scenario, vantages=infos[0]["vantages"], score=score(rows),
-                     impact_expected=impact(scenario, sites, expected, rules),
-                     impact_observed=impact(scenario, sites, observed, rules),
-                     probe=infos[0].get("probe") or "web", capabilities=caps, infos=infos)
+    oracle = run_oracle(dirs, scenario)
+    rows = verdict_rows(measurement_files(dirs), oracle.expectations, load_fingerprints(fingerprint_files),
+                        expected=[], errors=oracle.errors)
+    return oracle.scored(rows)
 
 
 def write_verdicts(out_dir: Path, run: ScoredRun) -> None:

@@ -197,13 +197,24 @@ def verdict_rows(files: list[Path], expectations: dict[tuple[str, str], Expectat
             result = analyse(m["test_keys"], None if control is None else _unslim(control), fingerprints)
             rows.append(VerdictRow(vantage, url, result.verdict, expectations.get((vantage, url)), result.why,
                                    m.get("measurement_uid", "")))
+    rows += unmeasured_rows(expectations, seen, expected, errors)
+    rows.sort(key=lambda r: (r.url, r.vantage))
+    return rows
+
+
+def unmeasured_rows(expectations: dict[tuple[str, str], Expectation], seen: Iterable[tuple[str, str]],
+                    expected: Iterable[tuple[str, str]] | None = None, errors: Iterable[dict[str, Any]] = ()
+                    ) -> list[VerdictRow]:
+    """A no_measurement row (a mismatch) for every pair of ``expected`` (default: every pair of
+    ``expectations``) not in ``seen``, with its reason from the campaign's ``errors``."""
+    seen = set(seen)
     failed = {(e.get("vantage"), e.get("url")): e for e in errors if isinstance(e, dict)}
+    rows = []
     for key in (expectations if expected is None else expected):
         if key not in seen:
             reason, why = no_measurement_reason(failed.get(key))
             rows.append(VerdictRow(key[0], key[1], Verdict.NO_MEASUREMENT, expectations.get(key), why,
                                    no_measurement=reason))
-    rows.sort(key=lambda r: (r.url, r.vantage))
     return rows
 
 
@@ -239,8 +250,10 @@ def _unslim(slim: tuple[Any, ...]) -> dict[str, Any]:
     return control
 
 
-def score(rows: list[VerdictRow]) -> Score:
-    s = Score(rows=rows, techniques={t: TechniqueScore() for t in TECHNIQUES})
+def score(rows: list[VerdictRow], techniques: tuple[str, ...] = TECHNIQUES) -> Score:
+    """The score of ``rows``; ``techniques``: the families precision and recall are given for (the
+    lab's, or OONI's blocking values when the rows hold OONI calls: harness.calls)."""
+    s = Score(rows=rows, techniques={t: TechniqueScore() for t in techniques})
     for r in rows:
         if r.expected is None:
             continue

@@ -78,6 +78,16 @@ class Capabilities:
     def fetches_page(self) -> bool:
         return "http" in self.stages
 
+    def meet(self, other: Capabilities) -> Capabilities:
+        """What both see: the shorter stage list, each ability only where both have it."""
+        stages = self.stages if len(self.stages) <= len(other.stages) else other.stages
+        ports = self.ports if other.ports is None else other.ports if self.ports is None else \
+            tuple(p for p in self.ports if p in other.ports)
+        return Capabilities(stages=stages, public_dns=self.public_dns and other.public_dns,
+                            redirects=self.redirects and other.redirects,
+                            throughput=self.throughput and other.throughput,
+                            schemes=tuple(s for s in self.schemes if s in other.schemes), ports=ports)
+
     def blind_spots(self) -> list[str]:
         """What this probe cannot see, in words (harness probes list, docs)."""
         out = []

@@ -10,11 +10,11 @@ import argparse
 import os
 import sys
 
-from harness.cli import common, compose, down, explain, image, probes, report, run, score, status, up
+from harness.cli import common, compare, compose, down, explain, image, probes, report, run, score, status, up
 from netlab import interrupts
 from netlab.errors import LabError, NetlabError, ScenarioError, UsageError
 
-VERBS = (up, down, status, run, score, explain, report, probes, compose, image)
+VERBS = (up, down, status, run, score, compare, explain, report, probes, compose, image)
 EPILOG = """examples:
   harness run scenarios/demo.yaml            bring the demo lab up, measure, score, tear down
   harness run scenarios/demo.yaml --check    ... and exit 1 on any verdict that differs from the oracle
@@ -22,6 +22,8 @@ EPILOG = """examples:
   harness status                             list labs on this machine
   harness down --all                         remove every lab (also leftovers of a crash)
   harness score results/demo-*/              re-score saved measurements (several folders merge)
+  harness score results/demo --analysis CMD  score your own analysis program's calls on a run
+  harness compare results/ab/tcp results/ab/web   two runs side by side; exit 1 on a regression
   harness run scenarios/demo.yaml --targets list.csv   replay a Citizen Lab test list in the lab
   harness explain scenarios/demo.yaml        expected verdicts and each ISP's compiled dataplane (no lab)
   harness report results/demo-* -o report.html         self-contained HTML report
