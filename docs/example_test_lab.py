@@ -35,7 +35,7 @@ def test_the_lab_agrees_with_its_ground_truth(web: LabRun, lab) -> None:
 def test_my_detector_finds_the_nxdomain_blocking(web: LabRun) -> None:
     mine = {(m["x_vantage"], m["input"]): my_detector(m) for m in web.measurements}
     truth = {k: v for k, v in web.expected.items() if v == "dns.nxdomain"}
-    assert_verdicts(mine, truth)
+    assert_verdicts(mine, truth, run=web)  # run: mismatches name the rule, the measurement, what it saw
 
 
 def test_one_vantage_some_urls(lab) -> None:

@@ -5,17 +5,19 @@ their detection logic against ground truth.
   The scenario comes from ``--lab-scenario PATH``, else the ``@pytest.mark.lab_scenario(PATH)``
   marker of the tests that use ``lab`` (they must agree), else the ini option ``lab_scenario``.
   Other ini options: ``lab_backend`` (netns | compose, default netns), ``lab_name`` (default: a
-  unique name per session).
+  unique name per session). Results folders live under pytest's ``tmp_path_factory`` (pytest keeps
+  the last sessions' folders), or under ``--lab-keep DIR``.
 - ``lab.measure(probe="web", vantages=None, targets=None)`` -> ``LabRun`` with measurements,
   verdicts and the expectations of the oracle.
-- ``assert_verdicts(got, expected)``: AssertionError with a readable diff of verdict tables.
+- ``assert_verdicts(got, expected, run=None)``: AssertionError with a readable diff of verdict
+  tables and, per mismatch, the oracle's rule, the measurement_uid, what it saw and the kept
+  results folder (``run``: the LabRun whose measurements a detector of your own judged).
 
 Docs: docs/pytest-plugin.md (with a complete example test file).
 """
 
 from __future__ import annotations
 
-import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -40,6 +42,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("censorlab", "censorlab: a censorship lab as a fixture")
     group.addoption("--lab-scenario", default=None, help="scenario file for the `lab` fixture "
                     "(overrides markers and the ini option)")
+    group.addoption("--lab-keep", default=None, metavar="DIR", help="keep every results folder of the `lab` "
+                    "fixture under DIR/<lab name> (default: pytest's temporary folders, which keep the last "
+                    "few sessions)")
     parser.addini("lab_scenario", "scenario file for the `lab` fixture (relative to the rootdir)", default="")
     parser.addini("lab_backend", "lab backend: netns (default) or compose", default="netns")
     parser.addini("lab_name", "lab name (default: unique per session)", default="")
@@ -180,10 +185,17 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     scenario = load_scenario(scenario_path(request.session))
     backend = config.getini("lab_backend") or "netns"
     name = config.getini("lab_name") or f"pt{uuid.uuid4().hex[:6]}"
+    keep = config.getoption("lab_keep", None)
+    if keep:
+        workdir = Path(keep).resolve() / name
+        workdir.mkdir(parents=True, exist_ok=True)
+    else:
+        # Not a TemporaryDirectory: the folders a failing test names must outlive the session.
+        tmp_path_factory: pytest.TempPathFactory = request.getfixturevalue("tmp_path_factory")
+        workdir = tmp_path_factory.mktemp(f"lab-{name}")
     running = get_backend(backend).up(compile_lab(scenario, name))
     try:
-        with tempfile.TemporaryDirectory(prefix=f"lab-{name}-") as tmp:
-            yield Lab(scenario, running, backend, Path(tmp))
+        yield Lab(scenario, running, backend, workdir)
     finally:
         running.down()
 
@@ -225,9 +237,11 @@ def _summary(m: dict[str, Any] | None) -> str:
     return "; ".join(parts) or "no network operations"
 
 
-def verdict_diff(got: Verdicts, expected: Verdicts, run: LabRun | None = None) -> str:
+def verdict_diff(got: Verdicts, expected: Verdicts, run: LabRun | None = None, detector: bool = False) -> str:
     """A verdict table of the expected cells (✗ got (expected) where they differ) and, per mismatch,
-    the measurement behind it. Empty string when everything expected is what was got."""
+    the measurement behind it. ``detector``: ``got`` is another detector's verdicts on ``run``'s
+    measurements (the lab's own verdict is then shown beside it). Empty string when everything
+    expected is what was got."""
     bad = {k for k, v in expected.items() if got.get(k) != v}
     if not bad:
         return ""
@@ -256,7 +270,7 @@ def verdict_diff(got: Verdicts, expected: Verdicts, run: LabRun | None = None) -
         lines.append(f"  {v} {u}: got {got.get((v, u), 'missing')}, expected {expected[(v, u)]}")
         row = rows.get((v, u))
         if row is not None:
-            lines.append(f"      why: {row.why}")
+            lines.append(f"      lab's verdict: {row.label} ({row.why})" if detector else f"      why: {row.why}")
             if row.expected is not None:
                 lines.append(f"      oracle: {row.expected.verdict.value} ({row.expected.reason})")
         if run is not None:
@@ -264,17 +278,26 @@ def verdict_diff(got: Verdicts, expected: Verdicts, run: LabRun | None = None) -
             uid = m.get("measurement_uid") if m else "-"
             lines.append(f"      measurement: {uid} in {run.out_dir / 'measurements.jsonl'}")
             lines.append(f"      saw: {_summary(m)}")
+    if run is not None:
+        lines += ["", f"results kept in {run.out_dir} (measurements.jsonl, verdicts.jsonl, score.json; "
+                  f"`harness report {run.out_dir} -o report.html`)"]
     return "\n".join(lines)
 
 
-def assert_verdicts(got: LabRun | Mapping[Any, Any], expected: LabRun | Mapping[Any, Any]) -> None:
-    """Every verdict in ``expected`` must be in ``got``; extra cells of ``got`` are ignored.
+def assert_verdicts(got: LabRun | Mapping[Any, Any], expected: LabRun | Mapping[Any, Any],
+                    run: LabRun | None = None) -> None:
+    """Every verdict in ``expected`` must be in ``got``; extra cells of ``got`` are ignored. A
+    ``LabRun`` as ``expected`` stands for the oracle's verdicts of its measurements.
 
-    Raises AssertionError with a diff of the verdict tables and, per mismatch, the measurement
-    (uid, file, and what each stage saw) when ``got`` is a ``LabRun``."""
+    Raises AssertionError with a diff of the verdict tables and, per mismatch, the oracle's rule
+    and the measurement (uid, file, what each stage saw) and the results folder, which stays on
+    disk. The measurements come from ``got`` when it is a ``LabRun``, else from ``run`` (or a
+    ``LabRun`` given as ``expected``): pass it when ``got`` is your own detector's verdicts."""
     __tracebackhide__ = True
-    run = got if isinstance(got, LabRun) else None
-    diff = verdict_diff(_as_verdicts(got), _as_verdicts(expected), run)
+    run = got if isinstance(got, LabRun) else run or (expected if isinstance(expected, LabRun) else None)
+    if isinstance(expected, LabRun):
+        expected = expected.expected
+    diff = verdict_diff(_as_verdicts(got), _as_verdicts(expected), run, detector=not isinstance(got, LabRun))
     if diff:
         raise AssertionError(diff)
 

@@ -140,6 +140,30 @@ def test_diff_names_the_measurement_behind_each_mismatch(tmp_path: Path) -> None
     assert "saw: dns[system] 198.18.1.1; tcp 198.18.1.1:443 generic_timeout_error" in text
 
 
+def test_a_detectors_mismatch_names_rule_uid_saw_and_the_kept_folder(tmp_path: Path) -> None:
+    """Comparing your own detector's verdicts: pass the LabRun its measurements came from."""
+    m = {"x_vantage": "isp-a", "input": "https://a.test/", "measurement_uid": "uid-1",
+         "test_keys": {"queries": [], "tcp_connect": [{"ip": "198.18.1.1", "port": 443,
+                                                       "status": {"failure": "connection_refused"}}]}}
+    run = LabRun(tmp_path, [m], [_row("isp-a", "https://a.test/", Verdict.TCP_RESET, Verdict.TCP_RESET)])
+    mine = {("isp-a", "https://a.test/"): "ok"}
+    with pytest.raises(AssertionError) as info:
+        assert_verdicts(mine, run)  # the LabRun as expected: the oracle's verdicts, and the context
+    text = str(info.value)
+    assert "✗ ok (expected tcp.reset)" in text
+    assert "lab's verdict: tcp.reset (generic_timeout_error)" in text
+    assert "oracle: tcp.reset (firewall rule line 7)" in text and "measurement: uid-1" in text
+    assert "saw: tcp 198.18.1.1:443 connection_refused" in text
+    assert f"results kept in {tmp_path}" in text
+    with pytest.raises(AssertionError, match="measurement: uid-1"):
+        assert_verdicts(mine, {("isp-a", "https://a.test/"): "tcp.reset"}, run=run)
+
+
+def test_lab_keep_option(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest(*plugin_args(), "--help")
+    result.stdout.fnmatch_lines(["*--lab-keep=DIR*"])
+
+
 def test_matching_verdicts_pass_and_extra_cells_are_ignored() -> None:
     got = {("a", "u"): "ok", ("b", "u"): "dns.bogon"}
     assert verdict_diff(got, {("a", "u"): "ok"}) == ""
