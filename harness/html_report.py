@@ -1,17 +1,22 @@
 """A self-contained HTML report of a results folder (or the shards of one run).
 
-One file, no external assets: the verdict matrix (targets x vantages, coloured by verdict
-family, mismatches outlined with the expected verdict), the score (confusion matrix, precision
-and recall per technique), and for every measurement its timeline (DNS, connect, TLS handshake,
-request, from the OONI ``t0``/``t`` fields) with the OONI JSON one click away. Long strings in
+One file, no external assets: what ran (probe type and what it can see, dates, versions), the
+mismatches first, a chart of verdicts per ISP and technique (inline SVG), the verdict matrix
+(targets x vantages, coloured by verdict family, mismatches outlined with the expected verdict),
+the score (confusion matrix, precision and recall per technique), enforcement per ISP
+(collateral damage and effectiveness, measured beside the oracle's), probe errors, and for every
+measurement (mismatches first) its timeline (DNS, connect, TLS handshake, request, from the OONI
+``t0``/``t`` fields) with the OONI JSON one click away. Long strings in
 the embedded JSON (bodies, certificates) are shortened; measurements.jsonl has them in full.
 """
 
 from __future__ import annotations
 
 import json
+import platform
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from html import escape
 from importlib import resources
 from pathlib import Path
@@ -194,21 +199,154 @@ def summary_html(score: Score) -> str:
     return f'<p class="summary {"good" if score.passed else "badtxt"}" id="summary">{escape(text)}</p>'
 
 
+def about_html(run: ScoredRun, measured: list[dict[str, Any]]) -> str:
+    """What ran: probe type(s) and what they can see, when, and which versions."""
+    from probes.measurement import software_version
+
+    caps = run.capabilities
+    probes = sorted({f"{(m.get('annotations') or {}).get('probe') or run.probe} {m.get('test_version', '?')} "
+                     f"({m.get('test_name', '?')})" for m in measured}) or [run.probe]
+    times = sorted(m["measurement_start_time"] for m in measured if m.get("measurement_start_time"))
+    software = sorted({f"{m.get('software_name', '?')} {m.get('software_version', '?')}" for m in measured})
+    rows = [("probe type(s)", ", ".join(probes)),
+            ("it reaches", " → ".join(caps.stages) + (", asks the public resolver" if caps.public_dns else "")
+             + (", follows redirects" if caps.redirects else "") + (", times downloads" if caps.throughput else "")),
+            ("it cannot see", "; ".join(caps.blind_spots()) or "nothing the lab emulates"),
+            ("measured (UTC)", f"{times[0]} – {times[-1]}" if times else "–"),
+            ("report written (UTC)", datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")),
+            ("versions", f"measured by {', '.join(software) or '?'}; report by censorlab {software_version()}, "
+             f"python {platform.python_version()}"),
+            ("results", ", ".join(f"{i.get('lab', '?')} ({i.get('backend', '?')}), shard "
+                                  f"{'/'.join(map(str, i.get('shard') or [1, 1]))}" for i in run.infos) or "–")]
+    body = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
+    return f'<table id="about">{body}</table>'
+
+
+def mismatches_html(score: Score) -> str:
+    """Every mismatch, first thing after the summary: what was seen, what the oracle expected and why."""
+    bad = score.mismatches
+    if not bad:
+        return '<p id="mismatches" class="good">No mismatch.</p>'
+    items = []
+    for r in bad:
+        exp = r.expected
+        items.append(f'<tr data-vantage="{escape(r.vantage)}" data-url="{escape(r.url)}"><td>{escape(r.vantage)}</td>'
+                     f'<td><a href="#{anchor(r.vantage, r.url)}">{escape(r.url)}</a></td>'
+                     f'<td class="v fam-{family(r.observed)}">{escape(r.label)}</td>'
+                     f"<td>{escape(exp.verdict.value if exp else '?')}</td><td>{escape(exp.reason if exp else '')}</td>"
+                     f"<td>{escape(r.why)}</td><td>{escape(r.measurement_uid or '–')}</td></tr>")
+    return ('<table id="mismatches"><tr><th>vantage</th><th>target</th><th>observed</th><th>expected</th>'
+            f'<th>rule</th><th>why</th><th>measurement</th></tr>{"".join(items)}</table>')
+
+
+CHART_FAMILIES = ("ok", "dns", "tcp", "tls", "http", "throttled", "site_down", "control_failed", "no_measurement",
+                  "tcp_ip", "http-failure", "http-diff", "unknown")
+CHART_COLOURS = {"ok": "#8fd18f", "dns": "#b57edc", "tcp": "#e57373", "tls": "#f1c40f", "http": "#5dade2",
+                 "throttled": "#7f9cf5", "site_down": "#aaaaaa", "control_failed": "#ff5252",
+                 "no_measurement": "#c0392b",
+                 "tcp_ip": "#e57373", "http-failure": "#f1c40f", "http-diff": "#5dade2", "unknown": "#cccccc"}
+
+
+def chart_svg(score: Score, vantages: list[str]) -> str:
+    """Verdicts per vantage and technique: one stacked bar per vantage, segments by verdict family
+    (observed), with the count of mismatches beside it. Inline SVG, no script."""
+    counts: dict[str, dict[str, int]] = {v: {} for v in vantages}
+    bad: dict[str, int] = {v: 0 for v in vantages}
+    for r in score.rows:
+        fam = family(r.observed) if isinstance(r.observed, Verdict) else r.observed.technique
+        counts.setdefault(r.vantage, {})[fam] = counts.setdefault(r.vantage, {}).get(fam, 0) + 1
+        bad[r.vantage] = bad.get(r.vantage, 0) + (not r.matches)
+    order = [v for v in vantages if v != CONTROL] + [v for v in vantages if v == CONTROL]
+    order += [v for v in counts if v not in order]
+    most = max((sum(c.values()) for c in counts.values()), default=1) or 1
+    label_w, bar_w, row_h, top = 130, 560, 26, 10
+    fams = [f for f in CHART_FAMILIES if any(f in c for c in counts.values())]
+    height = top + row_h * len(order) + 30
+    parts = [f'<svg id="chart" width="{label_w + bar_w + 140}" '
+             f'height="{height}" role="img" aria-label="verdicts per ISP and technique">']
+    for i, v in enumerate(order):
+        y = top + i * row_h
+        parts.append(f'<text x="{label_w - 6}" y="{y + 16}" text-anchor="end" font-size="12">{escape(v)}</text>')
+        x = float(label_w)
+        for f in fams:
+            n = counts[v].get(f, 0)
+            if not n:
+                continue
+            w = bar_w * n / most
+            parts.append(f'<rect class="bar" data-vantage="{escape(v)}" data-family="{f}" data-count="{n}" x="{x:.1f}" '
+                         f'y="{y}" width="{w:.1f}" height="{row_h - 6}" fill="{CHART_COLOURS[f]}"><title>{escape(v)}: '
+                         f"{n} {f}</title></rect>")
+            if w > 18:
+                parts.append(f'<text x="{x + w / 2:.1f}" y="{y + 14}" text-anchor="middle" font-size="11">{n}</text>')
+            x += w
+        mark = f"{bad.get(v, 0)} mismatch(es)" if bad.get(v) else "all match"
+        parts.append(f'<text x="{x + 6:.1f}" y="{y + 15}" font-size="11" fill="{"#c0392b" if bad.get(v) else "#555"}">'
+                     f"{mark}</text>")
+    ly = top + row_h * len(order) + 12
+    for j, f in enumerate(fams):
+        lx = label_w + j * 95
+        parts.append(f'<rect x="{lx}" y="{ly}" width="12" height="12" fill="{CHART_COLOURS[f]}"/>'
+                     f'<text x="{lx + 16}" y="{ly + 11}" font-size="11">{escape(f)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def impact_html(run: ScoredRun) -> str:
+    """Enforcement per ISP: targets blocked, collateral damage and effectiveness per service,
+    measured with the oracle's figure in brackets (as the terminal report's table)."""
+    services = sorted({s for i in run.impact_expected.values() for s in i.effectiveness})
+    head = "<tr><th>ISP</th><th>blocked</th><th>collateral damage (blocked, but no rule meant it)</th>" + "".join(
+        f"<th>{escape(s)}: effectiveness</th>" for s in services) + "</tr>"
+    rows = []
+    for isp, obs in run.impact_observed.items():
+        exp = run.impact_expected[isp]
+        same = obs.to_json() == exp.to_json()
+        coll = f"{len(obs.collateral)} ({len(exp.collateral)})" + (
+            ": " + ", ".join(escape(u) for u in obs.collateral) if obs.collateral else "")
+        eff = "".join(f'<td class="num">{obs.effectiveness.get(s, 0):.0%} ({exp.effectiveness.get(s, 0):.0%})</td>'
+                      for s in services)
+        rows.append(f'<tr data-isp="{escape(isp)}" class="{"" if same else "mismatch"}"><th>{escape(isp)}</th>'
+                    f'<td class="num">{len(obs.blocked)} ({len(exp.blocked)})</td><td>{coll}</td>{eff}</tr>')
+    note = ("" if run.impact_matches
+            else '<p class="badtxt">collateral damage or effectiveness differ from the oracle\'s</p>')
+    return f'<table id="impact">{head}{"".join(rows)}</table>{note}'
+
+
+def errors_html(run: ScoredRun) -> str:
+    errors = [e for i in run.infos for e in i.get("errors") or [] if isinstance(e, dict)]
+    if not errors:
+        return '<p id="probe-errors">No probe error.</p>'
+    rows = "".join(f"<tr><td>{escape(str(e.get('vantage')))}</td><td>{escape(str(e.get('url')))}</td>"
+                   f"<td>{escape(str(e.get('kind') or 'error'))}</td><td>{escape(str(e.get('error')))}</td></tr>"
+                   for e in errors)
+    return (f'<table id="probe-errors"><tr><th>vantage</th><th>target</th><th>kind</th><th>error</th></tr>{rows}'
+            "</table>")
+
+
 def render(run: ScoredRun, measurements: Iterable[dict[str, Any]], title: str,
            progress: Callable[[], None] | None = None) -> str:
     score = run.score
     rows = {(r.vantage, r.url): r for r in score.rows}
     summary = summary_html(score)
-    # Expected verdicts without a measurement first: they are what a reader must see.
+    # Expected verdicts without a measurement first, then the other mismatches: what a reader must see.
     sections = [unmeasured_html(r) for r in score.rows if r.no_measurement]
+    later, measured = [], []
     for m in measurements:
-        sections.append(measurement_html(rows.get((m.get("x_vantage", ""), m.get("input", ""))), m))
+        measured.append({k: m.get(k) for k in ("annotations", "test_version", "test_name", "measurement_start_time",
+                                                "software_name", "software_version")})
+        row = rows.get((m.get("x_vantage", ""), m.get("input", "")))
+        (sections if row is not None and not row.matches else later).append(measurement_html(row, m))
         if progress:
             progress()
+    sections += later
     body = (f"<h1>{escape(title)}</h1><p>scenario <b>{escape(run.scenario.name)}</b>: "
-            f"{escape(run.scenario.description)}</p>{summary}"
+            f"{escape(run.scenario.description)}</p>{summary}{about_html(run, measured)}"
+            f"<h2>Mismatches ({len(score.mismatches)})</h2>{mismatches_html(score)}"
+            f"<h2>Verdicts per ISP and technique</h2>{chart_svg(score, run.vantages)}"
             f"<h2>Verdicts</h2>{verdict_matrix_html(score, run.vantages, [t.url for t in run.scenario.targets])}"
             f"<h2>Score against the ground truth</h2>{score_html(score)}"
+            f"<h2>Enforcement per ISP (measured, oracle in brackets)</h2>{impact_html(run)}"
+            f"<h2>Probe errors</h2>{errors_html(run)}"
             f'<h2>Measurements ({len(sections)})</h2><p><input id="filter" type="search" '
             f'placeholder="filter: vantage, URL, verdict, failure…"> <label><input type="checkbox" '
             f'id="only-mismatches"> only mismatches</label></p>{"".join(sections)}')
