@@ -335,6 +335,7 @@ class ComposeBackend(Backend):
                 # Another lab took a carrier between our look and our create: try another block.
                 if "overlap" not in str(exc).lower() or attempt + 1 == CREATE_ATTEMPTS:
                     raise
+                remove_bridge_rules(plan.lab)
                 for n in client.networks.list(filters={"label": f"{LABEL}={plan.lab}"}):
                     n.remove()
         raise AssertionError("unreachable")
