@@ -36,7 +36,7 @@ def compose_dict(plan: LabPlan, scenario_path: Path, out_dir: Path, probe: str =
         return "." if r == "." else "./" + r
 
     spec = lab_spec(plan, image=f"{IMAGE_REPO}:latest", lab_source=f"./.censorlab/{plan.lab}", src_source=rel(repo),
-                    plugins=probe_plugins([probe]))
+                    plugins=probe_plugins([probe, *plan.server_probes]))
     # The scenario's whole folder: files it refers to (response bodies) come with it.
     scenario_mount = Mount(rel(scenario_path.resolve().parent), INNER_SCENARIOS)
     scenario = f"{INNER_SCENARIOS}/{scenario_path.name}"

@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
+from netlab.addons import installed_servers, serves
 from netlab.addressing import PUBLIC_RESOLVER, is_lab_bogon
 from netlab.capabilities import WEB, Capabilities
 from netlab.compile.dns import effective_resolver_rules
-from netlab.compile.dot import DOT_PORT, wants_dot
 from netlab.model import CONTROL, DNS_STATES, Isp, Match, Rule, Scenario, Site, proxy_address
 from netlab.target import Target
 from netlab.verdict import Verdict
@@ -125,7 +125,7 @@ def control_fault(scenario: Scenario, target: Target, hops: int = 0, seen: froze
     if site is None:
         return f"{target.host} is no site of the lab"
     tcp = caps.reaches("tcp", target)
-    if tcp and (target.port not in _served_ports(scenario) or (target.port == 443 and not site.https)):
+    if tcp and not _served(scenario, site, target.port):
         return f"nothing listens on port {target.port} of {target.host}"
     if site.only_for or (not site.misbehaves and site.dns_answer is None):
         return None
@@ -150,11 +150,12 @@ def control_fault(scenario: Scenario, target: Target, hops: int = 0, seen: froze
     return control_fault(scenario, Target.parse(r.to), total, seen | {target.url}, caps)
 
 
-def _served_ports(scenario: Scenario) -> tuple[int, ...]:
-    """Ports the origins answer on: HTTP, HTTPS, and DoT when a target asks for it (compile.dot)."""
-    if wants_dot(scenario):
-        return (80, 443, DOT_PORT)
-    return (80, 443)
+def _served(scenario: Scenario, site: Site, port: int) -> bool:
+    """Does anything answer on ``port`` of ``site``: the origin (HTTP, and HTTPS unless the site has
+    none), or a probe package's server the scenario asks for (netlab.addons)?"""
+    if serves(scenario, site.name, port, installed_servers()):
+        return True
+    return port == 80 or (port == 443 and site.https)
 
 
 def expect_isp(scenario: Scenario, isp: Isp, target: Target,

@@ -101,6 +101,9 @@ class LabPlan:
     site_addresses: dict[str, IPv4Address]
     ca_file: str = "pki/ca.pem"  # relative to the lab folder
     notes: list[str] = field(default_factory=list)  # what the compiler chose and why (explain)
+    # Probe types whose packages provide the plan's add-on servers (netlab.addons): a container
+    # lab mounts them even when another probe type runs.
+    server_probes: list[str] = field(default_factory=list)
 
     def render(self, content: str | bytes, lab_dir: str) -> str | bytes:
         if isinstance(content, bytes):

@@ -10,19 +10,30 @@ Test keys follow OONI (``queries``, ``tcp_connect``, ``tls_handshakes``) plus th
 harness analysis reads (``x_failed_stage``, ``failure``, ``x_resolved``, ...), so the standard
 verdicts apply: ``tcp.*`` for address/port blocking of 853, ``tls.*`` for SNI blocking, and
 ``http.*`` when the stream breaks after the handshake (the DNS exchange is the request stage).
+
+The lab has no DoT server of its own: the probe declares one (``servers``, netlab.addons), which
+the lab starts in its internet for any scenario with a target on port 853. It is this module run
+as a program (``python3 -m censorlab_dot --config FILE``, the bottom of this file): DNS over TLS on
+853 of every site, with the site's lab certificate, answered by the lab's public resolver.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import logging
+import socket
+import ssl
 import struct
 from typing import Any, ClassVar
 
 import dns.message
 import dns.rdatatype
 
+from netlab.addons import Server
 from netlab.capabilities import Capabilities
+from netlab.services.addon import ServerConfig, main_for
 from netlab.target import Target, host_is_ip
 from probes.base import Probe
 from probes.context import ProbeContext
@@ -42,6 +53,10 @@ class DotProbe(Probe):
     # Resolves the server (both resolvers), connects to 853, handshakes; no HTTP, no page.
     capabilities: ClassVar[Capabilities] = Capabilities(stages=("dns", "tcp", "tls"), public_dns=True,
                                                         schemes=("https",), ports=(853,))
+    # What it talks to: started by the lab for a scenario with a target on 853 (the server below).
+    servers: ClassVar[tuple[Server, ...]] = (
+        Server(name="dot", module="censorlab_dot", port=853, sites="all",
+               description="DNS over TLS, RFC 7858"),)
 
     async def run(self, target: Target, ctx: ProbeContext) -> dict[str, Any]:
         ensure_target_allowed(target, ctx)
@@ -130,3 +145,46 @@ def _entry(qname: str, server: str, t0: float, t: float, failure: str | None,
             "rcode": response.rcode() if response is not None else None, "resolver_address": server,
             "resolver_hostname": None, "resolver_port": None, "t0": t0, "t": t, "tags": ["dot"],
             "transaction_id": transaction_id}
+
+
+# ------------------------------------------------------------------ the server (in the lab internet)
+
+log = logging.getLogger("dot")
+IDLE_TIMEOUT = 10.0
+
+
+async def _serve_connection(config: ServerConfig, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """One DoT client: the TLS handshake as the site it reached, then length-prefixed queries,
+    each answered by the lab's resolver, until it goes quiet or away."""
+    local = writer.get_extra_info("sockname")[0]
+    sock = writer.get_extra_info("socket")
+    if sock is not None:  # small TLS writes would otherwise wait for delayed ACKs
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        ctx = config.tls_context(local, alpn=["dot"])
+        if ctx is None:
+            return  # not a site's address: nothing serves DoT there
+        await writer.start_tls(ctx, ssl_handshake_timeout=IDLE_TIMEOUT)
+        while True:
+            async with asyncio.timeout(IDLE_TIMEOUT):
+                head = await reader.readexactly(2)
+                query = await reader.readexactly(struct.unpack("!H", head)[0])
+            answer = await config.resolve(query)
+            writer.write(struct.pack("!H", len(answer)) + answer)
+            await writer.drain()
+    except (asyncio.IncompleteReadError, TimeoutError, ConnectionError, ssl.SSLError, OSError) as exc:
+        log.debug("%s: %s", local, exc)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError, ssl.SSLError, OSError):
+            await writer.wait_closed()
+
+
+async def serve(config: ServerConfig) -> None:
+    server = await asyncio.start_server(lambda r, w: _serve_connection(config, r, w), sock=config.listener())
+    log.info("DNS over TLS on port %d of %d sites, upstream %s", config.port, len(config.sites), config.upstream)
+    await config.serve_until_stopped([server])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main_for(serve))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
+from netlab.addons import Declared, addon_additions, installed_servers, taken_ports
 from netlab.addressing import (
     CONTROL_CLIENT,
     CONTROL_INTERNET_SIDE,
@@ -18,7 +20,6 @@ from netlab.addressing import (
     isp_asn,
 )
 from netlab.compile import dns, firewall
-from netlab.compile.dot import dot_additions
 from netlab.compile.dpi import compile_dpi
 from netlab.compile.pki import make_pki
 from netlab.compile.router import RouterAdditions
@@ -37,9 +38,12 @@ def router_host(isp_name: str) -> str:
     return f"{isp_name}.gw"
 
 
-def compile_lab(scenario: Scenario, lab: str | None = None) -> LabPlan:
-    """Compile a scenario into a plan a backend can bring up. Pure apart from key generation."""
+def compile_lab(scenario: Scenario, lab: str | None = None, servers: Sequence[Declared] | None = None) -> LabPlan:
+    """Compile a scenario into a plan a backend can bring up. Pure apart from key generation, given
+    ``servers``: the probe packages' server declarations (netlab.addons; default: the installed ones)."""
     lab = lab or scenario.name
+    declared = installed_servers() if servers is None else servers
+    taken = taken_ports(scenario, declared)
     sites = allocate_sites({s.name: s.address for s in scenario.sites})
     files: dict[str, str | bytes] = {}
     hosts: dict[str, Host] = {}
@@ -65,7 +69,7 @@ def compile_lab(scenario: Scenario, lab: str | None = None) -> LabPlan:
             files[f"inet/pages/{s.name}.body"] = s.body
     files["inet/origin.json"] = json.dumps({
         "ready_file": f"{LAB_DIR}/inet/origin.ready",
-        "sites": [_origin_site(s, sites, isp_nets) for s in scenario.sites],
+        "sites": [_origin_site(s, sites, isp_nets, taken.get(s.name, set())) for s in scenario.sites],
     }, indent=1)
     site_rules = firewall.site_ruleset([(s.name, sites[s.name], s.state, [isp_nets[i] for i in s.only_for])
                                         for s in scenario.sites])
@@ -85,11 +89,11 @@ def compile_lab(scenario: Scenario, lab: str | None = None) -> LabPlan:
         Service("origin", ("python3", "-m", "netlab.services.origin", "--config", f"{LAB_DIR}/inet/origin.json"),
                 ready=ReadyCheck("file", probe_addr, 0, path="inet/origin.ready")),
     ]
-    # DNS over TLS on :853 of the sites, only for scenarios with a target on that port.
-    dot = dot_additions(scenario, sites)
-    files.update(dot.files)
-    inet.services += dot.services
-    notes += dot.notes
+    # Servers of probe packages (DNS over TLS, DoH, ...), only for scenarios with a target they are for.
+    addons = addon_additions(scenario, sites, declared)
+    files.update(addons.files)
+    inet.services += addons.services
+    notes += addons.notes
     proxies = [str(proxy_address(i)) for i, isp in enumerate(scenario.isps, start=1) if isp.has_proxy]
     if proxies:
         # One program serves every ISP's proxy address: the lab internet owns the whole range (AnyIP).
@@ -143,16 +147,18 @@ def compile_lab(scenario: Scenario, lab: str | None = None) -> LabPlan:
                                      PUBLIC_RESOLVER, isp_asn(index))
 
     return LabPlan(lab=lab, scenario=scenario, hosts=hosts, links=links, files=files,
-                   vantages=vantages, site_addresses=sites, notes=notes)
+                   vantages=vantages, site_addresses=sites, notes=notes, server_probes=addons.probes)
 
 
-def _origin_site(site: Site, sites: dict[str, IPv4Address], isp_nets: dict[str, str]) -> dict:
-    """One site as the origin program (netlab.services.origin) sees it."""
+def _origin_site(site: Site, sites: dict[str, IPv4Address], isp_nets: dict[str, str], taken: set[int]) -> dict:
+    """One site as the origin program (netlab.services.origin) sees it; ``taken``: ports an add-on
+    server answers on instead of the origin."""
     r = site.redirect
     return {
         "name": site.name, "address": str(sites[site.name]), "pem": f"{LAB_DIR}/pki/{site.name}.pem",
         "bad_pem": f"{LAB_DIR}/pki/{site.name}.bad.pem" if site.cert != "valid" else None,
-        "body_size": site.body_size, "https": site.https, "status": site.status,
+        "body_size": site.body_size, "https": site.https and 443 not in taken, "http": 80 not in taken,
+        "status": site.status,
         "body_path": f"{LAB_DIR}/inet/pages/{site.name}.body" if site.body is not None else None,
         "redirect": None if r is None else {"to": r.to, "hops": r.hops, "status": r.status, "location": r.location},
         "only_for": [isp_nets[i] for i in site.only_for],

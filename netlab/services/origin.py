@@ -41,6 +41,7 @@ class SiteConfig:
     body_size: int
     bad_pem: str | None = None
     https: bool = True
+    http: bool = True  # False: an add-on server (netlab.addons) answers on port 80 of this site
     status: int = 200
     body_path: str | None = None
     redirect: dict | None = None
@@ -170,7 +171,8 @@ async def serve(config: dict) -> None:
             scheme = "https" if w.get_extra_info("sslcontext") is not None else "http"
             await serve_connection(r, w, h, scheme, peername[0] if peername else None)
 
-        servers.append(await asyncio.start_server(on_connect, sock=listener(site.address, 80)))
+        if site.http:
+            servers.append(await asyncio.start_server(on_connect, sock=listener(site.address, 80)))
         if site.https:
             # The TLS handshake runs in the connection's task, not in accept: one slow client
             # cannot hold up the others.
