@@ -2,19 +2,31 @@
 `-n N --dist loadgroup`).
 
 Lab tests run in parallel: each brings up its own lab under a name of its own (the `lab_name`
-fixture, tests/lab/conftest.py) with its own output folder (tmp_path). Docker tests that drive
-Compose labs or the lab's images are kept on one worker per group (`xdist_group`): they share the
-image build and the Docker Engine's networks, and several Compose labs at once on a small machine
-only compete for CPU until health checks time out. A test with an explicit `xdist_group` keeps it."""
+fixture, tests/lab/conftest.py) with its own output folder (tmp_path). Docker tests are kept on one
+worker per file (`xdist_group`): the tests of a file often share a module fixture or an image, and
+two heavy Compose tests of one file at once on a small machine only compete for CPU until timeouts
+hit. Files that share an image build share a group (GROUPS). A test with an explicit
+`xdist_group` keeps it."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-DOCKER_GROUP = "docker"
+# The base image test and the deploy test (which builds censorlab/lab on top of the base image).
+GROUPS = {"test_images_lab": "lab-image", "test_deploy_examples": "lab-image"}
+
+# Rich wraps messages at the console width (80 when not a terminal). Under xdist, tmp_path gains a
+# `popen-gwN/` level, and a message with a path in it wraps where a test looks for a phrase: a
+# wide console keeps wrapping out of what the tests compare, serial or parallel. Subprocesses
+# (harness in a subprocess) inherit it.
+os.environ.setdefault("COLUMNS", "200")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if item.get_closest_marker("docker") is not None and item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(DOCKER_GROUP))
+        docker = item.get_closest_marker("docker") is not None or "docker" in item.path.parts
+        if docker and item.get_closest_marker("xdist_group") is None:
+            stem = item.path.stem
+            item.add_marker(pytest.mark.xdist_group(GROUPS.get(stem, f"docker-{stem}")))

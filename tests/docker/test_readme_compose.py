@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, copy_project
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("docker")]
+pytestmark = pytest.mark.slow
 
 SECTION = "## The lab as Docker containers"
 
