@@ -10,11 +10,27 @@ import argparse
 import os
 import sys
 
-from harness.cli import common, compare, compose, down, explain, image, probes, report, run, score, status, up
+from harness.cli import (
+    ca,
+    common,
+    compare,
+    compose,
+    down,
+    explain,
+    image,
+    probes,
+    report,
+    run,
+    score,
+    shell,
+    status,
+    up,
+)
+from harness.cli import exec as exec_verb
 from netlab import interrupts
 from netlab.errors import LabError, NetlabError, ScenarioError, UsageError
 
-VERBS = (up, down, status, run, score, compare, explain, report, probes, compose, image)
+VERBS = (up, down, status, run, score, compare, explain, report, probes, compose, image, exec_verb, shell, ca)
 EPILOG = """examples:
   harness run scenarios/demo.yaml            bring the demo lab up, measure, score, tear down
   harness run scenarios/demo.yaml --check    ... and exit 1 on any verdict that differs from the oracle
@@ -28,6 +44,8 @@ EPILOG = """examples:
   harness explain scenarios/demo.yaml        expected verdicts and each ISP's compiled dataplane (no lab)
   harness report results/demo-* -o report.html         self-contained HTML report
   harness probes list                        probe types installed (entry points harness.probes)
+  harness exec demo isp-a -- curl https://news.test/   your own tool inside a lab, as a vantage sees it
+  harness shell demo isp-a                   an interactive shell there
   harness run scenarios/demo.yaml --backend compose    the same lab as Docker containers
   harness compose scenarios/demo.yaml -o docker-compose.yml   ... as a file for `docker compose up`
 
