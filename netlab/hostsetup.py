@@ -11,6 +11,16 @@ from typing import Any
 
 from netlab.plan import Host
 
+# Services start in this order of their hosts' roles: the internet (root DNS, public resolver,
+# origins) before the routers whose resolvers recurse to it, then the rest. A resolver that starts
+# before the root answers primes against silence and backs off, failing its clients' queries.
+START_RANK = {"internet": 0, "router": 1, "client": 2}
+
+
+def start_rank(role: str) -> int:
+    return START_RANK.get(role, len(START_RANK))
+
+
 # The kernel's local routing table and link scope (rtnetlink constants).
 LOCAL_TABLE = 255
 SCOPE_HOST = 254

@@ -40,7 +40,7 @@ from netlab.backends.base import (
     write_lab_files,
 )
 from netlab.errors import LabError, LabInUse, NoSuchLab
-from netlab.hostsetup import configure_host
+from netlab.hostsetup import configure_host, start_rank
 from netlab.interrupts import deferred
 from netlab.names import PREFIX, check_lab_name, host_object_name, lab_of
 from netlab.plan import LAB_DIR, Host, LabPlan, ReadyCheck
@@ -274,9 +274,8 @@ class NetnsBackend(Backend):
 
 
 def _service_order(plan: LabPlan) -> list[Host]:
-    """The internet first (root DNS, origins), then routers, then the rest."""
-    rank = {"internet": 0, "router": 1, "client": 2}
-    return sorted(plan.hosts.values(), key=lambda h: rank.get(h.role, 3))
+    """The internet first (root DNS, origins), then routers, then the rest (hostsetup.START_RANK)."""
+    return sorted(plan.hosts.values(), key=lambda h: start_rank(h.role))
 
 
 def _local_argv(argv: list[str]) -> list[str]:

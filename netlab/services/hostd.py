@@ -5,11 +5,12 @@ Docker gives a container one interface per network, named by the network's inter
 subnet, and points DNS at its own resolver. hostd puts the host as the plan describes it: each
 interface renamed to its plan name and stripped of Docker's address, then the plan's addresses and
 routes by the same code as the netns backend (netlab.hostsetup), every carrier blackholed (a lab
-host never reaches the Docker host), the plan's resolv.conf and setup commands, then the services,
-which it supervises. Once every service answers it serves its exec socket (netlab.services.hostexec:
-how the harness runs probe workers here) and writes ``ready/<host>`` in the lab folder. If a
-critical service dies it writes ``faults/<host>`` and exits, stopping the container, so the harness
-sees a lab fault and never a silent, uncensored path.
+host never reaches the Docker host), the plan's resolv.conf and setup commands. Once the hosts its
+services depend on are ready (netlab.hostsetup.START_RANK) it starts them, and supervises them.
+Once every service answers it serves its exec socket (netlab.services.hostexec: how the harness runs
+probe workers here) and writes ``ready/<host>`` in the lab folder. If a critical service dies it
+writes ``faults/<host>`` and exits, stopping the container, so the harness sees a lab fault and
+never a silent, uncensored path.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
-from netlab.hostsetup import configure_host
+from netlab.hostsetup import configure_host, start_rank
 from netlab.plan import LAB_DIR, Host, host_from_dict
 from netlab.readiness import is_ready
 from netlab.services.hostexec import ExecServer
@@ -113,6 +114,15 @@ def main(argv: list[str] | None = None) -> int:
             res = subprocess.run([a.replace(LAB_DIR, str(lab)) for a in argv_], capture_output=True, text=True)
             if res.returncode != 0:
                 raise RuntimeError(f"setup {' '.join(argv_)}: {res.stderr.strip() or res.stdout.strip()}")
+        if host.services:
+            # As the netns backend starts services in START_RANK order, each host here starts its
+            # own once the hosts they depend on are ready (a router's resolver needs the root).
+            first = [h for h, d in hosts["hosts"].items() if start_rank(d["role"]) < start_rank(host.role)]
+            deadline = time.monotonic() + READY_TIMEOUT * 2
+            while not all((lab / "ready" / h).exists() for h in first):
+                if stopping or time.monotonic() > deadline:
+                    raise RuntimeError(f"not starting services: {', '.join(first)} not ready")
+                time.sleep(0.05)  # a poll interval with a deadline
         for svc in host.services:
             out = open(lab / "logs" / f"{args.host}.{svc.name}.log", "ab")  # noqa: SIM115
             argv_ = [sys.executable if a == "python3" else a.replace(LAB_DIR, str(lab)) for a in svc.argv]
