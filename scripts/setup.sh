@@ -92,12 +92,13 @@ fi
 
 stamp="$VENV/.censorlab-setup-stamp"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -nt "$stamp" ] \
-    || ! "$PY" -c "import netlab, probes, harness, pytest, xdist, censorlab_dot, oonidata, netfilterqueue" 2>/dev/null; then
+    || ! "$PY" -c "import netlab, probes, harness, pytest, xdist, censorlab_dot, censorlab_doh, oonidata, netfilterqueue" 2>/dev/null; then
   echo "setup: installing the project and its Python dependencies into $VENV"
   pipi=("$PY" -m pip install -q --disable-pip-version-check)
   "${pipi[@]}" -e ".[test,compose,fast]"
-  # The worked example of a third-party probe type (docs/writing-a-probe.md), as its own package.
+  # The worked examples of third-party probe types with their servers (docs/writing-a-probe.md).
   "${pipi[@]}" --no-deps --no-build-isolation -e examples/dot-probe
+  "${pipi[@]}" --no-deps --no-build-isolation -e examples/doh-probe
   # OONI's own loader, the tests' external check of our measurements. It pins cryptography~=38
   # and click~=8.0, which conflict with ours; its other dependencies come with the test extra.
   "${pipi[@]}" --no-deps oonidata==0.3.0

@@ -80,9 +80,10 @@ class ServerConfig:
             self._contexts[address] = ctx
         return self._contexts[address]
 
-    def listener(self) -> socket.socket:
-        """A listening socket on port ``port`` of every address of the lab internet."""
-        return listener("0.0.0.0", self.port)
+    def listener(self, address: str = "0.0.0.0") -> socket.socket:
+        """A listening socket on port ``port``: of every address of the lab internet by default, or
+        of one site's address (needed on 80/443, where the origin keeps the other sites)."""
+        return listener(address, self.port)
 
     async def serve_until_stopped(self, servers: list[asyncio.Server]) -> None:
         """Say ready (the ready file, for ``ready="file"``), then serve until the backend stops us."""
