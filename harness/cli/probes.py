@@ -42,13 +42,16 @@ def discover() -> list[dict[str, Any]]:
         module, _, cls = spec.partition(":")
         row: dict[str, Any] = {"name": name, "version": None, "module": module, "class": cls,
                                "test_name": None, "distribution": dist, "error": None, "capabilities": None,
-                               "cannot_see": None}
+                               "cannot_see": None, "servers": []}
         try:
             probe = load_probe(name)
             row["version"] = str(getattr(probe, "version", ""))
             row["test_name"] = getattr(probe, "test_name", None)
             caps = capabilities_of(probe)  # a probe without capabilities is listed as broken: it cannot be scored
             row["capabilities"], row["cannot_see"] = caps.to_json(), caps.blind_spots()
+            # The in-lab servers it brings (netlab.addons), started for scenarios that ask for them.
+            row["servers"] = [{"name": sv.name, "port": sv.port, "sites": sv.sites, "path": sv.path,
+                               "module": sv.module} for sv in getattr(probe, "servers", ()) or ()]
         except Exception as exc:  # a broken plugin is listed, with why, not fatal
             row["error"] = f"{type(exc).__name__}: {exc}"
         rows.append(row)
@@ -61,13 +64,14 @@ def run(args: argparse.Namespace, console: Console) -> int:
         print(json.dumps(rows, indent=1))
         return 0
     t = Table(title=f"Probe types (entry points {ENTRY_POINT_GROUP})")
-    for col in ("name", "version", "module", "test_name", "distribution", "stages", "cannot see"):
+    for col in ("name", "version", "module", "test_name", "distribution", "stages", "servers", "cannot see"):
         t.add_column(col)
     for r in rows:
         version = r["version"] if r["error"] is None else f"[red]broken: {r['error']}[/]"
         caps = r["capabilities"] or {}
         stages = "+".join(caps.get("stages") or []) + (" +public dns" if caps.get("public_dns") else "")
+        servers = ", ".join(f"{sv['name']} :{sv['port']}" for sv in r["servers"]) or "-"
         t.add_row(r["name"], version, f"{r['module']}:{r['class']}", r["test_name"] or "-", r["distribution"],
-                  stages or "-", "; ".join(r["cannot_see"] or []) or "-")
+                  stages or "-", servers, "; ".join(r["cannot_see"] or []) or "-")
     console.print(t)
     return 0

@@ -55,6 +55,7 @@ def test_discovered_by_probes_list(installed: None) -> None:
     assert dot == {**dot, "version": "0.1.0", "module": "censorlab_dot", "class": "DotProbe",
                    "test_name": "dnscheck", "error": None}
     assert dot["distribution"].startswith("censorlab-dot-probe 0.1.0")
+    assert dot["servers"] == [{"name": "dot", "port": 853, "sites": "all", "path": None, "module": "censorlab_dot"}]
     assert "censorlab_dot:DotProbe" in harness("probes", "list").stdout
 
 
@@ -118,3 +119,27 @@ def test_doh_probe_and_its_server_in_the_lab(doh_installed: None, lab_name: str,
     doh = [q for q in keys["queries"] if q["engine"] == "doh"]
     assert doh and doh[0]["hostname"] == "open.test" and doh[0]["failure"] is None
     assert keys["x_doh_answers"] == [str(plan.site_addresses["open.test"])]
+
+
+@pytest.mark.docker
+def test_doh_probe_and_its_server_in_a_compose_lab(doh_installed: None, lab_name: str, tmp_path: Path) -> None:
+    """The same in containers: the server's module comes into the lab internet's container with the
+    mounted plugin (netlab.backends.compose.probe_plugins), the probe into the vantages'."""
+    from netlab.images import build_image
+
+    try:
+        build_image()
+    except Exception as exc:  # no Docker Engine here
+        pytest.skip(f"no lab image: {exc}")
+    res = harness("run", str(DOH / "scenario.yaml"), "--probe", "doh", "--name", lab_name, "--backend", "compose",
+                  "--out", str(tmp_path / "r"), "--check", "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    summary = json.loads(res.stdout)
+    verdicts = {(v["vantage"], v["url"]): v["verdict"] for v in summary["verdicts"]}
+    assert verdicts[("sni-isp", "https://dns.test/dns-query")] == "tls.reset"
+    assert verdicts[("dns-isp", "https://dns.test/dns-query")] == "dns.nxdomain"
+    assert summary["score"]["mismatches"] == 0 and summary["score"]["accuracy"] == 1.0
+    lines = [json.loads(x) for x in (tmp_path / "r" / "measurements.jsonl").read_text().splitlines()]
+    control = {m["input"]: m["test_keys"] for m in lines if m["x_vantage"] == "control"}
+    assert control["https://resolver.example/dns-query?name=open.test"]["x_doh_answers"]
+    assert not Path(f"/run/netlab/{lab_name}").exists()
