@@ -126,8 +126,9 @@ def check_servers(declared: Iterable[Declared]) -> list[Declared]:
 @functools.cache
 def installed_servers() -> tuple[Declared, ...]:
     """The servers declared by the installed probe types (entry points ``harness.probes``). A plugin
-    that does not import declares nothing (`harness probes list` says why). Cached: the entry
-    points of a process do not change (a test that installs a package clears the cache)."""
+    that does not import, or declares something else than Servers, is skipped with a warning (as
+    `harness probes list` shows it broken): it never stops a lab that does not need it. Cached:
+    the entry points of a process do not change (a test that installs a package clears it)."""
     from probes.base import BUILTIN_PROBES, _import, _probe_specs
 
     declared = []
@@ -135,28 +136,27 @@ def installed_servers() -> tuple[Declared, ...]:
         if BUILTIN_PROBES.get(name) == spec:
             continue  # the built-in probe types use the lab's own services
         try:
-            probe = _import(spec)
+            servers = tuple(getattr(_import(spec), "servers", ()) or ())
         except Exception as exc:
             log.warning("probe %r (%s) does not import, its servers are not started: %s", name, spec, exc)
             continue
-        for server in getattr(probe, "servers", ()) or ():
-            if not isinstance(server, Server):
-                raise ServerError(f"probe {name!r}: servers must hold netlab.addons.Server objects, not {server!r}")
-            declared.append(Declared(name, server))
-    return tuple(check_servers(declared))
+        bad = [s for s in servers if not isinstance(s, Server)]
+        if bad:
+            log.warning("probe %r: servers must hold netlab.addons.Server objects, not %r; none started", name, bad)
+            continue
+        declared += [Declared(name, s) for s in servers]
+    return tuple(declared)
 
 
 def wanted(scenario: Scenario, declared: Sequence[Declared]) -> list[tuple[Declared, list[str]]]:
-    """The declared servers ``scenario`` asks for, each with the sites it serves."""
+    """The declared servers ``scenario`` asks for, each with the sites it serves. ServerError when
+    two of them collide (a name, a port): only then, so an unused plugin never stops a lab."""
     key = tuple(declared)
     # The oracle asks for every (vantage, target): remember the last answer (scenarios are immutable).
     if _last and _last[0] is scenario and _last[1] == key:
         return _last[2]
-    out = []
-    for d in check_servers(key):
-        names = d.server.site_names(scenario)
-        if names:
-            out.append((d, names))
+    asked = [d for d in key if d.server.site_names(scenario)]
+    out = [(d, d.server.site_names(scenario)) for d in check_servers(asked)]
     _last[:] = [scenario, key, out]
     return out
 

@@ -76,3 +76,12 @@ def test_the_oracle_knows_what_answers(monkeypatch: pytest.MonkeyPatch) -> None:
     assert serves(sc, "dns.test", 853, [DOT]) and serves(sc, "open.test", 853, [DOT])
     assert serves(sc, "dns.test", 443, [DOH]) and not serves(sc, "open.test", 443, [DOH])
     assert not serves(sc, "dns.test", 853, [])
+
+
+def test_a_collision_matters_only_where_a_scenario_asks_for_both() -> None:
+    rival = Declared("rival", Server(name="rival-dot", module="rival", port=853))
+    quiet = scenario(SCENARIO.replace("https://dns.test:853/, ", ""))
+    assert [s.name for s in compile_lab(quiet, servers=[DOT, rival]).hosts["inet"].services] == \
+        ["nsd", "resolver", "origin"]
+    with pytest.raises(ServerError, match="both take port 853"):
+        compile_lab(scenario(), servers=[DOT, rival])
