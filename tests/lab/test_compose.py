@@ -78,7 +78,9 @@ class HostCounters:
     sent by the host from a lab address. (The host's own multicast group reports on a bridge it
     owns are not lab packets: Docker gives every bridge an address.)"""
 
-    TABLE = "censorlab_isolation_test"
+    def __init__(self, lab: str) -> None:
+        # A table of its own: another run of this test on the machine must not delete ours.
+        self.TABLE = f"censorlab_isolation_{lab.replace('-', '_')}"
 
     def __enter__(self) -> HostCounters:
         rules = f"""table inet {self.TABLE} {{
@@ -124,7 +126,7 @@ def test_docker_compose_up_runs_the_demo_and_is_isolated(lab_name: str, tmp_path
     subprocess.run([sys.executable, "-m", "harness", "compose", str(DEMO), "-o", str(out), "--name", lab_name],
                    check=True, cwd=ROOT, capture_output=True)
     cmd = [*compose_cmd(), "-f", str(out), "-p", lab_name]
-    with HostCounters() as counters:
+    with HostCounters(lab_name) as counters:
         try:
             up = subprocess.run([*cmd, "up", "--exit-code-from", "score"], capture_output=True, text=True,
                                 timeout=600)
