@@ -25,7 +25,11 @@ from netlab.plan import LabPlan
 
 INNER_RESULTS = "/results"
 INNER_SCENARIOS = "/scenario"
-READY_MARKER = "_fabric"  # ready/_fabric: the lab folder is written and the bridges are open
+# The lab service is healthy once the lab folder is written and the bridges are open. Its marker
+# lives on a tmpfs, fresh at every start: one in the lab folder would survive into the next `up`
+# and let the hosts start on a folder the lab service is about to rewrite.
+READY_DIR = "/run/censorlab"
+READY_MARKER = f"{READY_DIR}/lab-ready"
 
 
 def compose_dict(plan: LabPlan, scenario_path: Path, out_dir: Path, probe: str = "web") -> dict[str, Any]:
@@ -48,9 +52,10 @@ def compose_dict(plan: LabPlan, scenario_path: Path, out_dir: Path, probe: str =
             "image": spec.image, "network_mode": "host", "cap_add": ["NET_ADMIN"], "labels": spec.labels,
             "volumes": _volumes([*host.mounts, scenario_mount]), "environment": host.environment,
             "working_dir": INNER_SRC,
+            "tmpfs": [READY_DIR],
             "command": ["python3", "-m", "harness.incompose", "lab", scenario, "--lab", plan.lab, "--lab-dir",
-                        inner_lab, *(n.bridge for n in spec.networks)],
-            "healthcheck": {"test": ["CMD", "test", "-f", f"{inner_lab}/ready/{READY_MARKER}"], "interval": "1s",
+                        inner_lab, "--ready", READY_MARKER, *(n.bridge for n in spec.networks)],
+            "healthcheck": {"test": ["CMD", "test", "-f", READY_MARKER], "interval": "1s",
                             "timeout": "1s", "retries": 120},
         },
     }

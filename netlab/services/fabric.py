@@ -4,8 +4,8 @@ Docker drops traffic on an internal network whose addresses lie outside the netw
 and every lab link carries lab-internet addresses routed by lab hosts. For each lab bridge this
 accepts exactly the frames that enter and leave that same bridge (``-i br -o br``) in the
 ``DOCKER-USER`` chain; anything leaving a lab bridge is still dropped by Docker's own rules.
-``python3 -m netlab.services.fabric --lab NAME --lab-dir DIR BRIDGE...`` adds the rules, writes
-``ready/_fabric``, and removes them again on SIGTERM (``docker compose down``).
+``python3 -m netlab.services.fabric --lab NAME --ready FILE BRIDGE...`` adds the rules, writes
+FILE, and removes them again on SIGTERM (``docker compose down``).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def remove_bridge_rules(lab: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--lab", required=True)
-    ap.add_argument("--lab-dir", default="/lab")
+    ap.add_argument("--ready", required=True, help="file to write once the bridges are open")
     ap.add_argument("bridges", nargs="+")
     args = ap.parse_args(argv)
     stop = threading.Event()
@@ -59,9 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         remove_bridge_rules(args.lab)
         for b in args.bridges:
             allow_within_bridge(args.lab, b)
-        ready = Path(args.lab_dir) / "ready"
-        ready.mkdir(parents=True, exist_ok=True)
-        (ready / "_fabric").write_text("ok\n")
+        ready = Path(args.ready)
+        ready.parent.mkdir(parents=True, exist_ok=True)
+        ready.write_text("ok\n")
         print(f"fabric: {len(args.bridges)} lab bridges open within themselves", file=sys.stderr, flush=True)
         stop.wait()
     finally:
