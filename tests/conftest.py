@@ -17,11 +17,14 @@ import pytest
 # The base image test and the deploy test (which builds censorlab/lab on top of the base image).
 GROUPS = {"test_images_lab": "lab-image", "test_deploy_examples": "lab-image"}
 
-# Rich wraps messages at the console width (80 when not a terminal). Under xdist, tmp_path gains a
-# `popen-gwN/` level, and a message with a path in it wraps where a test looks for a phrase: a
-# wide console keeps wrapping out of what the tests compare, serial or parallel. Subprocesses
-# (harness in a subprocess) inherit it.
-os.environ.setdefault("COLUMNS", "200")
+# Rich wraps messages at the console width (harness: $COLUMNS, else 160 when not a terminal; a bare
+# Console: $COLUMNS, else 80), fixed when a console is made, some at import. In an xdist worker,
+# tmp_path gains a `popen-gwN/` level, and a message with a path in it wraps where a test looks
+# for a phrase. A console too wide to wrap any message keeps wrapping out of what the tests
+# compare; harness subprocesses inherit it. Workers only: pytest's own report, printed by the
+# controller (or by a serial run), keeps the terminal's width.
+if os.environ.get("PYTEST_XDIST_WORKER"):  # (xdist hands workers COLUMNS=80)
+    os.environ["COLUMNS"] = "1000"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
