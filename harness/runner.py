@@ -5,7 +5,6 @@ Used by `harness run`, the tests and the pytest plugin; the CLI adds only progre
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from netlab.backends import get_backend
 from netlab.backends.base import Progress, RunningLab
 from netlab.compile import compile_lab
 from netlab.errors import NetlabError
+from netlab.interrupts import run_async
 from netlab.loader import load_scenario
 from netlab.model import Scenario
 
@@ -43,7 +43,7 @@ def measure_and_score(lab: RunningLab, scenario: Scenario, out: Path, config: Ca
                       on_result: Callable[[str, dict[str, Any]], None] | None = None,
                       up_seconds: float = 0.0) -> RunOutcome:
     config = with_scenario_probe_settings(config, scenario)
-    result = asyncio.run(run_campaign(lab, scenario, out, config, on_result=on_result))
+    result = run_async(run_campaign(lab, scenario, out, config, on_result=on_result))
     write_run_info(out, scenario, {
         "lab": lab.name, "backend": backend, "scenario_name": scenario.name, "probe": config.probe,
         "shard": list(config.shard), "vantages": list(lab.state.vantages), "campaign_vantages": result.vantages,

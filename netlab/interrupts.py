@@ -5,6 +5,9 @@ down runs, with two guards:
 
 * inside ``deferred()`` (a teardown) the signal is only noted: a second Ctrl-C cannot cut a
   teardown in half; ``raise_if_interrupted()`` raises it once the teardown is done;
+* inside ``run_async`` (a campaign's event loop) the signal cancels the main task, as asyncio
+  itself does for Ctrl-C, instead of raising KeyboardInterrupt wherever the loop happens to be (in
+  a child watcher's callback, that leaves a worker nobody reaps and a run that never ends);
 * Python swallows a KeyboardInterrupt raised in an at-fork hook (a signal that lands while a
   service or worker is being started); the note survives, and the next ``raise_if_interrupted()``
   between the steps of a command raises it.
@@ -12,11 +15,16 @@ down runs, with two guards:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Coroutine, Iterator
 from types import FrameType
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 _interrupted = False
 _deferring = 0
@@ -61,3 +69,32 @@ def raise_if_interrupted() -> None:
     """Between the steps of a long command: an interrupt that was noted still stops it."""
     if _interrupted and not _deferring:
         raise KeyboardInterrupt
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(coro)`` where SIGINT and SIGTERM cancel ``coro``'s task (its `finally` blocks
+    and cancellation handlers run) and then raise KeyboardInterrupt, like any other interrupt."""
+    signals = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
+    previous = {sig: signal.getsignal(sig) for sig in signals}
+    with asyncio.Runner() as runner:
+        loop = runner.get_loop()
+        task = loop.create_task(coro)
+
+        def cancel() -> None:
+            global _interrupted
+            _interrupted = True
+            if not _deferring:
+                task.cancel()
+
+        for sig in signals:
+            loop.add_signal_handler(sig, cancel)
+        try:
+            return loop.run_until_complete(task)
+        except asyncio.CancelledError:
+            if _interrupted:
+                raise KeyboardInterrupt from None
+            raise
+        finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)  # leaves Python's default behind: put back what was there
+                signal.signal(sig, previous[sig] if previous[sig] is not None else signal.SIG_DFL)

@@ -182,8 +182,7 @@ def _run(args: argparse.Namespace, console: Console, scenario: Scenario, skipped
             with _progress(console, total, args.quiet) as advance:
                 outcomes[probe] = measure_and_score(lab, scenario, outs[probe], config, backend=args.backend,
                                                     fingerprints=args.fingerprints,
-                                                    on_result=lambda v, line: (raise_if_interrupted(),
-                                                                               advance(v, line)),
+                                                    on_result=advance,
                                                     up_seconds=up_seconds)
             if outcomes[probe].scored is None:
                 break  # a lab fault: the lab cannot be trusted for the next probe either
