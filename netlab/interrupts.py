@@ -61,10 +61,6 @@ def deferred() -> Iterator[None]:
         _deferring -= 1
 
 
-def interrupted() -> bool:
-    return _interrupted
-
-
 def raise_if_interrupted() -> None:
     """Between the steps of a long command: an interrupt that was noted still stops it."""
     if _interrupted and not _deferring:

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from harness.cli.common import EXIT_CONFIG, EXIT_LAB, add_backend, add_name
 from netlab.backends import get_backend
-from netlab.backends.base import lab_dir, read_state, wait_until
+from netlab.backends.base import lab_dir, read_state
 from netlab.errors import LabInUse
 from netlab.interrupts import deferred
 from netlab.loader import load_scenario
@@ -103,4 +103,3 @@ def _stop(proc: subprocess.Popen[bytes], name: str, backend: str) -> None:
     state = read_state(name)
     if state is not None and state.owner_pid == proc.pid:
         get_backend(backend).down(name)
-    wait_until(lambda: proc.poll() is not None, 1)

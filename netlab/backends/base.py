@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -164,6 +165,16 @@ def pid_alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
     except (OSError, IndexError):
         return False
+
+
+def stop_owner(state: LabState, timeout: float) -> None:
+    """Ask the process that owns a lab's services (the supervisor of `harness up`) to tear it down,
+    and wait until it is gone; nothing to do when this process is the owner or the owner is dead."""
+    if state.owner_pid == os.getpid() or not pid_alive(state.owner_pid):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(state.owner_pid, signal.SIGTERM)
+    wait_until(lambda: not pid_alive(state.owner_pid), timeout)
 
 
 def wait_until(cond: Callable[[], bool], timeout: float) -> bool:

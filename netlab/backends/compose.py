@@ -29,7 +29,6 @@ import hashlib
 import importlib.util
 import os
 import re
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -50,11 +49,10 @@ from netlab.backends.base import (
     claim_lab_dir,
     lab_dir,
     log_tail,
-    pid_alive,
     read_state,
     remove_lab_dir,
     scenario_digest,
-    wait_until,
+    stop_owner,
     write_lab_files,
 )
 from netlab.backends.netns import PROJECT_ROOT, STOP_TIMEOUT
@@ -362,10 +360,8 @@ class ComposeBackend(Backend):
             return False  # another backend's lab of that name: not ours to touch
         client = _client()
         found = state is not None or lab_dir(lab).is_dir() or self._exists(client, lab)
-        if state is not None and state.owner_pid != os.getpid() and pid_alive(state.owner_pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(state.owner_pid, signal.SIGTERM)
-            wait_until(lambda: not pid_alive(state.owner_pid), STOP_TIMEOUT * 5)
+        if state is not None:
+            stop_owner(state, STOP_TIMEOUT * 5)
         self._teardown(lab)
         if found and progress:
             progress(f"lab {lab} removed")

@@ -36,6 +36,7 @@ from netlab.backends.base import (
     read_state,
     remove_lab_dir,
     scenario_digest,
+    stop_owner,
     wait_until,
     write_lab_files,
 )
@@ -156,11 +157,8 @@ class NetnsBackend(Backend):
             return False  # another backend's lab of that name: not ours to touch
         folder = lab_dir(lab).is_dir()
         found = state is not None or folder or bool(self._namespaces(lab))
-        if state is not None and state.owner_pid != os.getpid() and pid_alive(state.owner_pid):
-            # A supervisor (`harness up`) owns the services: ask it to tear down, then make sure.
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(state.owner_pid, signal.SIGTERM)
-            wait_until(lambda: not pid_alive(state.owner_pid), STOP_TIMEOUT * 3)
+        if state is not None:
+            stop_owner(state, STOP_TIMEOUT * 3)  # a supervisor tears down first; then make sure
         self._teardown(lab, state, {})
         if found:
             say(f"lab {lab} removed")
