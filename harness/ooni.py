@@ -15,18 +15,27 @@ measurement is paired with the control's measurement of its URL, and gets
 
 ``measurements.jsonl`` is rewritten in two streaming passes (controls first, then every line),
 so memory holds one small control summary per URL.
+
+OONI's test helper also connects to the addresses the probe resolved. The control learns them
+only from the campaign's measurements, so while the lab is still up ``measure_th_endpoints``
+has the control vantage measure every probe address it did not reach itself (``probes.th``) and
+writes ``th_endpoints.jsonl`` beside the measurements; ``finalize`` reads it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.ooni_rules import (
     ControlView,
     compare_http,
     decide,
+    depth_of,
     dns_consistency,
     experiment_failure,
     final_response,
@@ -34,35 +43,135 @@ from harness.ooni_rules import (
 )
 from harness.score import iter_measurements
 from netlab import jsonl
+from netlab.addressing import is_lab_bogon
+from netlab.errors import LabFault
 from netlab.model import CONTROL
+from probes.streams import endpoint
+from probes.th import helper_ports
+
+if TYPE_CHECKING:
+    from netlab.backends.base import RunningLab
 
 WEB = "web_connectivity"
 NO_CONTROL = "unknown_failure: no control measurement for this URL"
+TH_ENDPOINTS = "th_endpoints.jsonl"
+TH_ARGV = ["python3", "-m", "probes.th"]
+#: Seconds the control gets for the endpoint pass (connect and TLS timeouts bound each endpoint).
+TH_TIMEOUT = 300.0
+
+
+def probe_addresses(tk: dict[str, Any]) -> list[str]:
+    """Every address the probe resolved for the URL (depth 0, both resolvers): what OONI's probe
+    sends its test helper."""
+    resolved = tk.get("x_resolved") or {}
+    return list(dict.fromkeys([*(resolved.get("system") or []), *(resolved.get("public") or [])]))
+
+
+def th_jobs(path: Path) -> list[dict[str, Any]]:
+    """For each URL, the probes' non-bogon addresses whose helper endpoints the control did not
+    measure in its own run."""
+    measured: dict[str, set[str]] = {}
+    for m in iter_measurements([path], vantage=CONTROL):
+        if m.get("test_name") == WEB:
+            measured[m["input"]] = {endpoint(e["ip"], e["port"]) for e in m["test_keys"].get("tcp_connect") or []
+                                    if depth_of(e) == 0}
+    wanted: dict[str, dict[str, None]] = {}
+    for m in iter_measurements([path]):
+        url = m["input"]
+        if m.get("test_name") != WEB or url not in measured or (m.get("x_vantage") == CONTROL):
+            continue
+        ports = helper_ports(url)
+        for ip in probe_addresses(m["test_keys"]):
+            if not is_lab_bogon(ip) and any(endpoint(ip, p) not in measured[url] for p in ports):
+                wanted.setdefault(url, {})[ip] = None
+    return [{"url": url, "addresses": list(ips)} for url, ips in wanted.items()]
+
+
+async def measure_th_endpoints(lab: RunningLab, context: dict[str, Any], out_dir: Path) -> int:
+    """Have the control vantage (``context``: its ProbeContext as JSON) measure the probes'
+    endpoints it has not measured, into ``out_dir/th_endpoints.jsonl``; the number of URLs."""
+    path = Path(out_dir) / "measurements.jsonl"
+    jobs = th_jobs(path) if path.exists() else []
+    target = Path(out_dir) / TH_ENDPOINTS
+    if not jobs:
+        target.unlink(missing_ok=True)
+        return 0
+    proc = await lab.spawn(lab.state.vantages[CONTROL]["host"], TH_ARGV)
+    try:
+        stdout, stderr = await asyncio.wait_for(
+            proc.communicate(json.dumps({"context": context, "jobs": jobs}).encode()), TH_TIMEOUT)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise
+    if proc.returncode != 0:
+        raise LabFault(f"the test-helper endpoint pass in {CONTROL} failed (exit status {proc.returncode}): "
+                       f"{stderr.decode(errors='replace')[-2000:]}")
+    target.write_bytes(stdout)
+    return len(jobs)
+
+
+def load_th_endpoints(out_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """url -> the endpoints ``measure_th_endpoints`` measured for it (none without the file)."""
+    path = Path(out_dir) / TH_ENDPOINTS
+    if not path.exists():
+        return {}
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            entry = json.loads(line)
+            out.setdefault(entry["url"], {}).update(entry.get("endpoints") or {})
+    return out
 
 
 def finalize(out_dir: Path, verdicts: dict[tuple[str, str], str] | None = None) -> int:
     """Fill the OONI keys of every web measurement in ``out_dir/measurements.jsonl``; the number
-    of measurements rewritten."""
+    of measurements rewritten. (A run that is scored does it while scoring instead, in the same pass:
+    ``Annotator``, harness.results.score_and_annotate.)"""
     path = Path(out_dir) / "measurements.jsonl"
     if not path.exists():
         return 0
-    controls: dict[str, ControlView] = {}
+    annotator = Annotator(out_dir)
     for m in iter_measurements([path], vantage=CONTROL):
-        if m.get("test_name") == WEB:
-            controls[m["input"]] = ControlView.of(m["test_keys"])
+        annotator.add_control(m)
     tmp = path.with_suffix(".jsonl.tmp")
     count = 0
     with open(tmp, "wb") as sink:
         for m in iter_measurements([path]):
             vantage = m.get("x_vantage") or m.get("probe_network_name") or ""
-            if m.get("test_name") == WEB:
-                fill(m, controls.get(m["input"]))
-                count += 1
-            if verdicts is not None:
-                m["test_keys"]["x_verdict"] = verdicts.get((vantage, m["input"]))
+            count += annotator.annotate(m, verdicts.get((vantage, m["input"])) if verdicts is not None else KEEP)
             sink.write(jsonl.dumps(m) + b"\n")
     os.replace(tmp, path)
     return count
+
+
+#: ``Annotator.annotate``'s verdict when there is none to write (x_verdict stays unset).
+KEEP = object()
+
+
+class Annotator:
+    """OONI's keys for a run's measurements, one at a time: every control measurement first
+    (``add_control``, which keeps a small summary per URL), then each measurement (``annotate``)."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.controls: dict[str, ControlView] = {}
+        self._extra = load_th_endpoints(out_dir)
+
+    def add_control(self, m: dict[str, Any]) -> None:
+        if m.get("test_name") == WEB:
+            view = self.controls[m["input"]] = ControlView.of(m["test_keys"], m["input"])
+            view.add_endpoints(self._extra.get(m["input"], {}))
+
+    def annotate(self, m: dict[str, Any], verdict: str | object | None = KEEP) -> bool:
+        """Fill ``m``'s OONI keys (in place) if it is a web measurement (then True), and set its
+        ``x_verdict`` unless ``verdict`` is KEEP."""
+        web = m.get("test_name") == WEB
+        if web:
+            fill(m, self.controls.get(m["input"]))
+        if verdict is not KEEP:
+            m["test_keys"]["x_verdict"] = verdict
+        return web
 
 
 def fill(m: dict[str, Any], control: ControlView | None) -> None:
@@ -73,13 +182,13 @@ def fill(m: dict[str, Any], control: ControlView | None) -> None:
     th_failure = tk.get("x_th_failure")
     if control is None and th_failure is None:
         th_failure = NO_CONTROL
-    probe_addrs = list((tk.get("x_resolved") or {}).get("system") or [])
+    probe_addrs = probe_addresses(tk)
     tk["control_failure"] = th_failure
     tk["http_experiment_failure"] = experiment_failure(tk)
     if th_failure is not None:
         # OONI without its test helper: nothing to compare with (the probe's own view stays).
         tk["control"] = ControlView.unreachable()
-        tk.update({"dns_consistency": None, "body_length_match": None, "body_proportion": None,
+        tk.update({"dns_consistency": None, "body_length_match": None, "body_proportion": 0,
                    "status_code_match": None, "headers_match": None, "title_match": None})
         blocking, accessible = decide(tk, None, None, m["input"])
         tk["blocking"], tk["accessible"] = blocking, accessible

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import ooni
-from harness.campaign import CampaignConfig, CampaignResult, run_campaign
+from harness.campaign import CampaignConfig, CampaignResult, probe_context, run_campaign
 from harness.results import ScoredRun, score_results, write_run_info, write_verdicts
 from netlab.backends import get_backend
 from netlab.backends.base import Progress, RunningLab
@@ -21,7 +21,7 @@ from netlab.compile import compile_lab
 from netlab.errors import NetlabError
 from netlab.interrupts import run_async
 from netlab.loader import load_scenario
-from netlab.model import Scenario
+from netlab.model import CONTROL, Scenario
 
 
 @dataclass
@@ -44,6 +44,9 @@ def measure_and_score(lab: RunningLab, scenario: Scenario, out: Path, config: Ca
                       up_seconds: float = 0.0) -> RunOutcome:
     config = with_scenario_probe_settings(config, scenario)
     result = run_async(run_campaign(lab, scenario, out, config, on_result=on_result))
+    if not result.lab_faults and CONTROL in result.vantages:
+        # OONI's test helper also connects to the probes' addresses: the control does, lab still up.
+        run_async(ooni.measure_th_endpoints(lab, probe_context(lab, scenario, CONTROL, config.context_overrides), out))
     write_run_info(out, scenario, {
         "lab": lab.name, "backend": backend, "scenario_name": scenario.name, "probe": config.probe,
         "shard": list(config.shard), "vantages": list(lab.state.vantages), "campaign_vantages": result.vantages,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import html
 import ipaddress
 import re
@@ -32,7 +33,7 @@ from probes.failures import DNS_BOGON, failure_string
 from probes.redirects import TOO_MANY, location_of, next_target
 from probes.safety import ensure_address_allowed, ensure_target_allowed
 from probes.streams import ByteStream
-from probes.tcp import connect_all, first_connect_failure
+from probes.tcp import Connection, connect_each, first_connect_failure
 from probes.tls import handshake
 from probes.trace import Trace
 
@@ -96,6 +97,8 @@ class HttpResult:
     #: Seconds from the end of the response headers to the last body byte.
     body_seconds: float | None = None
     title: str | None = None
+    #: SHA-256 (hex) of the whole body as received (also past body_limit); None without a response.
+    body_sha256: str | None = None
 
 
 async def fetch(
@@ -132,6 +135,8 @@ async def fetch(
     )
 
     t0 = trace.now()
+    trace.event("http_transaction_start", stream.address, transaction_id, tags=tags)
+    digest = hashlib.sha256()
     code = 0
     response_headers: list[tuple[str, str]] = []
     kept = bytearray()
@@ -150,6 +155,7 @@ async def fetch(
                 # Read the body to the end even past body_limit: length and throughput must be exact.
                 async for chunk in cast(AsyncIterable[bytes], response.stream):
                     total += len(chunk)
+                    digest.update(chunk)
                     last_byte_at = time.monotonic()
                     room = ctx.body_limit - len(kept)
                     if room > 0:
@@ -159,6 +165,7 @@ async def fetch(
     except Exception as exc:
         failure = failure_string(exc)
     t = trace.now()
+    trace.event("http_transaction_done", stream.address, transaction_id, t0=t0, t=t, failure=failure, tags=tags)
 
     body = bytes(kept)
     truncated = total > len(body)
@@ -194,6 +201,7 @@ async def fetch(
         result.body_length = total
         result.body_seconds = round((last_byte_at or headers_at) - headers_at, 6)
         result.title = page_title(body)
+        result.body_sha256 = digest.hexdigest()
     return result
 
 
@@ -252,7 +260,9 @@ class FetchTags:
             return self
 
         def move(tags: list[str]) -> list[str]:
-            return [f"depth={depth}" if t.startswith("depth=") else t for t in tags if t != "classic"]
+            # tcptls_experiment marks OONI's depth-0 endpoint measurements only.
+            return [f"depth={depth}" if t.startswith("depth=") else t for t in tags
+                    if t not in ("classic", "tcptls_experiment")]
 
         return FetchTags(dns=move(self.dns), public_dns=move(self.public_dns), connection=move(self.connection))
 
@@ -268,9 +278,14 @@ class _Hop:
 
 async def fetch_chain(
     target: Target, ctx: ProbeContext, *, public_lookup: bool, tags: FetchTags, max_redirects: int = 0,
+    ooni_flows: bool = False,
 ) -> dict[str, Any]:
     """dns -> tcp -> tls (https only) -> http, stopping at the first stage that fails; then, up to
     ``max_redirects`` times, the same for the URL a redirect points at.
+
+    ``ooni_flows``: measure every endpoint web_connectivity 0.5 measures (``_side_flows``), not
+    only the one that fetches, tag the entries ``fetch_body=true|false`` and write
+    ``network_events``.
 
     Shared by ``HttpProbe`` (no redirects) and ``probes.web.WebProbe``. Returns the merged test
     keys (field list in ``probes/web.py``'s module docstring).
@@ -295,18 +310,22 @@ async def fetch_chain(
         "x_body_length": None,
         "x_body_seconds": None,
         "x_title": None,
+        "x_body_sha256": None,
     }
+    if ooni_flows:
+        keys["network_events"] = trace.network_events
     current = target
     depth = 0
     while True:
         hop = await _hop(current, ctx, trace, keys, tags.at_depth(depth), public_lookup=public_lookup and depth == 0,
-                         depth=depth)
+                         depth=depth, ooni_flows=ooni_flows)
         if hop.result is not None:
             r = hop.result
             keys["x_status_code"] = r.entry["response"]["code"] or None
             keys["x_body_length"] = r.body_length
             keys["x_body_seconds"] = r.body_seconds
             keys["x_title"] = r.title
+            keys["x_body_sha256"] = r.body_sha256
         if hop.stage is not None:
             return _stop(keys, hop.stage, hop.failure, depth)
         assert hop.result is not None
@@ -345,7 +364,7 @@ def _stop(keys: dict[str, Any], stage: str, failure: str | None, depth: int) -> 
 
 
 async def _hop(target: Target, ctx: ProbeContext, trace: Trace, keys: dict[str, Any], tags: FetchTags, *,
-               public_lookup: bool, depth: int) -> _Hop:
+               public_lookup: bool, depth: int, ooni_flows: bool = False) -> _Hop:
     """One URL: its entries go into ``keys`` (requests in OONI's time-reverse order)."""
     # --- DNS: the vantage's resolver decides; the public resolver is extra evidence.
     system, public = await _lookups(target, ctx, trace, public_lookup=public_lookup, tags=tags)
@@ -357,42 +376,105 @@ async def _hop(target: Target, ctx: ProbeContext, trace: Trace, keys: dict[str, 
             keys["x_resolved"]["public"] = public.addresses
             keys["x_dns_responses"]["public"] = public.responses
         keys["dns_experiment_failure"] = system.failure
-    if not system.addresses:
-        return _Hop("dns", system.failure or "dns_no_answer")
     # Like OONI, never connect to loopback answers: they name no server of the site.
     addresses = [a for a in system.addresses if not (ctx.skip_loopback and ipaddress.ip_address(a).is_loopback)]
+    side = None
+    if ooni_flows:
+        public_only = [a for a in (public.addresses if public else []) if a not in system.addresses
+                       and not (ctx.skip_loopback and ipaddress.ip_address(a).is_loopback)]
+        side = asyncio.ensure_future(_side_flows(target, addresses, public_only, ctx, trace, tags))
+    try:
+        return await _fetch_flow(target, system, addresses, ctx, trace, keys, tags, depth=depth,
+                                 ooni_flows=ooni_flows)
+    finally:
+        if side is not None:
+            tcp_entries, tls_entries = await side
+            keys["tcp_connect"] += tcp_entries
+            keys["tls_handshakes"] += tls_entries
+
+
+async def _fetch_flow(target: Target, system: DnsLookup, addresses: list[str], ctx: ProbeContext, trace: Trace,
+                      keys: dict[str, Any], tags: FetchTags, *, depth: int, ooni_flows: bool) -> _Hop:
+    """The flow that fetches: TCP to every address of the vantage's resolver, TLS (https), GET."""
+    if not system.addresses:
+        return _Hop("dns", system.failure or "dns_no_answer")
     if not addresses:
         return _Hop("dns", DNS_BOGON)
     if depth == 0:
         keys["x_addresses"] = addresses
+    conn_tags = [*tags.connection, "fetch_body=true"] if ooni_flows else tags.connection
 
-    # --- TCP to every address; the first that connects carries TLS and HTTP.
-    entries, connection = await connect_all(addresses, target.port, ctx, trace, tags=tags.connection)
-    keys["tcp_connect"] += entries
-    if connection is None:
-        return _Hop("tcp", first_connect_failure(entries))
+    # --- TCP to every address; the first that connects carries TLS and HTTP (OONI's flows: TLS on
+    # every connected address, the first handshake that succeeds in address order fetches).
+    flows = await connect_each(addresses, target.port, ctx, trace, tags=conn_tags)
+    keys["tcp_connect"] += [entry for entry, _ in flows]
+    connected = [c for _, c in flows if c is not None]
+    if not connected:
+        return _Hop("tcp", first_connect_failure([entry for entry, _ in flows]))
+    if not ooni_flows:
+        for extra in connected[1:]:
+            await extra.stream.close()
+        connected = connected[:1]
 
-    stream: ByteStream = connection.stream
+    stream: ByteStream | None = None
     try:
         if target.is_https:
-            entry, tls = await handshake(
-                connection.stream, target.host, ctx, trace,
-                tags=tags.connection, transaction_id=connection.transaction_id,
-            )
-            keys["tls_handshakes"].append(entry)
-            if tls is None:
-                return _Hop("tls", entry["failure"])
-            stream = tls
-        result = await fetch(
-            stream, target, ctx, trace, tags=tags.connection, transaction_id=connection.transaction_id
-        )
+            shakes = await asyncio.gather(*(handshake(c.stream, target.host, ctx, trace, tags=conn_tags,
+                                                      transaction_id=c.transaction_id) for c in connected))
+            keys["tls_handshakes"] += [entry for entry, _ in shakes]
+            winner = next(((c, tls) for c, (_, tls) in zip(connected, shakes, strict=True) if tls is not None), None)
+            if winner is None:
+                return _Hop("tls", shakes[0][0]["failure"])
+            chosen, stream = winner[0], winner[1]
+        else:
+            chosen = connected[0]
+            stream = chosen.stream
+        result = await fetch(stream, target, ctx, trace, tags=conn_tags, transaction_id=chosen.transaction_id)
     finally:
-        await stream.close()
+        for c in connected:
+            await c.stream.close()
     # OONI wants requests in time-reverse order: the last redirect first.
     keys["requests"].insert(0, result.entry)
     if result.failure is not None:
         return _Hop("http", result.failure, result)
     return _Hop(result=result)
+
+
+async def _side_flows(target: Target, addresses: list[str], public_only: list[str], ctx: ProbeContext,
+                      trace: Trace, tags: FetchTags) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The endpoints web_connectivity 0.5 measures besides the fetching flow (dnsresolvers.go,
+    cleartextflow.go, secureflow.go): the URL's port of addresses only the public resolver gave
+    (flows that lose the fetch race: connect and handshake only), and for an ``http://`` URL
+    without an explicit port, TCP and TLS (SNI the URL's host) to 443 of every address, which
+    never fetch (``fetch_body=false``). Returns (tcp_connect entries, tls_handshakes entries)."""
+    not_classic = [t for t in tags.connection if t != "classic"]
+    plans: list[tuple[list[str], int, bool, list[str]]] = []
+    if public_only:
+        plans.append((public_only, target.port, target.is_https, [*not_classic, "fetch_body=true"]))
+    if target.scheme == "http" and urlsplit(target.url).port is None:
+        plans.append((addresses, 443, True, [*tags.connection, "fetch_body=false"]))
+        if public_only:
+            plans.append((public_only, 443, True, [*not_classic, "fetch_body=false"]))
+    tcp_entries: list[dict[str, Any]] = []
+    tls_entries: list[dict[str, Any]] = []
+
+    async def secure(c: Connection, flow_tags: list[str]) -> dict[str, Any]:
+        entry, _ = await handshake(c.stream, target.host, ctx, trace, tags=flow_tags, transaction_id=c.transaction_id)
+        return entry
+
+    for ips, port, is_secure, flow_tags in plans:
+        if not ips:
+            continue
+        flows = await connect_each(ips, port, ctx, trace, tags=flow_tags)
+        tcp_entries += [entry for entry, _ in flows]
+        connected = [c for _, c in flows if c is not None]
+        try:
+            if is_secure:
+                tls_entries += await asyncio.gather(*(secure(c, flow_tags) for c in connected))
+        finally:
+            for c in connected:
+                await c.stream.close()
+    return tcp_entries, tls_entries
 
 
 async def _lookups(

@@ -15,9 +15,13 @@ import asyncio
 import contextlib
 import socket
 import ssl
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from probes.failures import failure_string
 from probes.safety import ensure_address_allowed
+
+if TYPE_CHECKING:
+    from probes.trace import Trace
 
 READ_SIZE = 64 * 1024
 
@@ -44,6 +48,14 @@ class TcpStream:
         self._reader = reader
         self._writer = writer
         self.address = address
+        #: Set by ``watch``: reads and writes then become OONI network events of this connection.
+        self._trace: Trace | None = None
+        self._transaction_id = 0
+        self._tags: list[str] = []
+
+    def watch(self, trace: Trace, transaction_id: int, tags: list[str]) -> None:
+        """Record this stream's reads and writes (TLS records included) in ``trace``."""
+        self._trace, self._transaction_id, self._tags = trace, transaction_id, list(tags)
 
     @classmethod
     async def connect(cls, ip: str, port: int) -> TcpStream:
@@ -62,11 +74,37 @@ class TcpStream:
         return cls(reader, writer, endpoint(ip, port))
 
     async def read(self, max_bytes: int = READ_SIZE) -> bytes:
-        return await self._reader.read(max_bytes)
+        if self._trace is None:
+            return await self._reader.read(max_bytes)
+        t0 = self._trace.now()
+        try:
+            data = await self._reader.read(max_bytes)
+        except Exception as exc:
+            self._io_event("read", t0, exc, 0)
+            raise
+        self._io_event("read", t0, None if data else EOFError(), len(data))
+        return data
 
     async def write(self, data: bytes) -> None:
-        self._writer.write(data)
-        await self._writer.drain()
+        if self._trace is None:
+            self._writer.write(data)
+            await self._writer.drain()
+            return
+        t0 = self._trace.now()
+        try:
+            self._writer.write(data)
+            await self._writer.drain()
+        except Exception as exc:
+            self._io_event("write", t0, exc, 0)
+            raise
+        if data:  # httpcore's empty writes send nothing: no event
+            self._io_event("write", t0, None, len(data))
+
+    def _io_event(self, operation: str, t0: float, exc: BaseException | None, num_bytes: int) -> None:
+        assert self._trace is not None
+        failure = None if exc is None else failure_string(exc)  # EOFError: OONI's eof_error
+        self._trace.event(operation, self.address, self._transaction_id, t0=t0, failure=failure,
+                          num_bytes=num_bytes, tags=self._tags)
 
     async def close(self) -> None:
         self._writer.close()

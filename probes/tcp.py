@@ -14,7 +14,7 @@ from probes.dns import resolve_target
 from probes.errors import TargetRefused
 from probes.failures import failure_string
 from probes.safety import ensure_address_allowed, ensure_target_allowed
-from probes.streams import TcpStream
+from probes.streams import TcpStream, endpoint
 from probes.trace import Trace
 
 
@@ -36,6 +36,9 @@ async def connect(
         raise
     except Exception as exc:
         failure = failure_string(exc)
+    trace.event("connect", endpoint(ip, port), transaction_id, t0=t0, failure=failure, tags=tags)
+    if stream is not None:
+        stream.watch(trace, transaction_id, tags)
     entry = {
         "ip": ip,
         "port": port,
@@ -63,18 +66,28 @@ async def connect_all(
 
     Returns the entries in address order and the kept connection (None when every connect failed).
     """
+    results = await connect_each(addresses, port, ctx, trace, tags=tags)
+    kept: Connection | None = None
+    for _, connection in results:
+        if connection is None:
+            continue
+        if kept is None:
+            kept = connection
+        else:
+            await connection.stream.close()
+    return [entry for entry, _ in results], kept
+
+
+async def connect_each(
+    addresses: list[str], port: int, ctx: ProbeContext, trace: Trace, *, tags: list[str]
+) -> list[tuple[dict[str, Any], Connection | None]]:
+    """Connect to every address at once: each one's entry and open connection (None if it failed),
+    in address order. The caller closes the connections."""
     for ip in addresses:  # refuse before sending anything, rather than half-way through
         ensure_address_allowed(ip, "TCP connect")
     results = await asyncio.gather(*(connect(ip, port, ctx, trace, tags=tags) for ip in addresses))
-    kept: Connection | None = None
-    for entry, stream in results:
-        if stream is None:
-            continue
-        if kept is None:
-            kept = Connection(stream, entry["transaction_id"])
-        else:
-            await stream.close()
-    return [entry for entry, _ in results], kept
+    return [(entry, None if stream is None else Connection(stream, entry["transaction_id"]))
+            for entry, stream in results]
 
 
 def first_connect_failure(entries: list[dict[str, Any]]) -> str | None:

@@ -63,6 +63,7 @@ async def handshake(
     t0 = trace.now()
     failure: str | None = None
     tls: TlsStream | None = None
+    trace.event("tls_handshake_start", raw.address, transaction_id, tags=tags)
     try:
         tls = TlsStream(raw, client_context(ctx.ca_file), server_name)
         async with asyncio.timeout(ctx.tls_timeout):
@@ -70,6 +71,7 @@ async def handshake(
     except Exception as exc:
         failure = failure_string(exc)
     t = trace.now()
+    trace.event("tls_handshake_done", raw.address, transaction_id, t0=t0, t=t, failure=failure, tags=tags)
 
     # What was negotiated is only known after a successful handshake; OONI uses "" otherwise.
     cipher_suite = tls_version = negotiated_protocol = ""

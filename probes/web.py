@@ -5,8 +5,14 @@ Test keys (OONI ``web_connectivity`` field names, plus ``x_`` extensions):
 - ``queries``: the vantage resolver's responses (engine "system", tags classic) -- every
   response, so an injected+real pair shows as two entries with one transaction_id -- then the
   public resolver's (engine "udp", not classic).
-- ``tcp_connect``: one entry per resolved address (all tried concurrently).
-- ``tls_handshakes``: at most one per hop, on the first address that connected (https only).
+- ``tcp_connect`` / ``tls_handshakes``: web_connectivity 0.5's endpoints: the URL's port of every
+  address either resolver gave (all tried concurrently; TLS on every one that connected for
+  https), and for an ``http://`` URL without a port also TCP+TLS to 443 of every address, which
+  never fetches. Tags: ``classic`` (an address of the vantage's resolver, depth 0),
+  ``tcptls_experiment`` (depth 0), ``depth=N``, ``fetch_body=true|false``. The first address of
+  the vantage's resolver whose connect (and handshake) succeeds fetches.
+- ``network_events``: ``connect``, ``read``/``write`` (the first ones of each connection),
+  ``tls_handshake_start``/``_done``, ``http_transaction_start``/``_done``, by transaction_id.
 - ``requests``: one per hop: redirects are followed (at most 10, each hop measured from DNS up,
   its connectivity entries tagged ``depth=N`` without ``classic``), in OONI's time-reverse order.
 - ``x_redirects``: the URLs the redirects led to, in order; ``x_failed_depth``: the hop that failed.
@@ -63,10 +69,11 @@ class WebProbe(Probe):
 
     async def run(self, target: Target, ctx: ProbeContext) -> dict[str, Any]:
         if not ctx.test_helper:
-            return await fetch_chain(target, ctx, public_lookup=True, tags=WEB_TAGS, max_redirects=MAX_REDIRECTS)
+            return await fetch_chain(target, ctx, public_lookup=True, tags=WEB_TAGS, max_redirects=MAX_REDIRECTS,
+                                     ooni_flows=True)
         # OONI asks its test helper while it measures; reaching it crosses the same censor.
         keys, th_failure = await asyncio.gather(
-            fetch_chain(target, ctx, public_lookup=True, tags=WEB_TAGS, max_redirects=MAX_REDIRECTS),
+            fetch_chain(target, ctx, public_lookup=True, tags=WEB_TAGS, max_redirects=MAX_REDIRECTS, ooni_flows=True),
             reach_test_helper(ctx.test_helper, ctx))
         keys["x_th_failure"] = th_failure
         return keys

@@ -33,6 +33,7 @@ WEB_KEYS = {
     "agent", "socksproxy", "queries", "tcp_connect", "tls_handshakes", "requests",
     "dns_experiment_failure", "http_experiment_failure", "failure", "x_failed_stage", "x_addresses",
     "x_resolved", "x_dns_responses", "x_status_code", "x_body_length", "x_body_seconds", "x_title",
+    "x_body_sha256", "network_events",
 }
 
 
@@ -54,7 +55,8 @@ def test_success_over_https(pki: Pki, dns_server: DnsServer) -> None:
     assert keys["queries"][1]["tags"] == ["depth=0"]
     for step in ("tcp_connect", "tls_handshakes", "requests"):
         assert len(keys[step]) == 1
-        assert keys[step][0]["tags"] == ["classic", "tcptls_experiment", "depth=0"]
+        # web_connectivity 0.5 tags every endpoint flow with whether it could fetch the page.
+        assert keys[step][0]["tags"] == ["classic", "tcptls_experiment", "depth=0", "fetch_body=true"]
     assert keys["requests"][0]["response"]["code"] == 200
     assert keys["x_status_code"] == 200
     assert keys["x_title"] == "Lab & News Today"
