@@ -57,21 +57,46 @@ HTTP_VERDICTS = {
 }
 
 
+PATTERN_TYPES = ("full", "prefix", "contains", "regexp")
+
+
 @dataclass(frozen=True)
 class Fingerprint:
+    """A blockpage fingerprint as OONI's blocking-fingerprints list writes them: where to look
+    (``body`` or ``header.<name>``), how to match (``full``, ``prefix``, ``contains``, ``regexp``)
+    and the pattern (ooni/data fingerprintdb.py gives these their meaning)."""
+
     name: str
-    body: re.Pattern[str] | None = None
-    header: str | None = None
+    location: str = "body"
+    pattern_type: str = "contains"
+    pattern: str = ""
+    regex: re.Pattern[str] | None = None  # regexp patterns, and the older {"body": REGEX} entries
+    header_present: bool = False  # the older {"header": NAME}: the header is there at all
 
     def matches(self, body: str, headers: dict[str, str]) -> bool:
-        if self.body is not None and self.body.search(body):
-            return True
-        return self.header is not None and self.header in {k.lower() for k in headers}
+        if self.location == "body":
+            return self._match(body)
+        name = self.location.removeprefix("header.")
+        values = [v for k, v in headers.items() if k.lower() == name]
+        if self.header_present:
+            return bool(values)
+        return any(self._match(v) for v in values)
+
+    def _match(self, text: str) -> bool:
+        if self.regex is not None:
+            return self.regex.search(text) is not None
+        if self.pattern_type == "full":
+            return text == self.pattern
+        if self.pattern_type == "prefix":
+            return text.startswith(self.pattern)
+        return self.pattern in text
 
 
-def load_fingerprints(extra: list[Path] | None = None) -> list[Fingerprint]:
-    """The built-in blockpage fingerprints and those of ``extra`` files (``--fingerprints``); a file
-    that cannot be read or is not a fingerprint list is a NetlabError naming it (exit 2)."""
+def load_fingerprints(extra: list[Path] | None = None, declared: list[dict[str, Any]] | None = None
+                      ) -> list[Fingerprint]:
+    """The built-in blockpage fingerprints, those of ``extra`` files (``--fingerprints``) and
+    ``declared`` entries (a scenario's own blockpages); a file that cannot be read or is not a
+    fingerprint list is a NetlabError naming it (exit 2)."""
     out = _fingerprints(json.loads(resources.files("harness").joinpath("fingerprints.json").read_text()))
     for p in extra or []:
         try:
@@ -80,18 +105,34 @@ def load_fingerprints(extra: list[Path] | None = None) -> list[Fingerprint]:
             raise NetlabError(f"--fingerprints {p}: cannot read it ({exc.strerror or exc})") from None
         except (ValueError, TypeError, KeyError, AttributeError, re.error) as exc:
             raise NetlabError(f"--fingerprints {p}: not a fingerprint file ({type(exc).__name__}: {exc}); "
-                              'expected {"fingerprints": [{"name": ..., "body": REGEX | "header": NAME}]}') from None
+                              'expected {"fingerprints": [{"name": ..., "location": "body" | "header.NAME", '
+                              '"pattern_type": "full" | "prefix" | "contains" | "regexp", "pattern": ...}]} '
+                              '(or {"name": ..., "body": REGEX | "header": NAME})') from None
+    if declared:
+        out += _fingerprints({"fingerprints": declared})
     return out
 
 
 def _fingerprints(doc: dict[str, Any]) -> list[Fingerprint]:
     out = []
     for fp in doc["fingerprints"]:
-        if not isinstance(fp["name"], str) or not (fp.get("body") or fp.get("header")):
-            raise ValueError(f"fingerprint {fp!r} needs a name and a body or header")
-        out.append(Fingerprint(name=fp["name"],
-                               body=re.compile(fp["body"], re.IGNORECASE) if fp.get("body") else None,
-                               header=fp["header"].lower() if fp.get("header") else None))
+        name = fp["name"]
+        if not isinstance(name, str):
+            raise ValueError(f"fingerprint {fp!r} needs a name")
+        if fp.get("body"):
+            out.append(Fingerprint(name, regex=re.compile(fp["body"], re.IGNORECASE)))
+        elif fp.get("header"):
+            out.append(Fingerprint(name, location=f"header.{fp['header'].lower()}", header_present=True))
+        elif isinstance(fp.get("pattern"), str) and fp["pattern"]:
+            location, kind = fp.get("location", "body"), fp.get("pattern_type", "contains")
+            if location != "body" and not (isinstance(location, str) and location.startswith("header.")):
+                raise ValueError(f"fingerprint {name!r}: location must be body or header.NAME, not {location!r}")
+            if kind not in PATTERN_TYPES:
+                raise ValueError(f"fingerprint {name!r}: pattern_type must be one of {', '.join(PATTERN_TYPES)}")
+            regex = re.compile(fp["pattern"], re.DOTALL) if kind == "regexp" else None
+            out.append(Fingerprint(name, location.lower(), kind, fp["pattern"], regex))
+        else:
+            raise ValueError(f"fingerprint {fp!r} needs a pattern (or a body or header)")
     return out
 
 
@@ -135,9 +176,11 @@ def analyse(keys: dict[str, Any] | None, control: dict[str, Any] | None,
         return Analysis(DNS_RCODE_VERDICTS.get(failure, Verdict.DNS_TIMEOUT), f"lookup failed: {failure}")
 
     body, headers = _final_body(keys)
-    for fp in fps:
+    # A page the control received too is the site's own content, whatever it says.
+    same_page = keys.get("x_body_sha256") is not None and keys.get("x_body_sha256") == control.get("x_body_sha256")
+    for fp in [] if same_page else fps:
         if fp.matches(body, headers):
-            return Analysis(Verdict.HTTP_BLOCKPAGE, f"body matches blockpage fingerprint {fp.name!r}")
+            return Analysis(Verdict.HTTP_BLOCKPAGE, f"response matches blockpage fingerprint {fp.name!r}")
     diff = _http_diff(keys, control)
     if diff:
         return _stage_verdict(mismatch, Verdict.HTTP_DIFF, diff)
@@ -196,8 +239,14 @@ def _dns_stage(keys: dict[str, Any], control: dict[str, Any]) -> Analysis | bool
             per_query.setdefault(e.get("transaction_id"), []).append(e)
         answered = max(per_query.values(), key=len, default=[])
         if len(answered) >= 2:
-            return Analysis(Verdict.DNS_INJECTED, f"{len(answered)} responses to one {engine} query: "
-                            + " then ".join(",".join(sorted(a)) or "-" for a in _answers(answered)))
+            why = (f"{len(answered)} responses to one {engine} query: "
+                   + " then ".join(",".join(sorted(a)) or "-" for a in _answers(answered)))
+            got = set((keys.get("x_resolved") or {}).get("system") or [])
+            want = set((control.get("x_resolved") or {}).get("system") or [])
+            if engine == "udp" and got and got == _answers(answered)[0] and not got & want:
+                # A censor at the ISP's border: the ISP resolver's recursion met it too.
+                why += "; the system resolver answered the forged address too (its cache holds it)"
+            return Analysis(Verdict.DNS_INJECTED, why)
     system = [q for q in queries if q.get("engine") == "system"]
     public = [q for q in queries if q.get("engine") == "udp"]
     c_queries = first_hop(control.get("queries") or [])

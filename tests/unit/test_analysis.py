@@ -93,3 +93,45 @@ def test_score_precision_recall() -> None:
     assert s.techniques["tcp"].precision == 0.5 and s.techniques["tcp"].recall == 1.0
     assert len(s.mismatches) == 2 and s.accuracy == 0.5
     assert s.confusion[("ok", "tcp.timeout")] == 1
+
+
+@pytest.mark.parametrize("body", [
+    "<html><head><title>Blocked</title></head><body>a site named blocked.test</body></html>",
+    "<title>Why 451 Unavailable For Legal Reasons pages appear</title><p>Sites get blocked; unavailable.</p>",
+    "<title>This site is blocked</title><p>HTTP 451</p>",
+])
+def test_benign_pages_about_blocking_are_no_blockpages(body: str) -> None:
+    # Neither the control nor a vantage that gets the same page is told it sees a blockpage.
+    page = keys(title="Blocked", body=body, length=len(body))
+    page["x_body_sha256"] = "same"
+    control = dict(page)
+    assert analyse(control, control, load_fingerprints()).verdict == Verdict.OK
+    assert analyse(page, control, load_fingerprints()).verdict == Verdict.OK
+
+
+def test_a_fingerprint_never_counts_on_the_page_the_control_got() -> None:
+    lab_page = keys(status=451, body="<title>Blocked</title> netlab-blockpage", length=300)
+    assert analyse(lab_page, CONTROL, load_fingerprints()).verdict == Verdict.HTTP_BLOCKPAGE
+    same = {**lab_page, "x_body_sha256": "abc"}
+    assert analyse(same, {**same}, load_fingerprints()).verdict != Verdict.HTTP_BLOCKPAGE
+
+
+@pytest.mark.parametrize(("fp", "body", "headers", "hit"), [
+    ({"location": "body", "pattern_type": "contains", "pattern": "Blocked by ContentKeeper"},
+     "<p>Blocked by ContentKeeper</p>", {}, True),
+    ({"location": "body", "pattern_type": "contains", "pattern": "Blocked by ContentKeeper"},
+     "<p>blocked by contentkeeper</p>", {}, False),  # OONI's patterns are case-sensitive
+    ({"location": "body", "pattern_type": "full", "pattern": "blocked"}, "blocked", {}, True),
+    ({"location": "body", "pattern_type": "full", "pattern": "blocked"}, "not blocked", {}, False),
+    ({"location": "header.location", "pattern_type": "prefix", "pattern": "http://blocked.nb.sky.com"},
+     "", {"Location": "http://blocked.nb.sky.com/?u=x"}, True),
+    ({"location": "header.server", "pattern_type": "full", "pattern": "WireFilter"}, "", {"Server": "nginx"}, False),
+    ({"location": "body", "pattern_type": "regexp", "pattern": "rkn[0-9]+\\.html"}, "see rkn12.html", {}, True),
+])
+def test_ooni_fingerprint_shapes(tmp_path, fp: dict, body: str, headers: dict, hit: bool) -> None:  # type: ignore[no-untyped-def]
+    f = tmp_path / "fp.json"
+    import json
+
+    f.write_text(json.dumps({"fingerprints": [{"name": "x", **fp}]}))
+    (mine,) = [p for p in load_fingerprints([f]) if p.name == "x"]
+    assert mine.matches(body, headers) is hit
