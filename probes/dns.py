@@ -5,12 +5,24 @@ responses: the forged one first, the real one a little later. A normal stub reso
 only the first; this one keeps the socket open for ``ctx.dns_window`` after the first response
 and records each response as its own ``queries`` entry, all with the query's transaction_id,
 in order of arrival (OONI's ``x_dns_duplicate_responses`` idea, kept in ``queries`` itself).
+
+Listening must not cost a measurement its speed: inside ``background_windows()`` (the probe
+worker opens one per job) a lookup returns at its first response and goes on listening in a task
+of its own, so the probe's next step (TCP, TLS, HTTP) starts at once; late responses are added to
+the lookup's ``entries`` (in place) and ``responses``. Code that copies a lookup's entries into
+its test keys does it in ``after_window(...)``, which runs once every window of the measurement
+has closed (at once when there is no background scope: the lookups then listened inline). The
+worker releases the job's slot when the probe returns and waits for the windows after that.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import contextvars
+import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -28,6 +40,8 @@ from probes.trace import Trace
 #: Stop collecting after this many responses to one query, whatever arrives.
 MAX_RESPONSES = 16
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class DnsLookup:
@@ -40,6 +54,60 @@ class DnsLookup:
     failure: str | None = None
     #: How many responses arrived for the query.
     responses: int = 0
+
+
+class WindowListeners:
+    """One measurement's lookups still listening after their first response, and what to do once
+    all have stopped (``after_window``)."""
+
+    def __init__(self) -> None:
+        self._tasks: list[asyncio.Task[None]] = []
+        self._then: list[Callable[[], None]] = []
+
+    def listen(self, task: asyncio.Task[None]) -> None:
+        self._tasks.append(task)
+
+    def then(self, fill: Callable[[], None]) -> None:
+        self._then.append(fill)
+
+    async def settle(self) -> None:
+        """Wait until every window has closed, then run what was deferred, in order."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks)
+        then, self._then = self._then, []
+        for fill in then:
+            fill()
+
+    def cancel(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+
+_WINDOWS: contextvars.ContextVar[WindowListeners | None] = contextvars.ContextVar("dns_windows", default=None)
+
+
+@contextlib.contextmanager
+def background_windows() -> Iterator[WindowListeners]:
+    """Lookups made in this block (in this task and the tasks it starts) listen for late responses
+    in the background. Await ``settle()`` before using their results; leaving the block stops any
+    listener still running (a measurement that failed or timed out)."""
+    windows = WindowListeners()
+    token = _WINDOWS.set(windows)
+    try:
+        yield windows
+    finally:
+        _WINDOWS.reset(token)
+        windows.cancel()
+
+
+def after_window(fill: Callable[[], None]) -> None:
+    """Run ``fill`` once every DNS window of this measurement has closed: the place to copy
+    lookups' ``entries`` and ``responses`` into test keys. At once outside ``background_windows``."""
+    windows = _WINDOWS.get()
+    if windows is None:
+        fill()
+    else:
+        windows.then(fill)
 
 
 class _Collector(asyncio.DatagramProtocol):
@@ -103,36 +171,17 @@ async def lookup(
             lambda: _Collector(trace), remote_addr=(resolver_ip, port)
         )
         transport.sendto(query.to_wire())
-        deadline = loop.time() + ctx.dns_timeout
-        first_error: Exception | None = None
-        while result.responses < MAX_RESPONSES:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            try:
-                item = await asyncio.wait_for(collector.queue.get(), remaining)
-            except TimeoutError:
-                break
-            if isinstance(item, Exception):
-                if result.responses == 0:
-                    first_error = item
-                    break
-                continue  # an error after a response changes nothing about that response
-            data, arrived = item
-            response = _parse_response(query, data)
-            if response is None:
-                continue  # not an answer to our query (garbage, wrong id or question)
-            failure = _response_failure(response)
-            if result.responses == 0:
-                result.addresses = _ipv4_addresses(response)
-                result.failure = failure
-                deadline = loop.time() + ctx.dns_window
-            result.responses += 1
-            result.entries.append(entry(t0, arrived, failure, response, data))
+        first_error = await _collect(collector, query, result, loop.time() + ctx.dns_timeout, ctx.dns_window,
+                                     entry, t0, stop_at_first=_WINDOWS.get() is not None)
         if result.responses == 0:
             # Nothing answered: a timeout, unless the socket reported why (e.g. port unreachable).
             result.failure = failure_string(first_error or TimeoutError())
             result.entries.append(entry(t0, trace.now(), result.failure, None, None))
+        elif result.responses < MAX_RESPONSES and ctx.dns_window > 0 and (windows := _WINDOWS.get()) is not None:
+            # The rest of the window is listened to in the background; the socket is its now.
+            windows.listen(asyncio.create_task(_listen_late(transport, collector, query, result,
+                                                            loop.time() + ctx.dns_window, entry, t0)))
+            transport = None
     except OSError as exc:  # e.g. network unreachable when sending
         result.failure = failure_string(exc)
         result.entries.append(entry(t0, trace.now(), result.failure, None, None))
@@ -140,6 +189,52 @@ async def lookup(
         if transport is not None:
             transport.close()
     return result
+
+
+async def _collect(collector: _Collector, query: dns.message.Message, result: DnsLookup, deadline: float,
+                   window: float, entry: Callable[..., dict[str, Any]], t0: float, *,
+                   stop_at_first: bool) -> Exception | None:
+    """Record responses into ``result`` until ``deadline`` (moved to ``window`` after the first
+    response), MAX_RESPONSES, or, with ``stop_at_first``, the first response. The socket error
+    that came before any response, if one did."""
+    loop = asyncio.get_running_loop()
+    while result.responses < MAX_RESPONSES:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            break
+        try:
+            item = await asyncio.wait_for(collector.queue.get(), remaining)
+        except TimeoutError:
+            break
+        if isinstance(item, Exception):
+            if result.responses == 0:
+                return item
+            continue  # an error after a response changes nothing about that response
+        data, arrived = item
+        response = _parse_response(query, data)
+        if response is None:
+            continue  # not an answer to our query (garbage, wrong id or question)
+        failure = _response_failure(response)
+        if result.responses == 0:
+            result.addresses = _ipv4_addresses(response)
+            result.failure = failure
+            deadline = loop.time() + window
+        result.responses += 1
+        result.entries.append(entry(t0, arrived, failure, response, data))
+        if stop_at_first:
+            break
+    return None
+
+
+async def _listen_late(transport: asyncio.DatagramTransport, collector: _Collector, query: dns.message.Message,
+                       result: DnsLookup, deadline: float, entry: Callable[..., dict[str, Any]], t0: float) -> None:
+    """The rest of a lookup's window, after the probe went on with its first response."""
+    try:
+        await _collect(collector, query, result, deadline, 0.0, entry, t0, stop_at_first=False)
+    except Exception:  # late responses are extra evidence: never a reason to lose the measurement
+        log.exception("listening for late DNS responses failed")
+    finally:
+        transport.close()
 
 
 async def resolve_target(target: Target, ctx: ProbeContext, trace: Trace, *, tags: list[str]) -> DnsLookup:
@@ -223,19 +318,21 @@ class DnsProbe(Probe):
         results = await asyncio.gather(*lookups)
 
         system = results[0]
-        keys["queries"].extend(system.entries)
         keys["dns_experiment_failure"] = system.failure
         keys["x_resolved"]["system"] = system.addresses
-        keys["x_dns_responses"]["system"] = system.responses
         if not system.addresses:
             # The vantage's resolver gave nothing to connect to: the stage a fetch would stop at.
             keys["failure"], keys["x_failed_stage"] = system.failure or "dns_no_answer", "dns"
         if len(results) > 1:
-            public = results[1]
-            keys["queries"].extend(public.entries)
-            keys["x_public_failure"] = public.failure
-            keys["x_resolved"]["public"] = public.addresses
-            keys["x_dns_responses"]["public"] = public.responses
+            keys["x_public_failure"] = results[1].failure
+            keys["x_resolved"]["public"] = results[1].addresses
+
+        def record_responses() -> None:  # every response, once the windows have closed
+            for r, name in zip(results, ("system", "public"), strict=False):
+                keys["queries"].extend(r.entries)
+                keys["x_dns_responses"][name] = r.responses
+
+        after_window(record_responses)
         # OONI's dnscheck shape: one urlgetter-style result per resolver URL, under `lookups`
         # (no bootstrap: the lab's resolvers are addresses, not names).
         keys["bootstrap"] = None

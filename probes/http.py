@@ -27,7 +27,7 @@ from netlab.capabilities import STAGES, Capabilities
 from netlab.target import Target, host_is_ip
 from probes.base import Probe
 from probes.context import ProbeContext
-from probes.dns import DnsLookup, lookup, resolve_target
+from probes.dns import DnsLookup, after_window, lookup, resolve_target
 from probes.errors import TargetRefused
 from probes.failures import DNS_BOGON, failure_string
 from probes.redirects import TOO_MANY, location_of, next_target
@@ -368,13 +368,13 @@ async def _hop(target: Target, ctx: ProbeContext, trace: Trace, keys: dict[str, 
     """One URL: its entries go into ``keys`` (requests in OONI's time-reverse order)."""
     # --- DNS: the vantage's resolver decides; the public resolver is extra evidence.
     system, public = await _lookups(target, ctx, trace, public_lookup=public_lookup, tags=tags)
-    keys["queries"] += system.entries + (public.entries if public else [])
+    # Late responses (an injected answer's real twin) may still arrive while the fetch goes on:
+    # every response is recorded once the DNS windows have closed (probes.dns.after_window).
+    after_window(lambda: _record_responses(keys, system, public, depth))
     if depth == 0:
         keys["x_resolved"]["system"] = system.addresses
-        keys["x_dns_responses"]["system"] = system.responses
         if public is not None:
             keys["x_resolved"]["public"] = public.addresses
-            keys["x_dns_responses"]["public"] = public.responses
         keys["dns_experiment_failure"] = system.failure
     # Like OONI, never connect to loopback answers: they name no server of the site.
     addresses = [a for a in system.addresses if not (ctx.skip_loopback and ipaddress.ip_address(a).is_loopback)]
@@ -475,6 +475,14 @@ async def _side_flows(target: Target, addresses: list[str], public_only: list[st
             for c in connected:
                 await c.stream.close()
     return tcp_entries, tls_entries
+
+
+def _record_responses(keys: dict[str, Any], system: DnsLookup, public: DnsLookup | None, depth: int) -> None:
+    keys["queries"] += system.entries + (public.entries if public else [])
+    if depth == 0:
+        keys["x_dns_responses"]["system"] = system.responses
+        if public is not None:
+            keys["x_dns_responses"]["public"] = public.responses
 
 
 async def _lookups(

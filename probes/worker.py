@@ -23,7 +23,10 @@ stdout, exactly one line per job, in completion order, flushed at once::
 capabilities or its test keys lack a key of the probe contract (netlab.capabilities; the error
 names the keys), and "crash" for anything else (bad JSON,
 unknown probe, a bug: any exception a probe raises, SystemExit included). A line that is not
-valid JSON still gets an answer, with ``"id": null``. At most ``concurrency`` jobs run at once.
+valid JSON still gets an answer, with ``"id": null``. At most ``concurrency`` jobs run at once: a
+job's slot is free again as soon as its probe returns, while its DNS lookups may still be listening
+for late (injected) responses (``ctx.dns_window``, probes.dns.background_windows); the result is
+written when they are done, and at most ``FINISHING`` such jobs wait at a time.
 A probe that ignores the cancellation at its timeout is abandoned (its slot goes to the next
 job) and the worker exits without waiting for it. At the end of stdin the worker finishes the
 jobs in flight and exits 0. A bad header exits 2. Nothing but result lines goes to stdout;
@@ -46,6 +49,7 @@ from netlab import jsonl
 from netlab.capabilities import PROBE_CONTRACT_VERSION, ContractError, capabilities_of
 from netlab.target import Target, TargetError
 from probes.context import ProbeContext
+from probes.dns import background_windows
 from probes.errors import ProbeError
 from probes.measurement import measurement_envelope, new_report_id
 
@@ -59,10 +63,38 @@ MAX_LINE = 1 << 20
 WRITE_BUFFER = 1 << 20
 #: Seconds a timed-out probe gets to unwind after its cancellation before it is abandoned.
 CANCEL_GRACE = 2.0
+#: Jobs whose probe has returned that may wait for their DNS windows (and to report) at once; past
+#: that, a finished probe keeps its slot, so a slow reader still holds the worker back.
+FINISHING = 512
 
 
 class BadJob(Exception):
     """The job line itself is wrong (not a probe failure)."""
+
+
+class JobSlot:
+    """A job's place among the ``concurrency`` running ones; handed back early (``hand_back``)
+    once the probe has returned, for one of the FINISHING places, or at the end of the job."""
+
+    def __init__(self, slots: asyncio.Semaphore, finishing: asyncio.Semaphore) -> None:
+        self._slots, self._finishing = slots, finishing
+        self._held, self._finishing_held = True, False
+
+    async def hand_back(self) -> None:
+        if not self._held:
+            return
+        await self._finishing.acquire()
+        self._finishing_held = True
+        self._held = False
+        self._slots.release()
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._slots.release()
+        if self._finishing_held:
+            self._finishing_held = False
+            self._finishing.release()
 
 
 class Worker:
@@ -81,6 +113,7 @@ class Worker:
     async def serve(self, lines: asyncio.Queue[str | None]) -> None:
         """Run jobs from ``lines`` (None marks end of input) until the input ends."""
         slots = asyncio.Semaphore(self.concurrency)
+        finishing = asyncio.Semaphore(FINISHING)
         running: set[asyncio.Task[None]] = set()
         while True:
             line = await lines.get()
@@ -91,15 +124,15 @@ class Worker:
             # Take a slot before starting the task, so at most `concurrency` jobs exist at a time
             # and we stop reading input while all slots are busy.
             await slots.acquire()
-            task = asyncio.create_task(self._run_job(line, slots))
+            task = asyncio.create_task(self._run_job(line, JobSlot(slots, finishing)))
             running.add(task)
             task.add_done_callback(running.discard)
         if running:
             await asyncio.gather(*running)
 
-    async def _run_job(self, line: str, slots: asyncio.Semaphore) -> None:
+    async def _run_job(self, line: str, slot: JobSlot) -> None:
         try:
-            result = await self._result(line)
+            result = await self._result(line, slot)
             await self._emit(result)
         except OSError:
             raise  # stdout is gone (the harness stopped): nobody is left to report to
@@ -109,9 +142,9 @@ class Worker:
             if not isinstance(exc, Exception):
                 raise
         finally:
-            slots.release()
+            slot.release()
 
-    async def _result(self, line: str) -> dict[str, Any]:
+    async def _result(self, line: str, slot: JobSlot) -> dict[str, Any]:
         job_id: Any = None
         try:
             try:
@@ -121,7 +154,7 @@ class Worker:
             if not isinstance(job, dict):
                 raise BadJob("job must be a JSON object")
             job_id = job.get("id")
-            measurement = await self._measure_within_timeout(job)
+            measurement = await self._measure_within_timeout(job, slot)
             if measurement is None:
                 log.error("job %r exceeded %g s", job_id, self.job_timeout)
                 return {"id": job_id, "error": f"job exceeded {self.job_timeout:g} s", "kind": "timeout"}
@@ -137,10 +170,10 @@ class Worker:
                 log.error("job %r crashed", job_id, exc_info=exc)
             return {"id": job_id, "error": f"{type(exc).__name__}: {exc}", "kind": "crash"}
 
-    async def _measure_within_timeout(self, job: dict[str, Any]) -> dict[str, Any] | None:
+    async def _measure_within_timeout(self, job: dict[str, Any], slot: JobSlot) -> dict[str, Any] | None:
         """The job's measurement, or None when it runs past job_timeout. The probe runs as a task
         of its own, so one that ignores its cancellation cannot hold this job (and its slot) up."""
-        task = asyncio.create_task(self._guarded(job))
+        task = asyncio.create_task(self._guarded(job, slot))
         try:
             done, _ = await asyncio.wait({task}, timeout=self.job_timeout)
         except asyncio.CancelledError:
@@ -163,17 +196,18 @@ class Worker:
             raise exc
         return measurement
 
-    async def _guarded(self, job: dict[str, Any]) -> tuple[dict[str, Any], None] | tuple[None, BaseException]:
+    async def _guarded(self, job: dict[str, Any], slot: JobSlot
+                       ) -> tuple[dict[str, Any], None] | tuple[None, BaseException]:
         """Run the job; whatever it raises comes back as a value. SystemExit raised inside a task
         would otherwise stop the event loop, i.e. the whole worker."""
         try:
-            return await self._measure(job), None
+            return await self._measure(job, slot), None
         except (asyncio.CancelledError, KeyboardInterrupt):
             raise
         except BaseException as exc:
             return None, exc
 
-    async def _measure(self, job: dict[str, Any]) -> dict[str, Any]:
+    async def _measure(self, job: dict[str, Any], slot: JobSlot) -> dict[str, Any]:
         probe_name = job.get("probe")
         url = job.get("url")
         if not isinstance(probe_name, str) or not isinstance(url, str):
@@ -183,7 +217,12 @@ class Worker:
         probe = probe_class()
         start = datetime.now(UTC)
         began = time.monotonic()
-        test_keys = await probe.run(target, self.ctx)
+        with background_windows() as windows:
+            test_keys = await probe.run(target, self.ctx)
+            # The probe is done with the network but for its DNS windows: the slot goes to the next
+            # job while they close (nothing to wait for when nothing listens any more).
+            await slot.hand_back()
+            await windows.settle()
         runtime = time.monotonic() - began
         missing = capabilities_of(probe_class).missing_keys(test_keys) if isinstance(test_keys, dict) else ["(all)"]
         if missing:
