@@ -4,12 +4,14 @@ verdicts and score computed from them. Several folders (shards) score as one run
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
+from harness import ooni
 from harness.analysis import load_fingerprints
 from harness.campaign import shard_targets
 from harness.score import (
@@ -22,6 +24,8 @@ from harness.score import (
     unmeasured_rows,
     verdict_rows,
 )
+from netlab import jsonl
+from netlab.blockpage import declared_fingerprints
 from netlab.capabilities import WEB, Capabilities
 from netlab.errors import LabFault
 from netlab.impact import IspImpact, impact
@@ -188,8 +192,35 @@ def score_results(dirs: list[Path], fingerprint_files: list[Path] | None = None,
     is a no_measurement mismatch (why: the campaign's errors in run.json), so a run that measured
     little or nothing never scores as a pass."""
     oracle = run_oracle(dirs, scenario)
-    rows = verdict_rows(measurement_files(dirs), oracle.expectations, load_fingerprints(fingerprint_files),
+    rows = verdict_rows(measurement_files(dirs), oracle.expectations,
+                        load_fingerprints(fingerprint_files, declared_fingerprints(oracle.scenario)),
                         expected=[], errors=oracle.errors)
+    return oracle.scored(rows)
+
+
+def score_and_annotate(out_dir: Path, scenario: Scenario | None = None,
+                       fingerprint_files: list[Path] | None = None) -> ScoredRun:
+    """Score a run's own results folder (as ``score_results``) and, in the same passes over its
+    measurements, give each its OONI keys and ``x_verdict`` (harness.ooni): the controls are read
+    once, every measurement is read once and written once. ``measurements.jsonl`` is replaced only
+    when scoring succeeded."""
+    oracle = run_oracle([out_dir], scenario)
+    path = measurement_files([out_dir])[0]
+    annotator = ooni.Annotator(out_dir)
+    tmp = path.with_suffix(".jsonl.tmp")
+    try:
+        with open(tmp, "wb") as sink:
+
+            def annotate(m: dict[str, Any], row: VerdictRow) -> None:
+                annotator.annotate(m, row.observed.value)
+                sink.write(jsonl.dumps(m) + b"\n")
+
+            fingerprints = load_fingerprints(fingerprint_files, declared_fingerprints(oracle.scenario))
+            rows = verdict_rows([path], oracle.expectations, fingerprints, expected=[],
+                                errors=oracle.errors, on_control=annotator.add_control, on_row=annotate)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return oracle.scored(rows)
 
 

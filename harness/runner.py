@@ -14,7 +14,7 @@ from typing import Any
 
 from harness import ooni
 from harness.campaign import CampaignConfig, CampaignResult, probe_context, run_campaign
-from harness.results import ScoredRun, score_results, write_run_info, write_verdicts
+from harness.results import ScoredRun, score_and_annotate, write_run_info, write_verdicts
 from netlab.backends import get_backend
 from netlab.backends.base import Progress, RunningLab
 from netlab.compile import compile_lab
@@ -57,10 +57,10 @@ def measure_and_score(lab: RunningLab, scenario: Scenario, out: Path, config: Ca
     if result.lab_faults:
         ooni.finalize(out)  # OONI's keys need no verdicts; x_verdict stays unset
         return RunOutcome(out, result, None, up_seconds)
-    scored = score_results([out], fingerprints, scenario=scenario)
+    # OONI's comparison keys and our verdict beside them (docs/ooni.md) are written while scoring,
+    # in the same pass over the measurements.
+    scored = score_and_annotate(out, scenario, fingerprints)
     write_verdicts(out, scored)
-    # OONI's comparison keys and our verdict beside them (docs/ooni.md), once per run.
-    ooni.finalize(out, {(r.vantage, r.url): r.observed.value for r in scored.score.rows})
     return RunOutcome(out, result, scored, up_seconds)
 
 

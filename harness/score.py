@@ -6,7 +6,7 @@ import json
 import re
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -169,7 +169,9 @@ def measurement_files(result_dirs: Iterable[Path]) -> list[Path]:
 
 def verdict_rows(files: list[Path], expectations: dict[tuple[str, str], Expectation],
                  fingerprints: list[Fingerprint], expected: Iterable[tuple[str, str]] | None = None,
-                 errors: Iterable[dict[str, Any]] = ()) -> list[VerdictRow]:
+                 errors: Iterable[dict[str, Any]] = (), *,
+                 on_control: Callable[[dict[str, Any]], None] | None = None,
+                 on_row: Callable[[dict[str, Any], VerdictRow], None] | None = None) -> list[VerdictRow]:
     """One row per measurement, and one no_measurement row (a mismatch) for every pair of
     ``expected`` (default: every pair of ``expectations``) that has none, with the reason from
     the campaign's ``errors`` (run.json): probe_error, timeout, or missing when the worker never
@@ -177,10 +179,14 @@ def verdict_rows(files: list[Path], expectations: dict[tuple[str, str], Expectat
     raises ResultsError: counting it twice would score the run as better than it is.
 
     Two streaming passes: the control's measurements first, then every vantage's against them,
-    so memory holds one control measurement per target, not the whole run."""
+    so memory holds one control measurement per target, not the whole run. Whatever else needs the
+    measurements rides along, so they are not read again: ``on_control`` sees each control
+    measurement of the first pass, ``on_row`` each measurement of the second with its row."""
     controls: dict[str, tuple[Any, ...]] = {}
     for m in iter_measurements(files, vantage=CONTROL):
         controls[sys.intern(m["input"])] = _slim(m["test_keys"])
+        if on_control is not None:
+            on_control(m)
     rows = []
     seen: dict[tuple[str, str], Path] = {}
     for path in files:
@@ -197,6 +203,8 @@ def verdict_rows(files: list[Path], expectations: dict[tuple[str, str], Expectat
             result = analyse(m["test_keys"], None if control is None else _unslim(control), fingerprints)
             rows.append(VerdictRow(vantage, url, result.verdict, expectations.get((vantage, url)), result.why,
                                    m.get("measurement_uid", "")))
+            if on_row is not None:
+                on_row(m, rows[-1])
     rows += unmeasured_rows(expectations, seen, expected, errors)
     rows.sort(key=lambda r: (r.url, r.vantage))
     return rows

@@ -1,0 +1,62 @@
+"""Scoring a run writes OONI's keys in the same pass (harness.results.score_and_annotate): the same
+verdicts and the same measurements.jsonl as scoring, then harness.ooni.finalize, in two more passes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from test_gate import GOOD, NXDOMAIN, A, B, make_results
+
+from harness import ooni, score
+from harness.results import score_and_annotate, score_results
+from harness.score import ResultsError
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in (path / "measurements.jsonl").read_text().splitlines()]
+
+
+def test_one_pass_equals_scoring_then_finalize(tmp_path: Path) -> None:
+    measured = {**GOOD, ("isp-a", A): NXDOMAIN}  # a mismatch too
+    old = make_results(tmp_path / "old", measured)
+    new = shutil.copytree(old, tmp_path / "new")
+
+    scored_old = score_results([old])
+    ooni.finalize(old, {(r.vantage, r.url): r.observed.value for r in scored_old.score.rows})
+    scored_new = score_and_annotate(new)
+
+    assert [r.to_json() for r in scored_new.score.rows] == [r.to_json() for r in scored_old.score.rows]
+    assert scored_new.score.to_json() == scored_old.score.to_json()
+    assert lines(new) == lines(old)
+    by_pair = {(m["x_vantage"], m["input"]): m["test_keys"] for m in lines(new)}
+    assert by_pair[("isp-a", B)]["x_verdict"] == "dns.nxdomain"
+    assert by_pair[("isp-a", A)]["blocking"] == "dns"  # OONI's keys are there
+    assert not (new / "measurements.jsonl.tmp").exists()
+
+
+def test_each_measurement_is_read_once_after_the_controls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = make_results(tmp_path / "r", GOOD)
+    passes: list[str | None] = []
+    real = score.iter_measurements
+
+    def counting(paths, vantage=None):  # type: ignore[no-untyped-def]
+        passes.append(vantage)
+        return real(paths, vantage)
+
+    monkeypatch.setattr(score, "iter_measurements", counting)
+    score_and_annotate(d)
+    assert passes == ["control", None]
+
+
+def test_a_folder_that_does_not_score_is_left_as_it_was(tmp_path: Path) -> None:
+    d = make_results(tmp_path / "r", GOOD)
+    path = d / "measurements.jsonl"
+    path.write_text(path.read_text() + path.read_text().splitlines()[0] + "\n")  # a pair measured twice
+    before = path.read_bytes()
+    with pytest.raises(ResultsError, match="more than once"):
+        score_and_annotate(d)
+    assert path.read_bytes() == before
+    assert not (d / "measurements.jsonl.tmp").exists()
