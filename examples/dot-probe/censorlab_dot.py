@@ -37,7 +37,7 @@ from netlab.services.addon import ServerConfig, main_for
 from netlab.target import Target, host_is_ip
 from probes.base import Probe
 from probes.context import ProbeContext
-from probes.dns import lookup, resolve_target
+from probes.dns import after_window, lookup, resolve_target
 from probes.errors import TargetRefused
 from probes.failures import dns_rcode_failure, failure_string
 from probes.safety import ensure_address_allowed, ensure_target_allowed
@@ -78,7 +78,11 @@ class DotProbe(Probe):
             ensure_address_allowed(ctx.public_resolver, "public DNS resolver")
             lookups.append(lookup(target.host, ctx.public_resolver, ctx, trace, engine="udp", tags=["dot_server"]))
         system, *public = await asyncio.gather(*lookups)
-        keys["queries"] = system.entries + [e for p in public for e in p.entries]
+
+        def dns_entries() -> None:  # every response, late (injected) ones too: once the DNS windows close
+            keys["queries"][:0] = system.entries + [e for p in public for e in p.entries]  # ahead of the DoT query
+
+        after_window(dns_entries)
         keys["x_resolved"] = {"system": system.addresses, "public": public[0].addresses if public else None}
         if not system.addresses:
             return stop("dns", system.failure or "dns_no_answer")
