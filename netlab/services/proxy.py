@@ -18,25 +18,12 @@ import logging
 from pathlib import Path
 
 from netlab.services._parsers import DONE, NEED_MORE, parse_client_hello, parse_http_host
+from netlab.services._relay import CHUNK, pipe
 from netlab.services._serve import listener, serve_until_stopped
 
 log = logging.getLogger("proxy")
 HEAD_TIMEOUT = 10.0  # how long a client may take to show its Host header or ClientHello
 MAX_HEAD = 16 * 1024
-CHUNK = 64 * 1024
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(CHUNK):
-            writer.write(data)
-            await writer.drain()
-    except (ConnectionError, OSError):
-        pass
-    finally:
-        with contextlib.suppress(OSError):
-            if writer.can_write_eof():
-                writer.write_eof()
 
 
 async def _first_bytes(reader: asyncio.StreamReader, tls: bool) -> tuple[bytes, str | None]:
@@ -75,7 +62,7 @@ class Proxy:
             up_reader, up_writer = await asyncio.open_connection(address, port)
             up_writer.write(head)
             await up_writer.drain()
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         except (TimeoutError, ConnectionError, OSError) as exc:
             log.debug("relay failed: %s", exc)
         finally:
