@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Any
 
-from netlab.addressing import PUBLIC_RESOLVER
+from netlab.addressing import PUBLIC_RESOLVER, addresses_of
 from netlab.compile import compile_lab, router_host
 from netlab.compile.dns import effective_resolver_rules
+from netlab.impact import intended
 from netlab.model import CONTROL, Isp, Rule, Scenario, ShapingRule
 from netlab.oracle import (
     Expectation,
@@ -21,7 +22,9 @@ from netlab.oracle import (
     expected_verdicts,
     first_rule,
     flow_matches,
+    intercepts,
     name_matches,
+    on_recursion_path,
     resolver_rule_matches,
 )
 from netlab.plan import LabPlan
@@ -37,6 +40,8 @@ class IspDataplane:
     nftables: str = ""
     dpi_iptables: str = ""
     dpi_config: dict[str, Any] | None = None
+    intercept_nft: str = ""  # the nat rules bringing flows to the TLS interceptor (DPI `intercept`)
+    intercept_config: dict[str, Any] | None = None
     shaper_iptables: str = ""
     tc: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -87,6 +92,7 @@ def unbound_policy(conf: str) -> str:
 def explain(scenario: Scenario, lab: str | None = None) -> Explanation:
     plan = compile_lab(scenario, lab)
     expectations = expected_verdicts(scenario, plan.site_addresses)
+    sites = scenario.all_addresses(plan.site_addresses)
     vantages = scenario.vantages
     rows = []
     for target in scenario.targets:
@@ -96,7 +102,9 @@ def explain(scenario: Scenario, lab: str | None = None) -> Explanation:
                 continue
             rows.append({"vantage": v, "url": target.url, "verdict": e.verdict.value, "reason": e.reason,
                          "rule": e.rule.describe() if e.rule is not None else None, "pinned": e.pinned,
-                         "derived": e.derived.verdict.value if e.derived is not None else None})
+                         "derived": e.derived.verdict.value if e.derived is not None else None,
+                         # Blocked, but the rule meant another site or service (netlab.impact).
+                         "collateral": e.verdict.is_censorship and not intended(e.rule, target, scenario, sites)})
     isps = [_isp_dataplane(plan, isp.name) for isp in scenario.isps]
     prefixes = tuple(f"{i.name}: " for i in scenario.isps)
     general = [n for n in plan.notes if not n.startswith(prefixes)]
@@ -128,7 +136,7 @@ def _stage_lists(isp: Isp) -> dict[str, tuple[Rule, ...] | tuple[ShapingRule, ..
 
 
 def _matches(stage: str, rule: Rule | ShapingRule, target: Target, scenario: Scenario,
-             sites: dict[str, IPv4Address]) -> bool:
+             sites: dict[str, IPv4Address], isp: Isp | None = None) -> bool:
     """Would ``rule`` act on the fetch of ``target`` if no earlier rule did? (The oracle's tests.)"""
     addr = sites[target.host]
     if stage == "resolver":
@@ -138,10 +146,15 @@ def _matches(stage: str, rule: Rule | ShapingRule, target: Target, scenario: Sce
         return flow_matches(rule.match, addr, target.port, "tcp", sites)
     assert isinstance(rule, Rule)
     on_dns_path = scenario.public_resolver and flow_matches(rule.match, PUBLIC_RESOLVER, 53, "udp", sites)
-    if stage == "firewall":
-        return on_dns_path or flow_matches(rule.match, addr, target.port, "tcp", sites)
+    if stage == "firewall":  # any address of the name (a CDN has several)
+        return on_dns_path or any(flow_matches(rule.match, a, target.port, "tcp", sites)
+                                  for a in addresses_of(sites, target.host))
     if rule.match.dns_query is not None:
-        return on_dns_path and name_matches(target.host, rule.match.dns_query)
+        # At placement border the ISP resolver's own recursion crosses the middlebox too.
+        return ((on_dns_path and name_matches(target.host, rule.match.dns_query))
+                or (isp is not None and on_recursion_path(rule, isp, target.host, sites)))
+    if rule.action == "intercept":
+        return intercepts(rule, target, addr, sites)
     return dpi_rule_matches(rule, target, addr, sites)
 
 
@@ -174,7 +187,7 @@ def idle_rules(scenario: Scenario, expectations: dict[tuple[str, str], Expectati
                     continue
             elif any(id(r) in used for r in rules):
                 continue
-            hits = [t for t in scenario.targets for r in rules if _matches(stage, r, t, scenario, site_addresses)]
+            hits = [t for t in scenario.targets for r in rules if _matches(stage, r, t, scenario, site_addresses, isp)]
             if stage == "resolver" and any(
                     r.action == "proxy" and first_rule(effective, lambda e, t=t: resolver_rule_matches(e, t.host)) is r
                     for r in rules for t in hits):
@@ -246,6 +259,8 @@ def _isp_dataplane(plan: LabPlan, isp: str) -> IspDataplane:
         nftables=_text(plan, f"{isp}/firewall.nft"),
         dpi_iptables=_text(plan, f"{isp}/dpi.rules"),
         dpi_config=json.loads(dpi) if dpi else None,
+        intercept_nft=_text(plan, f"{isp}/intercept.nft"),
+        intercept_config=json.loads(icp) if (icp := _text(plan, f"{isp}/intercept.json")) else None,
         shaper_iptables=_text(plan, f"{isp}/shaper.rules"),
         tc=[" ".join(argv) for argv in router.setup if argv and argv[0] == "tc"],  # no LAB_DIR in tc
         notes=[n for n in plan.notes if n.startswith(f"{isp}: ")],

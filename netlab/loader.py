@@ -12,44 +12,60 @@ import math
 import os
 import re
 from collections.abc import Callable
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from pathlib import Path
 from typing import Any
 
 import idna
 import yaml
 
-from netlab.addressing import LAB_INTERNET, MAX_ISPS, SITE_CAPACITY, is_site_address
+from netlab.addressing import LAB_INTERNET, LAB_INTERNET_V6, MAX_ISPS, SITE_CAPACITY, allocate_sites, is_site_address
+from netlab.blockpage import MAX_INJECTED, Blockpage, bodiless
 from netlab.coverage import apply_coverage
+from netlab.dnstree import registrable, reserved_dns_name
 from netlab.errors import ScenarioError
 from netlab.model import (
     CERT_KINDS,
     CONTROL,
     DNS_STATES,
     PROXY_BLOCK,
+    QUIC_DATAGRAMS,
+    QUIC_RESIDUAL_SCOPES,
+    QUIC_VERSIONS,
+    RECORD_TYPES,
     SITE_STATES,
+    TRANSPORTS,
     Isp,
     Match,
+    PathResponse,
+    QuicKnobs,
     Redirect,
     Rule,
     Scenario,
     ShapingRule,
     Site,
+    SiteRecords,
 )
 from netlab.names import lab_name_problem
 from netlab.target import Target, TargetError, in_address_plan
 from netlab.verdict import Verdict
 
 RESOLVER_ACTIONS = ("nxdomain", "servfail", "refused", "timeout", "proxy")  # plus {answer: IP}
-SITE_KEYS = ("name", "address", "body_size", "service", "state", "tls", "redirect", "response", "only_for",
-             "https", "dns_answer")
+SITE_KEYS = ("name", "address", "addresses", "paths", "body_size", "service", "state", "tls", "redirect",
+             "response", "only_for", "https", "dns_answer", "records", "quic")
+# What an alias (a site with a CNAME) may say beside it: the rest is its canonical site's.
+ALIAS_KEYS = ("name", "service", "records")
+MAX_TXT = 255  # bytes of one TXT string (one character-string of the record)
 # ProbeContext fields a scenario may set (`probe:`), and test_helper (a site standing for OONI's TH).
-PROBE_NUMBERS = ("dns_timeout", "connect_timeout", "tls_timeout", "http_timeout", "http_total_timeout")
+PROBE_NUMBERS = ("dns_timeout", "connect_timeout", "tls_timeout", "http_timeout", "http_total_timeout",
+                 "quic_timeout")
 OONI_KEYS = ("blocking", "accessible", "dns_consistency", "dns_experiment_failure", "http_experiment_failure",
              "control_failure", "x_verdict", "body_length_match", "status_code_match", "headers_match",
              "title_match")
 FIREWALL_ACTIONS = ("drop", "reset", "reject")
-DPI_ACTIONS = ("reset", "drop", "blockpage")  # plus {inject: IP}
+DPI_ACTIONS = ("reset", "drop", "blockpage", "close", "intercept")  # plus {inject: IP}, {intercept: {page: ...}}
+DPI_KEYS = ("rules", "fail", "placement")
+DPI_PLACEMENTS = ("access", "border")  # where the middlebox sits (netlab.compile.dpi)
 NAME_KEYS = ("domain", "exact", "sni", "http_host", "dns_query")
 ADDRESS_KEYS = ("site", "ip", "cidr", "port", "proto")
 MATCH_KEYS = {
@@ -70,11 +86,14 @@ MAX_BODY_SIZE = GIB  # one page: the origin builds it in memory at start-up
 MAX_TOTAL_BODY = 8 * GIB
 MAX_RATE_BPS = 32 * 1000**3  # tc's rate fields count bytes/s in 32 bits: 32gbit = 4e9 bytes/s < 2**32
 MAX_DELAY_MS = 60_000.0  # a minute: far beyond any probe timeout
+QUIC_MIN_DELAY = 1.0  # seconds: a QUIC block that starts later than this misses the triggering fetch
 MAX_RESIDUAL = 3600.0  # seconds; the GFW's is about 90 s, and an hour outlasts any campaign of the lab
 MAX_PROBE_SECONDS = 600.0  # a probe timeout of ten minutes already stalls a campaign
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _LAB_NAME = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B|B)?\s*$", re.IGNORECASE)
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an RFC 9110 token
+_FRAMING_HEADERS = ("content-length", "transfer-encoding", "connection")
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)(bit|bps)\s*$", re.IGNORECASE)
 
 
@@ -228,6 +247,7 @@ class _Loader:
         # Checked once the ISPs and all sites are known.
         self.only_for_nodes: list[tuple[yaml.Node, str, tuple[str, ...]]] = []
         self.redirect_targets: list[tuple[yaml.Node, str, Target]] = []
+        self.record_nodes: dict[str, dict[str, yaml.Node]] = {}  # key of a site's records -> its type nodes
 
     # -- generic shapes
 
@@ -314,6 +334,7 @@ class _Loader:
         sites, public_resolver = self.internet(top["internet"])
         isps = self.isps(top["isps"]) if "isps" in top else ()
         self.check_only_for(isps)
+        self.check_blockpage_servers(isps, sites)
         targets = self.targets(top.get("targets"), sites)
         expect = self.expect(top["expect"], isps, targets) if "expect" in top else {}
         seed = self.value(top["seed"], "seed", int, "an integer") if "seed" in top else 0
@@ -343,44 +364,174 @@ class _Loader:
         if "public_resolver" in m:
             public = self.value(m["public_resolver"], "internet.public_resolver", bool, "true or false")
         sites: list[Site] = []
-        addresses: dict[IPv4Address, str] = {}
+        site_maps: list[dict[str, yaml.Node]] = []  # each site's keys, for the co-hosting checks
         site_nodes = self.sequence(m["sites"], "internet.sites")
         if problem := _too_many("internet.sites", len(site_nodes)):
             raise self.ctx.fail(m["sites"], "internet.sites", problem)
         total_body = 0
+        name_nodes: list[yaml.Node] = []
         for i, snode in enumerate(site_nodes):
             key = f"internet.sites[{i}]"
             s = self.mapping(snode, key, SITE_KEYS, required=("name",))
+            name_nodes.append(s["name"])
+            site_maps.append(s)
             name = self.dns_name(s["name"], f"{key}.name")
             if name in self.site_names:
                 raise self.ctx.fail(s["name"], f"{key}.name", f"duplicate site name {name!r}")
-            addr = None
-            if "address" in s:
-                addr = self.ip(s["address"], f"{key}.address")
-                if not is_site_address(addr) or addr in PROXY_BLOCK:
-                    raise self.ctx.fail(s["address"], f"{key}.address", f"{addr} is outside the lab "
-                                        f"internet {LAB_INTERNET} (198.18.0.0-198.18.0.9 and the ISP proxies' "
-                                        f"{PROXY_BLOCK} are reserved)")
-                if addr in addresses:
-                    raise self.ctx.fail(s["address"], f"{key}.address",
-                                        f"{addr} is already the address of {addresses[addr]}")
-                addresses[addr] = name
+            site_addrs = self.site_addresses(s, key)
+            addr = site_addrs[0] if site_addrs else None
             body_size = 64 * 1024
             if "body_size" in s:
                 body_size = self.size(s["body_size"], f"{key}.body_size")
             service = self.label(s["service"], f"{key}.service") if "service" in s else None
             self.site_names.add(name)
-            site = Site(name=name, address=addr, body_size=body_size,
+            records = self.records(s["records"], f"{key}.records") if "records" in s else SiteRecords()
+            if records.cname is not None and (extra := [k for k in s if k not in ALIAS_KEYS]):
+                raise self.ctx.fail(s[extra[0]], f"{key}.{extra[0]}", f"a site with a CNAME is an alias of "
+                                    f"{records.cname}: its address, origin and behaviour are that site's")
+            site = Site(name=name, address=addr, addresses=site_addrs, body_size=body_size, records=records,
                         line=snode.start_mark.line + 1, service=service, **self.behaviour(s, key))
+            if records.cname is not None and site.name == registrable(site.name):
+                raise self.ctx.fail(s["records"], f"{key}.records.CNAME", f"{name} is a zone apex, which has SOA "
+                                    f"and NS records: no CNAME there (RFC 1034); alias a name under it, e.g. "
+                                    f"www.{name}")
+            if site.state == "unresolvable" and records:
+                raise self.ctx.fail(s["records"], f"{key}.records", "an unresolvable site is in no zone: "
+                                    "it has no records")
             # The origin builds the generated page even when response.body replaces it for some.
-            total_body += site.body_size + (len(site.body) if site.body is not None else 0)
+            total_body += site.body_size + (len(site.body) if site.body is not None else 0) + sum(
+                len(p.body or b"") for p in site.paths)
             if total_body > MAX_TOTAL_BODY:
                 raise self.ctx.fail(snode, key, f"the sites' pages add up to more than {_bytes(MAX_TOTAL_BODY)} "
                                     "(one origin process holds every page in memory)")
             sites.append(site)
         if not sites:
             raise self.ctx.fail(m["sites"], "internet.sites", "at least one site is needed")
+        self.check_dns_names(sites, name_nodes)
+        self.check_cohosting(sites, site_maps)
         return tuple(sites), public
+
+    def check_cohosting(self, sites: list[Site], maps: list[dict[str, yaml.Node]]) -> None:
+        """Sites that share an address share its listeners and its packet filter: they must agree
+        on what those do (whether 443 answers, with a certificate; a state that is a filter rule)."""
+        first: dict[IPv4Address, int] = {}  # address -> the first site declared with it
+        for i, site in enumerate(sites):
+            for addr in site.addresses:
+                j = first.setdefault(addr, i)
+                if j == i:
+                    continue
+                other, s, key = sites[j], maps[i], f"internet.sites[{i}]"
+                where = f"{addr} also serves {other.name} (line {other.line})"
+                if site.https != other.https:
+                    raise self.ctx.fail(s.get("https", s["name"]), f"{key}.https", f"{where}, which "
+                                        f"{'has' if other.https else 'has no'} HTTPS listener: co-hosted sites "
+                                        "share port 443, so either all present a certificate there or none")
+                filtered = ("refused", "timeout")
+                if (site.state in filtered or other.state in filtered) and (
+                        site.state != other.state or site.only_for != other.only_for):
+                    raise self.ctx.fail(s.get("state", s["name"]), f"{key}.state", f"{where}, whose state is "
+                                        f"{other.state}: refused and timeout filter the address, so co-hosted sites "
+                                        "share them (and their only_for)")
+
+    def records(self, node: yaml.Node, key: str) -> SiteRecords:
+        """A site's `records:` (scenario.md): each type a value or a list of values."""
+        m = self.mapping(node, key, RECORD_TYPES)
+        values = {t: ([v for v in self.sequence(n, f"{key}.{t}")] if isinstance(n, yaml.SequenceNode) else [n])
+                  for t, n in m.items()}
+        for t, vs in values.items():
+            if not vs:
+                raise self.ctx.fail(m[t], f"{key}.{t}", "an empty list; give at least one value")
+        self.record_nodes[key] = m
+        aaaa = []
+        for v in values.get("AAAA", []):
+            raw = _scalar(v)
+            try:
+                addr = IPv6Address(str(raw).strip())
+            except (ValueError, ipaddress.AddressValueError):
+                raise self.ctx.fail(v, f"{key}.AAAA", f"{raw!r} is not an IPv6 address") from None
+            if addr not in LAB_INTERNET_V6:
+                raise self.ctx.fail(v, f"{key}.AAAA", f"{addr} is outside the lab's IPv6 range {LAB_INTERNET_V6}")
+            aaaa.append(addr)
+        cname = None
+        if "CNAME" in values:
+            if len(values["CNAME"]) > 1:
+                raise self.ctx.fail(m["CNAME"], f"{key}.CNAME", "a name has one CNAME")
+            cname = self.dns_name(values["CNAME"][0], f"{key}.CNAME")
+            if len(m) > 1:
+                other = next(t for t in m if t != "CNAME")
+                raise self.ctx.fail(m[other], f"{key}.{other}", "a name with a CNAME has no other records (RFC 1034)")
+        txt = []
+        for v in values.get("TXT", []):
+            text = self.value(v, f"{key}.TXT", (str, int, float), "a string")
+            text = str(text)
+            if len(text.encode()) > MAX_TXT:
+                raise self.ctx.fail(v, f"{key}.TXT", f"{len(text.encode())} bytes; a TXT string has at most {MAX_TXT}")
+            txt.append(text)
+        ns = tuple(self.dns_name(v, f"{key}.NS") for v in values.get("NS", []))
+        mx = []
+        for v in values.get("MX", []):
+            raw = self.string(v, f"{key}.MX")
+            parts = raw.split()
+            pref = 10
+            if len(parts) == 2 and parts[0].isdigit():
+                pref, parts = int(parts[0]), parts[1:]
+            if len(parts) != 1 or not 0 <= pref <= 65535:
+                raise self.ctx.fail(v, f"{key}.MX", f"{raw!r} is not a mail exchanger (e.g. '10 mail.news.test' "
+                                    "or 'mail.news.test')")
+            try:
+                mx.append((pref, normalise_name(parts[0])))
+            except ValueError as exc:
+                raise self.ctx.fail(v, f"{key}.MX", f"{parts[0]!r} is not a valid DNS name: {exc}") from None
+        return SiteRecords(aaaa=tuple(aaaa), cname=cname, txt=tuple(txt), ns=ns, mx=tuple(mx))
+
+    def check_dns_names(self, sites: list[Site], name_nodes: list[yaml.Node]) -> None:
+        """Once every site is known: CNAMEs point at sites and end at one with an address, and no
+        name takes one the lab's own name servers use (netlab.compile.dns)."""
+        by_name = {s.name: s for s in sites}
+        for i, site in enumerate(sites):
+            rkey = f"internet.sites[{i}].records"
+            nodes = self.record_nodes.get(rkey, {})
+            if site.records.cname is not None:
+                chain = [site.name]
+                while (nxt := by_name.get(chain[-1])) is not None and nxt.records.cname is not None:
+                    if nxt.records.cname in chain:
+                        loop = " -> ".join([*chain[chain.index(nxt.records.cname):], nxt.records.cname])
+                        raise self.ctx.fail(nodes["CNAME"], f"{rkey}.CNAME", f"a CNAME loop: {loop}")
+                    chain.append(nxt.records.cname)
+                if chain[-1] not in by_name:
+                    raise self.ctx.fail(nodes["CNAME"], f"{rkey}.CNAME", f"{chain[-1]!r} is not a site of this "
+                                        "scenario: a CNAME points at a site")
+            for ns in site.records.ns:
+                if ns in by_name:
+                    raise self.ctx.fail(nodes["NS"], f"{rkey}.NS", f"{ns} is a site; a name server's name gets "
+                                        "the lab's authoritative server's address, so it cannot be a site too")
+            problem = reserved_dns_name(site.name, [s.name for s in sites if s.records.ns])
+            if problem:
+                raise self.ctx.fail(name_nodes[i], f"internet.sites[{i}].name", problem)
+
+    def site_addresses(self, s: dict[str, yaml.Node], key: str) -> tuple[IPv4Address, ...]:
+        """`address` or `addresses` (a CDN): any number of sites may share one (shared hosting)."""
+        if "address" in s and "addresses" in s:
+            raise self.ctx.fail(s["addresses"], f"{key}.addresses", "give address or addresses, not both")
+        if "address" in s:
+            nodes, akey = [s["address"]], f"{key}.address"
+        elif "addresses" in s:
+            akey = f"{key}.addresses"
+            nodes = self.sequence(s["addresses"], akey)
+            if not nodes:
+                raise self.ctx.fail(s["addresses"], akey, "name at least one address")
+        else:
+            return ()
+        out: list[IPv4Address] = []
+        for node in nodes:
+            addr = self.ip(node, akey)
+            if not is_site_address(addr) or addr in PROXY_BLOCK:
+                raise self.ctx.fail(node, akey, f"{addr} is outside the lab internet {LAB_INTERNET} "
+                                    f"(198.18.0.0-198.18.0.9 and the ISP proxies' {PROXY_BLOCK} are reserved)")
+            if addr in out:
+                raise self.ctx.fail(node, akey, f"{addr} is listed twice")
+            out.append(addr)
+        return tuple(out)
 
     def behaviour(self, s: dict[str, yaml.Node], key: str) -> dict[str, Any]:
         """The keys of a site that misbehaves on its own (scenario.md)."""
@@ -396,17 +547,12 @@ class _Loader:
             out["redirect"] = self.redirect(s["redirect"], f"{key}.redirect")
         if "response" in s:
             rkey = f"{key}.response"
-            r = self.mapping(s["response"], rkey, ("status", "body_file", "body"))
-            if "body_file" in r and "body" in r:
-                raise self.ctx.fail(r["body"], f"{rkey}.body", "give body or body_file, not both")
-            if "status" in r:
-                out["status"] = self.status(r["status"], f"{rkey}.status")
-            if "body" in r:
-                out["body"] = self.string(r["body"], f"{rkey}.body").encode()
-            if "body_file" in r:
-                rel = self.body_file(r["body_file"], f"{rkey}.body_file")
-                out["body"] = self.read_body(r["body_file"], f"{rkey}.body_file", rel)
-                out["body_file"] = rel
+            r = self.mapping(s["response"], rkey, ("status", "headers", "body_file", "body"))
+            answer = self.http_answer(r, rkey, framed=True)
+            out["status"] = answer["status"]
+            out.update({k: answer[k] for k in ("headers", "body", "body_file") if answer[k] is not None})
+        if "paths" in s:
+            out["paths"] = self.paths(s["paths"], f"{key}.paths")
         if "only_for" in s:
             names = [self.string(n, f"{key}.only_for") for n in self.sequence(s["only_for"], f"{key}.only_for")]
             if not names:
@@ -422,7 +568,85 @@ class _Loader:
                                     "some ISPs only")
         if "dns_answer" in s:
             out["dns_answer"] = self.lab_ip(s["dns_answer"], f"{key}.dns_answer")
+        if "quic" in s:
+            out["quic"] = self.value(s["quic"], f"{key}.quic", bool, "true or false")
         return out
+
+    def http_answer(self, r: dict[str, yaml.Node], key: str, framed: bool, default_status: int = 200
+                    ) -> dict[str, Any]:
+        """``status``, ``headers`` and ``body | body_file`` of a response (a site's, a path's or a
+        blockpage): {"status", "headers" (tuple or None), "body" (bytes or None), "body_file"}.
+        ``framed``: the origin frames the response (h11), so the headers that do it are its own."""
+        if "body_file" in r and "body" in r:
+            raise self.ctx.fail(r["body"], f"{key}.body", "give body or body_file, not both")
+        status = self.status(r["status"], f"{key}.status") if "status" in r else default_status
+        out: dict[str, Any] = {"status": status, "headers": None, "body": None, "body_file": None}
+        if "headers" in r:
+            out["headers"] = self.headers(r["headers"], f"{key}.headers", framed)
+        if "body" in r:
+            out["body"] = self.string(r["body"], f"{key}.body").encode()
+        if "body_file" in r:
+            rel = self.body_file(r["body_file"], f"{key}.body_file")
+            out["body"] = self.read_body(r["body_file"], f"{key}.body_file", rel)
+            out["body_file"] = rel
+        if bodiless(status):
+            if out["body"]:
+                which = "body" if "body" in r else "body_file"
+                raise self.ctx.fail(r[which], f"{key}.{which}", f"a {status} response never carries a body "
+                                    "(1xx, 204 and 304 have none)")
+            out["body"] = b""
+        return out
+
+    def headers(self, node: yaml.Node, key: str, framed: bool) -> tuple[tuple[str, str], ...]:
+        """HTTP headers as a mapping of name to value, sent in the order written."""
+        if not isinstance(node, yaml.MappingNode):
+            raise self.ctx.fail(node, key, f"expected a mapping of header names to values, got {_kind(node)}")
+        out: list[tuple[str, str]] = []
+        for knode, vnode in node.value:
+            name = _scalar(knode)
+            if not isinstance(name, str) or not _HEADER_NAME.match(name):
+                raise self.ctx.fail(knode, key, f"{name!r} is not an HTTP header name")
+            hkey = f"{key}.{name}"
+            if framed and name.lower() in _FRAMING_HEADERS:
+                raise self.ctx.fail(knode, hkey, "the origin sets this header itself (it frames every response)")
+            value = self.value(vnode, hkey, (str, int, float), "a header value")
+            value = str(value)
+            if "\r" in value or "\n" in value or not value.isprintable() or not value.isascii():
+                raise self.ctx.fail(vnode, hkey, "a header value is one line of printable ASCII")
+            out.append((name, value))
+        return tuple(out)
+
+    def paths(self, node: yaml.Node, key: str) -> tuple[PathResponse, ...]:
+        """`paths:` {path: {status, headers, body | body_file, redirect}}: what one path answers."""
+        if not isinstance(node, yaml.MappingNode):
+            raise self.ctx.fail(node, key, f"expected a mapping of paths, got {_kind(node)}")
+        out: list[PathResponse] = []
+        for knode, vnode in node.value:
+            path = _scalar(knode)
+            pkey = f"{key}.{path}"
+            if not isinstance(path, str) or not path.startswith("/") or "?" in path or "#" in path \
+                    or not path.isascii() or not path.isprintable() or " " in path:
+                raise self.ctx.fail(knode, pkey, f"{path!r} is not a path: it starts with '/', has no query "
+                                    "and is printable ASCII without spaces (percent-encode the rest)")
+            if any(p.path == path for p in out):
+                raise self.ctx.fail(knode, pkey, "duplicate path")
+            r = self.mapping(vnode, pkey, ("status", "headers", "body", "body_file", "redirect"))
+            redirect = None
+            if "redirect" in r:
+                if extra := [k for k in ("status", "body", "body_file") if k in r]:
+                    raise self.ctx.fail(r[extra[0]], f"{pkey}.{extra[0]}", "a redirect has its own status and no "
+                                        "body: give its status in redirect.status")
+                rnode = r["redirect"]
+                if isinstance(rnode, yaml.MappingNode) and any(_scalar(k) == "hops" for k, _ in rnode.value):
+                    raise self.ctx.fail(rnode, f"{pkey}.redirect.hops", "a path redirects once (hops is for a "
+                                        "whole site's redirect)")
+                redirect = self.redirect(rnode, f"{pkey}.redirect")
+            answer = self.http_answer(r, pkey, framed=True)
+            out.append(PathResponse(path=path, status=redirect.status if redirect else answer["status"],
+                                    headers=answer["headers"] or (), body=answer["body"],
+                                    body_file=answer["body_file"], redirect=redirect,
+                                    line=knode.start_mark.line + 1))
+        return tuple(out)
 
     def body_file(self, node: yaml.Node, key: str) -> str:
         """A path relative to the scenario's folder that stays inside it: the results folder gets a
@@ -508,6 +732,34 @@ class _Loader:
             raise self.ctx.fail(r["status"], f"{key}.status", "a redirect status: 301, 302, 303, 307 or 308")
         return Redirect(to=to, hops=hops, status=status, location=location)
 
+    def check_blockpage_servers(self, isps: tuple[Isp, ...], sites: tuple[Site, ...]) -> None:
+        """A resolver's {answer: IP, blockpage: ...} puts the ISP's blockpage server on IP, in its
+        router: an address no site, lab server or ISP network of the plan uses, one page each."""
+        taken = allocate_sites({s.name: s.address for s in sites if s.records.cname is None},
+                               reserved=(a for s in sites for a in s.addresses[1:]))
+        owner = {a: n for n, a in taken.items()} | {a: s.name for s in sites for a in s.addresses}
+        isp_nets = [IPv4Network(f"10.{i}.0.0/16") for i in range(1, len(isps) + 1)] + [IPv4Network("10.0.0.0/24")]
+        for i, isp in enumerate(isps):
+            pages: dict[IPv4Address, Rule] = {}
+            for j, rule in enumerate(isp.resolver_rules):
+                if rule.blockpage is None or rule.address is None:
+                    continue
+                addr, key = rule.address, f"isps[{i}].resolver.rules[{j}].action.answer"
+                problem = None
+                if addr in owner:
+                    problem = f"{addr} is the address of site {owner[addr]}"
+                elif addr in LAB_INTERNET and (not is_site_address(addr) or addr in PROXY_BLOCK):
+                    problem = f"{addr} belongs to the lab's own servers (198.18.0.0-198.18.0.9, {PROXY_BLOCK})"
+                elif any(addr in n for n in isp_nets) or not addr.is_private or addr.is_loopback:
+                    problem = (f"{addr} cannot hold a blockpage server: use a private address outside the ISPs' "
+                               "10.N.0.0/16 and control's 10.0.0.0/24 (e.g. 10.10.34.34 with fewer than ten ISPs), "
+                               "or a free one of the lab internet")
+                elif addr in pages and pages[addr].blockpage != rule.blockpage:
+                    problem = f"{addr} already serves the page of the rule at line {pages[addr].line}; one page each"
+                if problem:
+                    raise ScenarioError(problem, file=self.ctx.file, line=rule.line, key=key)
+                pages.setdefault(addr, rule)
+
     def check_only_for(self, isps: tuple[Isp, ...]) -> None:
         names = {i.name for i in isps}
         for node, key, wanted in self.only_for_nodes:
@@ -520,11 +772,18 @@ class _Loader:
                                     "inside the lab")
 
     def probe(self, node: yaml.Node) -> dict[str, Any]:
-        m = self.mapping(node, "probe", (*PROBE_NUMBERS, "test_helper"))
+        m = self.mapping(node, "probe", (*PROBE_NUMBERS, "test_helper", "quic_version", "quic_split_hello"))
         out: dict[str, Any] = {}
         for k in PROBE_NUMBERS:
             if k in m:
                 out[k] = self.seconds(m[k], f"probe.{k}", MAX_PROBE_SECONDS)
+        if "quic_version" in m:  # the quic probe's (probes.quic); the oracle reads them too
+            out["quic_version"] = self.value(m["quic_version"], "probe.quic_version", int, "1 or 2")
+            if out["quic_version"] not in QUIC_VERSIONS:
+                raise self.ctx.fail(m["quic_version"], "probe.quic_version", "1 or 2")
+        if "quic_split_hello" in m:
+            out["quic_split_hello"] = self.value(m["quic_split_hello"], "probe.quic_split_hello", bool,
+                                                 "true or false")
         if "test_helper" in m:
             name = self.dns_name(m["test_helper"], "probe.test_helper")
             if name not in self.site_names:
@@ -589,25 +848,45 @@ class _Loader:
             firewall = self.rule_list(m.get("firewall"), f"{key}.firewall", "firewall",
                                       self.simple_action(FIREWALL_ACTIONS))
             dpi_fail = "closed"
+            placement = "access"
             dpi: tuple[Rule, ...] = ()
             if "dpi" in m:
-                dm = self.mapping(m["dpi"], f"{key}.dpi", ("rules", "fail"))
+                dm = self.mapping(m["dpi"], f"{key}.dpi", DPI_KEYS)
                 if "fail" in dm:
                     dpi_fail = self.string(dm["fail"], f"{key}.dpi.fail")
                     if dpi_fail not in ("closed", "open"):
                         raise self.ctx.fail(dm["fail"], f"{key}.dpi.fail", "expected closed or open")
+                if "placement" in dm:
+                    placement = self.choice(dm["placement"], f"{key}.dpi.placement", DPI_PLACEMENTS)
                 dpi = self.rule_list(m["dpi"], f"{key}.dpi", "dpi", self.dpi_action)
+                if placement == "border":
+                    self.check_border_rules(dm, f"{key}.dpi", dpi)
             shaping = self.shaping(m["shaping"], f"{key}.shaping") if "shaping" in m else ()
             out.append(Isp(name=name, resolver_rules=resolver, firewall_rules=firewall, dpi_rules=dpi,
-                           shaping=shaping, dpi_fail=dpi_fail, line=inode.start_mark.line + 1))
+                           shaping=shaping, dpi_fail=dpi_fail, dpi_placement=placement,
+                           line=inode.start_mark.line + 1))
         return tuple(out)
+
+    def check_border_rules(self, dm: dict[str, yaml.Node], key: str, rules: tuple[Rule, ...]) -> None:
+        """A middlebox at the border also sees the ISP resolver's own queries (docs/scenario.md)."""
+        for i, rule in enumerate(rules):
+            if rule.match.dns_query is not None and rule.action == "drop":
+                rnode = dm["rules"].value[i]
+                anode = next((v for k, v in rnode.value if _scalar(k) == "action"), rnode)
+                # Unbound retries a dropped query with backoff and counts the timeouts against the
+                # server it asked: what its clients get (a timeout, later a SERVFAIL, or slow answers
+                # for other names) depends on their own timeouts and the order of the campaign.
+                raise self.ctx.fail(anode, f"{key}.rules[{i}].action", "at placement: border a dns_query "
+                                    "rule would drop the ISP resolver's own queries, which then retries and "
+                                    "backs off: its clients would see a timeout or a SERVFAIL depending on "
+                                    "timing. Use {inject: IP}, or placement: access")
 
     def rule_list(self, node: yaml.Node | None, key: str, kind: str,
                   action: Callable[[yaml.Node, str, Match], tuple[str, IPv4Address | None]]
                   ) -> tuple[Rule, ...]:
         if node is None:
             return ()
-        allowed = ("rules", "fail") if kind == "dpi" else ("rules",)
+        allowed = DPI_KEYS if kind == "dpi" else ("rules",)
         m = self.mapping(node, key, allowed)
         if "rules" not in m or (isinstance(m["rules"], yaml.ScalarNode) and _scalar(m["rules"]) is None):
             return ()
@@ -617,11 +896,18 @@ class _Loader:
             raise self.ctx.fail(m["rules"], f"{key}.rules", f"{len(rule_nodes)} rules; at most {MAX_RULES} per list")
         for i, rnode in enumerate(rule_nodes):
             rkey = f"{key}.rules[{i}]"
-            extra = ("residual",) if kind == "dpi" else ()
+            extra = ("residual", "transport", "quic") if kind == "dpi" else ()
             r = self.mapping(rnode, rkey, ("match", "action", "coverage", "intent", *extra),
                              required=("match", "action"))
-            match = self.match(r["match"], f"{rkey}.match", kind)
+            transport = self.choice(r["transport"], f"{rkey}.transport", TRANSPORTS) if "transport" in r else "any"
+            match = self.match(r["match"], f"{rkey}.match", kind, transport)
             verb, address = action(r["action"], f"{rkey}.action", match)
+            blockpage = self.blockpage(r["action"], f"{rkey}.action", kind, verb)
+            if verb == "intercept":
+                blockpage, transport = self.intercept(r, rkey, transport)
+            if transport == "quic" and verb != "drop":
+                # No censor has been seen to answer QUIC with anything but silence; the lab forges nothing.
+                raise self.ctx.fail(r["action"], f"{rkey}.action", "a QUIC rule (transport: quic) can only drop")
             residual = None
             if "residual" in r:
                 residual = self.seconds(r["residual"], f"{rkey}.residual", MAX_RESIDUAL)
@@ -636,11 +922,116 @@ class _Loader:
                 if not 0 < coverage <= 1:  # also false for NaN
                     raise self.ctx.fail(r["coverage"], f"{rkey}.coverage", "must be in (0, 1], e.g. 0.3")
             intent = self.label(r["intent"], f"{rkey}.intent") if "intent" in r else None
+            knobs = QuicKnobs()
+            if "quic" in r:
+                if transport != "quic":
+                    raise self.ctx.fail(r["quic"], f"{rkey}.quic", "QUIC reading knobs need transport: quic")
+                knobs = self.quic_knobs(r["quic"], f"{rkey}.quic", residual)
             rules.append(Rule(match=match, action=verb, address=address, residual=residual,
-                              line=rnode.start_mark.line + 1, coverage=coverage, intent=intent))
+                              line=rnode.start_mark.line + 1, coverage=coverage, intent=intent,
+                              transport=transport, quic=knobs, blockpage=blockpage))
+        if any(rule.action == "intercept" for rule in rules) and (res := next(
+                (n for n in rule_nodes if any(_scalar(k) == "residual" for k, _ in n.value)), None)):
+            # The interceptor's onward connections leave from the router (netlab.services.intercept):
+            # a residual block they set would hold the router's address, not the client's.
+            raise self.ctx.fail(res, f"{key}.rules[{rule_nodes.index(res)}].residual", "residual blocking "
+                                "cannot be combined with intercept rules in the same ISP")
         return tuple(rules)
 
-    def match(self, node: yaml.Node, key: str, kind: str) -> Match:
+    def intercept(self, r: dict[str, yaml.Node], rkey: str, transport: str) -> tuple[Blockpage | None, str]:
+        """The page of `{intercept: {page: ...}}` (None: the interceptor relays to the real site) and
+        the transport an intercept rule reads: TLS over TCP only (netlab.services.intercept)."""
+        if transport == "quic":
+            raise self.ctx.fail(r["transport"], f"{rkey}.transport", "intercept terminates TLS over TCP: "
+                                "transport quic cannot be intercepted (drop QUIC with a rule of its own)")
+        node = r["action"]
+        if not isinstance(node, yaml.MappingNode):
+            return None, "tcp"
+        akey = f"{rkey}.action.intercept"
+        inner = next(v for k, v in node.value if _scalar(k) == "intercept")
+        if isinstance(inner, yaml.ScalarNode) and _scalar(inner) is None:
+            return None, "tcp"
+        m = self.mapping(inner, akey, ("page",))
+        if "page" not in m:
+            return None, "tcp"
+        page = m["page"]
+        if isinstance(page, yaml.ScalarNode) and _scalar(page) is None:
+            return Blockpage(line=page.start_mark.line + 1), "tcp"  # `page:` alone: the lab's page
+        p = self.mapping(page, f"{akey}.page", ("status", "headers", "body", "body_file"))
+        answer = self.http_answer(p, f"{akey}.page", framed=False, default_status=451)
+        return Blockpage(status=answer["status"], headers=answer["headers"], body=answer["body"],
+                         body_file=answer["body_file"], line=page.start_mark.line + 1), "tcp"
+
+    def blockpage(self, node: yaml.Node, key: str, kind: str, verb: str) -> Blockpage | None:
+        """The page of a DPI `blockpage` (the lab's own, or `{blockpage: {status, headers, body |
+        body_file}}`) or of a resolver's `{answer: IP, blockpage: ...}` (served at that address)."""
+        page = None
+        if isinstance(node, yaml.MappingNode):
+            page = next((v for k, v in node.value if _scalar(k) == "blockpage"), None)
+        if page is None:
+            return Blockpage() if kind == "dpi" and verb == "blockpage" else None
+        bkey = f"{key}.blockpage"
+        if isinstance(page, yaml.ScalarNode) and _scalar(page) is None:
+            return Blockpage(line=page.start_mark.line + 1)  # `blockpage:` alone: the lab's page
+        r = self.mapping(page, bkey, ("status", "headers", "body", "body_file"))
+        answer = self.http_answer(r, bkey, framed=False, default_status=451)
+        # A page the scenario declares has no body unless it gives one (the lab's page is for `blockpage` alone).
+        bp = Blockpage(status=answer["status"], headers=answer["headers"],
+                       body=answer["body"] if answer["body"] is not None else b"",
+                       body_file=answer["body_file"], line=page.start_mark.line + 1)
+        if kind == "dpi" and len(bp.response()) > MAX_INJECTED:
+            raise self.ctx.fail(page, bkey, f"the page makes a {len(bp.response())}-byte response; a middlebox "
+                                f"injects at most {MAX_INJECTED} bytes (one TCP segment): serve a larger page "
+                                "from a resolver's {answer: IP, blockpage: ...}")
+        if 300 <= bp.status < 400:
+            try:
+                t = Target.parse(bp.location or "")
+            except TargetError:
+                raise self.ctx.fail(r.get("headers", page), f"{bkey}.headers", "a redirecting blockpage needs a "
+                                    "Location header with the URL of a site of the scenario (a warning page)") from None
+            self.redirect_targets.append((r["headers"], f"{bkey}.headers.Location", t))
+        return bp
+
+    def quic_knobs(self, node: yaml.Node, key: str, residual: float | None) -> QuicKnobs:
+        """How a QUIC rule's censor reads datagrams (scenario.md "QUIC")."""
+        m = self.mapping(node, key, ("datagrams", "reassemble", "versions", "sport_above_dport", "min_size",
+                                     "delay", "residual_on"))
+        out: dict[str, Any] = {}
+        if "datagrams" in m:
+            out["datagrams"] = self.choice(m["datagrams"], f"{key}.datagrams", QUIC_DATAGRAMS)
+        for flag in ("reassemble", "sport_above_dport"):
+            if flag in m:
+                out[flag] = self.value(m[flag], f"{key}.{flag}", bool, "true or false")
+        if "versions" in m:
+            versions = []
+            for v in self.sequence(m["versions"], f"{key}.versions"):
+                n = self.value(v, f"{key}.versions", int, "a QUIC version: 1 or 2")
+                if n not in QUIC_VERSIONS:
+                    raise self.ctx.fail(v, f"{key}.versions", f"{n}: the lab reads QUIC versions 1 and 2")
+                versions.append(n)
+            if not versions:
+                raise self.ctx.fail(m["versions"], f"{key}.versions", "name at least one version")
+            out["versions"] = tuple(versions)
+        if "min_size" in m:
+            n = self.value(m["min_size"], f"{key}.min_size", int, "a number of bytes")
+            if not 0 <= n <= 65507:
+                raise self.ctx.fail(m["min_size"], f"{key}.min_size", "a UDP payload size, 0-65507")
+            out["min_size"] = n
+        if "delay" in m:
+            delay = float(self.value(m["delay"], f"{key}.delay", (int, float), "seconds"))
+            # A block that starts while the triggering fetch is still running races with it: the
+            # oracle could not say which wins. 0 (the rest of the flow dropped at once) or >= 1 s.
+            if not (delay == 0 or QUIC_MIN_DELAY <= delay <= MAX_RESIDUAL):
+                raise self.ctx.fail(m["delay"], f"{key}.delay", f"0, or {QUIC_MIN_DELAY:g} to {MAX_RESIDUAL:g} "
+                                    "seconds (a shorter delay races with the triggering fetch)")
+            out["delay"] = delay
+        if "residual_on" in m:
+            out["residual_on"] = self.choice(m["residual_on"], f"{key}.residual_on", QUIC_RESIDUAL_SCOPES)
+            if residual is None:
+                raise self.ctx.fail(m["residual_on"], f"{key}.residual_on", "needs the rule's residual")
+        return QuicKnobs(**out)
+
+    def match(self, node: yaml.Node, key: str, kind: str, transport: str = "any") -> Match:
         allowed = MATCH_KEYS[kind]
         m = self.mapping(node, key, allowed)
         if not m:
@@ -680,16 +1071,23 @@ class _Loader:
                 fields[k] = kw
         if kind == "resolver" and len(fields) != 1:
             raise self.ctx.fail(node, key, "a resolver rule matches one name: domain or exact")
-        if kind == "dpi" and not {"sni", "http_host", "dns_query", "keyword"} & fields.keys():
+        if transport == "quic":
+            # A QUIC rule with an sni reads the ClientHello; without one it drops QUIC by its shape.
+            if {"http_host", "dns_query", "keyword"} & fields.keys() or fields.get("proto") == "tcp":
+                raise self.ctx.fail(node, key, "a QUIC rule (transport: quic) matches sni and addresses "
+                                    "(site, ip, cidr, port) only")
+        elif kind == "dpi" and not {"sni", "http_host", "dns_query", "keyword"} & fields.keys():
             raise self.ctx.fail(node, key, "a DPI rule needs sni, http_host, dns_query or keyword "
-                                "(address-only rules belong in firewall)")
+                                "(address-only rules belong in firewall; transport: quic drops QUIC by shape)")
+        if transport != "any" and "sni" not in fields and transport == "tcp":
+            raise self.ctx.fail(node, key, "transport: tcp narrows an sni rule; this rule has no sni")
         if kind == "dpi" and "dns_query" in fields and fields.get("proto") == "tcp":
             raise self.ctx.fail(node, key, "dns_query matches DNS over UDP; drop proto: tcp")
         return Match(**fields)
 
     def resolver_action(self, node: yaml.Node, key: str, match: Match) -> tuple[str, IPv4Address | None]:
         if isinstance(node, yaml.MappingNode):
-            m = self.mapping(node, key, ("answer",), required=("answer",))
+            m = self.mapping(node, key, ("answer", "blockpage"), required=("answer",))
             return "answer", self.lab_ip(m["answer"], f"{key}.answer")
         verb = self.string(node, key)
         if verb not in RESOLVER_ACTIONS:
@@ -711,7 +1109,13 @@ class _Loader:
         return action
 
     def dpi_action(self, node: yaml.Node, key: str, match: Match) -> tuple[str, IPv4Address | None]:
-        if isinstance(node, yaml.MappingNode):
+        if isinstance(node, yaml.MappingNode) and any(_scalar(k) == "blockpage" for k, _ in node.value):
+            self.mapping(node, key, ("blockpage",))  # {blockpage: {status, headers, body | body_file}}
+            node = next(k for k, _ in node.value if _scalar(k) == "blockpage")  # checked as the verb below
+        elif isinstance(node, yaml.MappingNode) and any(_scalar(k) == "intercept" for k, _ in node.value):
+            self.mapping(node, key, ("intercept",))  # {intercept: {page: ...}}: the page, read by intercept()
+            node = next(k for k, _ in node.value if _scalar(k) == "intercept")
+        elif isinstance(node, yaml.MappingNode):
             m = self.mapping(node, key, ("inject",), required=("inject",))
             if match.dns_query is None:
                 raise self.ctx.fail(node, key, "inject forges a DNS answer: it needs match.dns_query")
@@ -720,6 +1124,9 @@ class _Loader:
         if verb == "blockpage" and match.http_host is None and match.keyword is None:
             raise self.ctx.fail(node, key, "blockpage answers an HTTP request: it needs match.http_host "
                                 "or match.keyword")
+        if verb == "intercept" and (match.sni is None or match.http_host or match.keyword):
+            raise self.ctx.fail(node, key, "intercept terminates TLS for the names of match.sni: it needs "
+                                "sni (and maybe addresses), not http_host, dns_query or keyword")
         if match.dns_query is not None and verb != "drop":
             raise self.ctx.fail(node, key, "a dns_query rule can inject a forged answer ({inject: IP}) "
                                 "or drop the query")

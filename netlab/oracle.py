@@ -1,8 +1,9 @@
 """Ground truth: the verdict every (vantage, target) must get, derived from the rules alone.
 
 The walk follows the data path of scenario.md: the ISP resolver, then on-path DNS (the DPI's
-dns_query rules, which only the direct query to the public resolver crosses), then the firewall,
-then the DPI, then shaping. The first stage that interferes decides the verdict.
+dns_query rules, which only the direct query to the public resolver crosses; at placement border
+the ISP resolver's own recursion too, so its cache answers the forged address), then the
+firewall, then the DPI, then shaping. The first stage that interferes decides the verdict.
 
 What a probe type can see bounds the walk: its ``Capabilities`` (netlab.capabilities) say which
 stages it reaches, whether it asks the public resolver, follows redirects and times downloads.
@@ -17,9 +18,11 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from netlab.addons import installed_servers, serves
-from netlab.addressing import PUBLIC_RESOLVER, is_lab_bogon
+from netlab.addressing import AUTH_DNS, PUBLIC_RESOLVER, ROOT_DNS, TLD_DNS, addresses_of, is_lab_bogon
 from netlab.capabilities import WEB, Capabilities
-from netlab.compile.dns import effective_resolver_rules
+from netlab.compile.dns import deciding_resolver_rule
+from netlab.compile.dns import resolver_rule_matches as resolver_rule_matches  # where explain finds it
+from netlab.compile.router import INTERCEPTED_PORT
 from netlab.model import CONTROL, DNS_STATES, Isp, Match, Rule, Scenario, Site, proxy_address
 from netlab.target import Target
 from netlab.verdict import Verdict
@@ -72,7 +75,8 @@ def name_matches(name: str, pattern: str, exact: bool = False) -> bool:
 def flow_matches(match: Match, addr: IPv4Address, port: int, proto: str,
                  site_addresses: dict[str, IPv4Address]) -> bool:
     """The address keys of a match (site, ip, cidr, port, proto) against one flow."""
-    if match.site is not None and site_addresses.get(match.site) != addr:
+    if match.site is not None and (match.site not in site_addresses
+                                   or addr not in addresses_of(site_addresses, match.site)):
         return False
     if match.ip is not None and match.ip != addr:
         return False
@@ -87,16 +91,18 @@ def first_rule(rules: tuple[Rule, ...] | list[Rule], pred: Callable[[Rule], bool
     return next((r for r in rules if pred(r)), None)
 
 
-def resolver_rule_matches(rule: Rule, host: str) -> bool:
-    m = rule.match
-    return name_matches(host, m.exact, exact=True) if m.exact else name_matches(host, m.domain or "")
+def intercepts(rule: Rule, target: Target, addr: IPv4Address, site_addresses: dict[str, IPv4Address]) -> bool:
+    """Does an ``intercept`` rule take the TLS flow that fetches ``target``: its SNI, its server
+    addresses, and port 443 unless the rule names another (netlab.compile.intercept)?"""
+    return (rule.action == "intercept" and target.is_https and target.port == (rule.match.port or INTERCEPTED_PORT)
+            and dpi_rule_matches(rule, target, addr, site_addresses))
 
 
 def dpi_rule_matches(rule: Rule, target: Target, addr: IPv4Address,
                      site_addresses: dict[str, IPv4Address]) -> bool:
     """Does a DPI rule fire on the TCP flow that fetches ``target`` from ``addr``?"""
     m = rule.match
-    if m.dns_query is not None:
+    if m.dns_query is not None or not rule.reads_tcp:
         return False
     if not flow_matches(m, addr, target.port, "tcp", site_addresses):
         return False
@@ -112,6 +118,54 @@ def dpi_rule_matches(rule: Rule, target: Target, addr: IPv4Address,
     return True
 
 
+QUIC_PORT = 443  # where the middlebox reads QUIC unless a rule names a port (netlab.compile.dpi)
+# The quic probe's client (aioquic) sends its ClientHello whole in one 1200-byte datagram from an
+# ephemeral source port (above 443), in QUIC v1 unless the scenario's probe settings say otherwise.
+QUIC_DATAGRAM = 1200
+
+
+def quic_rule_matches(rule: Rule, target: Target, addr: IPv4Address, site_addresses: dict[str, IPv4Address],
+                      version: int = 1, split_hello: bool = False) -> bool:
+    """Does a DPI rule fire on the QUIC Initial of the quic probe's fetch of ``target``?
+    ``split_hello``: the client's ClientHello spans two datagrams (a post-quantum key share)."""
+    m = rule.match
+    if not rule.reads_quic or not target.is_https:
+        return False
+    if not flow_matches(m, addr, target.port, "udp", site_addresses) or target.port != (m.port or QUIC_PORT):
+        return False
+    k = rule.quic
+    if version not in k.versions or (k.min_size and k.min_size > QUIC_DATAGRAM):
+        return False
+    if m.sni is None:
+        return True  # a shape rule
+    if split_hello and (k.datagrams == "first" or not k.reassemble):
+        return False  # the SNI is not whole where this censor looks
+    return name_matches(target.host, m.sni)
+
+
+def _quic_verdict(rule: Rule) -> Expectation:
+    """What a QUIC rule's hit does to the fetch that triggered it."""
+    why = f"dpi rule line {rule.line} (QUIC)"
+    if rule.quic.delay is not None and rule.quic.delay > 0:
+        return Expectation(Verdict.OK, f"{why}: the trigger passes and blocking starts {rule.quic.delay:g}s "
+                           "later, after the fetch", rule=rule)
+    return Expectation(Verdict.QUIC_TIMEOUT, why, rule=rule)
+
+
+def _quic_censored(scenario: Scenario, isp: Isp, target: Target, addr: IPv4Address,
+                   site_addresses: dict[str, IPv4Address]) -> Expectation | None:
+    """The ISP's firewall on UDP, then the middlebox's QUIC rules, on the quic probe's flow."""
+    fw = first_rule(isp.firewall_rules, lambda r: flow_matches(r.match, addr, target.port, "udp", site_addresses))
+    if fw is not None:
+        # drop: no answer; reject and reset answer with an ICMP error (netlab.compile.firewall).
+        verdict = Verdict.QUIC_TIMEOUT if fw.action == "drop" else Verdict.QUIC_RESET
+        return Expectation(verdict, f"firewall rule line {fw.line} (UDP)", rule=fw)
+    version = int(scenario.probe.get("quic_version", 1))  # type: ignore[call-overload]
+    split = bool(scenario.probe.get("quic_split_hello", False))
+    dpi = first_rule(isp.dpi_rules, lambda r: quic_rule_matches(r, target, addr, site_addresses, version, split))
+    return _quic_verdict(dpi) if dpi is not None else None
+
+
 MAX_REDIRECTS = 10  # the web probe's limit, OONI's too (probes.redirects)
 DEFAULT_TOTAL_TIMEOUT = 60.0  # the probes' default cap on one HTTP exchange (ProbeContext.http_total_timeout)
 
@@ -121,20 +175,26 @@ def control_fault(scenario: Scenario, target: Target, hops: int = 0, seen: froze
     """Why the site itself fails the uncensored control's fetch of ``target`` (following its
     redirects), or None when the control gets a page. Misbehaviour limited by ``only_for`` never
     reaches the control; misbehaviour at a stage the probe does not reach is not seen."""
-    site = scenario.site(target.host)
+    site = scenario.canonical_site(target.host)  # an alias (CNAME) behaves as the site it names
     if site is None:
         return f"{target.host} is no site of the lab"
     tcp = caps.reaches("tcp", target)
+    if caps.quic and not (site.https and site.quic and _served(scenario, site, target.port)):
+        return f"{target.host} serves no HTTP/3 on UDP port {target.port}"
     if tcp and not _served(scenario, site, target.port):
         return f"nothing listens on port {target.port} of {target.host}"
     if site.only_for or (not site.misbehaves and site.dns_answer is None):
-        return None
+        return _path_fault(scenario, site, target, hops, seen, caps)
     if site.state in DNS_STATES or (site.state != "up" and tcp):
         return f"{site.name} is {site.state}"
     if site.dns_answer is not None and tcp:
         return f"{site.name}'s authority answers {site.dns_answer}"
     if caps.reaches("tls", target) and site.cert != "valid":
         return f"{site.name} presents a certificate that is {site.cert}"
+    if site.path(target.path) is not None:  # the site's own response and redirect are for other paths
+        return _path_fault(scenario, site, target, hops, seen, caps)
+    if site.status < 200 and caps.fetches_page:
+        return f"{site.name} answers {site.status} and no final response"
     r = site.redirect
     if r is None or not caps.redirects:
         return None
@@ -150,6 +210,27 @@ def control_fault(scenario: Scenario, target: Target, hops: int = 0, seen: froze
     return control_fault(scenario, Target.parse(r.to), total, seen | {target.url}, caps)
 
 
+def _path_fault(scenario: Scenario, site: Site, target: Target, hops: int, seen: frozenset[str],
+                caps: Capabilities) -> str | None:
+    """Why the response ``site`` declares for ``target``'s path (`paths`, the same for every client)
+    fails the control's fetch, or None (no such path: the site's own response)."""
+    p = site.path(target.path)
+    if p is None or not caps.fetches_page:
+        return None
+    if p.status < 200:
+        return f"{site.name}{p.path} answers {p.status} and no final response"
+    r = p.redirect
+    if r is None or not caps.redirects:
+        return None
+    if r.location is not None:
+        return f"{site.name}{p.path} redirects to a broken Location {r.location!r}"
+    if hops + 1 > MAX_REDIRECTS:
+        return f"more than {MAX_REDIRECTS} redirects"
+    if target.url in seen or r.to is None:
+        return "a redirect loop"
+    return control_fault(scenario, Target.parse(r.to), hops + 1, seen | {target.url}, caps)
+
+
 def _served(scenario: Scenario, site: Site, port: int) -> bool:
     """Does anything answer on ``port`` of ``site``: the origin (HTTP, and HTTPS unless the site has
     none), or a probe package's server the scenario asks for (netlab.addons)?"""
@@ -160,7 +241,7 @@ def _served(scenario: Scenario, site: Site, port: int) -> bool:
 
 def expect_isp(scenario: Scenario, isp: Isp, target: Target,
                site_addresses: dict[str, IPv4Address], caps: Capabilities = WEB) -> Expectation:
-    return _expect_hop(scenario, isp, target, site_addresses, depth=0, hops=0, caps=caps)
+    return _expect_hop(scenario, isp, target, scenario.all_addresses(site_addresses), depth=0, hops=0, caps=caps)
 
 
 def _expect_hop(scenario: Scenario, isp: Isp, target: Target, site_addresses: dict[str, IPv4Address], *,
@@ -174,7 +255,7 @@ def _expect_hop(scenario: Scenario, isp: Isp, target: Target, site_addresses: di
     via_proxy = False
 
     censored: Expectation | None = None
-    rule = first_rule(effective_resolver_rules(isp), lambda r: resolver_rule_matches(r, host))
+    rule = deciding_resolver_rule(scenario, isp, host)
     if rule is not None:
         if rule.action in RESOLVER_VERDICTS:
             censored = Expectation(RESOLVER_VERDICTS[rule.action], f"resolver rule line {rule.line}", rule=rule)
@@ -185,8 +266,20 @@ def _expect_hop(scenario: Scenario, isp: Isp, target: Target, site_addresses: di
             assert rule.address is not None
             if rule.address != addr or _dns_broken(scenario, host):
                 verdict = Verdict.DNS_BOGON if is_lab_bogon(rule.address) else Verdict.DNS_MISMATCH
+                if verdict == Verdict.DNS_MISMATCH and ctrl is None and _blockpage_server_shows(rule, target, caps):
+                    # The ISP's blockpage server answers there, and the analysis knows its page.
+                    return Expectation(Verdict.HTTP_BLOCKPAGE, f"resolver rule line {rule.line} (blockpage server "
+                                       f"on {rule.address})", rule=rule)
                 # The vantage's answer departs from the control's even when the site is down.
                 return Expectation(verdict, f"resolver rule line {rule.line}", rule=rule)
+
+    forged: Expectation | None = None  # the ISP resolver's answer, forged on its own recursion
+    border = border_forged_answer(scenario, isp, host, site_addresses) if rule is None else None
+    if border is not None and (border.address != addr or _dns_broken(scenario, host)):
+        assert border.action == "inject" and border.address is not None, "the loader lets a border DNS rule inject only"
+        forged = Expectation(Verdict.DNS_BOGON if is_lab_bogon(border.address) else Verdict.DNS_MISMATCH,
+                             f"dpi rule line {border.line} (border: the ISP resolver caches the forged answer)",
+                             rule=border)
 
     if censored is None and scenario.public_resolver and depth == 0 and caps.public_dns:
         # The direct query to the public resolver crosses the router: firewall and DPI see it.
@@ -199,19 +292,44 @@ def _expect_hop(scenario: Scenario, isp: Isp, target: Target, site_addresses: di
             censored = Expectation(Verdict.DNS_TIMEOUT, f"firewall rule line {fw.line} (public resolver)", rule=fw)
         elif dns_rule is not None:
             verdict = Verdict.DNS_INJECTED if dns_rule.action == "inject" else Verdict.DNS_TIMEOUT
-            censored = Expectation(verdict, f"dpi rule line {dns_rule.line}", rule=dns_rule)
+            why = f"dpi rule line {dns_rule.line}"
+            if forged is not None and forged.rule is dns_rule:
+                why += " (and at the border: the ISP resolver caches the forged answer)"
+            censored = Expectation(verdict, why, rule=dns_rule)
 
-    if censored is None and not _dns_broken(scenario, host) and caps.reaches("tcp", target):
-        fw = first_rule(isp.firewall_rules, lambda r: flow_matches(r.match, addr, target.port, "tcp",
-                                                                  site_addresses))
+    if censored is None and forged is not None:
+        # Only one answer reaches the client, from its own resolver: no race shows (a probe that asks
+        # the public resolver too meets the injector there first, above).
+        return forged
+
+    if censored is None and not _dns_broken(scenario, host) and caps.quic:
+        censored = _quic_censored(scenario, isp, target, addr, site_addresses)
+        if censored is not None and censored.verdict == Verdict.OK:
+            # The trigger of a late block: the fetch is fine; later ones meet the block (residual).
+            return censored if ctrl is None else Expectation(Verdict.SITE_DOWN, f"the site itself fails: {ctrl}")
+    elif censored is None and not _dns_broken(scenario, host) and caps.reaches("tcp", target):
+        fw, addr = _connected(isp, (addr,) if via_proxy else addresses_of(site_addresses, host), target.port,
+                              site_addresses)
         if fw is not None:
             censored = Expectation(FIREWALL_VERDICTS[fw.action], f"firewall rule line {fw.line}", rule=fw)
         elif caps.sends_data(target):
             # The middlebox acts on the first data packet (ClientHello, request): a probe that only
             # connects never shows it anything.
-            dpi = first_rule(isp.dpi_rules, lambda r: dpi_rule_matches(r, target, addr, site_addresses))
+            # The router's TLS interceptor answers the ClientHello before the middlebox sees the
+            # flow (netlab.compile.intercept); the rest of the DPI rules act on what it splices on.
+            dpi = (first_rule(isp.dpi_rules, lambda r: intercepts(r, target, addr, site_addresses))
+                   or first_rule(isp.dpi_rules, lambda r: r.action != "intercept"
+                                 and dpi_rule_matches(r, target, addr, site_addresses)))
             if dpi is not None:
                 censored = Expectation(_dpi_verdict(dpi, target), f"dpi rule line {dpi.line}", rule=dpi)
+                warning = dpi.blockpage.location if dpi.blockpage is not None and not target.is_https else None
+                if warning is not None and caps.redirects and hops < MAX_REDIRECTS:
+                    # A blockpage that redirects to a warning page: the probe follows it.
+                    nxt = _expect_hop(scenario, isp, Target.parse(warning), site_addresses, depth=depth + 1,
+                                      hops=hops + 1, caps=caps)
+                    if nxt.verdict not in (Verdict.OK, Verdict.SITE_DOWN):
+                        censored = Expectation(nxt.verdict, f"dpi rule line {dpi.line} (a blockpage redirecting to "
+                                               f"{warning}), then {nxt.reason}", rule=dpi)
 
     if ctrl is not None:
         # The site fails the control too: whatever the vantage sees, the site is at fault.
@@ -224,13 +342,15 @@ def _expect_hop(scenario: Scenario, isp: Isp, target: Target, site_addresses: di
                                rule=censored.rule)
         return censored
 
-    site = scenario.site(host)
+    site = scenario.canonical_site(host)
     assert site is not None
-    if site.only_for and site.misbehaves_for(isp.name) and not via_proxy:
+    path = site.path(target.path)  # a path's own response is everyone's: no server-side blocking there
+    if site.only_for and site.misbehaves_for(isp.name) and not via_proxy and path is None:
         return _server_side(scenario, isp, site, target, site_addresses, depth, hops, caps)
-    if site.redirect is not None and not site.only_for and site.redirect.to is not None and caps.redirects:
-        nxt = Target.parse(site.redirect.to)
-        return _expect_hop(scenario, isp, nxt, site_addresses, depth=depth + 1, hops=hops + site.redirect.hops,
+    redirect = path.redirect if path is not None else None if site.only_for else site.redirect
+    if redirect is not None and redirect.to is not None and caps.redirects:
+        nxt = Target.parse(redirect.to)
+        return _expect_hop(scenario, isp, nxt, site_addresses, depth=depth + 1, hops=hops + redirect.hops,
                            caps=caps)
     if via_proxy:
         if not caps.fetches_page:
@@ -243,9 +363,33 @@ def _expect_hop(scenario: Scenario, isp: Isp, target: Target, site_addresses: di
     return _shaped(scenario, isp, site, target, addr, site_addresses, caps)
 
 
+# The servers an ISP's resolver recurses to (netlab.compile.dns): a middlebox at placement border
+# sees those queries, as it sees every packet between the ISP and the internet.
+NAME_SERVERS = (ROOT_DNS, TLD_DNS, AUTH_DNS)
+
+
+def on_recursion_path(rule: Rule, isp: Isp, name: str, site_addresses: dict[str, IPv4Address]) -> bool:
+    """Does DPI ``rule`` of ``isp`` act on its resolver's own queries for ``name`` (placement border)?"""
+    m = rule.match
+    return (isp.dpi_placement == "border" and m.dns_query is not None and name_matches(name, m.dns_query)
+            and any(flow_matches(m, ns, 53, "udp", site_addresses) for ns in NAME_SERVERS))
+
+
+def border_forged_answer(scenario: Scenario, isp: Isp, host: str, site_addresses: dict[str, IPv4Address]
+                         ) -> Rule | None:
+    """The DPI rule whose forged answer ``isp``'s resolver caches for ``host`` (placement border):
+    the resolver asks for every name of the CNAME chain in turn, and the first forged answer is
+    final. None at placement access, or when no rule answers."""
+    for name in scenario.cname_chain(host):
+        rule = first_rule(isp.dpi_rules, lambda r, n=name: on_recursion_path(r, isp, n, site_addresses))
+        if rule is not None:
+            return rule
+    return None
+
+
 def _dns_broken(scenario: Scenario, host: str) -> bool:
     """The site's own DNS gives no usable address (then no flow to it exists to censor)."""
-    site = scenario.site(host)
+    site = scenario.canonical_site(host)
     return site is not None and (site.state in DNS_STATES or site.dns_answer is not None)
 
 
@@ -271,7 +415,8 @@ def _server_side(scenario: Scenario, isp: Isp, site: Site, target: Target, site_
 def _shaped(scenario: Scenario, isp: Isp, site: Site, target: Target, addr: IPv4Address,
             site_addresses: dict[str, IPv4Address], caps: Capabilities = WEB) -> Expectation:
     """The final page through this ISP's shaping: slow (throttled), or too slow to finish at all."""
-    size = len(site.body) if site.body is not None else site.body_size
+    body = p.body if (p := site.path(target.path)) is not None else site.body
+    size = len(body) if body is not None else site.body_size
     for shaping in isp.shaping:
         if flow_matches(shaping.match, addr, target.port, "tcp", site_addresses):
             if shaping.rate_bps:
@@ -288,16 +433,51 @@ def _shaped(scenario: Scenario, isp: Isp, site: Site, target: Target, addr: IPv4
 
 
 def _dpi_verdict(rule: Rule, target: Target) -> Verdict:
+    if rule.action == "intercept":  # the censor CA's certificate, which the probe does not trust
+        return Verdict.TLS_CERT_INVALID
     if rule.action == "blockpage":
-        # An HTTP answer injected into a TLS stream breaks the handshake.
-        return Verdict.HTTP_BLOCKPAGE if not target.is_https else Verdict.TLS_ALERT
+        # An HTTP answer injected into a TLS stream breaks the handshake. A page the analysis has no
+        # fingerprint for (no body, or a redirect it follows) is only another page than the control's.
+        if target.is_https:
+            return Verdict.TLS_ALERT
+        return Verdict.HTTP_BLOCKPAGE if rule.blockpage is None or rule.blockpage.fingerprinted else Verdict.HTTP_DIFF
     if rule.action == "reset":
         return Verdict.TLS_RESET if target.is_https else Verdict.HTTP_RESET
+    if rule.action == "close":  # the forged FIN: an end of stream before the server's answer
+        return Verdict.TLS_EOF if target.is_https else Verdict.HTTP_EOF
     return Verdict.TLS_TIMEOUT if target.is_https else Verdict.HTTP_TIMEOUT
+
+
+def _connected(isp: Isp, addrs: tuple[IPv4Address, ...], port: int, site_addresses: dict[str, IPv4Address]
+               ) -> tuple[Rule | None, IPv4Address]:
+    """The firewall against a name's addresses (a CDN has several, in the zone's order, which the
+    resolvers keep): the probe connects to each and keeps the first that answers, so the fetch is
+    blocked only when every address is, and then the first address's rule is what it reports.
+    Returns (that rule or None, the address the fetch goes on with)."""
+    rules = [first_rule(isp.firewall_rules, lambda r, a=a: flow_matches(r.match, a, port, "tcp", site_addresses))
+             for a in addrs]
+    for a, r in zip(addrs, rules, strict=True):
+        if r is None:
+            return None, a
+    return rules[0], addrs[0]
+
+
+def _blockpage_server_shows(rule: Rule, target: Target, caps: Capabilities) -> bool:
+    """Does a probe fetching ``target`` land on the page of the blockpage server a resolver rule
+    sends it to (port 80 only), and recognise it (a fingerprint of its body)?"""
+    bp = rule.blockpage
+    return (bp is not None and bp.fingerprinted and not target.is_https and target.port == 80
+            and caps.fetches_page)
 
 
 def has_residual(isp: Isp) -> bool:
     return any(r.residual for r in isp.dpi_rules)
+
+
+def late_block_delay(isp: Isp) -> float:
+    """The longest start delay of the ISP's residual QUIC rules (`quic.delay`): a campaign waits
+    this long between waves, so a block a trigger started is in force when the next wave comes."""
+    return max((r.quic.delay or 0.0 for r in isp.dpi_rules if r.residual), default=0.0)
 
 
 def residual_waves(targets: tuple[Target, ...] | list[Target], site_addresses: dict[str, IPv4Address]
@@ -312,10 +492,16 @@ def residual_waves(targets: tuple[Target, ...] | list[Target], site_addresses: d
     return [[g[k] for g in by_addr.values() if k < len(g)] for k in range(depth)]
 
 
-def _residual_verdict(rule: Rule, target: Target) -> Verdict:
+def _residual_verdict(rule: Rule, target: Target, caps: Capabilities = WEB) -> Verdict:
     """After a hit, the middlebox applies the rule's action to the first data packet of every new
-    flow between the same client and server, whatever it carries."""
-    return _dpi_verdict(rule, target)
+    flow between the same client and server, whatever it carries (to every datagram over UDP)."""
+    return Verdict.QUIC_TIMEOUT if caps.quic else _dpi_verdict(rule, target)
+
+
+def _leaves_residual(rule: Rule, caps: Capabilities) -> bool:
+    """Does a hit of ``rule`` block the probe's later flows to the same server? A QUIC rule's block
+    of one flow (`residual_on: flow`) never meets a later fetch, which has a new source port."""
+    return bool(rule.residual) and not (caps.quic and rule.quic.residual_on == "flow")
 
 
 def expected_verdicts(scenario: Scenario, site_addresses: dict[str, IPv4Address], caps: Capabilities = WEB
@@ -325,6 +511,7 @@ def expected_verdicts(scenario: Scenario, site_addresses: dict[str, IPv4Address]
     derived expectation and its rule: see ``pin``). Pins are written for the web probe: a pin
     applies to another probe type only where that probe reaches the pinned verdict's stage."""
     out: dict[tuple[str, str], Expectation] = {}
+    site_addresses = scenario.all_addresses(site_addresses)  # a CDN site's every address
     targets = [t for t in scenario.targets if caps.measures(t)]
     for target in targets:
         fault = control_fault(scenario, target, caps=caps)
@@ -339,9 +526,9 @@ def expected_verdicts(scenario: Scenario, site_addresses: dict[str, IPv4Address]
             # A residual block acts on the first data packet of a later flow: only probes that send one see it.
             if connects and addr in blocked and caps.sends_data(target):
                 rule = blocked[addr]
-                exp = Expectation(_residual_verdict(rule, target), f"residual block of dpi rule line {rule.line}",
-                                  rule=rule)
-            elif exp.rule is not None and exp.rule.residual:
+                exp = Expectation(_residual_verdict(rule, target, caps),
+                                  f"residual block of dpi rule line {rule.line}", rule=rule)
+            elif exp.rule is not None and _leaves_residual(exp.rule, caps):
                 blocked[addr] = exp.rule
             out[(isp.name, target.url)] = exp
     for vantage, pins in scenario.expect.items():

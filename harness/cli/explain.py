@@ -63,7 +63,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
 def expected_table(ex: Explanation) -> Table:
     urls, cols, cells = verdict_grid(ex)
-    t = Table(title=f"Expected verdicts of {ex.scenario.name} (the oracle; * = pinned by expect)",
+    t = Table(title=f"Expected verdicts of {ex.scenario.name} (the oracle; * = pinned by expect; "
+              "† = collateral damage)",
               show_lines=True)
     t.add_column("target", no_wrap=True)
     for v in cols:
@@ -76,7 +77,8 @@ def expected_table(ex: Explanation) -> Table:
                 row.append("-")
                 continue
             style = FAMILY_STYLE.get(Verdict(e["verdict"]).technique, "white")
-            cell = Text(e["verdict"] + (" *" if e["pinned"] else ""), style=style)
+            cell = Text(e["verdict"] + (" *" if e["pinned"] else "") + (" †" if e.get("collateral") else ""),
+                        style=style)
             if e.get("derived") and e["derived"] != e["verdict"]:
                 cell.append(f" (rules: {e['derived']})", style="bold red")
             why = e["reason"] + (f"\n{e['rule']}" if e["rule"] else "")
@@ -120,6 +122,10 @@ def isp_panel(isp: IspDataplane) -> Panel:
     section("DPI: iptables rules (dpi.rules)", isp.dpi_iptables)
     section("DPI: middlebox config (dpi.json)", json.dumps(isp.dpi_config, indent=1) if isp.dpi_config else "",
             "json")
+    if isp.intercept_nft:
+        section("DPI intercept: nat rules to the TLS interceptor (intercept.nft)", isp.intercept_nft)
+        section("DPI intercept: interceptor config (intercept.json)", json.dumps(isp.intercept_config, indent=1),
+                "json")
     if isp.shaper_iptables:
         section("shaping: delay/loss emulation (shaper.rules)", isp.shaper_iptables)
     section("shaping: tc commands", "\n".join(isp.tc), "bash")

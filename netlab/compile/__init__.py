@@ -13,14 +13,15 @@ from netlab.addressing import (
     INTERNET_ASN,
     LAB_INTERNET,
     PUBLIC_RESOLVER,
-    ROOT_DNS,
     IspAddresses,
-    allocate_sites,
+    SiteAddresses,
     isp_addresses,
     isp_asn,
 )
 from netlab.compile import dns, firewall
+from netlab.compile.blockpage import compile_blockpage_servers
 from netlab.compile.dpi import compile_dpi
+from netlab.compile.intercept import compile_intercept
 from netlab.compile.pki import make_pki
 from netlab.compile.router import RouterAdditions
 from netlab.compile.shaping import compile_shaping, netem_available
@@ -44,7 +45,7 @@ def compile_lab(scenario: Scenario, lab: str | None = None, servers: Sequence[De
     lab = lab or scenario.name
     declared = installed_servers() if servers is None else servers
     taken = taken_ports(scenario, declared)
-    sites = allocate_sites({s.name: s.address for s in scenario.sites})
+    sites = scenario.site_addresses()
     files: dict[str, str | bytes] = {}
     hosts: dict[str, Host] = {}
     links: list[Link] = []
@@ -54,10 +55,17 @@ def compile_lab(scenario: Scenario, lab: str | None = None, servers: Sequence[De
     # The lab internet: root DNS, public resolver and every origin, on one AnyIP range.
     inet = Host(name=INET, role="internet", routes=[Route(dst=LAB_INTERNET, local=True)])
     hosts[INET] = inet
-    files["inet/root.zone"] = dns.root_zone(scenario, sites)
-    files["inet/nsd.conf"] = dns.nsd_conf()
+    dns_tiers = dns.dns_hierarchy(scenario, sites)
+    for tier in dns_tiers:
+        files.update({dns.zone_file(tier, apex): text for apex, text in tier.zones.items()})
+        files[f"inet/dns/{tier.name}/nsd.conf"] = dns.nsd_conf(tier)
+    notes.append(dns.hierarchy_note(dns_tiers))
     files["inet/public-unbound.conf"] = dns.public_resolver_conf(scenario)
-    pki = make_pki([s.name for s in scenario.sites], {s.name: s.cert for s in scenario.sites})
+    # An alias (a site with a CNAME) is served by its canonical site's origin, whose certificate names it too.
+    origins = [s for s in scenario.sites if s.records.cname is None]
+    aliases = {s.name: [a.name for a in scenario.sites if a.records.cname is not None
+                        and scenario.cname_chain(a.name)[-1] == s.name] for s in origins}
+    pki = make_pki([s.name for s in origins], {s.name: s.cert for s in origins}, aliases)
     files["pki/ca.pem"] = pki.ca_pem
     for name, pem in pki.site_pems.items():
         files[f"pki/{name}.pem"] = pem
@@ -67,23 +75,28 @@ def compile_lab(scenario: Scenario, lab: str | None = None, servers: Sequence[De
     for s in scenario.sites:
         if s.body is not None:
             files[f"inet/pages/{s.name}.body"] = s.body
+        for i, p in enumerate(s.paths):
+            if p.body is not None:
+                files[f"inet/pages/{s.name}.path{i}.body"] = p.body
     files["inet/origin.json"] = json.dumps({
         "ready_file": f"{LAB_DIR}/inet/origin.ready",
-        "sites": [_origin_site(s, sites, isp_nets, taken.get(s.name, set())) for s in scenario.sites],
+        "sites": [_origin_site(s, sites, isp_nets, taken.get(s.name, set()), aliases[s.name]) for s in origins],
     }, indent=1)
-    site_rules = firewall.site_ruleset([(s.name, sites[s.name], s.state, [isp_nets[i] for i in s.only_for])
-                                        for s in scenario.sites])
+    site_rules = firewall.site_ruleset([(s.name, a, s.state, [isp_nets[i] for i in s.only_for])
+                                        for s in origins for a in sites.all(s.name)])
     if site_rules:
         files["inet/sites.nft"] = site_rules
         inet.setup.append(("nft", "-f", f"{LAB_DIR}/inet/sites.nft"))
         notes.append("inet: sites down on their own (state refused/timeout) are filtered in the lab internet")
     # The first site that answers on :80 tells when the origin is up.
-    first = next((s.name for s in scenario.sites if s.state == "up" and s.dns_answer is None),
-                 scenario.sites[0].name)
+    first = next((s.name for s in origins if s.state == "up" and s.dns_answer is None), origins[0].name)
     probe_addr = sites[first]
     inet.services += [
-        Service("nsd", ("nsd", "-d", "-c", f"{LAB_DIR}/inet/nsd.conf"),
-                ready=ReadyCheck("dns", ROOT_DNS, 53, first)),
+        Service(tier.service, ("nsd", "-d", "-c", f"{LAB_DIR}/inet/dns/{tier.name}/nsd.conf"),
+                ready=ReadyCheck("dns", tier.address, 53, first))
+        for tier in dns_tiers
+    ]
+    inet.services += [
         Service("resolver", ("unbound", "-d", "-p", "-c", f"{LAB_DIR}/inet/public-unbound.conf"),
                 ready=ReadyCheck("dns", PUBLIC_RESOLVER, 53, first)),
         Service("origin", ("python3", "-m", "netlab.services.origin", "--config", f"{LAB_DIR}/inet/origin.json"),
@@ -143,6 +156,11 @@ def compile_lab(scenario: Scenario, lab: str | None = None, servers: Sequence[De
             router.setup += extra.setup
             router.services += extra.services
             notes += extra.notes
+        if isp.dpi_placement == "border":
+            # The resolver's recursion crosses the middlebox, whose queue drops it until the program
+            # has bound it (fail closed): the backends start services and poll their readiness in
+            # this order, so the resolver gets its first query (its readiness probe) only after that.
+            router.services.sort(key=lambda svc: svc.name == "resolver")
         vantages[isp.name] = Vantage(isp.name, isp.name, addrs.client.ip, addrs.resolver,
                                      PUBLIC_RESOLVER, isp_asn(index))
 
@@ -150,14 +168,21 @@ def compile_lab(scenario: Scenario, lab: str | None = None, servers: Sequence[De
                    vantages=vantages, site_addresses=sites, notes=notes, server_probes=addons.probes)
 
 
-def _origin_site(site: Site, sites: dict[str, IPv4Address], isp_nets: dict[str, str], taken: set[int]) -> dict:
+def _origin_site(site: Site, sites: SiteAddresses, isp_nets: dict[str, str], taken: set[int],
+                 aliases: Sequence[str] = ()) -> dict:
     """One site as the origin program (netlab.services.origin) sees it; ``taken``: ports an add-on
-    server answers on instead of the origin."""
+    server answers on instead of the origin; ``aliases``: names whose CNAME leads to it."""
     r = site.redirect
     return {
-        "name": site.name, "address": str(sites[site.name]), "pem": f"{LAB_DIR}/pki/{site.name}.pem",
+        "name": site.name, "aliases": list(aliases), "addresses": [str(a) for a in sites.all(site.name)],
+        "pem": f"{LAB_DIR}/pki/{site.name}.pem", "headers": [list(h) for h in site.headers],
+        "paths": [{"path": p.path, "status": p.status, "headers": [list(h) for h in p.headers],
+                   "body_path": f"{LAB_DIR}/inet/pages/{site.name}.path{i}.body" if p.body is not None else None,
+                   "redirect": None if p.redirect is None else {"to": p.redirect.to, "location": p.redirect.location}}
+                  for i, p in enumerate(site.paths)],
         "bad_pem": f"{LAB_DIR}/pki/{site.name}.bad.pem" if site.cert != "valid" else None,
         "body_size": site.body_size, "https": site.https and 443 not in taken, "http": 80 not in taken,
+        "quic": site.https and site.quic and 443 not in taken,
         "status": site.status,
         "body_path": f"{LAB_DIR}/inet/pages/{site.name}.body" if site.body is not None else None,
         "redirect": None if r is None else {"to": r.to, "hops": r.hops, "status": r.status, "location": r.location},
@@ -166,10 +191,10 @@ def _origin_site(site: Site, sites: dict[str, IPv4Address], isp_nets: dict[str, 
 
 
 def _router_additions(isp: Isp, addrs: IspAddresses, sites: dict[str, IPv4Address]) -> list[RouterAdditions]:
-    """DPI middlebox and shaping for one router (netlab.compile.dpi / .shaping)."""
+    """DPI middlebox, TLS interceptor and shaping for one router (netlab.compile.dpi / .intercept / .shaping)."""
     # Probing the kernel for netem costs a throwaway namespace: only when a rule needs delay or loss.
     needs_netem = any(r.delay_ms is not None or r.loss is not None for r in isp.shaping)
-    return [compile_dpi(isp, addrs, sites),
+    return [compile_dpi(isp, addrs, sites), compile_intercept(isp, addrs, sites), compile_blockpage_servers(isp),
             compile_shaping(isp, addrs, sites, netem_available=needs_netem and netem_available())]
 
 

@@ -18,10 +18,19 @@ source and destination addresses and the protocol (not the ports: ``hash_v4`` in
 include/net/netfilter/nf_queue.h), so every packet of a flow, and every flow of a client-server
 pair and protocol, meets the same worker; the one state that spans protocols, residual blocking,
 is shared between the workers (``netlab.services.dpi.ResidualTable``).
+
+Placement (``dpi: {placement: ...}``): ``access`` (the default) is the above, the clients'
+forwarded traffic only. ``border`` puts the middlebox between the whole ISP and the internet: a
+second chain, ``NETLAB-DPI-OUT`` on ``filter OUTPUT``, does steps 1-3 for the router's own packets
+leaving on the uplink, which carry the ISP resolver's recursion. A forged DNS answer then goes to
+the resolver (a local address: the raw socket delivers it over loopback) before its query is let
+through, so it is in the resolver's socket ahead of the real answer, which is a round trip through
+the lab internet away: the resolver caches the forged one every time.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from ipaddress import IPv4Address
 
@@ -33,6 +42,7 @@ from netlab.compile.router import (
     DROP_MARK,
     INSPECT_PACKETS,
     PASS_MARK,
+    SPLICE_MARK,
     UP_IF,
     RouterAdditions,
     server_networks,
@@ -40,16 +50,33 @@ from netlab.compile.router import (
 from netlab.model import Isp, Rule
 from netlab.plan import LAB_DIR, ReadyCheck, Service
 
-__all__ = ["RouterAdditions", "compile_dpi", "dpi_config", "dpi_iptables_rules"]
+__all__ = ["PLACEMENTS", "RouterAdditions", "compile_dpi", "dpi_config", "dpi_iptables_rules"]
 
 CHAIN = "NETLAB-DPI"
-ACTIONS = ("reset", "drop", "blockpage", "inject")
+OUT_CHAIN = "NETLAB-DPI-OUT"  # placement: border, the router's own traffic
+SPLICE_CHAIN = "NETLAB-DPI-SPLICE"  # the TLS interceptor's spliced client flows (netlab.services.intercept)
+PLACEMENTS = ("access", "border")
+PLACEMENT_NOTES = {
+    "access": "{isp}: placement access: the middlebox sees the clients' traffic only; DNS rules see the "
+              "queries that cross the router (e.g. to the public resolver), not the recursion of the "
+              "ISP's own resolver on the router.",
+    "border": "{isp}: placement border: the middlebox sits between the whole ISP and the internet, so it "
+              "also sees the router's own traffic (chain NETLAB-DPI-OUT on OUTPUT): SNI, Host and keyword "
+              "rules apply to it, and a dns_query inject answers the ISP resolver's queries to the lab's "
+              "name servers, whose cache then hands the forged address to every client.",
+}
+ACTIONS = ("reset", "drop", "blockpage", "close", "inject")
 _NAME_KEYS = ("sni", "http_host", "dns_query")
+QUIC_PORT = 443  # where the middlebox reads QUIC when a rule names no port
 
 
 def _rule_proto(rule: Rule) -> set[str]:
     """Transport protocols a rule can ever match."""
     m = rule.match
+    if rule.transport == "quic":
+        return {"udp"}
+    if m.sni and rule.transport == "any":
+        return {m.proto} if m.proto else {"tcp", "udp"}
     if m.sni or m.http_host:
         return {"tcp"}
     if m.dns_query:
@@ -62,23 +89,37 @@ def _check(rule: Rule, isp: Isp) -> None:
     m = rule.match
     if rule.action not in ACTIONS:
         raise ValueError(f"{where}: unknown DPI action {rule.action!r}")
-    if not any(getattr(m, k) for k in (*_NAME_KEYS, "keyword")):
-        raise ValueError(f"{where}: a DPI rule needs sni, http_host, dns_query or keyword")
+    if not any(getattr(m, k) for k in (*_NAME_KEYS, "keyword")) and rule.transport != "quic":
+        raise ValueError(f"{where}: a DPI rule needs sni, http_host, dns_query or keyword (or transport quic)")
     if rule.action == "inject" and (not m.dns_query or rule.address is None):
         raise ValueError(f"{where}: inject needs dns_query and an address")
     if rule.action == "blockpage" and not (m.http_host or m.keyword):
         raise ValueError(f"{where}: blockpage needs http_host or keyword")
     if m.proto and m.proto not in ("tcp", "udp"):
         raise ValueError(f"{where}: proto must be tcp or udp")
-    if ((m.sni or m.http_host) and m.proto == "udp") or (m.dns_query and m.proto == "tcp"):
+    if rule.transport == "quic" and (m.http_host or m.dns_query or m.keyword or m.proto == "tcp"):
+        raise ValueError(f"{where}: a QUIC rule matches sni and addresses only")
+    tcp_only = m.http_host or (m.sni and rule.transport == "tcp")
+    if (tcp_only and m.proto == "udp") or (m.dns_query and m.proto == "tcp"):
         raise ValueError(f"{where}: proto contradicts the protocol field matched")
+
+
+def _page(rule: Rule) -> str | None:
+    bp = rule.blockpage
+    return None if bp is None or bp.is_default else base64.b64encode(bp.response()).decode()
+
+
+def middlebox_rules(isp: Isp) -> tuple[Rule, ...]:
+    """The DPI rules the middlebox applies: all but ``intercept``, the interceptor's
+    (netlab.compile.intercept)."""
+    return tuple(r for r in isp.dpi_rules if r.action != "intercept")
 
 
 def dpi_config(isp: Isp, addrs: IspAddresses, site_addresses: dict[str, IPv4Address],
                workers: int = DPI_WORKERS) -> dict:
     """The JSON config of the middlebox program."""
     rules = []
-    for rule in isp.dpi_rules:
+    for rule in middlebox_rules(isp):
         _check(rule, isp)
         m = rule.match
         rules.append(
@@ -93,6 +134,10 @@ def dpi_config(isp: Isp, addrs: IspAddresses, site_addresses: dict[str, IPv4Addr
                 "action": rule.action,
                 "address": str(rule.address) if rule.address else None,
                 "residual": rule.residual,
+                # A page the scenario declares (netlab.blockpage), base64; None: the middlebox's own.
+                "page": _page(rule),
+                "transport": rule.transport,
+                "quic": rule.quic.to_json(),
                 "line": rule.line,
                 "describe": rule.describe(),
             }
@@ -100,6 +145,7 @@ def dpi_config(isp: Isp, addrs: IspAddresses, site_addresses: dict[str, IPv4Addr
     return {
         "isp": isp.name,
         "mode": "dpi",
+        "placement": isp.dpi_placement,
         "queue": DPI_QUEUE,
         "queues": list(range(DPI_QUEUE, DPI_QUEUE + workers)),
         "drop_mark": DROP_MARK,
@@ -120,44 +166,65 @@ def _queue_target(workers: int) -> str:
 def dpi_iptables_rules(isp: Isp, workers: int = DPI_WORKERS) -> str:
     """An ``iptables-restore --noflush`` input for the router."""
     protos: set[str] = set()
-    udp_only_dns = True
-    for rule in isp.dpi_rules:
+    udp_ports: set[int] | None = set()  # None: every UDP port
+    for rule in middlebox_rules(isp):
         p = _rule_proto(rule)
         protos |= p
-        if "udp" in p and not rule.match.dns_query:
-            udp_only_dns = False
+        if "udp" not in p or udp_ports is None:
+            continue
+        if rule.match.dns_query:
+            udp_ports.add(53)
+        elif rule.reads_quic:
+            udp_ports.add(rule.match.port or QUIC_PORT)  # QUIC is looked for on 443 unless the rule names a port
+        else:
+            udp_ports = None
     bypass = " --queue-bypass" if isp.dpi_fail == "open" else ""
     mark = f"0x{DROP_MARK:x}/0x{DROP_MARK:x}"
     passed = f"0x{PASS_MARK:x}/0x{PASS_MARK:x}"
     window = f"-m connbytes --connbytes 0:{INSPECT_PACKETS} --connbytes-dir original --connbytes-mode packets"
-    lines = [
-        "# generated by netlab.compile.dpi: the DPI middlebox of " + isp.name,
-        "*filter",
-        f":{CHAIN} - [0:0]",
-        f"-I FORWARD 1 -j {CHAIN}",
-        f"-A {CHAIN} -m mark --mark {mark} -j CONNMARK --set-mark {mark}",
-        f"-A {CHAIN} -m connmark --mark {mark} -j DROP",
-        f"-A {CHAIN} -m mark --mark {passed} -j CONNMARK --set-mark {passed}",
-        f"-A {CHAIN} -m connmark --mark {passed} -j RETURN",
-    ]
-    for proto in ("tcp", "udp"):
-        if proto not in protos:
-            continue
-        port = " --dport 53" if proto == "udp" and udp_only_dns else ""
-        lines.append(
-            f"-A {CHAIN} -i {DOWN_IF} -o {UP_IF} -p {proto}{port} {window} "
-            f"-j {_queue_target(workers)}{bypass}"
-        )
+    lines = ["# generated by netlab.compile.dpi: the DPI middlebox of " + isp.name, "*filter"]
+    # Access placement: the clients' forwarded traffic. Border: the router's own traffic toward
+    # the internet too (its resolver's recursion among it), which leaves through OUTPUT.
+    hooks = [(CHAIN, "-I FORWARD 1", f"-i {DOWN_IF} -o {UP_IF}")]
+    if isp.dpi_placement == "border":
+        hooks.append((OUT_CHAIN, f"-I OUTPUT 1 -o {UP_IF}", ""))
+    elif splices := len(middlebox_rules(isp)) < len(isp.dpi_rules):
+        # The interceptor's onward connections for the flows it does not intercept: client bytes
+        # leaving from the router itself, so the ISP's other rules still see them.
+        hooks.append((SPLICE_CHAIN, f"-I OUTPUT 1 -o {UP_IF} -m mark --mark 0x{SPLICE_MARK:x}/0x{SPLICE_MARK:x}", ""))
+    for chain, jump, ifaces in hooks:
+        lines += [
+            f":{chain} - [0:0]",
+            f"{jump} -j {chain}",
+            f"-A {chain} -m mark --mark {mark} -j CONNMARK --set-mark {mark}",
+            f"-A {chain} -m connmark --mark {mark} -j DROP",
+            f"-A {chain} -m mark --mark {passed} -j CONNMARK --set-mark {passed}",
+            f"-A {chain} -m connmark --mark {passed} -j RETURN",
+        ]
+        for proto in ("tcp", "udp"):
+            if proto not in protos:
+                continue
+            port = ""
+            if proto == "udp" and udp_ports:
+                port = f" --dport {min(udp_ports)}" if len(udp_ports) == 1 else \
+                    f" -m multiport --dports {','.join(map(str, sorted(udp_ports)))}"
+            where = f"{ifaces} " if ifaces else ""
+            lines.append(f"-A {chain} {where}-p {proto}{port} {window} -j {_queue_target(workers)}{bypass}")
+    if isp.dpi_placement == "border" or splices:
+        # The answers to the router's own blackholed flows (forwarded ones are dropped in FORWARD).
+        lines.append(f"-I INPUT 1 -i {UP_IF} -m connmark --mark {mark} -j DROP")
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"
 
 
 def compile_dpi(isp: Isp, addrs: IspAddresses, site_addresses: dict[str, IPv4Address],
                 workers: int = DPI_WORKERS) -> RouterAdditions:
-    if not isp.dpi_rules:
+    if not middlebox_rules(isp):
         return RouterAdditions()
     if isp.dpi_fail not in ("closed", "open"):
         raise ValueError(f"isp {isp.name}: dpi_fail must be closed or open, not {isp.dpi_fail!r}")
+    if isp.dpi_placement not in PLACEMENTS:
+        raise ValueError(f"isp {isp.name}: dpi placement must be access or border, not {isp.dpi_placement!r}")
     if workers < 1:
         raise ValueError(f"isp {isp.name}: the middlebox needs at least one worker")
     cfg = dpi_config(isp, addrs, site_addresses, workers)
@@ -186,11 +253,11 @@ def compile_dpi(isp: Isp, addrs: IspAddresses, site_addresses: dict[str, IPv4Add
         f"(TLS ClientHello reassembled across segments, HTTP Host, DNS queries via dnspython); {fail}.",
         f"{isp.name}: 'drop' marks the flow (conntrack mark 0x{DROP_MARK:x}) so the kernel drops "
         "it from then on; 'reset' forges RSTs to both ends; 'blockpage' injects an HTTP 451 page and "
-        "closes; 'inject' sends a forged DNS answer before letting the real query through.",
-        f"{isp.name}: DNS rules see only queries that cross the router (e.g. to the public resolver), "
-        "not those the ISP's own resolver on the router answers.",
+        "closes; 'close' forges a FIN to the client and lets the packet on; 'inject' sends a forged "
+        "DNS answer before letting the real query through.",
+        PLACEMENT_NOTES[isp.dpi_placement].format(isp=isp.name),
     ]
-    for rule in isp.dpi_rules:
+    for rule in middlebox_rules(isp):
         extra = f", residual {rule.residual:g}s for the client-server pair" if rule.residual else ""
         notes.append(f"{isp.name}: dpi {rule.describe()}{extra}")
     return RouterAdditions(files=files, setup=setup, services=[service], notes=notes)

@@ -23,19 +23,21 @@ class Pki:
     bad_pems: dict[str, bytes]  # the bad certificate of each site that has one (served per `only_for`)
 
 
-def make_pki(site_names: list[str], cert_kinds: Mapping[str, str] | None = None) -> Pki:
+def make_pki(site_names: list[str], cert_kinds: Mapping[str, str] | None = None,
+             aliases: Mapping[str, list[str]] | None = None) -> Pki:
+    """``aliases``: the other names a site's certificate covers (the sites that are CNAMEs of it)."""
     kinds = cert_kinds or {}
     ca = trustme.CA(organization_name="censorlab lab CA")
     rogue: trustme.CA | None = None
     pems: dict[str, bytes] = {}
     bad: dict[str, bytes] = {}
     for name in site_names:
-        pems[name] = _pem(ca.issue_cert(name, f"*.{name}"))
+        identities = [name, f"*.{name}", *(aliases or {}).get(name, [])]
+        pems[name] = _pem(ca.issue_cert(*identities))
         kind = kinds.get(name, "valid")
         if kind == "valid":
             continue
         issuer = ca
-        identities = [name, f"*.{name}"]
         not_before = not_after = None
         if kind == "expired":
             now = datetime.now(UTC)
@@ -51,3 +53,16 @@ def make_pki(site_names: list[str], cert_kinds: Mapping[str, str] | None = None)
 
 def _pem(leaf: trustme.LeafCert) -> bytes:
     return b"".join(b.bytes() for b in leaf.cert_chain_pems) + leaf.private_key_pem.bytes()
+
+
+@dataclass(frozen=True)
+class CensorPki:
+    """An ISP's own CA (the DPI action ``intercept``): no vantage trusts it."""
+
+    ca_pem: bytes
+    leaf_pems: dict[str, bytes]  # name -> certificate chain + private key (PEM) the interceptor presents
+
+
+def make_censor_pki(isp: str, names: list[str]) -> CensorPki:
+    ca = trustme.CA(organization_name=f"censorlab {isp} interception CA")
+    return CensorPki(ca_pem=ca.cert_pem.bytes(), leaf_pems={n: _pem(ca.issue_cert(n, f"*.{n}")) for n in names})

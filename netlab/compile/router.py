@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
+from netlab.addressing import addresses_of
 from netlab.model import Match
 from netlab.plan import Service
 
@@ -27,6 +28,15 @@ DROP_MARK = 0x40000000
 # Mark bit meaning "the middlebox has decided to let this flow pass": saved to the conntrack entry
 # the same way, after which the flow's later packets stay in the kernel.
 PASS_MARK = 0x20000000
+# Socket mark (SO_MARK) of the TLS interceptor's onward connections that carry a client's bytes
+# untouched (netlab.services.intercept): the router queues them to the DPI middlebox like forwarded
+# client flows, so the other DPI rules still act on what the interceptor lets through.
+SPLICE_MARK = 0x10000000
+# Where the router's TLS interceptor listens; the nat rules redirect the client flows it may
+# intercept there (netlab.compile.intercept).
+INTERCEPT_PORT = 8443
+# The port an intercept rule without `port` concerns (the oracle agrees: netlab.oracle.intercepts).
+INTERCEPTED_PORT = 443
 # Client->server packets of each flow the middlebox inspects; later ones stay in the kernel.
 INSPECT_PACKETS = 10
 
@@ -64,7 +74,7 @@ def server_networks(match: Match, site_addresses: dict[str, IPv4Address]) -> lis
     if match.site is not None:
         if match.site not in site_addresses:
             raise ValueError(f"rule references unknown site {match.site!r}")
-        groups.append([IPv4Network(f"{site_addresses[match.site]}/32")])
+        groups.append([IPv4Network(f"{a}/32") for a in addresses_of(site_addresses, match.site)])  # a CDN: several
     if match.ip is not None:
         groups.append([IPv4Network(f"{match.ip}/32")])
     if match.cidr is not None:

@@ -1,0 +1,114 @@
+"""Compile an ISP's ``intercept`` DPI rules into the router's TLS interceptor
+(``netlab.services.intercept``): a per-lab censor CA, the interceptor's config, and the nat rules
+that bring it the client flows it may intercept.
+
+Data path in the router: nat prerouting (nft ``ip netlab_intercept``, priority dstnat) redirects
+the ISP clients' TCP flows to the interceptor's port when an intercept rule's address keys allow
+them (server addresses from site/ip/cidr, port 443 unless the rule names one), except flows one
+of the ISP's firewall rules matches: those go on to the firewall on the forward hook, which comes
+first in the scenario's data path. The interceptor then intercepts by SNI, or splices the flow on
+with a socket mark the DPI middlebox's rules queue (``netlab.compile.dpi``), so the stage order is
+firewall, interception, the other DPI rules.
+"""
+
+from __future__ import annotations
+
+import json
+from ipaddress import IPv4Address
+
+from netlab.addressing import IspAddresses
+from netlab.compile import firewall
+from netlab.compile.pki import make_censor_pki
+from netlab.compile.router import (
+    DOWN_IF,
+    INTERCEPT_PORT,
+    INTERCEPTED_PORT,
+    SPLICE_MARK,
+    RouterAdditions,
+    intersect,
+    server_networks,
+)
+from netlab.model import Isp, Rule
+from netlab.plan import LAB_DIR, ReadyCheck, Service
+from netlab.services._parsers import name_matches
+
+TABLE = "netlab_intercept"
+
+
+def intercept_rules(isp: Isp) -> list[Rule]:
+    return [r for r in isp.dpi_rules if r.action == "intercept"]
+
+
+def intercept_port(rule: Rule) -> int:
+    return rule.match.port or INTERCEPTED_PORT
+
+
+def nat_ruleset(isp: Isp, site_addresses: dict[str, IPv4Address]) -> str:
+    """The nft input that redirects the flows the interceptor may take."""
+    lines = [f"table ip {TABLE} {{", "  chain prerouting {",
+             "    type nat hook prerouting priority dstnat; policy accept;"]
+    for rule in isp.firewall_rules:
+        lines.append(f"    # firewall line {rule.line}: the firewall stops this flow first")
+        lines.append(f"    {firewall.match_expr(rule.match, site_addresses)} return")
+    for rule in intercept_rules(isp):
+        nets = intersect(server_networks(rule.match, site_addresses))
+        lines.append(f"    # dpi line {rule.line}: {rule.describe()}")
+        if nets == []:
+            lines.append("    # (its address keys contradict each other: no flow)")
+            continue
+        daddr = f" ip daddr {{ {', '.join(str(n) for n in nets)} }}" if nets else ""
+        redirect = (f'    iifname "{DOWN_IF}"{daddr} tcp dport {intercept_port(rule)} counter '
+                    f"redirect to :{INTERCEPT_PORT}")
+        if redirect not in lines:  # rules that differ only by name take the same flows
+            lines.append(redirect)
+    lines += ["  }", "}"]
+    return f"add table ip {TABLE}\ndelete table ip {TABLE}\n" + "\n".join(lines) + "\n"
+
+
+def compile_intercept(isp: Isp, addrs: IspAddresses, site_addresses: dict[str, IPv4Address]) -> RouterAdditions:
+    rules = intercept_rules(isp)
+    if not rules:
+        return RouterAdditions()
+    base = f"{isp.name}/intercept"
+    # A certificate for every site name a rule covers (what a probe asks for), and one for each
+    # rule's own pattern (presented for a covered name that is no site of the lab).
+    names = sorted({r.match.sni for r in rules if r.match.sni}
+                   | {s for s in site_addresses for r in rules if r.match.sni and name_matches(s, r.match.sni)})
+    pki = make_censor_pki(isp.name, names)
+    files: dict[str, str | bytes] = {f"{base}/ca.pem": pki.ca_pem}
+    certs = {}
+    for name, pem in pki.leaf_pems.items():
+        files[f"{base}/{name}.pem"] = pem
+        certs[name] = f"{LAB_DIR}/{base}/{name}.pem"
+    config_rules = []
+    for i, rule in enumerate(rules):
+        page = None
+        if rule.blockpage is not None:
+            files[f"{base}/page-{i}.http"] = rule.blockpage.response()
+            page = f"{LAB_DIR}/{base}/page-{i}.http"
+        config_rules.append({
+            "sni": rule.match.sni, "port": intercept_port(rule), "page": page, "line": rule.line,
+            "servers": [[str(n) for n in grp] for grp in server_networks(rule.match, site_addresses)],
+        })
+    files[f"{base}.json"] = json.dumps({
+        "isp": isp.name, "listen": str(addrs.router_down.ip), "port": INTERCEPT_PORT,
+        "source": str(addrs.router_down.ip), "splice_mark": SPLICE_MARK,
+        "ready_file": f"{LAB_DIR}/{base}.ready", "certs": certs, "rules": config_rules,
+    }, indent=1) + "\n"
+    files[f"{base}.nft"] = nat_ruleset(isp, site_addresses)
+    service = Service(
+        "intercept", ("python3", "-m", "netlab.services.intercept", "--config", f"{LAB_DIR}/{base}.json"),
+        ready=ReadyCheck(kind="file", address=addrs.router_down.ip, port=0, path=f"{base}.ready"),
+        critical=True)
+    notes = [
+        f"{isp.name}: TLS interceptor (netlab.services.intercept) on {addrs.router_down.ip}:{INTERCEPT_PORT}: "
+        "nat prerouting redirects the client TCP flows an intercept rule's addresses and port allow (not "
+        "those a firewall rule matches); a matching SNI gets a certificate from the ISP's own CA "
+        f"('censorlab {isp.name} interception CA', not trusted by the vantages: ssl_unknown_authority), "
+        "the rest is spliced on to its destination and meets the other DPI rules.",
+    ]
+    for rule in rules:
+        what = "serves its page" if rule.blockpage is not None else "relays to the real site"
+        notes.append(f"{isp.name}: dpi {rule.describe()}: intercepts TLS on port {intercept_port(rule)}, {what}")
+    return RouterAdditions(files=files, setup=[("nft", "-f", f"{LAB_DIR}/{base}.nft")], services=[service],
+                           notes=notes)
