@@ -46,6 +46,14 @@ TLS_VERDICTS = {
     "ssl_unknown_authority": Verdict.TLS_CERT_INVALID,
     "ssl_invalid_certificate": Verdict.TLS_CERT_INVALID,
 }
+# The quic probe's handshake (x_failed_stage "quic"): a dropped Initial times out; an ICMP error
+# answering it (port or host unreachable) is connection_refused / host_unreachable.
+QUIC_VERDICTS = {
+    "generic_timeout_error": Verdict.QUIC_TIMEOUT,
+    "connection_refused": Verdict.QUIC_RESET,
+    "connection_reset": Verdict.QUIC_RESET,
+    "host_unreachable": Verdict.QUIC_RESET,
+}
 HTTP_VERDICTS = {
     "connection_reset": Verdict.HTTP_RESET,
     "generic_timeout_error": Verdict.HTTP_TIMEOUT,
@@ -172,6 +180,8 @@ def analyse(keys: dict[str, Any] | None, control: dict[str, Any] | None,
         return _stage_verdict(mismatch, TLS_VERDICTS.get(failure, Verdict.TLS_ALERT), failure)
     if stage == "http":
         return _stage_verdict(mismatch, HTTP_VERDICTS.get(failure, Verdict.HTTP_EOF), failure)
+    if stage == "quic":
+        return _stage_verdict(mismatch, QUIC_VERDICTS.get(failure, Verdict.QUIC_TIMEOUT), failure)
     if stage == "dns":  # a redirect hop's lookup, or one _dns_stage did not classify
         return Analysis(DNS_RCODE_VERDICTS.get(failure, Verdict.DNS_TIMEOUT), f"lookup failed: {failure}")
 

@@ -20,7 +20,7 @@ from typing import Any
 from netlab.backends.base import RunningLab, ServiceFault
 from netlab.errors import LabFault
 from netlab.model import Scenario
-from netlab.oracle import has_residual, residual_waves
+from netlab.oracle import has_residual, late_block_delay, residual_waves
 from netlab.target import Target
 from probes.base import installed_capabilities
 
@@ -176,6 +176,8 @@ async def _drive_worker(lab: RunningLab, scenario: Scenario, vantage: str, targe
               "concurrency": config.concurrency, "job_timeout": config.job_timeout}
 
     waves = _waves(scenario, vantage, targets, lab)
+    isp = next((i for i in scenario.isps if i.name == vantage), None)
+    pause = late_block_delay(isp) if isp is not None else 0.0
     wave_of = {i: k for k, wave in enumerate(waves) for i in wave}
     left = [len(w) for w in waves]
     wave_done = [asyncio.Event() for _ in waves]
@@ -190,6 +192,8 @@ async def _drive_worker(lab: RunningLab, scenario: Scenario, vantage: str, targe
                 await proc.stdin.drain()
             if k + 1 < len(waves):
                 await wave_done[k].wait()
+                if pause:  # a late QUIC block a trigger of this wave started is in force after this
+                    await asyncio.sleep(pause)
         proc.stdin.close()
 
     feeder = asyncio.create_task(feed())

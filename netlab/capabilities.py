@@ -52,6 +52,9 @@ class Capabilities:
     schemes: tuple[str, ...] = ("http", "https")
     #: Target ports it measures; None: any.
     ports: tuple[int, ...] | None = None
+    #: Fetches over QUIC (HTTP/3 on UDP) instead of TCP: its "tcp" and "tls" stages are the QUIC
+    #: handshake, which UDP rules, QUIC rules of the middlebox and a site's `quic: false` decide.
+    quic: bool = False
 
     def __post_init__(self) -> None:
         if not self.stages or self.stages != STAGES[:len(self.stages)]:
@@ -86,7 +89,8 @@ class Capabilities:
         return Capabilities(stages=stages, public_dns=self.public_dns and other.public_dns,
                             redirects=self.redirects and other.redirects,
                             throughput=self.throughput and other.throughput,
-                            schemes=tuple(s for s in self.schemes if s in other.schemes), ports=ports)
+                            schemes=tuple(s for s in self.schemes if s in other.schemes), ports=ports,
+                            quic=self.quic and other.quic)
 
     def blind_spots(self) -> list[str]:
         """What this probe cannot see, in words (harness probes list, docs)."""
@@ -118,7 +122,7 @@ class Capabilities:
     def to_json(self) -> dict[str, Any]:
         return {"contract": PROBE_CONTRACT_VERSION, "stages": list(self.stages), "public_dns": self.public_dns,
                 "redirects": self.redirects, "throughput": self.throughput, "schemes": list(self.schemes),
-                "ports": list(self.ports) if self.ports is not None else None}
+                "ports": list(self.ports) if self.ports is not None else None, "quic": self.quic}
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Capabilities:
@@ -126,7 +130,8 @@ class Capabilities:
             return cls(stages=tuple(doc["stages"]), public_dns=bool(doc.get("public_dns")),
                        redirects=bool(doc.get("redirects")), throughput=bool(doc.get("throughput")),
                        schemes=tuple(doc.get("schemes") or ("http", "https")),
-                       ports=tuple(doc["ports"]) if doc.get("ports") is not None else None)
+                       ports=tuple(doc["ports"]) if doc.get("ports") is not None else None,
+                       quic=bool(doc.get("quic")))
         except (KeyError, TypeError) as exc:
             raise ContractError(f"probe capabilities {doc!r} are not valid ({exc})") from None
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address
 
-from netlab.addressing import PROXY_BLOCK  # defined with the rest of the address plan
+from netlab.addressing import PROXY_BLOCK, SiteAddresses, allocate_sites  # defined with the rest of the address plan
+from netlab.blockpage import Blockpage
 from netlab.target import Target, display_name
 
 CONTROL = "control"  # the name of the uncensored vantage
@@ -42,6 +44,37 @@ class Match:
         return ", ".join(f"{k}={v}" for k, v in self.keys().items())
 
 
+TRANSPORTS = ("any", "tcp", "quic")  # what a DPI rule reads: TLS over TCP, QUIC, or both
+QUIC_VERSIONS = (1, 2)  # QUIC versions a censor can decrypt (RFC 9000, RFC 9369)
+QUIC_DATAGRAMS = ("all", "first")
+QUIC_RESIDUAL_SCOPES = ("addresses", "server_port", "flow")
+
+
+@dataclass(frozen=True)
+class QuicKnobs:
+    """How a DPI rule's censor reads QUIC (scenario.md "QUIC"): the quirks of real censors."""
+
+    datagrams: str = "all"  # "first": only a new flow's first datagram (GFW, TSPU); "all": until the hello is whole
+    reassemble: bool = True  # False: the ClientHello must be whole in the first CRYPTO frame (GFW)
+    versions: tuple[int, ...] = QUIC_VERSIONS
+    sport_above_dport: bool = False  # only datagrams whose source port is above the destination port (GFW)
+    min_size: int = 0  # only datagrams of at least this many UDP payload bytes (TSPU 2022: 1001)
+    delay: float | None = None  # None: the trigger is dropped; else it passes and blocking starts this late
+    residual_on: str = "addresses"  # what a residual block covers: QUIC_RESIDUAL_SCOPES
+
+    def to_json(self) -> dict[str, object]:
+        return {"datagrams": self.datagrams, "reassemble": self.reassemble, "versions": list(self.versions),
+                "sport_above_dport": self.sport_above_dport, "min_size": self.min_size, "delay": self.delay,
+                "residual_on": self.residual_on}
+
+    @classmethod
+    def from_json(cls, d: dict | None) -> QuicKnobs:
+        d = dict(d or {})
+        if "versions" in d:
+            d["versions"] = tuple(d["versions"])
+        return cls(**d)
+
+
 @dataclass(frozen=True)
 class Rule:
     """One rule of a resolver, firewall or DPI list. ``action`` is the verb (``nxdomain``,
@@ -55,6 +88,20 @@ class Rule:
     coverage: float | None = None  # partial enforcement: the fraction of matching sites it hits
     intent: str | None = None  # the service the censor means to block (collateral damage: netlab.impact)
     covered_from: str = ""  # set on the rules netlab.coverage expands a `coverage` rule into
+    transport: str = "any"  # DPI only: TRANSPORTS; an sni rule reads TLS over TCP and QUIC alike by default
+    quic: QuicKnobs = QuicKnobs()  # DPI only: how the rule reads QUIC
+
+    @property
+    def reads_quic(self) -> bool:
+        """A DPI rule the QUIC reader applies: sni for QUIC too, or a shape rule (transport quic, no name)."""
+        return self.transport == "quic" or (self.match.sni is not None and self.transport == "any")
+
+    @property
+    def reads_tcp(self) -> bool:
+        return self.transport != "quic"
+    # DPI `blockpage`: the page injected; resolver `{answer: IP, blockpage: ...}`: the page the ISP's
+    # blockpage server at that address answers (netlab.blockpage, netlab.services.blockpage).
+    blockpage: Blockpage | None = None
 
     def describe(self) -> str:
         act = f"{self.action} {self.address}" if self.address else self.action
@@ -100,6 +147,39 @@ class Redirect:
     location: str | None = None
 
 
+RECORD_TYPES = ("AAAA", "CNAME", "TXT", "NS", "MX")  # `records:` beside a site's A record
+
+
+@dataclass(frozen=True)
+class SiteRecords:
+    """DNS records a site publishes beside its A record (scenario.md `records`). A site with a
+    ``cname`` is an alias: it has no address, origin or records of its own; its name resolves
+    through the CNAME chain and the canonical site's origin answers for it."""
+
+    aaaa: tuple[IPv6Address, ...] = ()
+    cname: str | None = None
+    txt: tuple[str, ...] = ()
+    ns: tuple[str, ...] = ()  # the site's name is a zone apex served under these names
+    mx: tuple[tuple[int, str], ...] = ()  # (preference, exchange)
+
+    def __bool__(self) -> bool:
+        return bool(self.aaaa or self.cname or self.txt or self.ns or self.mx)
+
+
+@dataclass(frozen=True)
+class PathResponse:
+    """What a site answers on one path (`paths:`), to every client; other paths get the site's
+    own response. ``body`` None: the generated page; a 1xx, 204 or 304 never has one."""
+
+    path: str
+    status: int = 200
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes | None = None
+    body_file: str | None = None
+    redirect: Redirect | None = None  # hops is 1: a path redirects once
+    line: int = 0
+
+
 @dataclass(frozen=True)
 class Site:
     name: str  # IDNA A-label
@@ -117,6 +197,18 @@ class Site:
     only_for: tuple[str, ...] = ()  # ISP names whose clients see the misbehaviour; () = everyone
     https: bool = True  # False: nothing listens on 443 (a plain-HTTP server)
     dns_answer: IPv4Address | None = None  # the authority's A record, when not the site's address
+    quic: bool = True  # HTTP/3 on UDP 443 beside HTTPS (netlab.services.h3); False: TCP only
+    # Every address given in the scenario (`address`, or `addresses`: a CDN); `address` is the first.
+    # Several sites may share an address (shared hosting): the origin tells them apart by SNI and Host.
+    addresses: tuple[IPv4Address, ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()  # `response.headers`, added to the origin's own
+    paths: tuple[PathResponse, ...] = ()
+
+    def path(self, path: str) -> PathResponse | None:
+        """The response declared for ``path`` (the query left out), if any."""
+        path = path.split("?", 1)[0]
+        return next((p for p in self.paths if p.path == path), None)
+    records: SiteRecords = SiteRecords()
 
     @property
     def display_name(self) -> str:
@@ -140,6 +232,9 @@ class Isp:
     dpi_rules: tuple[Rule, ...] = ()
     shaping: tuple[ShapingRule, ...] = ()
     dpi_fail: str = "closed"  # "closed": a dead middlebox blocks everything; "open": passes all
+    # "access": the middlebox sees the clients' traffic only; "border": the ISP's own too (its
+    # resolver's recursion: DNS injection poisons its cache), as a censor at the national border does.
+    dpi_placement: str = "access"
     line: int = 0
 
     @property
@@ -172,6 +267,38 @@ class Scenario:
 
     def site(self, name: str) -> Site | None:
         return self._sites_by_name.get(name)
+
+    def all_addresses(self, first: Mapping[str, IPv4Address]) -> SiteAddresses:
+        """``first`` (site -> its address, as allocated or stored in run.json) with every address of
+        the sites served from several (their `addresses`: always given in the scenario)."""
+        if isinstance(first, SiteAddresses):
+            return first
+        extra = {}
+        for s in self.sites:
+            canonical = self.canonical_site(s.name) or s
+            if len(canonical.addresses) > 1:
+                extra[s.name] = canonical.addresses
+        return SiteAddresses(first, extra)
+
+    def cname_chain(self, name: str) -> tuple[str, ...]:
+        """``name``, then every CNAME target after it, to the site that has an address (the loader
+        refuses loops and CNAMEs to names that are no site). A name without CNAME: itself."""
+        chain = [name]
+        while (site := self.site(chain[-1])) is not None and site.records.cname is not None:
+            chain.append(site.records.cname)
+        return tuple(chain)
+
+    def canonical_site(self, name: str) -> Site | None:
+        """The site whose address and origin answer for ``name``: the end of its CNAME chain."""
+        return self.site(self.cname_chain(name)[-1])
+
+    def site_addresses(self) -> SiteAddresses:
+        """Every site's address: its own (given or allocated from the plan), or, for an alias, its
+        canonical site's: where the name resolves, and so where a client connects."""
+        own = allocate_sites({s.name: s.address for s in self.sites if s.records.cname is None},
+                             reserved=(a for s in self.sites for a in s.addresses[1:]))
+        # Sites served from several addresses (a CDN) keep all of them: SiteAddresses.all.
+        return self.all_addresses({s.name: own[self.cname_chain(s.name)[-1]] for s in self.sites})
 
     # Derived once per scenario: the oracle asks for them for every target of every vantage,
     # and a scan each time makes scoring a 50,000-target campaign quadratic.

@@ -23,6 +23,10 @@ class Verdict(StrEnum):
     TLS_EOF = "tls.eof"
     TLS_ALERT = "tls.alert"
     TLS_CERT_INVALID = "tls.cert_invalid"
+    # QUIC (the quic probe): the handshake got no answer (a dropped Initial), or an ICMP error
+    # answered it (a firewall rejecting UDP): OONI's generic_timeout_error / connection_refused.
+    QUIC_TIMEOUT = "quic.timeout"
+    QUIC_RESET = "quic.reset"
     HTTP_RESET = "http.reset"
     HTTP_TIMEOUT = "http.timeout"
     HTTP_EOF = "http.eof"

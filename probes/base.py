@@ -32,6 +32,7 @@ BUILTIN_PROBES = {
     "tls": "probes.tls:TlsProbe",
     "http": "probes.http:HttpProbe",
     "web": "probes.web:WebProbe",
+    "quic": "probes.quic:QuicProbe",
 }
 
 

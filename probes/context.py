@@ -48,6 +48,11 @@ class ProbeContext:
     #: Never connect to loopback answers, as OONI does (they name no server of the site). The lab
     #: runs set it (harness.runner); it stays off by default so tests can serve sites on 127.0.0.1.
     skip_loopback: bool = False
+    #: The quic probe (probes.quic): handshake timeout (OONI's simplequicping waits 3 s), the QUIC
+    #: version it speaks (1 or 2), and a ClientHello big enough to span two Initial datagrams.
+    quic_timeout: float = 3.0
+    quic_version: int = 1
+    quic_split_hello: bool = False
 
     def __post_init__(self) -> None:
         # Accept any iterable (a JSON list, a set) and normalise it, so membership tests

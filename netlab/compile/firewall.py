@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address
 
+from netlab.addressing import addresses_of
 from netlab.model import Isp, Match, Rule
 
 TABLE = "netlab_fw"
@@ -19,7 +20,9 @@ def match_expr(match: Match, site_addresses: dict[str, IPv4Address]) -> str:
     """nft match expression for the address keys of a Match (site, ip, cidr, port, proto)."""
     parts = [f'iifname "{ACCESS_IF}"']
     if match.site:
-        parts.append(f"ip daddr {site_addresses[match.site]}")
+        # Every address of the site (a CDN has several); co-hosted sites share them: all are hit.
+        addrs = [str(a) for a in addresses_of(site_addresses, match.site)]
+        parts.append(f"ip daddr {addrs[0]}" if len(addrs) == 1 else f"ip daddr {{ {', '.join(addrs)} }}")
     if match.ip:
         parts.append(f"ip daddr {match.ip}")
     if match.cidr:
@@ -77,6 +80,9 @@ def site_ruleset(sites: list[tuple[str, IPv4Address, str, list[str]]]) -> str | 
         verdict = "reject with tcp reset" if state == "refused" else "drop"
         body.append(f"    # site {name}: {state}{' for ' + ', '.join(nets) if nets else ''}")
         body.append(f"    {src}ip daddr {addr} tcp dport {{ 80, 443 }} counter {verdict}")
+        # HTTP/3 (netlab.services.h3): nothing answers on UDP 443 either; a closed port says so by ICMP.
+        udp = "reject with icmpx type port-unreachable" if state == "refused" else "drop"
+        body.append(f"    {src}ip daddr {addr} udp dport 443 counter {udp}")
     if not body:
         return None
     lines += [*body, "  }", "}"]

@@ -2,9 +2,11 @@
 
     python3 -m netlab.services.dpi --config LAB/<isp>/dpi.json
 
-The kernel queues the first client->internet packets of each forwarded flow (see
-``netlab.compile.dpi``). Per flow the program reassembles the client's byte stream (so a TLS
-ClientHello split over several TCP segments is still parsed) and checks the rules in order,
+The kernel queues the first client->internet packets of each forwarded flow, and at placement
+``border`` those of the router's own flows too (see ``netlab.compile.dpi``): there the "client" of
+a flow is the router itself, the ISP resolver recursing among others. Per flow the program
+reassembles the client's byte stream (so a TLS ClientHello split over several TCP segments is
+still parsed) and checks the rules in order,
 first match wins: TLS SNI, HTTP/1.x Host, DNS query name (dnspython), raw keyword, narrowed by
 server address/port/protocol. Actions:
 
@@ -14,8 +16,12 @@ server address/port/protocol. Actions:
   mark into the conntrack entry and drops it: the kernel drops the whole flow from then on;
 - ``blockpage``: an HTTP/1.1 451 response with FIN is injected toward the client, a RST goes to
   the server, and the flow is blackholed;
+- ``close``: a forged FIN+ACK goes to the client (seq = the client packet's ack), which reads an
+  end of stream before the server can answer; the packet itself goes on to the server and the
+  flow is otherwise left alone (ooni/netem's ``DPICloseConnectionFor*``);
 - ``inject``: a forged DNS answer is sent to the client, then the query is let through, so the
-  forged answer arrives first and the real one after it;
+  forged answer arrives first and the real one after it (a resolver's iterative query gets an
+  authoritative answer, which the resolver caches);
 - ``residual``: after a hit the client-server address pair gets the same action on the first
   payload packet of every later flow (every datagram for UDP) for that many seconds.
 
@@ -35,6 +41,7 @@ down (a lab fault): no part of the traffic is ever left uninspected. Logs go to 
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import copy
 import ctypes
@@ -61,6 +68,9 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
+from netlab.blockpage import DEFAULT as DEFAULT_BLOCKPAGE
+from netlab.blockpage import MARKER
+from netlab.model import QuicKnobs
 from netlab.services._parsers import (
     DONE,
     NEED_MORE,
@@ -78,15 +88,11 @@ from netlab.services._parsers import (
     parse_http_host,
     parse_ipv4,
 )
+from netlab.services._quic import QuicCensor, QuicRule
 
 log = logging.getLogger("netlab.dpi")
 
-BLOCKPAGE_MARKER = "netlab-blockpage"
-BLOCKPAGE_BODY = (
-    "<!DOCTYPE html>\n<html><head><title>Blocked</title></head>\n"
-    f"<body><h1>Access denied</h1><p>This site is blocked by your ISP ({BLOCKPAGE_MARKER}).</p>"
-    "</body></html>\n"
-)
+BLOCKPAGE_MARKER = MARKER  # the lab's own page (netlab.blockpage) carries it
 MAX_STREAM = 16 * 1024  # client bytes kept per flow
 FLOW_IDLE = 30.0  # seconds of silence after which a flow is forgotten
 MAX_OOO = 16  # out-of-order segments kept per flow
@@ -124,9 +130,12 @@ class CRule:
     proto: str | None = None
     address: str | None = None
     residual: float | None = None
+    page: bytes | None = None  # blockpage: the scenario's response (netlab.blockpage); None: the lab's own
     delay: float | None = None  # shaper mode, seconds
     loss: float | None = None
     describe: str = ""
+    transport: str = "any"  # "tcp", "quic" or "any": which of TLS over TCP and QUIC an sni rule reads
+    quic: QuicKnobs = field(default_factory=QuicKnobs)  # how it reads QUIC (netlab.services._quic)
 
     @classmethod
     def from_json(cls, index: int, d: dict) -> CRule:
@@ -144,10 +153,18 @@ class CRule:
             proto=d.get("proto"),
             address=d.get("address"),
             residual=d.get("residual"),
+            page=base64.b64decode(d["page"]) if d.get("page") else None,
             delay=delay / 1000.0 if delay else None,
             loss=d.get("loss"),
             describe=d.get("describe", ""),
+            transport=d.get("transport") or "any",
+            quic=QuicKnobs.from_json(d.get("quic")),
         )
+
+    @property
+    def reads_quic(self) -> bool:
+        """An sni rule for QUIC too, or a QUIC shape rule (transport quic without a name)."""
+        return self.transport == "quic" or (self.sni is not None and self.transport == "any")
 
     def server_ok(self, proto: int, addr: str, port: int) -> bool:
         if self.proto and {"tcp": 6, "udp": 17}[self.proto] != proto:
@@ -199,16 +216,9 @@ class Flow:
             self.ooo[off] = data
 
 
-def blockpage_response() -> bytes:
-    body = BLOCKPAGE_BODY.encode()
-    head = (
-        "HTTP/1.1 451 Unavailable For Legal Reasons\r\n"
-        "Content-Type: text/html; charset=utf-8\r\n"
-        f"Content-Length: {len(body)}\r\n"
-        "Connection: close\r\n"
-        f"X-Netlab-Blockpage: {BLOCKPAGE_MARKER}\r\n\r\n"
-    )
-    return head.encode() + body
+def blockpage_response(rule: CRule | None = None) -> bytes:
+    """The response a blockpage rule injects: the scenario's page, or the lab's own 451."""
+    return rule.page if rule is not None and rule.page is not None else DEFAULT_BLOCKPAGE.response()
 
 
 def forged_dns_answer(query: bytes, address: str) -> bytes | None:
@@ -218,7 +228,9 @@ def forged_dns_answer(query: bytes, address: str) -> bytes | None:
         if q.flags & dns.flags.QR or len(q.question) != 1:
             return None
         r = dns.message.make_response(q)
-        r.flags |= dns.flags.RA
+        # A stub's query (RD) gets a recursive resolver's answer; a resolver's iterative query (a
+        # border middlebox sees those) an authority's, which the resolver takes as final and caches.
+        r.flags |= dns.flags.RA if q.flags & dns.flags.RD else dns.flags.AA
         question = q.question[0]
         if question.rdtype in (dns.rdatatype.A, dns.rdatatype.ANY):
             r.answer.append(dns.rrset.from_text(question.name, 60, dns.rdataclass.IN, dns.rdatatype.A, address))
@@ -286,7 +298,7 @@ class ResidualTable:
         for seg in range(self.segments):
             for slot in self._slots(seg, c + s):
                 e = self._read(slot)
-                if e and e[1] == c and e[2] == s and e[4] > now and (best is None or e[3] > best[0]):
+                if e and e[1] == c and e[2] == s and e[3] <= now < e[4] and (best is None or e[3] > best[0]):
                     best = (e[3], e[5])
         return None if best is None else best[1]
 
@@ -320,6 +332,8 @@ class Engine:
         self.residual = residual or ResidualTable()
         self.rng = rng or random.Random()
         self.has_keyword = any(r.keyword for r in self.rules)
+        quic_rules = [QuicRule(r.index, r.sni, r.quic, r.residual) for r in self.rules if r.reads_quic]
+        self.quic = QuicCensor(quic_rules, lambda i, *flow: self.rules[i].server_ok(*flow)) if quic_rules else None
         self.hits = 0
         self.packets = 0
 
@@ -328,6 +342,8 @@ class Engine:
     def expire(self, now: float) -> None:
         for k in [k for k, f in self.flows.items() if now - f.last > FLOW_IDLE]:
             del self.flows[k]
+        if self.quic is not None:
+            self.quic.expire(now)
 
     # --- entry point -------------------------------------------------------------------
 
@@ -368,10 +384,13 @@ class Engine:
         index = self.residual.get(pkt.src, pkt.dst, now)
         return None if index is None else self.rules[index]
 
-    def _hit(self, rule: CRule, pkt: Packet, now: float, why: str) -> None:
+    def _hit(self, rule: CRule, pkt: Packet, now: float, why: str, start: float | None = None) -> None:
+        """Count and log a hit; a residual block of the address pair begins at ``start`` (a QUIC
+        rule's delay), by default now. Narrower QUIC blocks are the QUIC reader's own."""
         self.hits += 1
-        if rule.residual:
-            self.residual.put(pkt.src, pkt.dst, now, now + rule.residual, rule.index)
+        if rule.residual and rule.quic.residual_on == "addresses":
+            since = now if start is None else start
+            self.residual.put(pkt.src, pkt.dst, since, since + rule.residual, rule.index)
         log.info(
             "hit rule %d (%s) %s: %s:%d -> %s:%d %s",
             rule.index, rule.describe, why, pkt.src, pkt.sport, pkt.dst, pkt.dport, rule.action,
@@ -400,7 +419,7 @@ class Engine:
         hello = host = None
         pending = False
         for rule in self.rules:
-            if rule.dns_query or not rule.server_ok(6, pkt.dst, pkt.dport):
+            if rule.dns_query or rule.transport == "quic" or not rule.server_ok(6, pkt.dst, pkt.dport):
                 continue
             state = "hit"
             why = []
@@ -450,9 +469,14 @@ class Engine:
         if rule.action == "blockpage":
             page = build_tcp(
                 pkt.dst, pkt.src, pkt.dport, pkt.sport, pkt.ack, end, TCP_PSH | TCP_ACK | TCP_FIN,
-                blockpage_response(),
+                blockpage_response(rule),
             )
             return Decision(KILL, [page, to_server_rst], rule=rule.index)
+        if rule.action == "close":
+            # Sent before the packet goes on, so the client has its end of stream a round trip
+            # ahead of the server's answer (which its kernel then refuses: data after a FIN).
+            fin = build_tcp(pkt.dst, pkt.src, pkt.dport, pkt.sport, pkt.ack, end, TCP_FIN | TCP_ACK)
+            return Decision(ACCEPT, [fin], rule=rule.index, settled=True)
         return Decision(KILL, rule=rule.index)  # drop (and inject, meaningless on TCP)
 
     def _udp(self, pkt: Packet, now: float) -> Decision:
@@ -460,10 +484,21 @@ class Engine:
         if res is not None:
             log.info("residual %s: %s:%d -> %s:%d", res.action, pkt.src, pkt.sport, pkt.dst, pkt.dport)
             return self._udp_action(res, pkt)
+        if self.quic is not None:
+            index = self.quic.blocked(pkt, now)
+            if index is not None:  # a residual block of one server port or one flow
+                log.info("residual drop: %s:%d -> %s:%d", pkt.src, pkt.sport, pkt.dst, pkt.dport)
+                return Decision(KILL, rule=index)
+            quic = self.quic.inspect(pkt, now)
+            if quic is not None:
+                rule = self.rules[quic.rule]
+                self._hit(rule, pkt, now, quic.why, start=quic.start)
+                # The GFW lets the trigger through and blocks later (``delay``); the rest drop it.
+                return Decision(KILL, rule=rule.index) if quic.drop else PASS
         qname: str | None = None
         parsed = False
         for rule in self.rules:
-            if rule.sni or rule.http_host or not rule.server_ok(17, pkt.dst, pkt.dport):
+            if rule.sni or rule.http_host or rule.transport == "quic" or not rule.server_ok(17, pkt.dst, pkt.dport):
                 continue
             why = []
             if rule.dns_query is not None:
@@ -487,7 +522,7 @@ class Engine:
                 return PASS
             forged = build_udp(pkt.dst, pkt.src, pkt.dport, pkt.sport, answer)
             return Decision(ACCEPT, [forged], rule=rule.index)
-        return Decision(KILL, rule=rule.index)  # drop; reset/blockpage have no UDP form
+        return Decision(KILL, rule=rule.index)  # drop; reset/blockpage/close have no UDP form
 
 
 # --- NFQUEUE over netlink --------------------------------------------------------------------
