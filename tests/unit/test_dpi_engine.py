@@ -101,6 +101,22 @@ def test_http_blockpage():
     assert b"<title>Blocked</title>" in page.payload
 
 
+def test_close_forges_a_fin_to_the_client_and_lets_the_packet_on():
+    e = engine(Rule(Match(sni="social.test"), "close"), Rule(Match(http_host="news.test"), "close"))
+    e.process(syn())
+    hello = build_client_hello("social.test")
+    d = e.process(data(hello))
+    assert d.verdict == ACCEPT and d.settled and d.rule == 0 and len(d.send) == 1  # no RST to the server
+    fin = parse_ipv4(d.send[0])
+    assert (fin.src, fin.dst, fin.sport, fin.dport) == (S1, C, 443, 40000)
+    assert fin.flags == TCP_FIN | TCP_ACK and fin.seq == 5001 and fin.ack == 1001 + len(hello) and not fin.payload
+    req = b"GET / HTTP/1.1\r\nHost: news.test\r\n\r\n"
+    d = e.process(data(req, sport=40001, dport=80, dst=S2))
+    assert d.verdict == ACCEPT and parse_ipv4(d.send[0]).flags == TCP_FIN | TCP_ACK
+    # the flow is left alone afterwards: the server's later packets and the client's are not judged again
+    assert e.process(data(b"more", seq=1001 + len(hello))).send == []
+
+
 def test_http_host_split_over_segments():
     e = engine(Rule(Match(http_host="news.test"), "drop"))
     assert e.process(data(b"GET / HTTP/1.1\r\nHo", dport=80)).verdict == ACCEPT
