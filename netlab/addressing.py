@@ -1,6 +1,7 @@
 """The address plan: which lab address every host, link and site gets.
 
-Lab internet: 198.18.0.0/15 (infrastructure in 198.18.0.1-9, sites from 198.18.1.1 upward).
+Lab internet: 198.18.0.0/15 (infrastructure in 198.18.0.1-9: root DNS, public resolver, TLD and
+authoritative DNS; sites from 198.18.1.1 upward).
 ISP number i (1-based): access network 10.i.0.0/24 (router .1, client .2), uplink 10.i.255.0/24
 (router .1, internet .2). Control vantage: 10.0.0.0/24 (internet .1, client .2), no router.
 Several labs may use the same plan at once: each lab's namespaces (or containers) are joined only to
@@ -11,13 +12,20 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Network
 
 LAB_INTERNET = IPv4Network("198.18.0.0/15")
 ACCESS_RANGE = IPv4Network("10.0.0.0/8")
 ROOT_DNS = IPv4Address("198.18.0.1")
 PUBLIC_RESOLVER = IPv4Address("198.18.0.2")
+# The DNS hierarchy below the root (netlab.compile.dns): every TLD's name server, and the
+# authoritative server of every zone under a TLD (one address each tier, so referrals are real).
+TLD_DNS = IPv4Address("198.18.0.3")
+AUTH_DNS = IPv4Address("198.18.0.4")
+# IPv6 addresses a scenario may publish (AAAA records): the benchmarking range, as 198.18.0.0/15 is.
+LAB_INTERNET_V6 = IPv6Network("2001:2::/48")
 INFRA_LAST = IPv4Address("198.18.0.9")
 FIRST_SITE = IPv4Address("198.18.1.1")
 # Every ISP's transparent proxy (netlab.services.proxy) gets one address of this block of the lab
@@ -85,11 +93,38 @@ def _site_capacity() -> int:
 SITE_CAPACITY = _site_capacity()
 
 
-def allocate_sites(wanted: dict[str, IPv4Address | None]) -> dict[str, IPv4Address]:
+class SiteAddresses(dict[str, IPv4Address]):
+    """Site name -> its (first) address, as every consumer of one address per site reads it, and
+    ``all(name)``: every address of a site served from several (a CDN), in the order its A records
+    are published. Several sites may share an address (shared hosting)."""
+
+    def __init__(self, first: Mapping[str, IPv4Address], extra: Mapping[str, tuple[IPv4Address, ...]] | None = None
+                 ) -> None:
+        super().__init__(first)
+        self.extra = dict(extra or {})
+
+    def all(self, name: str) -> tuple[IPv4Address, ...]:
+        return self.extra.get(name) or (self[name],)
+
+    def cohosted(self, addr: IPv4Address) -> list[str]:
+        """The sites served from ``addr``, in scenario order."""
+        return [name for name in self if addr in self.all(name)]
+
+
+def addresses_of(site_addresses: Mapping[str, IPv4Address], name: str) -> tuple[IPv4Address, ...]:
+    """Every address of site ``name`` (a plain mapping knows one per site)."""
+    if isinstance(site_addresses, SiteAddresses):
+        return site_addresses.all(name)
+    return (site_addresses[name],)
+
+
+def allocate_sites(wanted: dict[str, IPv4Address | None], reserved: Iterable[IPv4Address] = ()
+                   ) -> dict[str, IPv4Address]:
     """Give every site an address: the fixed ones as given, the others in order from FIRST_SITE,
-    skipping taken addresses, the proxy block and .0/.255 for readability. The loader keeps the
-    number of sites within SITE_CAPACITY, so the ValueError here means a caller skipped it."""
-    taken = {a for a in wanted.values() if a is not None}
+    skipping taken addresses (and ``reserved`` ones: the further addresses of CDN sites), the proxy
+    block and .0/.255 for readability. The loader keeps the number of sites within SITE_CAPACITY,
+    so the ValueError here means a caller skipped it."""
+    taken = {a for a in wanted.values() if a is not None} | set(reserved)
     out: dict[str, IPv4Address] = {}
     nxt = int(FIRST_SITE)
     for name, fixed in wanted.items():

@@ -14,7 +14,7 @@ import hashlib
 from dataclasses import replace
 from ipaddress import IPv4Address
 
-from netlab.addressing import allocate_sites
+from netlab.addressing import addresses_of
 from netlab.model import Isp, Match, Rule, Scenario
 
 NAME_KEYS = ("domain", "exact", "sni", "http_host", "dns_query")
@@ -30,7 +30,7 @@ def _name_matches(name: str, pattern: str, exact: bool) -> bool:
 
 
 def _address_matches(match: Match, addr: IPv4Address, sites: dict[str, IPv4Address]) -> bool:
-    if match.site is not None and sites[match.site] != addr:
+    if match.site is not None and addr not in addresses_of(sites, match.site):
         return False
     if match.ip is not None and match.ip != addr:
         return False
@@ -55,7 +55,7 @@ def expand_rule(rule: Rule, isp: str, scenario: Scenario, sites: dict[str, IPv4A
                     new = replace(m, **{key: name})
                 out.append(replace(rule, match=new, coverage=None))
     else:
-        units = sorted({a for a in sites.values() if _address_matches(m, a, sites)})
+        units = sorted({a for n in sites for a in addresses_of(sites, n) if _address_matches(m, a, sites)})
         for addr in units:
             if chosen(scenario.seed, isp, rule, str(addr)):
                 out.append(replace(rule, match=replace(m, site=None, cidr=None, ip=addr), coverage=None))
@@ -68,7 +68,7 @@ def apply_coverage(scenario: Scenario) -> Scenario:
     isps = scenario.isps
     if not any(r.coverage is not None for i in isps for r in (*i.resolver_rules, *i.firewall_rules, *i.dpi_rules)):
         return scenario
-    sites = allocate_sites({s.name: s.address for s in scenario.sites})
+    sites = scenario.site_addresses()
 
     def expand(isp: Isp, rules: tuple[Rule, ...], resolver: bool = False) -> tuple[Rule, ...]:
         return tuple(x for r in rules for x in expand_rule(r, isp.name, scenario, sites, resolver))

@@ -2,7 +2,8 @@
 
 A blocked target is *collateral* when the rule that blocked it did not mean to hit it: the rule's
 ``intent`` names another service than the site's, or, without an intent, the rule named no site
-(a whole ``cidr``, a port, a keyword) or named an address the site shares with others.
+(a whole ``cidr``, a port, a keyword), named an address the site shares with others, or named
+another site the target shares an address with (shared hosting: the filter hits every site there).
 *Effectiveness* is, per ISP and per service, the fraction of the service's targets made
 unreachable: the number a regulator would be asked about.
 
@@ -12,16 +13,16 @@ computed the same way and can be compared.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
+from netlab.addressing import addresses_of
 from netlab.model import Rule, Scenario
 from netlab.target import Target
 from netlab.verdict import Verdict
 
-NAME_KEYS = ("domain", "exact", "sni", "http_host", "dns_query", "site")
+NAME_KEYS = ("domain", "exact", "sni", "http_host", "dns_query")
 
 
 def intended(rule: Rule | None, target: Target, scenario: Scenario, sites: Mapping[str, IPv4Address]) -> bool:
@@ -30,10 +31,13 @@ def intended(rule: Rule | None, target: Target, scenario: Scenario, sites: Mappi
     site = scenario.site(target.host)
     if rule.intent is not None:
         return site is not None and site.service == rule.intent
+    if rule.match.site is not None:
+        # A site rule filters the site's addresses: sites hosted there too are hit beside it.
+        return site is not None and rule.match.site in (site.name, *scenario.cname_chain(site.name))
     if any(getattr(rule.match, k) is not None for k in NAME_KEYS):
         return True
     if rule.match.ip is not None:
-        sharing = Counter(sites.values())[rule.match.ip]
+        sharing = sum(1 for name in sites if rule.match.ip in addresses_of(sites, name))
         return sharing <= 1
     return False
 

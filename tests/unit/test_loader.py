@@ -122,10 +122,12 @@ def test_site_address_outside_the_lab_internet() -> None:
     assert e.key == "internet.sites[1].address" and "outside the lab internet" in str(e)
 
 
-def test_duplicate_site_address() -> None:
+def test_shared_site_address() -> None:
+    """Shared hosting: two sites on one address load (tests/unit/test_shared_hosting.py has more)."""
     text = BASE.replace("    - name: a.test\n", "    - name: a.test\n      address: 198.18.5.5\n")
     text = text.replace("    - name: b.test\n", "    - name: b.test\n      address: 198.18.5.5\n")
-    assert "already the address of a.test" in str(err(text))
+    s = parse_scenario(text)
+    assert s.site("a.test").addresses == s.site("b.test").addresses
 
 
 def test_target_outside_the_lab() -> None:
