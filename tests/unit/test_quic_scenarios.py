@@ -4,6 +4,7 @@ queues, what it reads), and the oracle's predictions for the quic probe and the 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,14 @@ targets: [https://a.test/]
 """).isp("isp")
     rules = dpi_iptables_rules(both)
     assert "-p tcp " in rules and "-p udp -m multiport --dports 53,443" in rules
+
+
+def test_sites_with_quic_publish_an_https_record() -> None:
+    from netlab.compile import compile_lab
+
+    plan = compile_lab(load_scenario(ROOT / "scenarios/quic.yaml"), "q")
+    zones = "\n".join(v if isinstance(v, str) else v.decode() for k, v in plan.files.items() if k.endswith(".zone"))
+    assert 'clean.test. IN HTTPS 1 . alpn="h3"' in zones
+    assert "tcp-only.test. IN HTTPS" not in zones  # quic: false
+    origin = {s["name"]: s for s in json.loads(plan.files["inet/origin.json"])["sites"]}
+    assert origin["clean.test"]["quic"] is True and origin["tcp-only.test"]["quic"] is False
