@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import dns.exception
 import dns.message
 import dns.rdatatype
 
@@ -261,18 +262,26 @@ def _response_failure(response: dns.message.Message) -> str | None:
     return dns_rcode_failure(rcode)  # NOERROR without an A record gives dns_no_answer
 
 
+def _chain(response: dns.message.Message) -> dns.message.ChainingResult | None:
+    """The answer for the name asked, through its CNAME chain (dnspython follows it from the
+    question, so records for other names in the answer section are not taken), or None when the
+    response has no usable chain (too long, or NXDOMAIN yet with an answer)."""
+    try:
+        return response.resolve_chaining()
+    except dns.exception.DNSException:
+        return None
+
+
 def _ipv4_addresses(response: dns.message.Message) -> list[str]:
-    # The lab's answers are short (at most a CNAME chain, then A records), so every A record in
-    # the answer section belongs to the name asked for.
-    return [
-        rdata.address
-        for rrset in response.answer
-        if rrset.rdtype == dns.rdatatype.A
-        for rdata in rrset
-    ]
+    chain = _chain(response)
+    if chain is None or chain.answer is None or chain.answer.rdtype != dns.rdatatype.A:
+        return []
+    return [rdata.address for rdata in chain.answer]
 
 
 def _answers(response: dns.message.Message) -> list[dict[str, Any]]:
+    """The answer section as OONI writes it: the addresses, then one CNAME answer whose hostname is
+    the canonical name the chain ends at (with its trailing dot), when the name asked is an alias."""
     answers: list[dict[str, Any]] = []
     for rrset in response.answer:
         for rdata in rrset:
@@ -280,8 +289,10 @@ def _answers(response: dns.message.Message) -> list[dict[str, Any]]:
                 answers.append({"answer_type": "A", "ipv4": rdata.address, "ttl": rrset.ttl})
             elif rrset.rdtype == dns.rdatatype.AAAA:
                 answers.append({"answer_type": "AAAA", "ipv6": rdata.address, "ttl": rrset.ttl})
-            elif rrset.rdtype == dns.rdatatype.CNAME:
-                answers.append({"answer_type": "CNAME", "hostname": rdata.target.to_text(), "ttl": rrset.ttl})
+    chain = _chain(response)
+    if chain is not None and chain.cnames:
+        answers.append({"answer_type": "CNAME", "hostname": chain.canonical_name.to_text(),
+                        "ttl": chain.cnames[-1].ttl})
     return answers
 
 

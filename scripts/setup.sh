@@ -18,10 +18,10 @@ ROOT="$(pwd)"
 
 # Everything is named by distribution package so the same list works on Debian and Ubuntu.
 # python3-dev, gcc, libc6-dev, libnetfilter-queue-dev: netfilterqueue has no wheel on PyPI and is
-# compiled into the venv from its sdist. curl, dnsutils, openssl, libnss3-tools: your own tools in a lab
+# compiled into the venv from its sdist. curl, bind9-dnsutils (dig), openssl, libnss3-tools: your own tools in a lab
 # (`harness exec`; certutil makes the NSS database that trusts the lab CA for browsers).
 APT_PACKAGES=(unbound nsd nftables iptables iproute2 procps libnetfilter-queue-dev gcc libc6-dev make
-              curl dnsutils openssl libnss3-tools
+              curl bind9-dnsutils openssl libnss3-tools
               debootstrap ca-certificates python3 python3-venv python3-dev)
 # Wanted but not everywhere: Ubuntu 24.04 has no chromium .deb (only a snap), so the report's
 # browser test skips there.

@@ -43,7 +43,7 @@ def test_declarations_are_checked() -> None:
 
 def test_compiled_only_when_a_target_asks() -> None:
     plan = compile_lab(scenario(), servers=[])
-    assert [s.name for s in plan.hosts["inet"].services] == ["nsd", "resolver", "origin"]
+    assert [s.name for s in plan.hosts["inet"].services] == ["nsd", "nsd-tld", "nsd-auth", "resolver", "origin"]
     no_dot = scenario(SCENARIO.replace("https://dns.test:853/, ", ""))
     plan = compile_lab(no_dot, servers=[DOT])
     assert "dot" not in [s.name for s in plan.hosts["inet"].services] and plan.server_probes == []
@@ -82,6 +82,6 @@ def test_a_collision_matters_only_where_a_scenario_asks_for_both() -> None:
     rival = Declared("rival", Server(name="rival-dot", module="rival", port=853))
     quiet = scenario(SCENARIO.replace("https://dns.test:853/, ", ""))
     assert [s.name for s in compile_lab(quiet, servers=[DOT, rival]).hosts["inet"].services] == \
-        ["nsd", "resolver", "origin"]
+        ["nsd", "nsd-tld", "nsd-auth", "resolver", "origin"]
     with pytest.raises(ServerError, match="both take port 853"):
         compile_lab(scenario(), servers=[DOT, rival])

@@ -39,8 +39,13 @@ def test_hosts_links_and_vantages() -> None:
 
 def test_root_zone_and_rpz() -> None:
     plan = demo_plan()
-    zone = plan.files["inet/root.zone"]
-    assert "news.test. IN A 198.18.1.1" in zone and "www.blog.test. IN A 198.18.0.50" in zone
+    # The root delegates test. to its TLD server, which delegates each zone to the authority.
+    root = plan.files["inet/dns/root/root.zone"]
+    assert "test. IN NS ns.nic.test." in root and "ns.nic.test. IN A 198.18.0.3" in root
+    assert "news.test. IN A" not in root
+    assert "blog.test. IN NS ns1.blog.test." in plan.files["inet/dns/tld/test.zone"]
+    assert "news.test. IN A 198.18.1.1" in plan.files["inet/dns/auth/news.test.zone"]
+    assert "www.blog.test. IN A 198.18.0.50" in plan.files["inet/dns/auth/blog.test.zone"]
     rpz = plan.files["isp-a/rpz.zone"]
     assert "news.test CNAME ." in rpz and "*.news.test CNAME ." in rpz
     assert "social.test A 10.10.34.34" in rpz
