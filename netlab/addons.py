@@ -191,15 +191,16 @@ class Additions:
 def addon_additions(scenario: Scenario, sites: dict[str, IPv4Address], declared: Sequence[Declared]) -> Additions:
     """Files, services and notes for the servers ``scenario`` asks for. Pure."""
     add = Additions({}, [], [], [])
-    upstream = PUBLIC_RESOLVER if scenario.public_resolver else ROOT_DNS
+    # The lab internet's recursive resolver runs in every lab (`public_resolver: false` only keeps
+    # the probes from asking it); the root server refers to the TLDs, it answers no site's name.
+    upstream = PUBLIC_RESOLVER
     for d, names in wanted(scenario, declared):
         s = d.server
         config_path = f"{CONFIG_DIR}/{s.name}.json"
         ready_file = f"{CONFIG_DIR}/{s.name}.ready"
         config = {
             "name": s.name, "port": s.port, "ready_file": f"{LAB_DIR}/{ready_file}",
-            # Answers come from the lab's resolvers: the public one (as a DoT/DoH service would use),
-            # or the root server when the scenario has no public resolver.
+            # Answers come from the lab's recursive resolver, as a DoT/DoH service's would.
             "upstream": str(upstream), "public_resolver": str(PUBLIC_RESOLVER) if scenario.public_resolver else None,
             "root_dns": str(ROOT_DNS), "ca": f"{LAB_DIR}/pki/ca.pem",
             "sites": [{"name": n, "address": str(sites[n]), "pem": f"{LAB_DIR}/pki/{n}.pem"} for n in names],

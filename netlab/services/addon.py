@@ -46,7 +46,7 @@ class ServerConfig:
 
     name: str
     port: int
-    upstream: str  # the lab resolver to ask: the public one, or the root server without one
+    upstream: str  # the lab internet's recursive resolver to ask
     sites: list[SiteEntry]
     ready_file: str | None = None
     public_resolver: str | None = None
