@@ -202,6 +202,9 @@ def analyse(keys: dict[str, Any] | None, control: dict[str, Any] | None,
     slow = _throttled(keys, control)
     if slow:
         return Analysis(Verdict.THROTTLED, slow)
+    if "x_quic_failure" in keys and keys["x_quic_failure"] is not None and control.get("x_quic_failure", "") is None:
+        # The web probe's QUIC step: HTTP/3 fails where the control's works, the page loads over TCP.
+        return Analysis(Verdict.QUIC_BLOCKED, f"HTTP/3 fails ({keys['x_quic_failure']}); the control's works")
     return Analysis(Verdict.OK, "same as control")
 
 

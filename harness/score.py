@@ -241,7 +241,8 @@ def no_measurement_reason(error: dict[str, Any] | None) -> tuple[str, str]:
 # scoring pass, so it is kept as a tuple (no bodies, no certificates, of the DNS queries only
 # which engine answered and how) and made a dict again only while one measurement is analysed.
 CONTROL_KEYS = ("x_failed_stage", "failure", "x_status_code", "x_title", "x_body_length", "x_body_seconds",
-                "x_body_sha256")  # the digest: a blockpage fingerprint never counts on the control's own page
+                "x_body_sha256",  # the digest: a blockpage fingerprint never counts on the control's own page
+                "x_quic_failure")  # the web probe's QUIC step (web_quic): did the control's HTTP/3 work?
 
 
 def _slim(keys: dict[str, Any]) -> tuple[Any, ...]:

@@ -772,7 +772,8 @@ class _Loader:
                                     "inside the lab")
 
     def probe(self, node: yaml.Node) -> dict[str, Any]:
-        m = self.mapping(node, "probe", (*PROBE_NUMBERS, "test_helper", "quic_version", "quic_split_hello"))
+        m = self.mapping(node, "probe", (*PROBE_NUMBERS, "test_helper", "quic_version", "quic_split_hello",
+                                         "web_quic"))
         out: dict[str, Any] = {}
         for k in PROBE_NUMBERS:
             if k in m:
@@ -781,9 +782,9 @@ class _Loader:
             out["quic_version"] = self.value(m["quic_version"], "probe.quic_version", int, "1 or 2")
             if out["quic_version"] not in QUIC_VERSIONS:
                 raise self.ctx.fail(m["quic_version"], "probe.quic_version", "1 or 2")
-        if "quic_split_hello" in m:
-            out["quic_split_hello"] = self.value(m["quic_split_hello"], "probe.quic_split_hello", bool,
-                                                 "true or false")
+        for flag in ("quic_split_hello", "web_quic"):
+            if flag in m:
+                out[flag] = self.value(m[flag], f"probe.{flag}", bool, "true or false")
         if "test_helper" in m:
             name = self.dns_name(m["test_helper"], "probe.test_helper")
             if name not in self.site_names:

@@ -241,7 +241,26 @@ def _served(scenario: Scenario, site: Site, port: int) -> bool:
 
 def expect_isp(scenario: Scenario, isp: Isp, target: Target,
                site_addresses: dict[str, IPv4Address], caps: Capabilities = WEB) -> Expectation:
-    return _expect_hop(scenario, isp, target, scenario.all_addresses(site_addresses), depth=0, hops=0, caps=caps)
+    addrs = scenario.all_addresses(site_addresses)
+    exp = _expect_hop(scenario, isp, target, addrs, depth=0, hops=0, caps=caps)
+    if exp.verdict == Verdict.OK and web_quic_step(scenario, caps, target):
+        # The page loads over TCP; the web probe's QUIC step then tries HTTP/3 to the same address.
+        quic = _quic_censored(scenario, isp, target, addrs[target.host], addrs)
+        if quic is not None:
+            if quic.verdict == Verdict.OK:  # the trigger of a late block: fine now, later fetches meet it
+                return quic
+            return Expectation(Verdict.QUIC_BLOCKED, f"the page loads over TCP, HTTP/3 fails: {quic.reason}",
+                               rule=quic.rule)
+    return exp
+
+
+def web_quic_step(scenario: Scenario, caps: Capabilities, target: Target) -> bool:
+    """Does the web probe's QUIC step (probe setting `web_quic`) run on ``target``, and would the
+    control's succeed (a site with HTTP/3)?"""
+    if caps != WEB or not scenario.probe.get("web_quic") or not target.is_https or target.port != QUIC_PORT:
+        return False
+    site = scenario.site(target.host)
+    return site is not None and site.https and site.quic and site.state == "up" and _served(scenario, site, 443)
 
 
 def _expect_hop(scenario: Scenario, isp: Isp, target: Target, site_addresses: dict[str, IPv4Address], *,
@@ -492,10 +511,16 @@ def residual_waves(targets: tuple[Target, ...] | list[Target], site_addresses: d
     return [[g[k] for g in by_addr.values() if k < len(g)] for k in range(depth)]
 
 
-def _residual_verdict(rule: Rule, target: Target, caps: Capabilities = WEB) -> Verdict:
+def _residual_verdict(rule: Rule, target: Target, caps: Capabilities = WEB, web_quic: bool = False
+                      ) -> Verdict | None:
     """After a hit, the middlebox applies the rule's action to the first data packet of every new
-    flow between the same client and server, whatever it carries (to every datagram over UDP)."""
-    return Verdict.QUIC_TIMEOUT if caps.quic else _dpi_verdict(rule, target)
+    flow between the same client and server, whatever it carries (to every datagram over UDP).
+    A QUIC rule's block of one server port leaves TCP alone: only HTTP/3 meets it (None: nothing)."""
+    if caps.quic:
+        return Verdict.QUIC_TIMEOUT
+    if rule.quic.residual_on == "addresses":
+        return _dpi_verdict(rule, target)
+    return Verdict.QUIC_BLOCKED if web_quic else None
 
 
 def _leaves_residual(rule: Rule, caps: Capabilities) -> bool:
@@ -524,10 +549,12 @@ def expected_verdicts(scenario: Scenario, site_addresses: dict[str, IPv4Address]
             addr = site_addresses[target.host]
             connects = exp.verdict.technique not in ("dns",) and not exp.verdict.value.startswith("tcp.")
             # A residual block acts on the first data packet of a later flow: only probes that send one see it.
+            residual = None
             if connects and addr in blocked and caps.sends_data(target):
+                residual = _residual_verdict(blocked[addr], target, caps, web_quic_step(scenario, caps, target))
+            if residual is not None:
                 rule = blocked[addr]
-                exp = Expectation(_residual_verdict(rule, target, caps),
-                                  f"residual block of dpi rule line {rule.line}", rule=rule)
+                exp = Expectation(residual, f"residual block of dpi rule line {rule.line}", rule=rule)
             elif exp.rule is not None and _leaves_residual(exp.rule, caps):
                 blocked[addr] = exp.rule
             out[(isp.name, target.url)] = exp

@@ -27,6 +27,8 @@ class Verdict(StrEnum):
     # answered it (a firewall rejecting UDP): OONI's generic_timeout_error / connection_refused.
     QUIC_TIMEOUT = "quic.timeout"
     QUIC_RESET = "quic.reset"
+    # The web probe's QUIC step (probe setting web_quic): the page loads over TCP, HTTP/3 fails.
+    QUIC_BLOCKED = "quic.blocked"
     HTTP_RESET = "http.reset"
     HTTP_TIMEOUT = "http.timeout"
     HTTP_EOF = "http.eof"
@@ -62,6 +64,8 @@ OONI_BLOCKING: dict[Verdict, tuple[str | bool | None, bool | None]] = {
     Verdict.NO_MEASUREMENT: (None, None),
     Verdict.HTTP_BLOCKPAGE: ("http-diff", False),
     Verdict.HTTP_DIFF: ("http-diff", False),
+    # OONI's web_connectivity does not try HTTP/3: it finds the page accessible.
+    Verdict.QUIC_BLOCKED: (False, True),
 }
 for _v in Verdict:
     if _v not in OONI_BLOCKING:

@@ -53,6 +53,8 @@ class ProbeContext:
     quic_timeout: float = 3.0
     quic_version: int = 1
     quic_split_hello: bool = False
+    #: The web probe's QUIC step: after a successful https fetch, HTTP/3 to the same addresses.
+    web_quic: bool = False
 
     def __post_init__(self) -> None:
         # Accept any iterable (a JSON list, a set) and normalise it, so membership tests

@@ -282,6 +282,20 @@ async def _get(protocol: _H3Client, target: Target, address: str, ctx: ProbeCont
     return entry, facts
 
 
+async def quic_step(keys: dict[str, Any], target: Target, ctx: ProbeContext) -> None:
+    """The web probe's QUIC step (probe setting ``web_quic``): after a successful fetch of an
+    https URL on port 443, the QUIC handshake and an HTTP/3 GET to the addresses it connected to.
+    Adds ``quic_handshakes`` and ``x_quic_failure`` (None when HTTP/3 worked on one address, else
+    the first address's failure; absent when the step did not run)."""
+    if not target.is_https or target.port != 443 or keys.get("x_failed_stage") or not keys.get("x_addresses"):
+        return
+    trace = Trace()
+    results = await asyncio.gather(*(measure_address(target, ip, ctx, trace) for ip in keys["x_addresses"]))
+    keys["quic_handshakes"] = [handshake for handshake, _, _ in results]
+    facts = [f for _, _, f in results]
+    keys["x_quic_failure"] = None if any(f["failure"] is None for f in facts) else facts[0]["failure"]
+
+
 class QuicProbe(Probe):
     """Resolve, then per address: the QUIC handshake and an HTTP/3 GET."""
 

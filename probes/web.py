@@ -46,6 +46,7 @@ from probes.context import ProbeContext
 from probes.dns import resolve_target
 from probes.errors import TargetRefused
 from probes.http import FetchTags, fetch_chain
+from probes.quic import quic_step
 from probes.redirects import MAX_REDIRECTS
 from probes.safety import ensure_target_allowed
 from probes.tcp import connect_all, first_connect_failure
@@ -68,6 +69,12 @@ class WebProbe(Probe):
     capabilities: ClassVar[Capabilities] = WEB
 
     async def run(self, target: Target, ctx: ProbeContext) -> dict[str, Any]:
+        keys = await self._fetch(target, ctx)
+        if ctx.web_quic:  # the QUIC step (probe setting web_quic): HTTP/3 after the page loaded
+            await quic_step(keys, target, ctx)
+        return keys
+
+    async def _fetch(self, target: Target, ctx: ProbeContext) -> dict[str, Any]:
         if not ctx.test_helper:
             return await fetch_chain(target, ctx, public_lookup=True, tags=WEB_TAGS, max_redirects=MAX_REDIRECTS,
                                      ooni_flows=True)

@@ -52,8 +52,13 @@ def test_quic_yaml_predictions() -> None:
         "https://tcp-only.test/": "site_down", "https://clean.test/": "ok",
     }
     assert v[("control", "https://tcp-only.test/")] == "site_down"
-    # Over TCP nothing of this is seen: TLS passes the QUIC-only rule, the firewall blocks UDP only.
-    assert set(verdicts("scenarios/quic.yaml", WEB).values()) == {"ok"}
+    # The web probe loads every page over TCP (TLS passes the QUIC-only rule, the firewall blocks UDP
+    # only); its QUIC step (web_quic) finds HTTP/3 blocked wherever the quic probe fails.
+    web = verdicts("scenarios/quic.yaml", WEB)
+    assert {url for (v, url), verdict in web.items() if verdict == "quic.blocked"} == {
+        url for url, verdict in isp.items() if verdict.startswith("quic.")}
+    assert set(web.values()) == {"ok", "quic.blocked"}
+    assert set(verdicts("scenarios/quic.yaml", WEB, web_quic=False).values()) == {"ok"}
 
 
 def test_gfw_replay_blocks_the_second_fetch_and_a_split_hello_evades_it() -> None:
@@ -144,3 +149,21 @@ def test_sites_with_quic_publish_an_https_record() -> None:
     assert "tcp-only.test. IN HTTPS" not in zones  # quic: false
     origin = {s["name"]: s for s in json.loads(plan.files["inet/origin.json"])["sites"]}
     assert origin["clean.test"]["quic"] is True and origin["tcp-only.test"]["quic"] is False
+
+
+def test_analysis_of_quic_measurements() -> None:
+    from harness.analysis import analyse
+
+    base = {"queries": [], "x_resolved": {"system": ["198.18.1.1"], "public": None}, "x_status_code": 200,
+            "x_title": "t", "x_body_length": 100, "x_body_seconds": 0.01}
+    control = {**base, "x_failed_stage": None, "failure": None, "x_quic_failure": None}
+    fail = {**base, "x_status_code": None, "x_failed_stage": "quic"}
+    assert analyse({**fail, "failure": "generic_timeout_error"}, control, []).verdict.value == "quic.timeout"
+    assert analyse({**fail, "failure": "connection_refused"}, control, []).verdict.value == "quic.reset"
+    web = {**base, "x_failed_stage": None, "failure": None}
+    assert analyse({**web, "x_quic_failure": "generic_timeout_error"}, control, []).verdict.value == "quic.blocked"
+    assert analyse({**web, "x_quic_failure": None}, control, []).verdict.value == "ok"
+    assert analyse(web, control, []).verdict.value == "ok"  # no QUIC step
+    # The control's HTTP/3 fails too (a site without it): not blocking.
+    assert analyse({**web, "x_quic_failure": "connection_refused"}, {**control, "x_quic_failure": "connection_refused"},
+                   []).verdict.value == "ok"
