@@ -112,11 +112,13 @@ def th_tcp_failure(failure: str | None) -> str | None:
 
 
 def th_http_failure(failure: str | None, stage: str | None) -> str | None:
-    """``control.http_request.failure`` (oohelperd http.go): any failure of the resolve step is
-    dns_lookup_error; a timeout and a refusal keep their meaning; the rest is unknown_error."""
+    """``control.http_request.failure`` (oohelperd http.go): a DNS error (NXDOMAIN, no answer, the
+    server's refusals, a timeout while resolving) is dns_lookup_error; a timeout and a refusal keep
+    their meaning; the rest (a bogon answer, TLS errors, too many redirects...) is unknown_error."""
     if failure is None:
         return None
-    if stage == "dns" or failure in _TH_DNS_ERRORS:
+    # The helper's resolver refuses bogon answers: that error is not one of the DNS ones it maps.
+    if failure in _TH_DNS_ERRORS or (stage == "dns" and failure == "generic_timeout_error"):
         return "dns_lookup_error"
     if failure == "generic_timeout_error":
         return failure

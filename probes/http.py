@@ -32,7 +32,7 @@ from probes.errors import TargetRefused
 from probes.failures import DNS_BOGON, failure_string
 from probes.redirects import TOO_MANY, location_of, next_target
 from probes.safety import ensure_address_allowed, ensure_target_allowed
-from probes.streams import ByteStream
+from probes.streams import ByteStream, TlsStream
 from probes.tcp import Connection, connect_each, first_connect_failure
 from probes.tls import handshake
 from probes.trace import Trace
@@ -254,15 +254,14 @@ class FetchTags:
     connection: list[str] = field(default_factory=list)
 
     def at_depth(self, depth: int) -> FetchTags:
-        """The tags of redirect hop ``depth``: its connectivity data is not "classic" (OONI's E002
-        extension), only the HTTP transaction of every hop belongs to the classic web step."""
+        """The tags of redirect hop ``depth``: ``depth=N``; ``classic`` stays (the hop's lookup is
+        the system resolver's, as web_connectivity 0.5 tags it at every depth), while
+        ``tcptls_experiment`` marks the depth-0 endpoints only."""
         if depth == 0:
             return self
 
         def move(tags: list[str]) -> list[str]:
-            # tcptls_experiment marks OONI's depth-0 endpoint measurements only.
-            return [f"depth={depth}" if t.startswith("depth=") else t for t in tags
-                    if t not in ("classic", "tcptls_experiment")]
+            return [f"depth={depth}" if t.startswith("depth=") else t for t in tags if t != "tcptls_experiment"]
 
         return FetchTags(dns=move(self.dns), public_dns=move(self.public_dns), connection=move(self.connection))
 
@@ -333,9 +332,11 @@ async def fetch_chain(
         if location is None:
             return keys
         if depth == max_redirects:
+            hop.result.entry["failure"] = TOO_MANY  # OONI writes why the chain stopped on that request
             return _stop(keys, "http", TOO_MANY, depth)
         nxt, failure = next_target(location, current.url)
         if nxt is None:
+            hop.result.entry["failure"] = failure
             return _stop(keys, "http", failure, depth)
         try:
             ensure_target_allowed(nxt, ctx)
@@ -378,19 +379,25 @@ async def _hop(target: Target, ctx: ProbeContext, trace: Trace, keys: dict[str, 
         keys["dns_experiment_failure"] = system.failure
     # Like OONI, never connect to loopback answers: they name no server of the site.
     addresses = [a for a in system.addresses if not (ctx.skip_loopback and ipaddress.ip_address(a).is_loopback)]
-    side = None
-    if ooni_flows:
-        public_only = [a for a in (public.addresses if public else []) if a not in system.addresses
-                       and not (ctx.skip_loopback and ipaddress.ip_address(a).is_loopback)]
-        side = asyncio.ensure_future(_side_flows(target, addresses, public_only, ctx, trace, tags))
+    if not ooni_flows:
+        return await _fetch_flow(target, system, addresses, ctx, trace, keys, tags, depth=depth, ooni_flows=False)
+    public_only = [a for a in (public.addresses if public else []) if a not in system.addresses
+                   and not (ctx.skip_loopback and ipaddress.ip_address(a).is_loopback)]
+    fetched: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    side = asyncio.ensure_future(_side_flows(target, addresses, public_only, ctx, trace, tags, fetched))
     try:
-        return await _fetch_flow(target, system, addresses, ctx, trace, keys, tags, depth=depth,
-                                 ooni_flows=ooni_flows)
-    finally:
-        if side is not None:
-            tcp_entries, tls_entries = await side
-            keys["tcp_connect"] += tcp_entries
-            keys["tls_handshakes"] += tls_entries
+        hop = await _fetch_flow(target, system, addresses, ctx, trace, keys, tags, depth=depth, ooni_flows=True)
+    except BaseException:
+        side.cancel()
+        raise
+    # The fetching flow had OONI's permission to fetch when it got as far as the request.
+    fetched.set_result(hop.stage in (None, "http"))
+    tcp_entries, tls_entries, requests = await side
+    keys["tcp_connect"] += tcp_entries
+    keys["tls_handshakes"] += tls_entries
+    for entry in requests:
+        keys["requests"].insert(0, entry)
+    return hop
 
 
 async def _fetch_flow(target: Target, system: DnsLookup, addresses: list[str], ctx: ProbeContext, trace: Trace,
@@ -441,12 +448,15 @@ async def _fetch_flow(target: Target, system: DnsLookup, addresses: list[str], c
 
 
 async def _side_flows(target: Target, addresses: list[str], public_only: list[str], ctx: ProbeContext,
-                      trace: Trace, tags: FetchTags) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+                      trace: Trace, tags: FetchTags, fetched: asyncio.Future[bool],
+                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """The endpoints web_connectivity 0.5 measures besides the fetching flow (dnsresolvers.go,
-    cleartextflow.go, secureflow.go): the URL's port of addresses only the public resolver gave
-    (flows that lose the fetch race: connect and handshake only), and for an ``http://`` URL
-    without an explicit port, TCP and TLS (SNI the URL's host) to 443 of every address, which
-    never fetch (``fetch_body=false``). Returns (tcp_connect entries, tls_handshakes entries)."""
+    cleartextflow.go, secureflow.go, priority.go): the URL's port of addresses only the public
+    resolver gave, which fetch only when the system resolver's flow never got to its request
+    (OONI's priority: system addresses first, then the others; the response is recorded, its
+    redirect not followed); and for an ``http://`` URL without an explicit port, TCP and TLS (SNI
+    the URL's host) to 443 of every address, which never fetch (``fetch_body=false``). Returns
+    (tcp_connect entries, tls_handshakes entries, requests entries)."""
     not_classic = [t for t in tags.connection if t != "classic"]
     plans: list[tuple[list[str], int, bool, list[str]]] = []
     if public_only:
@@ -455,26 +465,33 @@ async def _side_flows(target: Target, addresses: list[str], public_only: list[st
         plans.append((addresses, 443, True, [*tags.connection, "fetch_body=false"]))
         if public_only:
             plans.append((public_only, 443, True, [*not_classic, "fetch_body=false"]))
-    tcp_entries: list[dict[str, Any]] = []
-    tls_entries: list[dict[str, Any]] = []
 
-    async def secure(c: Connection, flow_tags: list[str]) -> dict[str, Any]:
-        entry, _ = await handshake(c.stream, target.host, ctx, trace, tags=flow_tags, transaction_id=c.transaction_id)
-        return entry
-
-    for ips, port, is_secure, flow_tags in plans:
-        if not ips:
-            continue
+    async def flow(ips: list[str], port: int, is_secure: bool, flow_tags: list[str]
+                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
         flows = await connect_each(ips, port, ctx, trace, tags=flow_tags)
-        tcp_entries += [entry for entry, _ in flows]
         connected = [c for _, c in flows if c is not None]
+        shakes: list[tuple[dict[str, Any], TlsStream | None]] = []
+        requests: list[dict[str, Any]] = []
         try:
             if is_secure:
-                tls_entries += await asyncio.gather(*(secure(c, flow_tags) for c in connected))
+                shakes = list(await asyncio.gather(*(
+                    handshake(c.stream, target.host, ctx, trace, tags=flow_tags, transaction_id=c.transaction_id)
+                    for c in connected)))
+            usable: list[tuple[Connection, ByteStream]] = (
+                [(c, tls) for c, (_, tls) in zip(connected, shakes, strict=True) if tls is not None] if is_secure
+                else [(c, c.stream) for c in connected])
+            if "fetch_body=true" in flow_tags and usable and not await fetched:
+                c, stream = usable[0]
+                result = await fetch(stream, target, ctx, trace, tags=flow_tags, transaction_id=c.transaction_id)
+                requests.append(result.entry)
         finally:
             for c in connected:
                 await c.stream.close()
-    return tcp_entries, tls_entries
+        return [entry for entry, _ in flows], [entry for entry, _ in shakes], requests
+
+    done = await asyncio.gather(*(flow(*plan) for plan in plans if plan[0]))
+    return ([e for tcp, _, _ in done for e in tcp], [e for _, tls, _ in done for e in tls],
+            [r for _, _, reqs in done for r in reqs])
 
 
 def _record_responses(keys: dict[str, Any], system: DnsLookup, public: DnsLookup | None, depth: int) -> None:

@@ -18,11 +18,22 @@ name: benign-blockpages
 internet:
   sites:
     - name: blocked.test
-      response: {body: "<html><head><title>Blocked</title></head><body><h1>blocked.test</h1><p>This site is blocked by nobody: it is just its name.</p></body></html>"}
+      response:
+        body: >-
+          <html><head><title>Blocked</title></head><body><h1>blocked.test</h1>
+          <p>This site is blocked by nobody: it is just its name.</p></body></html>
     - name: news.test
-      response: {body: "<html><head><title>Why sites get blocked: 451 Unavailable For Legal Reasons</title></head><body><p>Access to this site is blocked, unavailable, HTTP 451 Unavailable For Legal Reasons.</p></body></html>"}
+      response:
+        body: >-
+          <html><head><title>Why sites get blocked: 451 Unavailable For Legal Reasons</title></head>
+          <body><p>Access to this site is blocked, unavailable, HTTP 451 Unavailable For Legal
+          Reasons.</p></body></html>
     - name: legal.test
-      response: {status: 451, body: "<html><head><title>Unavailable For Legal Reasons</title></head><body><h1>451 blocked</h1></body></html>"}
+      response:
+        status: 451
+        body: >-
+          <html><head><title>Unavailable For Legal Reasons</title></head><body><h1>451 blocked</h1>
+          </body></html>
     - name: hop.test
       redirect: {to: "http://blocked.test/"}
     - name: hop2.test

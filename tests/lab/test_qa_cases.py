@@ -1,6 +1,7 @@
 """OONI probe-cli's Web Connectivity QA cases as lab scenarios (qa/README.md): every case comes
 up for real, its verdicts equal the oracle's, the OONI keys it pins (blocking, accessible,
-dns_consistency, the failures) are the ones OONI expects, every measurement loads in OONI's own
+dns_consistency, the failures) are the ones OONI expects, the keys OONI's analysis reads have the
+shape OONI's QA suite gives the case (qa_shapes.py), every measurement loads in OONI's own
 ``oonidata``, and nothing is left behind."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, assert_no_leftovers
+from qa_shapes import EXPECTED, KNOWN_DIFFERENCES, compare, shape_of
 
 from harness.runner import run_scenario
 from netlab.loader import load_scenario
@@ -50,3 +52,9 @@ def test_qa_case(case: str, lab_name: str, tmp_path: Path) -> None:
             tk = keys[(vantage, url)]
             got = {k: tk.get(k) for k in want}
             assert got == want, f"{case} {vantage} {url}: verdict {tk.get('x_verdict')}"
+            # The keys OONI's analysis reads, in the shape OONI's QA suite gives this case.
+            name = case.removesuffix(".yaml")
+            assert name in EXPECTED, f"{case}: give its OONI shape in tests/lab/qa_shapes.py"
+            diff = compare(shape_of(tk), EXPECTED[name])
+            known = {k: (got, want) for k, (got, want, _why) in KNOWN_DIFFERENCES.get(name, {}).items()}
+            assert diff == known, f"{case} {vantage} {url}: {diff}"

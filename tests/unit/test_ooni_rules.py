@@ -142,3 +142,101 @@ def test_probe_settings_and_ooni_pins() -> None:
     assert sc.probe == {"test_helper": "https://th.test/", "http_total_timeout": 8.0}
     assert sc.expect_ooni == {"isp": {"http://a.test/": {"blocking": False, "accessible": True}}}
     assert IPv4Address("198.19.255.1") == proxy_address(1)
+
+
+# --- web_connectivity 0.5's comparisons and test helper (docs/ooni.md, rule by rule) ---
+
+from harness.ooni_rules import (  # noqa: E402
+    ooni_title,
+    th_dns_failure,
+    th_http_failure,
+    th_tcp_failure,
+    title_words,
+)
+
+
+@pytest.mark.parametrize(("mine", "theirs", "match"), [
+    ("Example Domain page", "Example Domain page", True),
+    ("Example Domain page", "example DOMAIN Page", True),  # lower-cased
+    ("Example Domain", "Example Domain page", True),  # "page" is under 5 bytes: ignored
+    ("Breaking: sites blocked", "Breaking news about sites", False),  # one shared word is not enough
+    ("", "", True),  # no long words on either side
+    ("Блок", "Блок", True),  # 8 bytes in UTF-8: a long word
+    ("Блок", "Другой", False),
+])
+def test_title_match_needs_every_long_word(mine: str, theirs: str, match: bool) -> None:
+    c = ControlView(addrs=["198.18.93.34"], status_code=200, body_length=100, title=theirs)
+    resp = {"code": 200, "body": f"<title>{mine}</title>", "body_is_truncated": False, "headers": {}}
+    assert compare_http(resp, c)["title_match"] is match
+    assert title_words("a  Bcdef") == {"bcdef"}
+
+
+def test_ooni_title_extraction() -> None:
+    assert ooni_title("<TITLE>Big &amp; Small</TITLE>") == "Big &amp; Small"  # not unescaped
+    assert ooni_title('<title lang="en">x</title>') == ""  # no attributes
+    assert ooni_title("<title></title>") == ""
+    assert ooni_title("<title>" + "x" * 513 + "</title>") == ""
+    assert ooni_title({"format": "base64", "data": "PHRpdGxlPmE8L3RpdGxlPg=="}) == "a"
+
+
+@pytest.mark.parametrize(("code", "th_code", "match"), [(200, 200, True), (404, 404, True), (451, 200, False),
+                                                         (200, 404, None), (301, 200, "no final")])
+def test_status_code_match(code: int, th_code: int, match: object) -> None:
+    c = ControlView(addrs=["198.18.93.34"], status_code=th_code, body_length=100)
+    got = compare_http({"code": code, "body": "", "headers": {}}, c)
+    if match == "no final":  # a 3xx is no final response: nothing is compared
+        assert got == {"body_length_match": None, "body_proportion": 0, "status_code_match": None,
+                       "headers_match": None, "title_match": None}
+    else:
+        assert got["status_code_match"] is match
+
+
+def test_headers_and_body_rules() -> None:
+    c = ControlView(addrs=["a"], status_code=200, body_length=1000, headers={"Server": "x", "Date": "y"})
+    resp = {"code": 200, "body": "x" * 700, "body_is_truncated": False, "headers": {"Server": "z"}}
+    got = compare_http(resp, c)
+    assert got["headers_match"] is False  # only common headers on both sides
+    assert got["body_proportion"] == 0.7 and got["body_length_match"] is False  # strictly above 0.7
+    truncated = compare_http({**resp, "body_is_truncated": True}, c)
+    assert truncated["body_proportion"] == 0 and truncated["body_length_match"] is None
+
+
+def test_test_helper_failure_strings() -> None:
+    assert th_dns_failure("dns_nxdomain_error") == "dns_name_error"
+    assert th_dns_failure("dns_no_answer") is None
+    assert th_dns_failure("dns_refused_error") == "dns_server_failure"
+    assert th_dns_failure("generic_timeout_error") == th_dns_failure("dns_servfail_error") == "unknown_error"
+    assert th_tcp_failure("connection_refused") == "connection_refused_error"
+    assert th_tcp_failure("connection_reset") == th_tcp_failure("host_unreachable") == "connect_error"
+    assert th_tcp_failure("generic_timeout_error") == "generic_timeout_error"
+    assert th_http_failure("dns_nxdomain_error", "dns") == th_http_failure("dns_no_answer", "dns") == "dns_lookup_error"
+    assert th_http_failure("generic_timeout_error", "dns") == "dns_lookup_error"
+    assert th_http_failure("generic_timeout_error", "http") == "generic_timeout_error"
+    assert th_http_failure("connection_refused", "tcp") == "connection_refused_error"
+    assert th_http_failure("dns_bogon_error", "dns") == "unknown_error"
+    assert th_http_failure("ssl_unknown_authority", "tls") == "unknown_error"
+
+
+def test_the_helper_answers_for_the_probes_endpoints() -> None:
+    c = ControlView(url="http://www.example.com/", addrs=["198.18.93.34"], status_code=200, body_length=10,
+                    dns_failure=None,
+                    tcp={"198.18.93.34:80": {"status": True, "failure": None},
+                         "198.18.93.34:443": {"status": True, "failure": None}},
+                    tls={"198.18.93.34:443": {"server_name": "www.example.com", "status": True, "failure": None}})
+    c.add_endpoints({"198.18.83.41:80": {"tcp": {"status": False, "failure": "connection_reset"}, "tls": None},
+                     "198.18.83.41:443": {"tcp": {"status": False, "failure": "connection_refused"}, "tls": None}})
+    th = c.th_response(["198.18.83.41", "10.10.34.35"])  # a bogon is never measured
+    assert th["tcp_connect"] == {
+        "198.18.83.41:443": {"status": False, "failure": "connection_refused_error"},
+        "198.18.83.41:80": {"status": False, "failure": "connect_error"},
+        "198.18.93.34:443": {"status": True, "failure": None},
+        "198.18.93.34:80": {"status": True, "failure": None}}
+    assert list(th["tls_handshake"]) == ["198.18.93.34:443"]
+    assert th["ip_info"]["198.18.93.34"]["flags"] == 2 | 8 and th["ip_info"]["10.10.34.35"]["flags"] == 1 | 4
+    https = ControlView(url="https://www.example.com:8443/", addrs=["198.18.93.34"])
+    assert https.endpoints_for(["198.18.93.35"]) == ["198.18.93.34:8443", "198.18.93.35:8443"]
+    down = ControlView(url="http://www.example.com/", dns_failure="dns_no_answer", http_failure="dns_no_answer",
+                       http_failed_stage="dns")
+    th = down.th_response([])
+    assert th["dns"] == {"failure": None, "addrs": []}
+    assert th["http_request"]["failure"] == "dns_lookup_error" and th["http_request"]["status_code"] == -1
