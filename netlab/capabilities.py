@@ -95,6 +95,8 @@ class Capabilities:
     def blind_spots(self) -> list[str]:
         """What this probe cannot see, in words (harness probes list, docs)."""
         out = []
+        if self.quic:
+            out.append("censorship of TCP and TLS over TCP (it fetches over QUIC, HTTP/3 on UDP, only)")
         deepest = self.stages[-1]
         later = STAGES[STAGES.index(deepest) + 1:]
         if later:

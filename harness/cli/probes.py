@@ -70,6 +70,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         version = r["version"] if r["error"] is None else f"[red]broken: {r['error']}[/]"
         caps = r["capabilities"] or {}
         stages = "+".join(caps.get("stages") or []) + (" +public dns" if caps.get("public_dns") else "")
+        if caps.get("quic"):
+            stages = "dns+quic+http3"  # its tcp and tls stages are the QUIC handshake
         servers = ", ".join(f"{sv['name']} :{sv['port']}" for sv in r["servers"]) or "-"
         t.add_row(r["name"], version, f"{r['module']}:{r['class']}", r["test_name"] or "-", r["distribution"],
                   stages or "-", servers, "; ".join(r["cannot_see"] or []) or "-")

@@ -199,3 +199,47 @@ def test_engine_never_raises_on_udp_garbage(data: bytes, sport: int, dport: int)
     for e in (engine(), engine(GFW), engine({"min_size": 1001}, sni=None)):
         e.process(build_udp(CLIENT, SERVER, sport, dport, data), now=1.0)
         e.process(build_udp(CLIENT, SERVER, sport, dport, struct.pack("!B", 0xC0) + data), now=1.0)
+
+
+def build_initial(dcid: bytes, payload: bytes, packet_number: int = 0) -> bytes:
+    """A client Initial (QUIC v1, 4-byte packet number) carrying ``payload`` frames, protected
+    with the initial keys: what a client with its own framing (Chrome's chaos protection) sends."""
+    from aioquic.buffer import encode_uint_var
+    from aioquic.quic.crypto import CryptoPair
+
+    pair = CryptoPair()
+    pair.setup_initial(cid=dcid, is_client=True, version=VERSION_1)
+    payload = payload + b"\0" * max(0, 1100 - len(payload))  # PADDING frames
+    header = (bytes([0xC3]) + struct.pack("!I", VERSION_1) + bytes([len(dcid)]) + dcid + b"\x00" + b"\x00"
+              + encode_uint_var(4 + len(payload) + 16) + struct.pack("!I", packet_number))
+    return pair.encrypt_packet(header, payload, packet_number)
+
+
+def crypto_frame(offset: int, data: bytes) -> bytes:
+    from aioquic.buffer import encode_uint_var
+
+    return b"\x06" + encode_uint_var(offset) + encode_uint_var(len(data)) + data
+
+
+def hello_of(sni: str) -> bytes:
+    """The ClientHello (handshake message, no record layer) aioquic's client sends for ``sni``."""
+    initial = read_initials(client_datagrams(sni)[0])[0]
+    return b"".join(data for _, data in sorted(initial.crypto))
+
+
+def test_hello_in_shuffled_crypto_frames_with_pings() -> None:
+    hello = hello_of("blocked.example")
+    cut = hello.index(b"blocked") + 3  # the name itself is split between two frames
+    payload = crypto_frame(cut, hello[cut:]) + b"\x01" + crypto_frame(0, hello[:cut])  # later part first
+    datagram = build_initial(b"\x11" * 8, payload)
+    assert sni_of([datagram]).value == "blocked.example"
+    assert sni_of([datagram], reassemble=False).status == NOT_THIS  # the GFW: the first frame is not whole
+    # In two Initial packets coalesced in one datagram, and in two datagrams: the same.
+    first = build_initial(b"\x22" * 8, crypto_frame(0, hello[:cut]), 0)
+    second = build_initial(b"\x22" * 8, crypto_frame(cut, hello[cut:]), 1)
+    assert sni_of([first + second]).value == "blocked.example"
+    assert sni_of([second, first]).value == "blocked.example"
+    assert sni_of([first]).status == NEED_MORE
+    e = engine()
+    assert send(e, first, sport=50020) == ACCEPT and send(e, second, sport=50020, now=1.01) == KILL
+    assert send(engine(GFW), first + second, sport=50021) == ACCEPT
