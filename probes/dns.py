@@ -245,6 +245,21 @@ async def resolve_target(target: Target, ctx: ProbeContext, trace: Trace, *, tag
     return await lookup(target.host, ctx.resolver, ctx, trace, engine="system", tags=tags)
 
 
+async def resolve_into(keys: dict[str, Any], target: Target, ctx: ProbeContext, trace: Trace) -> list[str]:
+    """The single-stage probes' first step (tcp, tls, quic): resolve the target with the vantage's
+    resolver and record it in ``keys`` (queries, x_resolved, x_addresses); no address is the
+    measurement's failure at the dns stage. The addresses, or [] when the measurement ends here."""
+    resolved = await resolve_target(target, ctx, trace, tags=[])
+    keys["queries"] = resolved.entries
+    keys["x_resolved"]["system"] = resolved.addresses
+    if not resolved.addresses:
+        keys["failure"] = resolved.failure or "dns_no_answer"
+        keys["x_failed_stage"] = "dns"
+        return []
+    keys["x_addresses"] = resolved.addresses
+    return resolved.addresses
+
+
 def _parse_response(query: dns.message.Message, data: bytes) -> dns.message.Message | None:
     try:
         response = dns.message.from_wire(data)

@@ -36,7 +36,7 @@ from netlab.capabilities import Capabilities
 from netlab.target import Target
 from probes.base import Probe
 from probes.context import ProbeContext
-from probes.dns import resolve_target
+from probes.dns import resolve_into
 from probes.failures import GENERIC_TIMEOUT, failure_string
 from probes.http import USER_AGENT, page_title
 from probes.safety import ensure_target_allowed
@@ -315,15 +315,10 @@ class QuicProbe(Probe):
             "x_resolved": {"system": [], "public": None},
             "x_status_code": None, "x_title": None, "x_body_length": None,
         }
-        resolved = await resolve_target(target, ctx, trace, tags=[])
-        keys["queries"] = resolved.entries
-        keys["x_resolved"]["system"] = resolved.addresses
-        if not resolved.addresses:
-            keys["failure"] = resolved.failure or "dns_no_answer"
-            keys["x_failed_stage"] = "dns"
+        addresses = await resolve_into(keys, target, ctx, trace)
+        if not addresses:
             return keys
-        keys["x_addresses"] = resolved.addresses
-        results = await asyncio.gather(*(measure_address(target, ip, ctx, trace) for ip in resolved.addresses))
+        results = await asyncio.gather(*(measure_address(target, ip, ctx, trace) for ip in addresses))
         for handshake, request, _ in results:
             keys["quic_handshakes"].append(handshake)
             if request is not None:

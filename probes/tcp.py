@@ -10,7 +10,7 @@ from netlab.capabilities import Capabilities
 from netlab.target import Target
 from probes.base import Probe
 from probes.context import ProbeContext
-from probes.dns import resolve_target
+from probes.dns import resolve_into
 from probes.errors import TargetRefused
 from probes.failures import failure_string
 from probes.safety import ensure_address_allowed, ensure_target_allowed
@@ -123,14 +123,9 @@ class TcpProbe(Probe):
         if self.addresses is not None:
             addresses = list(self.addresses)
         else:
-            resolved = await resolve_target(target, ctx, trace, tags=[])
-            keys["queries"] = resolved.entries
-            keys["x_resolved"]["system"] = resolved.addresses
-            if not resolved.addresses:
-                keys["failure"] = resolved.failure or "dns_no_answer"
-                keys["x_failed_stage"] = "dns"
+            addresses = await resolve_into(keys, target, ctx, trace)
+            if not addresses:
                 return keys
-            addresses = resolved.addresses
         keys["x_addresses"] = addresses
         entries, connection = await connect_all(addresses, target.port, ctx, trace, tags=[])
         keys["tcp_connect"] = entries

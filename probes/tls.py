@@ -16,7 +16,7 @@ from netlab.capabilities import Capabilities
 from netlab.target import Target
 from probes.base import Probe
 from probes.context import ProbeContext
-from probes.dns import resolve_target
+from probes.dns import resolve_into
 from probes.failures import failure_string
 from probes.safety import ensure_target_allowed
 from probes.streams import TcpStream, TlsStream
@@ -130,15 +130,10 @@ class TlsProbe(Probe):
             "x_addresses": [],
             "x_resolved": {"system": [], "public": None},
         }
-        resolved = await resolve_target(target, ctx, trace, tags=[])
-        keys["queries"] = resolved.entries
-        keys["x_resolved"]["system"] = resolved.addresses
-        if not resolved.addresses:
-            keys["failure"] = resolved.failure or "dns_no_answer"
-            keys["x_failed_stage"] = "dns"
+        addresses = await resolve_into(keys, target, ctx, trace)
+        if not addresses:
             return keys
-        keys["x_addresses"] = resolved.addresses
-        entries, connection = await connect_all(resolved.addresses, target.port, ctx, trace, tags=[])
+        entries, connection = await connect_all(addresses, target.port, ctx, trace, tags=[])
         keys["tcp_connect"] = entries
         if connection is None:
             keys["failure"] = first_connect_failure(entries)
