@@ -35,7 +35,7 @@ from netlab.target import Target
 log = logging.getLogger(__name__)
 
 #: Services the internet host runs by itself: an add-on server may not take their names.
-RESERVED_NAMES = frozenset({"nsd", "nsd-tld", "nsd-auth", "resolver", "origin", "proxy", "hostd"})
+RESERVED_NAMES = frozenset({"nsd", "nsd-tld", "nsd-auth", "whoami", "resolver", "origin", "proxy", "hostd"})
 _NAME = re.compile(r"[a-z][a-z0-9-]{0,23}")
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 #: Where the compiler writes a server's configuration, relative to the lab folder.

@@ -24,6 +24,7 @@ PUBLIC_RESOLVER = IPv4Address("198.18.0.2")
 # authoritative server of every zone under a TLD (one address each tier, so referrals are real).
 TLD_DNS = IPv4Address("198.18.0.3")
 AUTH_DNS = IPv4Address("198.18.0.4")
+WHOAMI_DNS = IPv4Address("198.18.0.5")  # the authority of `internet.whoami`, answering who asks
 # IPv6 addresses a scenario may publish (AAAA records): the benchmarking range, as 198.18.0.0/15 is.
 LAB_INTERNET_V6 = IPv6Network("2001:2::/48")
 INFRA_LAST = IPv4Address("198.18.0.9")

@@ -248,6 +248,8 @@ class _Loader:
         self.only_for_nodes: list[tuple[yaml.Node, str, tuple[str, ...]]] = []
         self.redirect_targets: list[tuple[yaml.Node, str, Target]] = []
         self.record_nodes: dict[str, dict[str, yaml.Node]] = {}  # key of a site's records -> its type nodes
+        self.whoami_node: yaml.Node | None = None
+        self.whoami: str | None = None
 
     # -- generic shapes
 
@@ -341,8 +343,8 @@ class _Loader:
         probe = self.probe(top["probe"]) if "probe" in top else {}
         expect_ooni = self.expect_ooni(top["expect_ooni"], isps, targets) if "expect_ooni" in top else {}
         scenario = Scenario(name=name, description=description, sites=sites, isps=isps, targets=targets,
-                            public_resolver=public_resolver, expect=expect, source=self.ctx.file,
-                            version=version, seed=seed, probe=probe, expect_ooni=expect_ooni)
+                            public_resolver=public_resolver, whoami=self.whoami, expect=expect,
+                            source=self.ctx.file, version=version, seed=seed, probe=probe, expect_ooni=expect_ooni)
         # Partial enforcement becomes plain rules here, so the compiler and the oracle agree on it.
         return apply_coverage(scenario)
 
@@ -359,10 +361,11 @@ class _Loader:
                 raise self.ctx.fail(node, key, problem)
 
     def internet(self, node: yaml.Node) -> tuple[tuple[Site, ...], bool]:
-        m = self.mapping(node, "internet", ("sites", "public_resolver"), required=("sites",))
+        m = self.mapping(node, "internet", ("sites", "public_resolver", "whoami"), required=("sites",))
         public = True
         if "public_resolver" in m:
             public = self.value(m["public_resolver"], "internet.public_resolver", bool, "true or false")
+        self.whoami_node = m.get("whoami")
         sites: list[Site] = []
         site_maps: list[dict[str, yaml.Node]] = []  # each site's keys, for the co-hosting checks
         site_nodes = self.sequence(m["sites"], "internet.sites")
@@ -408,6 +411,8 @@ class _Loader:
         if not sites:
             raise self.ctx.fail(m["sites"], "internet.sites", "at least one site is needed")
         self.check_dns_names(sites, name_nodes)
+        if self.whoami_node is not None:
+            self.whoami = self.whoami_name(self.whoami_node, sites)
         self.check_cohosting(sites, site_maps)
         return tuple(sites), public
 
@@ -483,6 +488,22 @@ class _Loader:
             except ValueError as exc:
                 raise self.ctx.fail(v, f"{key}.MX", f"{parts[0]!r} is not a valid DNS name: {exc}") from None
         return SiteRecords(aaaa=tuple(aaaa), cname=cname, txt=tuple(txt), ns=ns, mx=tuple(mx))
+
+    def whoami_name(self, node: yaml.Node, sites: list[Site]) -> str:
+        """`internet.whoami`: a zone of its own, whose server answers who asks (so no site in it)."""
+        name = self.dns_name(node, "internet.whoami")
+        if "." not in name:
+            raise self.ctx.fail(node, "internet.whoami", f"{name} is a TLD; give a name under one, e.g. whoami.{name}")
+        for s in sites:
+            if s.name == name or s.name.endswith("." + name):
+                raise self.ctx.fail(node, "internet.whoami", f"{name} is a zone of its own, served by the lab's "
+                                    f"whoami server: site {s.name} cannot be in it")
+            if any(n == name or n.endswith("." + name) for n in s.records.ns):
+                raise self.ctx.fail(node, "internet.whoami", f"site {s.name}'s NS records name a server in {name}")
+        problem = reserved_dns_name(name, [s.name for s in sites if s.records.ns])
+        if problem:
+            raise self.ctx.fail(node, "internet.whoami", problem)
+        return name
 
     def check_dns_names(self, sites: list[Site], name_nodes: list[yaml.Node]) -> None:
         """Once every site is known: CNAMEs point at sites and end at one with an address, and no

@@ -251,6 +251,7 @@ class Scenario:
     targets: tuple[Target, ...]
     description: str = ""
     public_resolver: bool = True
+    whoami: str | None = None  # a name whose authority answers who asks (netlab.services.whoami)
     expect: dict[str, dict[str, str]] = field(default_factory=dict)  # vantage -> url -> verdict
     source: str = "<scenario>"
     version: int = 1

@@ -13,6 +13,7 @@ from netlab.addressing import (
     INTERNET_ASN,
     LAB_INTERNET,
     PUBLIC_RESOLVER,
+    WHOAMI_DNS,
     IspAddresses,
     SiteAddresses,
     isp_addresses,
@@ -60,6 +61,14 @@ def compile_lab(scenario: Scenario, lab: str | None = None, servers: Sequence[De
         files.update({dns.zone_file(tier, apex): text for apex, text in tier.zones.items()})
         files[f"inet/dns/{tier.name}/nsd.conf"] = dns.nsd_conf(tier)
     notes.append(dns.hierarchy_note(dns_tiers))
+    whoami = dns.whoami_config(scenario)
+    if whoami is not None:
+        files["inet/whoami.json"] = json.dumps(whoami, indent=1)
+        inet.services.append(Service("whoami", ("python3", "-m", "netlab.services.whoami", "--config",
+                                                f"{LAB_DIR}/inet/whoami.json"),
+                                     ready=ReadyCheck("file", WHOAMI_DNS, 0, path="inet/whoami.ready")))
+        notes.append(f"inet: {scenario.whoami} answers who asks (TXT and A: the resolver's address), from "
+                     f"{WHOAMI_DNS} (netlab.services.whoami)")
     files["inet/public-unbound.conf"] = dns.public_resolver_conf(scenario)
     # An alias (a site with a CNAME) is served by its canonical site's origin, whose certificate names it too.
     origins = [s for s in scenario.sites if s.records.cname is None]

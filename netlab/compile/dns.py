@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from netlab.addressing import AUTH_DNS, PUBLIC_RESOLVER, ROOT_DNS, TLD_DNS, addresses_of
+from netlab.addressing import AUTH_DNS, PUBLIC_RESOLVER, ROOT_DNS, TLD_DNS, WHOAMI_DNS, addresses_of
 from netlab.dnstree import (
     ROOT_NS,
     default_zone_ns,
@@ -46,6 +46,9 @@ def dns_hierarchy(scenario: Scenario, site_addresses: dict[str, IPv4Address]) ->
     +trace``) follows real referrals: root -> TLD -> the zone's authority, with glue."""
     resolvable = [s for s in scenario.sites if s.state != "unresolvable"]  # not in any zone: NXDOMAIN
     delegated = {s.name: s.records.ns for s in resolvable if s.records.ns}
+    whoami = scenario.whoami  # a zone the whoami server answers (netlab.services.whoami), not NSD
+    if whoami:
+        delegated[whoami] = (default_zone_ns(whoami),)
     zone_ns = {}  # apex -> the names of its servers
     ns_hosts = {n for names in delegated.values() for n in names}
     names = [s.name for s in resolvable] + sorted(ns_hosts)
@@ -53,6 +56,7 @@ def dns_hierarchy(scenario: Scenario, site_addresses: dict[str, IPv4Address]) ->
     for apex in sorted(apexes):
         zone_ns[apex] = delegated.get(apex) or (default_zone_ns(apex),)
         ns_hosts |= set(zone_ns[apex])
+    server = {n: WHOAMI_DNS if whoami and zone_of(n, apexes) == whoami else AUTH_DNS for n in ns_hosts}
     tlds = sorted({tld_of(n) for n in [*names, *apexes]})
     data: dict[str, list[str]] = {z: [] for z in [*tlds, *sorted(apexes)]}
 
@@ -70,16 +74,24 @@ def dns_hierarchy(scenario: Scenario, site_addresses: dict[str, IPv4Address]) ->
         parent = parent_zone(apex, apexes)
         data[parent] += [f"{apex}. IN NS {n}." for n in servers]
         # Glue: the parent hands out the address of a server named inside the zone it delegates.
-        data[parent] += [f"{n}. IN A {AUTH_DNS}" for n in servers if n.endswith("." + apex)]
+        data[parent] += [f"{n}. IN A {server[n]}" for n in servers if n.endswith("." + apex)]
     for host in sorted(ns_hosts):
-        data[zone_of(host, apexes)].append(f"{host}. IN A {AUTH_DNS}")
+        data[zone_of(host, apexes)].append(f"{host}. IN A {server[host]}")
     for site in resolvable:
         data[zone_of(site.name, apexes)] += _site_records(site, site_addresses)
     return [
         DnsTier("root", ROOT_DNS, {".": _zone_text(root)}),
         DnsTier("tld", TLD_DNS, {t: _zone_text(data[t]) for t in tlds}),
-        DnsTier("auth", AUTH_DNS, {a: _zone_text(data[a]) for a in sorted(apexes)}),
+        DnsTier("auth", AUTH_DNS, {a: _zone_text(data[a]) for a in sorted(apexes) if a != whoami}),
     ]
+
+
+def whoami_config(scenario: Scenario) -> dict[str, str] | None:
+    """The whoami server's configuration (netlab.services.whoami), None without `internet.whoami`."""
+    if scenario.whoami is None:
+        return None
+    return {"name": f"{scenario.whoami}.", "ns": f"{default_zone_ns(scenario.whoami)}.", "address": str(WHOAMI_DNS),
+            "ready_file": f"{LAB_DIR}/inet/whoami.ready"}
 
 
 def hierarchy_note(tiers: list[DnsTier]) -> str:
@@ -201,11 +213,14 @@ remote-control:
 def scenario_tlds(scenario: Scenario) -> list[str]:
     """Every TLD the lab's names use: the sites', and those of the names their NS records give."""
     names = [s.name for s in scenario.sites] + [n for s in scenario.sites for n in s.records.ns]
-    return sorted({tld_of(n) for n in names})
+    return sorted({tld_of(n) for n in [*names, *([scenario.whoami] if scenario.whoami else [])]})
 
 
 def public_resolver_conf(scenario: Scenario) -> str:
-    return _unbound_conf(PUBLIC_RESOLVER, f"{LAB_DIR}/inet", scenario_tlds(scenario))
+    # Its queries leave from its own address: the lab internet owns the whole range, and the kernel
+    # would pick the server's address as the source (what a whoami name would then report).
+    return _unbound_conf(PUBLIC_RESOLVER, f"{LAB_DIR}/inet", scenario_tlds(scenario),
+                         f"  outgoing-interface: {PUBLIC_RESOLVER}\n")
 
 
 def _covers(earlier: Rule, later: Rule) -> bool:

@@ -1,7 +1,8 @@
 """The lab's DNS hierarchy for real (issue 15 item 1), on both backends: `dig +trace` inside a
 vantage walks root -> TLD server -> the zone's authority, with the referrals and glue NSD gives;
-AAAA, TXT, MX and NS records answer; CNAME chains resolve, are blocked by a rule on any name of the
-chain as the oracle says, and the probe's OONI queries carry the CNAME answer."""
+AAAA, TXT, MX and NS records answer; the whoami name answers who asks; CNAME chains resolve, are
+blocked by a rule on any name of the chain as the oracle says, and the probe's OONI queries carry
+the CNAME answer."""
 
 from __future__ import annotations
 
@@ -129,8 +130,18 @@ def test_a_zone_on_a_dns_host(lab: Lab) -> None:
 def test_records_beyond_a(lab: Lab) -> None:
     assert lab.exec("control", "dig", "+short", "AAAA", "news.test").split() == ["2001:2::10"]
     assert sorted(lab.exec("control", "dig", "+short", "TXT", "news.test").splitlines()) == [
-        '"lab-whoami news.test"', '"v=spf1 -all"']
+        '"site=news.test"', '"v=spf1 -all"']
     assert lab.exec("control", "dig", "+short", "MX", "news.test").strip() == "10 mail.news.test."
+
+
+def test_whoami_names_the_resolver_that_asks(lab: Lab) -> None:
+    # Each ISP's resolver recurses from its router's uplink; the control asks the public resolver.
+    for vantage, resolver in (("isp-a", "10.1.255.1"), ("isp-b", "10.2.255.1"), ("control", "198.18.0.2")):
+        assert lab.exec(vantage, "dig", "+short", "TXT", "whoami.dnscheck.test").split() == [f'"{resolver}"']
+        assert lab.exec(vantage, "dig", "+short", "whoami.dnscheck.test").split() == [resolver]
+    out = lab.exec("isp-a", "dig", "+trace", "-4", "+tries=1", "+time=5", "TXT", "whoami.dnscheck.test")
+    assert trace_hops(out)[-1] == "198.18.0.5#53(ns1.whoami.dnscheck.test)", out
+    assert ("whoami.dnscheck.test.", "TXT", '"10.1.0.2"') in records(out)  # traced: the vantage asked itself
 
 
 def test_cname_chains_in_verdicts_and_ooni_queries(lab: Lab) -> None:

@@ -7,7 +7,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import dns.flags
 import dns.message
+import dns.name
 import dns.rcode
 import dns.rrset
 import pytest
@@ -18,6 +20,7 @@ from netlab.compile.dns import _txt, deciding_resolver_rule, dns_hierarchy
 from netlab.errors import ScenarioError
 from netlab.loader import load_scenario, parse_scenario
 from netlab.oracle import expected_verdicts
+from netlab.services.whoami import answer
 from probes.dns import _answers, _ipv4_addresses
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,7 +83,7 @@ def test_records_load_as_values_or_lists() -> None:
     news = s.site("news.test")
     assert news is not None
     assert [str(a) for a in news.records.aaaa] == ["2001:2::10"]
-    assert news.records.txt == ("v=spf1 -all", "lab-whoami news.test")
+    assert news.records.txt == ("v=spf1 -all", "site=news.test")
     assert news.records.mx == ((10, "mail.news.test"),)
     assert s.cname_chain("www.shop.test") == ("www.shop.test", "shop.cdn.test", "edge.cdn.test")
     assert s.canonical_site("www.shop.test") == s.site("edge.cdn.test")
@@ -107,7 +110,10 @@ def test_the_root_delegates_to_tlds_which_delegate_to_zones_with_glue() -> None:
         assert line in news
     assert "mirror.blog.test. IN CNAME news.test." in auth.zones["blog.test"]
     assert "www.shop.test. IN CNAME shop.cdn.test." in auth.zones["shop.test"]
-    assert set(auth.zones) == {"news.test", "blog.test", "dnshost.test", "cdn.test", "shop.test"}
+    assert set(auth.zones) == {"news.test", "blog.test", "dnshost.test", "cdn.test", "shop.test", "dnscheck.test"}
+    # The whoami name is delegated, with glue, to the whoami server, which answers it (not NSD).
+    assert ("whoami.dnscheck.test. IN NS ns1.whoami.dnscheck.test.\n"
+            "ns1.whoami.dnscheck.test. IN A 198.18.0.5") in auth.zones["dnscheck.test"]
 
 
 @pytest.mark.skipif(shutil.which("nsd-checkzone") is None, reason="nsd-checkzone (nsd) not installed")
@@ -119,6 +125,34 @@ def test_nsd_accepts_every_zone(tmp_path: Path) -> None:
             path.write_text(text)
             res = subprocess.run(["nsd-checkzone", apex, str(path)], capture_output=True, text=True)
             assert res.returncode == 0, f"{apex}: {res.stdout}{res.stderr}"
+
+
+def test_the_whoami_server_answers_who_asks() -> None:
+    zone, ns = dns.name.from_text("whoami.dnscheck.test."), dns.name.from_text("ns1.whoami.dnscheck.test.")
+
+    def ask(name: str, rdtype: str) -> dns.message.Message:
+        wire = answer(dns.message.make_query(name, rdtype).to_wire(), "10.1.255.1", zone, ns, "198.18.0.5")
+        assert wire is not None
+        return dns.message.from_wire(wire)
+
+    txt = ask("whoami.dnscheck.test", "TXT")
+    assert txt.flags & dns.flags.AA and [r.to_text() for r in txt.answer[0]] == ['"10.1.255.1"']
+    assert [r.to_text() for r in ask("whoami.dnscheck.test", "A").answer[0]] == ["10.1.255.1"]
+    assert txt.answer[0].ttl == 0  # never cached: the next resolver gets its own address
+    assert [r.to_text() for r in ask("ns1.whoami.dnscheck.test", "A").answer[0]] == ["198.18.0.5"]
+    assert ask("x.whoami.dnscheck.test", "A").rcode() == dns.rcode.NXDOMAIN
+    assert ask("news.test", "A").rcode() == dns.rcode.REFUSED
+    assert answer(b"junk", "10.1.255.1", zone, ns, "198.18.0.5") is None
+
+
+@pytest.mark.parametrize(("whoami", "what"), [
+    ("test", "is a TLD"),
+    ("news.test", "site news.test cannot be in it"),
+    ("x.lab-root", "the TLD lab-root is the lab's own"),
+])
+def test_bad_whoami_names(whoami: str, what: str) -> None:
+    message = load_error(f"version: 1\nname: t\ninternet:\n  whoami: {whoami}\n  sites: [{{name: news.test}}]\n")
+    assert message.startswith("s.yaml:4: internet.whoami: ") and what in message, message
 
 
 def test_txt_strings_are_quoted_and_escaped() -> None:
