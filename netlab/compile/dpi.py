@@ -259,5 +259,27 @@ def compile_dpi(isp: Isp, addrs: IspAddresses, site_addresses: dict[str, IPv4Add
     ]
     for rule in middlebox_rules(isp):
         extra = f", residual {rule.residual:g}s for the client-server pair" if rule.residual else ""
+        if rule.reads_quic:
+            extra = quic_note(rule)
         notes.append(f"{isp.name}: dpi {rule.describe()}{extra}")
     return RouterAdditions(files=files, setup=setup, services=[service], notes=notes)
+
+
+def quic_note(rule: Rule) -> str:
+    """How a rule reads QUIC, in words (the compiler's notes, harness explain)."""
+    k = rule.quic
+    reading = ["first datagram of a flow" if k.datagrams == "first" else "until the ClientHello is whole"]
+    reading += [w for w, on in (("no reassembly", not k.reassemble), ("sport > dport", k.sport_above_dport)) if on]
+    if k.min_size:
+        reading.append(f">= {k.min_size} bytes")
+    out = f"; reads QUIC v{'/v'.join(map(str, k.versions))} Initials on UDP {rule.match.port or QUIC_PORT} " \
+          f"({', '.join(reading)})"
+    if rule.transport == "any":
+        out += "; TLS over TCP too"
+    if k.delay is not None:
+        out += f"; the trigger passes, blocking starts {k.delay:g}s later"
+    if rule.residual:
+        scope = {"addresses": "client-server pair", "server_port": "client, server address and UDP port",
+                 "flow": "flow"}[k.residual_on]
+        out += f"; residual {rule.residual:g}s for the {scope}"
+    return out
