@@ -10,7 +10,7 @@ a site with NS records of its own (a delegation further down).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 ROOT_NS = "ns.lab-root"  # the root server's name: in the root zone itself (lab-root is no delegated TLD)
 INFRA_TLD = "lab-root"
@@ -57,7 +57,7 @@ def parent_zone(apex: str, apexes: set[str]) -> str:
     return zone_of(apex.split(".", 1)[1], apexes)
 
 
-def reserved_dns_name(name: str, delegated: Iterable[str]) -> str | None:
+def reserved_dns_name(name: str, delegated: Collection[str]) -> str | None:
     """Why a site cannot be called ``name`` (it would take a name the lab's servers answer to),
     or None. ``delegated``: the sites with NS records (their zones have no ``ns1`` server)."""
     tld = tld_of(name)
@@ -68,7 +68,7 @@ def reserved_dns_name(name: str, delegated: Iterable[str]) -> str | None:
         return f"{nic} holds the name server of the TLD {tld} ({tld_ns(tld)})"
     if name.startswith("ns1."):
         zone = name[4:]
-        if "." in zone and zone == registrable(zone) and zone not in set(delegated):
+        if "." in zone and zone == registrable(zone) and zone not in delegated:
             return (f"{name} is the name server of the zone {zone}; give the site another name, or "
                     f"records: {{NS: ...}} on a site {zone}")
     return None

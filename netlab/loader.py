@@ -509,6 +509,7 @@ class _Loader:
         """Once every site is known: CNAMEs point at sites and end at one with an address, and no
         name takes one the lab's own name servers use (netlab.compile.dns)."""
         by_name = {s.name: s for s in sites}
+        delegated = {s.name for s in sites if s.records.ns}
         for i, site in enumerate(sites):
             rkey = f"internet.sites[{i}].records"
             nodes = self.record_nodes.get(rkey, {})
@@ -526,7 +527,7 @@ class _Loader:
                 if ns in by_name:
                     raise self.ctx.fail(nodes["NS"], f"{rkey}.NS", f"{ns} is a site; a name server's name gets "
                                         "the lab's authoritative server's address, so it cannot be a site too")
-            problem = reserved_dns_name(site.name, [s.name for s in sites if s.records.ns])
+            problem = reserved_dns_name(site.name, delegated)
             if problem:
                 raise self.ctx.fail(name_nodes[i], f"internet.sites[{i}].name", problem)
 

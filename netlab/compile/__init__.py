@@ -72,8 +72,10 @@ def compile_lab(scenario: Scenario, lab: str | None = None, servers: Sequence[De
     files["inet/public-unbound.conf"] = dns.public_resolver_conf(scenario)
     # An alias (a site with a CNAME) is served by its canonical site's origin, whose certificate names it too.
     origins = [s for s in scenario.sites if s.records.cname is None]
-    aliases = {s.name: [a.name for a in scenario.sites if a.records.cname is not None
-                        and scenario.cname_chain(a.name)[-1] == s.name] for s in origins}
+    aliases: dict[str, list[str]] = {s.name: [] for s in origins}
+    for a in scenario.sites:
+        if a.records.cname is not None:
+            aliases[scenario.cname_chain(a.name)[-1]].append(a.name)
     pki = make_pki([s.name for s in origins], {s.name: s.cert for s in origins}, aliases)
     files["pki/ca.pem"] = pki.ca_pem
     for name, pem in pki.site_pems.items():
