@@ -15,8 +15,9 @@ same traffic through the same router in each setup:
 
 Figures: latency of one handshake + GET at a time (median and p99; "added" is the difference to
 ``none``); handshakes per second with ``--concurrency`` in flight (each on a fresh client port,
-so each flow's first datagrams go through the queue); the middlebox's CPU cost as Initials
-judged per CPU second of its processes. Each setup gets its own server addresses, so no conntrack
+so each flow's first datagrams go through the queue); the middlebox's CPU cost as packets judged
+(the first 10 client packets of each flow: the Initial and the handshake after it) per CPU second
+of its processes. Each setup gets its own server addresses, so no conntrack
 entry carries over. With ``--rounds N`` the setups alternate N times and each figure is the median.
 """
 
@@ -159,7 +160,7 @@ def main() -> int:
     print(f"QUIC handshake + HTTP/3 GET of {BODY} bytes; {args.handshakes} one at a time, {args.flood} with "
           f"{args.concurrency} in flight; median of {args.rounds} round(s)")
     print(f"{'setup':8} {'lat med ms':>11} {'added':>7} {'lat p99 ms':>11} {'handshakes/s':>13} {'fail':>5} "
-          f"{'Initials/CPU s':>15}")
+          f"{'packets/CPU s':>15}")
     for k, m in med.items():
         added = m["lat_med"] - base["lat_med"]
         cpu = f"{m['cpu_pps']:15.0f}" if "cpu_pps" in m else f"{'-':>15}"
