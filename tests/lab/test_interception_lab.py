@@ -33,10 +33,10 @@ def s_client(lab: str, vantage: str, name: str) -> subprocess.CompletedProcess[s
     return exec_(lab, vantage, "openssl", "s_client", "-connect", f"{name}:443", "-servername", name)
 
 
-def measure(lab: str, out: Path) -> dict[tuple[str, str], str]:
+def measure(lab: str, out: Path, backend: str = "netns") -> dict[tuple[str, str], str]:
     """`harness run --check` on the running lab: every verdict the oracle's; the OONI measurements
     carry ssl_unknown_authority in the intercepted fetches' TLS handshakes."""
-    res = harness("run", str(SCENARIO), "--name", lab, "--check", "--json", "--out", str(out))
+    res = harness("run", str(SCENARIO), "--name", lab, "--backend", backend, "--check", "--json", "--out", str(out))
     assert res.returncode == 0, res.stdout + res.stderr
     verdicts = {(v["vantage"], v["url"]): v["verdict"] for v in json.loads(res.stdout)["verdicts"]}
     failures = {}
@@ -94,7 +94,7 @@ def test_interception_compose(lab_name: str, tmp_path: Path) -> None:
     up = harness("up", str(SCENARIO), "--name", lab_name, "--backend", "compose")
     assert up.returncode == 0, up.stdout + up.stderr
     try:
-        verdicts = measure(lab_name, tmp_path / "r")
+        verdicts = measure(lab_name, tmp_path / "r", backend="compose")
         assert verdicts[("kzisp", "https://social.test/")] == "tls.cert_invalid"
         check_openssl(lab_name)
     finally:
