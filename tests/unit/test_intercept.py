@@ -229,3 +229,18 @@ def test_relay_passes_a_reset_on_as_a_reset() -> None:
         return got
 
     assert asyncio.run(go()) == "reset"
+
+
+def test_coverage_intercepts_the_chosen_names_in_the_oracle_and_the_interceptor() -> None:
+    import json
+
+    sites = "".join(f"    - name: s{i}.cdn.test\n" for i in range(8))
+    text = (f"version: 1\nname: t\nseed: 7\ninternet:\n  sites:\n{sites}isps:\n  - name: x\n    dpi:\n      rules:\n"
+            "        - match: {sni: cdn.test}\n          action: intercept\n          coverage: 0.5\n")
+    s = parse_scenario(text, source="s.yaml")
+    plan = compile_lab(s, "ph-unit", servers=[])
+    config = json.loads(plan.files["x/intercept.json"])  # type: ignore[arg-type]
+    intercepted = {r["sni"] for r in config["rules"]}
+    expected = {url.split("/")[2] for (v, url), e in expected_verdicts(s, s.site_addresses()).items()
+                if v == "x" and e.verdict == Verdict.TLS_CERT_INVALID}
+    assert expected == intercepted and 0 < len(intercepted) < 8
