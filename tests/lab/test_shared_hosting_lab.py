@@ -47,6 +47,11 @@ class Lab:
     def exec(self, vantage: str, *argv: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return harness("exec", self.name, vantage, "--", *argv, stdin=stdin, timeout=60)
 
+    def exec_bytes(self, vantage: str, *argv: str) -> subprocess.CompletedProcess[bytes]:
+        """As exec, with the output as bytes (text mode would turn the CRLFs of HTTP into LFs)."""
+        return subprocess.run([sys.executable, "-m", "harness", "exec", self.name, vantage, "--", *argv],
+                              capture_output=True, cwd=ROOT, timeout=60, env={**os.environ, "CI": "true"})
+
     def cert_names(self, vantage: str, connect: str, sni: str) -> str:
         """The subjectAltName of the certificate openssl gets from ``connect`` with SNI ``sni``."""
         res = self.exec(vantage, "sh", "-c", f"openssl s_client -connect {connect}:443 -servername {sni} "
@@ -59,24 +64,21 @@ class Lab:
         status None when the request failed."""
         if self.backend == "netns":
             extra = ["-H", f"Host: {host}"] if host else []
-            res = self.exec(vantage, "curl", "-sS", "-i", "--max-time", "5", *extra, url)
-            if res.returncode != 0:
-                return None, {}, b""
-            head, _, body = res.stdout.partition("\r\n\r\n")
+            res = self.exec_bytes(vantage, "curl", "-sS", "-i", "--max-time", "5", *extra, url)
         else:
             code = ("import http.client,sys,urllib.parse as u;p=u.urlsplit(sys.argv[1]);"
                     "c=http.client.HTTPConnection(p.hostname,p.port or 80,timeout=5);"
-                    "c.request('GET',p.path or '/',headers={'Host':sys.argv[2]} if sys.argv[2] else {});"
+                    "c.request('GET',(p.path or '/')+('?'+p.query if p.query else ''),headers={'Host':sys.argv[2]} if sys.argv[2] else {});"
                     "r=c.getresponse();b=r.read();"
-                    "sys.stdout.write(f'HTTP/1.1 {r.status} {r.reason}\\r\\n'+''.join(f'{k}: {v}\\r\\n' "
-                    "for k,v in r.getheaders())+'\\r\\n'+b.decode('latin-1'))")
-            res = self.exec(vantage, "python3", "-c", code, url, host or "")
-            if res.returncode != 0:
-                return None, {}, b""
-            head, _, body = res.stdout.partition("\r\n\r\n")
-        lines = head.split("\r\n")
+                    "sys.stdout.buffer.write(f'HTTP/1.1 {r.status} {r.reason}\\r\\n'.encode()+''.join("
+                    "f'{k}: {v}\\r\\n' for k,v in r.getheaders()).encode()+b'\\r\\n'+b)")
+            res = self.exec_bytes(vantage, "python3", "-c", code, url, host or "")
+        if res.returncode != 0:
+            return None, {}, b""
+        raw_head, _, body = res.stdout.partition(b"\r\n\r\n")
+        lines = raw_head.decode("latin-1").split("\r\n")
         headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
-        return int(lines[0].split()[1]), headers, body.encode("latin-1")
+        return int(lines[0].split()[1]), headers, body
 
 
 def _lab(scenario: Path, backend: str) -> Iterator[Lab]:
