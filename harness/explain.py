@@ -155,7 +155,7 @@ def _matches(stage: str, rule: Rule | ShapingRule, target: Target, scenario: Sce
                 or (isp is not None and on_recursion_path(rule, isp, target.host, sites)))
     if rule.action == "intercept":
         return intercepts(rule, target, addr, sites)
-    return dpi_rule_matches(rule, target, addr, sites)
+    return dpi_rule_matches(rule, target, addr, sites, isp.dpi_reassembly if isp is not None else None)
 
 
 def idle_rules(scenario: Scenario, expectations: dict[tuple[str, str], Expectation],

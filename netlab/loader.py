@@ -39,6 +39,7 @@ from netlab.model import (
     Match,
     PathResponse,
     QuicKnobs,
+    Reassembly,
     Redirect,
     Rule,
     Scenario,
@@ -64,7 +65,7 @@ OONI_KEYS = ("blocking", "accessible", "dns_consistency", "dns_experiment_failur
              "title_match")
 FIREWALL_ACTIONS = ("drop", "reset", "reject")
 DPI_ACTIONS = ("reset", "drop", "blockpage", "close", "intercept")  # plus {inject: IP}, {intercept: {page: ...}}
-DPI_KEYS = ("rules", "fail", "placement")
+DPI_KEYS = ("rules", "fail", "placement", "reassembly", "ca_installed")
 DPI_PLACEMENTS = ("access", "border")  # where the middlebox sits (netlab.compile.dpi)
 NAME_KEYS = ("domain", "exact", "sni", "http_host", "dns_query")
 ADDRESS_KEYS = ("site", "ip", "cidr", "port", "proto")
@@ -87,6 +88,8 @@ MAX_TOTAL_BODY = 8 * GIB
 MAX_RATE_BPS = 32 * 1000**3  # tc's rate fields count bytes/s in 32 bits: 32gbit = 4e9 bytes/s < 2**32
 MAX_DELAY_MS = 60_000.0  # a minute: far beyond any probe timeout
 QUIC_MIN_DELAY = 1.0  # seconds: a QUIC block that starts later than this misses the triggering fetch
+MAX_INSPECT_PACKETS = 1000  # dpi.reassembly.packets: every queued packet costs the Python middlebox
+MAX_INSPECT_BYTES = 1024**2  # dpi.reassembly.bytes: kept per flow in the middlebox's memory
 MAX_RESIDUAL = 3600.0  # seconds; the GFW's is about 90 s, and an hour outlasts any campaign of the lab
 MAX_PROBE_SECONDS = 600.0  # a probe timeout of ten minutes already stalls a campaign
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
@@ -872,7 +875,9 @@ class _Loader:
                                       self.simple_action(FIREWALL_ACTIONS))
             dpi_fail = "closed"
             placement = "access"
+            reassembly = Reassembly()
             dpi: tuple[Rule, ...] = ()
+            ca_installed = False
             if "dpi" in m:
                 dm = self.mapping(m["dpi"], f"{key}.dpi", DPI_KEYS)
                 if "fail" in dm:
@@ -881,14 +886,39 @@ class _Loader:
                         raise self.ctx.fail(dm["fail"], f"{key}.dpi.fail", "expected closed or open")
                 if "placement" in dm:
                     placement = self.choice(dm["placement"], f"{key}.dpi.placement", DPI_PLACEMENTS)
+                if "reassembly" in dm:
+                    reassembly = self.reassembly(dm["reassembly"], f"{key}.dpi.reassembly")
                 dpi = self.rule_list(m["dpi"], f"{key}.dpi", "dpi", self.dpi_action)
                 if placement == "border":
                     self.check_border_rules(dm, f"{key}.dpi", dpi)
+                if "ca_installed" in dm:
+                    ca_installed = self.value(dm["ca_installed"], f"{key}.dpi.ca_installed", bool, "true or false")
+                    if ca_installed and not any(r.action == "intercept" for r in dpi):
+                        raise self.ctx.fail(dm["ca_installed"], f"{key}.dpi.ca_installed", "the ISP's interception "
+                                            "CA is made for intercept rules: this ISP has none")
             shaping = self.shaping(m["shaping"], f"{key}.shaping") if "shaping" in m else ()
             out.append(Isp(name=name, resolver_rules=resolver, firewall_rules=firewall, dpi_rules=dpi,
-                           shaping=shaping, dpi_fail=dpi_fail, dpi_placement=placement,
-                           line=inode.start_mark.line + 1))
+                           shaping=shaping, dpi_fail=dpi_fail, dpi_placement=placement, dpi_reassembly=reassembly,
+                           ca_installed=ca_installed, line=inode.start_mark.line + 1))
         return tuple(out)
+
+    def reassembly(self, node: yaml.Node, key: str) -> Reassembly:
+        """`dpi.reassembly`: how much of each flow the middlebox reads (docs/scenario.md)."""
+        m = self.mapping(node, key, ("packets", "bytes"))
+        out = Reassembly()
+        if "packets" in m:
+            packets = self.value(m["packets"], f"{key}.packets", int, "a number of packets")
+            if not 1 <= packets <= MAX_INSPECT_PACKETS:
+                raise self.ctx.fail(m["packets"], f"{key}.packets", f"{packets} packets; from 1 to "
+                                    f"{MAX_INSPECT_PACKETS} (the SYN and the handshake's ACK count)")
+            out = Reassembly(packets=packets, bytes=out.bytes)
+        if "bytes" in m:
+            size = self.size(m["bytes"], f"{key}.bytes")
+            if not 1 <= size <= MAX_INSPECT_BYTES:
+                raise self.ctx.fail(m["bytes"], f"{key}.bytes", f"{size} bytes; from 1 to {_bytes(MAX_INSPECT_BYTES)} "
+                                    "(the middlebox keeps that much of every flow in memory)")
+            out = Reassembly(packets=out.packets, bytes=size)
+        return out
 
     def check_border_rules(self, dm: dict[str, yaml.Node], key: str, rules: tuple[Rule, ...]) -> None:
         """A middlebox at the border also sees the ISP resolver's own queries (docs/scenario.md)."""
@@ -977,13 +1007,19 @@ class _Loader:
         m = self.mapping(inner, akey, ("page",))
         if "page" not in m:
             return None, "tcp"
-        page = m["page"]
-        if isinstance(page, yaml.ScalarNode) and _scalar(page) is None:
-            return Blockpage(line=page.start_mark.line + 1), "tcp"  # `page:` alone: the lab's page
-        p = self.mapping(page, f"{akey}.page", ("status", "headers", "body", "body_file"))
-        answer = self.http_answer(p, f"{akey}.page", framed=False, default_status=451)
-        return Blockpage(status=answer["status"], headers=answer["headers"], body=answer["body"],
-                         body_file=answer["body_file"], line=page.start_mark.line + 1), "tcp"
+        return self.page(m["page"], f"{akey}.page"), "tcp"
+
+    def page(self, node: yaml.Node, key: str) -> Blockpage:
+        """A `PAGE` (docs/scenario.md "Blockpages"): nothing (`blockpage:` alone) for the lab's own
+        page, or `{status, headers, body | body_file}` as a censor sends it."""
+        if isinstance(node, yaml.ScalarNode) and _scalar(node) is None:
+            return Blockpage(line=node.start_mark.line + 1)
+        r = self.mapping(node, key, ("status", "headers", "body", "body_file"))
+        answer = self.http_answer(r, key, framed=False, default_status=451)
+        # A page the scenario declares has no body unless it gives one (the lab's page is for `blockpage` alone).
+        return Blockpage(status=answer["status"], headers=answer["headers"],
+                         body=answer["body"] if answer["body"] is not None else b"",
+                         body_file=answer["body_file"], line=node.start_mark.line + 1)
 
     def blockpage(self, node: yaml.Node, key: str, kind: str, verb: str) -> Blockpage | None:
         """The page of a DPI `blockpage` (the lab's own, or `{blockpage: {status, headers, body |
@@ -994,25 +1030,19 @@ class _Loader:
         if page is None:
             return Blockpage() if kind == "dpi" and verb == "blockpage" else None
         bkey = f"{key}.blockpage"
-        if isinstance(page, yaml.ScalarNode) and _scalar(page) is None:
-            return Blockpage(line=page.start_mark.line + 1)  # `blockpage:` alone: the lab's page
-        r = self.mapping(page, bkey, ("status", "headers", "body", "body_file"))
-        answer = self.http_answer(r, bkey, framed=False, default_status=451)
-        # A page the scenario declares has no body unless it gives one (the lab's page is for `blockpage` alone).
-        bp = Blockpage(status=answer["status"], headers=answer["headers"],
-                       body=answer["body"] if answer["body"] is not None else b"",
-                       body_file=answer["body_file"], line=page.start_mark.line + 1)
+        bp = self.page(page, bkey)
         if kind == "dpi" and len(bp.response()) > MAX_INJECTED:
             raise self.ctx.fail(page, bkey, f"the page makes a {len(bp.response())}-byte response; a middlebox "
                                 f"injects at most {MAX_INJECTED} bytes (one TCP segment): serve a larger page "
                                 "from a resolver's {answer: IP, blockpage: ...}")
         if 300 <= bp.status < 400:
+            headers = next((v for k, v in page.value if _scalar(k) == "headers"), page)
             try:
                 t = Target.parse(bp.location or "")
             except TargetError:
-                raise self.ctx.fail(r.get("headers", page), f"{bkey}.headers", "a redirecting blockpage needs a "
-                                    "Location header with the URL of a site of the scenario (a warning page)") from None
-            self.redirect_targets.append((r["headers"], f"{bkey}.headers.Location", t))
+                raise self.ctx.fail(headers, f"{bkey}.headers", "a redirecting blockpage needs a Location header "
+                                    "with the URL of a site of the scenario (a warning page)") from None
+            self.redirect_targets.append((headers, f"{bkey}.headers.Location", t))
         return bp
 
     def quic_knobs(self, node: yaml.Node, key: str, residual: float | None) -> QuicKnobs:

@@ -225,6 +225,16 @@ class Site:
 
 
 @dataclass(frozen=True)
+class Reassembly:
+    """How much of a flow the DPI middlebox reads (``dpi.reassembly``): its first ``packets``
+    client->server packets (the SYN and the handshake's ACK count) and at most ``bytes`` of the
+    client's byte stream. A name or keyword past either is never seen: the flow evades."""
+
+    packets: int = 10
+    bytes: int = 16 * 1024
+
+
+@dataclass(frozen=True)
 class Isp:
     name: str
     resolver_rules: tuple[Rule, ...] = ()
@@ -235,6 +245,10 @@ class Isp:
     # "access": the middlebox sees the clients' traffic only; "border": the ISP's own too (its
     # resolver's recursion: DNS injection poisons its cache), as a censor at the national border does.
     dpi_placement: str = "access"
+    dpi_reassembly: Reassembly = Reassembly()
+    # DPI `intercept`: the ISP's clients have installed its interception CA (as Kazakhstan asked),
+    # so interception succeeds silently (netlab.compile.intercept.trust_store).
+    ca_installed: bool = False
     line: int = 0
 
     @property

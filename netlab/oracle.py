@@ -23,7 +23,8 @@ from netlab.capabilities import WEB, Capabilities
 from netlab.compile.dns import deciding_resolver_rule
 from netlab.compile.dns import resolver_rule_matches as resolver_rule_matches  # where explain finds it
 from netlab.compile.router import INTERCEPTED_PORT
-from netlab.model import CONTROL, DNS_STATES, Isp, Match, Rule, Scenario, Site, proxy_address
+from netlab.first_flight import within
+from netlab.model import CONTROL, DNS_STATES, Isp, Match, Reassembly, Rule, Scenario, Site, proxy_address
 from netlab.target import Target
 from netlab.verdict import Verdict
 
@@ -99,8 +100,10 @@ def intercepts(rule: Rule, target: Target, addr: IPv4Address, site_addresses: di
 
 
 def dpi_rule_matches(rule: Rule, target: Target, addr: IPv4Address,
-                     site_addresses: dict[str, IPv4Address]) -> bool:
-    """Does a DPI rule fire on the TCP flow that fetches ``target`` from ``addr``?"""
+                     site_addresses: dict[str, IPv4Address], reassembly: Reassembly | None = None) -> bool:
+    """Does a DPI rule fire on the TCP flow that fetches ``target`` from ``addr``? With
+    ``reassembly`` (the middlebox's ``dpi.reassembly``), only if what the rule matches lies within
+    the part of the flow the middlebox reads (netlab.first_flight): else the client evades it."""
     m = rule.match
     if m.dns_query is not None or not rule.reads_tcp:
         return False
@@ -115,7 +118,7 @@ def dpi_rule_matches(rule: Rule, target: Target, addr: IPv4Address,
         visible = target.host if target.is_https else f"{target.path} {target.host}"
         if m.keyword.encode() not in visible.encode():
             return False
-    return True
+    return reassembly is None or within(reassembly, rule, target)
 
 
 QUIC_PORT = 443  # where the middlebox reads QUIC unless a rule names a port (netlab.compile.dpi)
@@ -338,7 +341,15 @@ def _expect_hop(scenario: Scenario, isp: Isp, target: Target, site_addresses: di
             # flow (netlab.compile.intercept); the rest of the DPI rules act on what it splices on.
             dpi = (first_rule(isp.dpi_rules, lambda r: intercepts(r, target, addr, site_addresses))
                    or first_rule(isp.dpi_rules, lambda r: r.action != "intercept"
-                                 and dpi_rule_matches(r, target, addr, site_addresses)))
+                                 and dpi_rule_matches(r, target, addr, site_addresses, isp.dpi_reassembly)))
+            if dpi is not None and dpi.action == "intercept" and isp.ca_installed:
+                # The vantage trusts the censor's CA: the handshake succeeds, and what the probe gets
+                # is the site, relayed (beyond the middlebox's reach), or the censor's page.
+                page = dpi.blockpage
+                if page is not None and caps.fetches_page:
+                    censored = Expectation(Verdict.HTTP_BLOCKPAGE if page.fingerprinted else Verdict.HTTP_DIFF,
+                                           f"dpi rule line {dpi.line} (intercept, CA installed: its page)", rule=dpi)
+                dpi = None
             if dpi is not None:
                 censored = Expectation(_dpi_verdict(dpi, target), f"dpi rule line {dpi.line}", rule=dpi)
                 warning = dpi.blockpage.location if dpi.blockpage is not None and not target.is_https else None

@@ -37,8 +37,6 @@ SPLICE_MARK = 0x10000000
 INTERCEPT_PORT = 8443
 # The port an intercept rule without `port` concerns (the oracle agrees: netlab.oracle.intercepts).
 INTERCEPTED_PORT = 443
-# Client->server packets of each flow the middlebox inspects; later ones stay in the kernel.
-INSPECT_PACKETS = 10
 
 
 @dataclass

@@ -6,7 +6,8 @@ The kernel queues the first client->internet packets of each forwarded flow, and
 ``border`` those of the router's own flows too (see ``netlab.compile.dpi``): there the "client" of
 a flow is the router itself, the ISP resolver recursing among others. Per flow the program
 reassembles the client's byte stream (so a TLS ClientHello split over several TCP segments is
-still parsed) and checks the rules in order,
+still parsed; at most ``max_stream`` bytes of it, ``dpi.reassembly.bytes``: a name that ends past
+them is never read) and checks the rules in order,
 first match wins: TLS SNI, HTTP/1.x Host, DNS query name (dnspython), raw keyword, narrowed by
 server address/port/protocol. Actions:
 
@@ -93,7 +94,9 @@ from netlab.services._quic import QuicCensor, QuicRule
 log = logging.getLogger("netlab.dpi")
 
 BLOCKPAGE_MARKER = MARKER  # the lab's own page (netlab.blockpage) carries it
-MAX_STREAM = 16 * 1024  # client bytes kept per flow
+MAX_STREAM = 16 * 1024  # client bytes kept per flow, unless the config says (dpi.reassembly.bytes)
+INSPECT_PACKETS = 10  # client packets read per flow, unless the config says (dpi.reassembly.packets)
+FIRST_DATA_PACKET = 3  # after the SYN and the handshake's ACK
 FLOW_IDLE = 30.0  # seconds of silence after which a flow is forgotten
 MAX_OOO = 16  # out-of-order segments kept per flow
 
@@ -180,9 +183,11 @@ class CRule:
 class Flow:
     """The client->server byte stream of one TCP flow, reassembled in sequence order."""
 
-    __slots__ = ("base", "buf", "done", "last", "ooo")
+    __slots__ = ("base", "buf", "done", "last", "limit", "ooo", "packets")
 
-    def __init__(self, base: int | None, now: float) -> None:
+    def __init__(self, base: int | None, now: float, limit: int = MAX_STREAM) -> None:
+        self.limit = limit  # bytes of the stream kept: a name past them is never read
+        self.packets = 1  # client packets of the flow so far, its SYN included
         self.base = base
         self.buf = bytearray()
         self.ooo: dict[int, bytes] = {}
@@ -196,7 +201,7 @@ class Flow:
         if off > 1 << 31:  # before the start (e.g. a segment preceding the first seen)
             return
         self._put(off, data)
-        while self.ooo and len(self.buf) < MAX_STREAM:
+        while self.ooo and len(self.buf) < self.limit:
             progressed = False
             for o in sorted(self.ooo):
                 if o <= len(self.buf):
@@ -211,8 +216,8 @@ class Flow:
         if off <= have:
             tail = data[have - off :]
             if tail:
-                self.buf += tail[: MAX_STREAM - have]
-        elif len(self.ooo) < MAX_OOO and off < MAX_STREAM:
+                self.buf += tail[: self.limit - have]
+        elif len(self.ooo) < MAX_OOO and off < self.limit:
             self.ooo[off] = data
 
 
@@ -332,6 +337,8 @@ class Engine:
         self.residual = residual or ResidualTable()
         self.rng = rng or random.Random()
         self.has_keyword = any(r.keyword for r in self.rules)
+        self.max_stream = int(cfg.get("max_stream") or MAX_STREAM)
+        self.inspect_packets = int(cfg.get("inspect_packets") or INSPECT_PACKETS)
         quic_rules = [QuicRule(r.index, r.sni, r.quic, r.residual) for r in self.rules if r.reads_quic]
         self.quic = QuicCensor(quic_rules, lambda i, *flow: self.rules[i].server_ok(*flow)) if quic_rules else None
         self.hits = 0
@@ -399,8 +406,11 @@ class Engine:
     def _tcp(self, pkt: Packet, now: float) -> Decision:
         key = (pkt.src, pkt.sport, pkt.dst, pkt.dport)
         if pkt.flags & TCP_SYN and not pkt.flags & TCP_ACK:
-            self.flows[key] = Flow((pkt.seq + 1) & 0xFFFFFFFF, now)
+            self.flows[key] = Flow((pkt.seq + 1) & 0xFFFFFFFF, now, self.max_stream)
             return PASS
+        flow = self.flows.get(key)
+        if flow is not None:
+            flow.packets += 1
         if not pkt.payload or pkt.flags & TCP_RST:
             return PASS
         res = self._residual(pkt, now)
@@ -408,14 +418,19 @@ class Engine:
             log.info("residual %s: %s:%d -> %s:%d", res.action, pkt.src, pkt.sport, pkt.dst, pkt.dport)
             self.flows.pop(key, None)
             return self._tcp_action(res, pkt)
-        flow = self.flows.get(key)
-        if flow is None:
-            flow = self.flows[key] = Flow(None, now)
+        if flow is None:  # its SYN went by unseen: take this for the first data packet
+            flow = self.flows[key] = Flow(None, now, self.max_stream)
+            flow.packets = FIRST_DATA_PACKET
         flow.last = now
         if flow.done:
             return PASS
-        flow.add(pkt.seq, pkt.payload)
+        # The kernel queues the first inspect_packets packets of a flow, but counts a segmentation
+        # offload super-packet as one: the window is also kept here, segment by segment.
+        if flow.packets <= self.inspect_packets:
+            flow.add(pkt.seq, pkt.payload)
         data = bytes(flow.buf)
+        # Once the kept bytes or packets are all it will read, a name still incomplete is never seen.
+        full = len(data) >= self.max_stream or flow.packets >= self.inspect_packets
         hello = host = None
         pending = False
         for rule in self.rules:
@@ -425,7 +440,7 @@ class Engine:
             why = []
             if rule.sni is not None:
                 hello = hello or parse_client_hello(data)
-                if hello.status == NEED_MORE:
+                if hello.status == NEED_MORE and not full:
                     state = "pending"
                 elif hello.status != DONE or not name_matches(hello.value, rule.sni):
                     state = "miss"
@@ -433,7 +448,7 @@ class Engine:
                     why.append(f"sni={hello.value}")
             if state == "hit" and rule.http_host is not None:
                 host = host or parse_http_host(data)
-                if host.status == NEED_MORE:
+                if host.status == NEED_MORE and not full:
                     state = "pending"
                 elif host.status != DONE or not name_matches(host.value, rule.http_host):
                     state = "miss"
@@ -451,7 +466,7 @@ class Engine:
                 flow.done = True
                 self._hit(rule, pkt, now, " ".join(why))
                 return self._tcp_action(rule, pkt)
-        if not pending and (not self.has_keyword or len(flow.buf) >= MAX_STREAM):
+        if not pending and (not self.has_keyword or full):
             flow.done = True
             flow.buf = bytearray()
             flow.ooo.clear()
