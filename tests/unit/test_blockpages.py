@@ -8,11 +8,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import socket
 from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
+from test_shared_hosting import http_get
 
 from harness.analysis import analyse, load_fingerprints
 from netlab.addressing import isp_addresses
@@ -186,12 +186,7 @@ PORT_SHIFT = 21000  # unprivileged ports: no root needed
 
 
 def raw_get(path: str) -> bytes:
-    with socket.create_connection(("127.0.0.5", 80 + PORT_SHIFT), timeout=5) as sock:
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: a.test\r\n\r\n".encode())
-        out = b""
-        while chunk := sock.recv(65536):
-            out += chunk
-    return out
+    return http_get("127.0.0.5", "a.test", path, 80 + PORT_SHIFT)
 
 
 def test_origin_answers_paths_and_bodiless_statuses(tmp_path: Path) -> None:

@@ -162,8 +162,9 @@ async def tls_names(tmp_path: Path, address: str, sni: str | None) -> list[str]:
     return san.value.get_values_for_type(x509.DNSName)
 
 
-def http_get(address: str, host: str, path: str = "/") -> bytes:
-    with socket.create_connection((address, 80 + PORT_SHIFT), timeout=5) as sock:
+def http_get(address: str, host: str, path: str = "/", port: int = 80 + PORT_SHIFT) -> bytes:
+    """The raw bytes of one GET, read until the server closes (every origin response closes)."""
+    with socket.create_connection((address, port), timeout=5) as sock:
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
         out = b""
         while chunk := sock.recv(65536):
