@@ -30,6 +30,7 @@ from pathlib import Path
 
 import h11
 
+from netlab.blockpage import bodiless, reason
 from netlab.services import h3
 from netlab.services._serve import listener, serve_until_stopped
 from netlab.target import display_name
@@ -90,11 +91,6 @@ def page(site: SiteConfig) -> bytes:
     filler = max(0, site.body_size - len(head) - len(tail))
     body = head + (b"lorem ipsum dolor sit amet " * (filler // 27 + 1))[:filler] + tail
     return body[: site.body_size] if site.body_size < len(head) + len(tail) else body
-
-
-def bodiless(status: int) -> bool:
-    """A 1xx, 204 or 304 never carries a body (RFC 9110 6.4.1)."""
-    return status < 200 or status in (204, 304)
 
 
 @dataclass(frozen=True)
@@ -226,7 +222,8 @@ async def _respond(conn: h11.Connection, writer: asyncio.StreamWriter, request: 
                    alt_svc: bool = False) -> None:
     if reply.status < 200:
         # An informational answer and nothing after it: no final response ever comes.
-        writer.write(conn.send(h11.InformationalResponse(status_code=reply.status, headers=list(reply.headers))))
+        writer.write(conn.send(h11.InformationalResponse(status_code=reply.status, headers=list(reply.headers),
+                                                         reason=reason(reply.status))))
         await writer.drain()
         return
     headers = [("Content-Type", "text/html; charset=utf-8"), ("Server", "censorlab-origin"), ("X-Lab-Origin", "1"),
@@ -239,7 +236,7 @@ async def _respond(conn: h11.Connection, writer: asyncio.StreamWriter, request: 
         headers.append(("Alt-Svc", h3.ALT_SVC))
     own = {k.lower() for k, _ in reply.headers}
     headers = [(k, v) for k, v in headers if k.lower() not in own] + list(reply.headers)
-    writer.write(conn.send(h11.Response(status_code=reply.status, headers=headers)))
+    writer.write(conn.send(h11.Response(status_code=reply.status, headers=headers, reason=reason(reply.status))))
     if request.method != b"HEAD" and not bodiless(reply.status):
         view = memoryview(reply.body)
         for i in range(0, len(view), WRITE_CHUNK):
