@@ -21,7 +21,6 @@ import asyncio
 import base64
 import contextlib
 import contextvars
-import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -41,8 +40,6 @@ from probes.trace import Trace
 #: Stop collecting after this many responses to one query, whatever arrives.
 MAX_RESPONSES = 16
 
-log = logging.getLogger(__name__)
-
 
 @dataclass
 class DnsLookup:
@@ -58,30 +55,41 @@ class DnsLookup:
 
 
 class WindowListeners:
-    """One measurement's lookups still listening after their first response, and what to do once
-    all have stopped (``after_window``)."""
+    """One measurement's lookups still listening after their first response (each socket is closed
+    by a timer at the end of its window), and what to do once all have closed (``after_window``)."""
 
     def __init__(self) -> None:
-        self._tasks: list[asyncio.Task[None]] = []
+        self._open: list[tuple[asyncio.Future[None], asyncio.TimerHandle, Callable[[], None]]] = []
         self._then: list[Callable[[], None]] = []
 
-    def listen(self, task: asyncio.Task[None]) -> None:
-        self._tasks.append(task)
+    def hold(self, transport: asyncio.BaseTransport, deadline: float) -> None:
+        """Keep ``transport`` open (its protocol records what still arrives) until ``deadline``, in
+        event-loop time."""
+        loop = asyncio.get_running_loop()
+        closed: asyncio.Future[None] = loop.create_future()
+
+        def close() -> None:
+            transport.close()
+            if not closed.done():
+                closed.set_result(None)
+
+        self._open.append((closed, loop.call_at(deadline, close), close))
 
     def then(self, fill: Callable[[], None]) -> None:
         self._then.append(fill)
 
     async def settle(self) -> None:
         """Wait until every window has closed, then run what was deferred, in order."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks)
+        if self._open:
+            await asyncio.gather(*(closed for closed, _, _ in self._open))
         then, self._then = self._then, []
         for fill in then:
             fill()
 
     def cancel(self) -> None:
-        for task in self._tasks:
-            task.cancel()
+        for _, timer, close in self._open:
+            timer.cancel()
+            close()
 
 
 _WINDOWS: contextvars.ContextVar[WindowListeners | None] = contextvars.ContextVar("dns_windows", default=None)
@@ -112,14 +120,19 @@ def after_window(fill: Callable[[], None]) -> None:
 
 
 class _Collector(asyncio.DatagramProtocol):
-    """Queues every datagram (with its arrival time) and every socket error."""
+    """Queues every datagram (with its arrival time) and every socket error; once ``record_late`` is
+    set (the rest of the window, listened to in the background), hands datagrams to it instead."""
 
     def __init__(self, trace: Trace) -> None:
         self._trace = trace
         self.queue: asyncio.Queue[tuple[bytes, float] | Exception] = asyncio.Queue()
+        self.record_late: Callable[[bytes, float], object] | None = None
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        self.queue.put_nowait((data, self._trace.now()))
+        if self.record_late is not None:
+            self.record_late(data, self._trace.now())
+        else:
+            self.queue.put_nowait((data, self._trace.now()))
 
     def error_received(self, exc: Exception) -> None:
         # E.g. ConnectionRefusedError from an ICMP port unreachable.
@@ -179,9 +192,18 @@ async def lookup(
             result.failure = failure_string(first_error or TimeoutError())
             result.entries.append(entry(t0, trace.now(), result.failure, None, None))
         elif result.responses < MAX_RESPONSES and ctx.dns_window > 0 and (windows := _WINDOWS.get()) is not None:
-            # The rest of the window is listened to in the background; the socket is its now.
-            windows.listen(asyncio.create_task(_listen_late(transport, collector, query, result,
-                                                            loop.time() + ctx.dns_window, entry, t0)))
+            # The rest of the window is listened to in the background: what arrives is recorded as
+            # it comes, and a timer closes the socket (no task, no wakeup when nothing comes).
+            def record_late(data: bytes, arrived: float) -> None:
+                if result.responses < MAX_RESPONSES:
+                    _record(result, query, data, arrived, entry, t0)
+
+            while not collector.queue.empty():  # what came in with the first response
+                item = collector.queue.get_nowait()
+                if not isinstance(item, Exception):
+                    record_late(*item)
+            collector.record_late = record_late
+            windows.hold(transport, loop.time() + ctx.dns_window)
             transport = None
     except OSError as exc:  # e.g. network unreachable when sending
         result.failure = failure_string(exc)
@@ -211,31 +233,29 @@ async def _collect(collector: _Collector, query: dns.message.Message, result: Dn
             if result.responses == 0:
                 return item
             continue  # an error after a response changes nothing about that response
-        data, arrived = item
-        response = _parse_response(query, data)
-        if response is None:
+        if not _record(result, query, *item, entry, t0):
             continue  # not an answer to our query (garbage, wrong id or question)
-        failure = _response_failure(response)
-        if result.responses == 0:
-            result.addresses = _ipv4_addresses(response)
-            result.failure = failure
+        if result.responses == 1:
             deadline = loop.time() + window
-        result.responses += 1
-        result.entries.append(entry(t0, arrived, failure, response, data))
-        if stop_at_first:
-            break
+            if stop_at_first:
+                break
     return None
 
 
-async def _listen_late(transport: asyncio.DatagramTransport, collector: _Collector, query: dns.message.Message,
-                       result: DnsLookup, deadline: float, entry: Callable[..., dict[str, Any]], t0: float) -> None:
-    """The rest of a lookup's window, after the probe went on with its first response."""
-    try:
-        await _collect(collector, query, result, deadline, 0.0, entry, t0, stop_at_first=False)
-    except Exception:  # late responses are extra evidence: never a reason to lose the measurement
-        log.exception("listening for late DNS responses failed")
-    finally:
-        transport.close()
+def _record(result: DnsLookup, query: dns.message.Message, data: bytes, arrived: float,
+            entry: Callable[..., dict[str, Any]], t0: float) -> bool:
+    """Record ``data`` as a response of ``result`` (the first one decides its addresses and
+    failure); False when it is no answer to ``query``."""
+    response = _parse_response(query, data)
+    if response is None:
+        return False
+    failure = _response_failure(response)
+    if result.responses == 0:
+        result.addresses = _ipv4_addresses(response)
+        result.failure = failure
+    result.responses += 1
+    result.entries.append(entry(t0, arrived, failure, response, data))
+    return True
 
 
 async def resolve_target(target: Target, ctx: ProbeContext, trace: Trace, *, tags: list[str]) -> DnsLookup:
