@@ -64,8 +64,10 @@ def host_of(lab: RunningLab, where: str) -> str:
 
 
 def environment(lab: RunningLab, host: str) -> dict[str, str]:
-    """The variables a program in ``host`` gets: the lab CA trusted, HOME with an NSS database."""
-    ca = str(lab.inner_path(lab.state.ca_file))
+    """The variables a program in ``host`` gets: the lab CA trusted (and, at a vantage whose users
+    installed their ISP's interception CA, that one too), HOME with an NSS database."""
+    own = next((v.get("ca_file") for v in lab.state.vantages.values() if v["host"] == host), None)
+    ca = str(lab.inner_path(own or lab.state.ca_file))
     home = nss_home(lab)
     env = {"SSL_CERT_FILE": ca, "CURL_CA_BUNDLE": ca, "REQUESTS_CA_BUNDLE": ca, "NODE_EXTRA_CA_CERTS": ca,
            "CENSORLAB_LAB": lab.name, "CENSORLAB_HOST": host}

@@ -84,10 +84,14 @@ class Vantage:
     resolver: IPv4Address
     public_resolver: IPv4Address
     asn: int
+    # The CA bundle the vantage trusts, relative to the lab folder, when not the lab CA alone
+    # (its users installed their ISP's interception CA: netlab.compile.intercept.trust_store).
+    ca_file: str | None = None
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "host": self.host, "address": str(self.address), "resolver": str(self.resolver),
-                "public_resolver": str(self.public_resolver), "asn": self.asn}
+        out = {"name": self.name, "host": self.host, "address": str(self.address), "resolver": str(self.resolver),
+               "public_resolver": str(self.public_resolver), "asn": self.asn}
+        return out | ({"ca_file": self.ca_file} if self.ca_file else {})
 
 
 @dataclass

@@ -22,7 +22,7 @@ from netlab.addressing import (
 from netlab.compile import dns, firewall
 from netlab.compile.blockpage import compile_blockpage_servers
 from netlab.compile.dpi import compile_dpi
-from netlab.compile.intercept import compile_intercept
+from netlab.compile.intercept import compile_intercept, trust_store
 from netlab.compile.pki import make_pki
 from netlab.compile.router import RouterAdditions
 from netlab.compile.shaping import compile_shaping, netem_available
@@ -173,7 +173,7 @@ def compile_lab(scenario: Scenario, lab: str | None = None, servers: Sequence[De
             # this order, so the resolver gets its first query (its readiness probe) only after that.
             router.services.sort(key=lambda svc: svc.name == "resolver")
         vantages[isp.name] = Vantage(isp.name, isp.name, addrs.client.ip, addrs.resolver,
-                                     PUBLIC_RESOLVER, isp_asn(index))
+                                     PUBLIC_RESOLVER, isp_asn(index), ca_file=trust_store(isp, pki.ca_pem, files))
 
     return LabPlan(lab=lab, scenario=scenario, hosts=hosts, links=links, files=files,
                    vantages=vantages, site_addresses=sites, notes=notes, server_probes=addons.probes)

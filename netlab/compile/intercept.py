@@ -23,6 +23,7 @@ from netlab.compile.router import (
     DOWN_IF,
     INTERCEPT_PORT,
     INTERCEPTED_PORT,
+    PASS_MARK,
     SPLICE_MARK,
     RouterAdditions,
     intersect,
@@ -92,7 +93,7 @@ def compile_intercept(isp: Isp, addrs: IspAddresses, site_addresses: dict[str, I
         })
     files[f"{base}.json"] = json.dumps({
         "isp": isp.name, "listen": str(addrs.router_down.ip), "port": INTERCEPT_PORT,
-        "source": str(addrs.router_down.ip), "splice_mark": SPLICE_MARK,
+        "source": str(addrs.router_down.ip), "splice_mark": SPLICE_MARK, "pass_mark": PASS_MARK,
         "ready_file": f"{LAB_DIR}/{base}.ready", "certs": certs, "rules": config_rules,
     }, indent=1) + "\n"
     files[f"{base}.nft"] = nat_ruleset(isp, site_addresses)
@@ -110,5 +111,20 @@ def compile_intercept(isp: Isp, addrs: IspAddresses, site_addresses: dict[str, I
     for rule in rules:
         what = "serves its page" if rule.blockpage is not None else "relays to the real site"
         notes.append(f"{isp.name}: dpi {rule.describe()}: intercepts TLS on port {intercept_port(rule)}, {what}")
+    if isp.ca_installed:
+        notes.append(f"{isp.name}: its clients trust the interception CA (dpi.ca_installed): their CA bundle is "
+                     f"{base}/trust.pem, the lab CA and the ISP's; interception succeeds silently")
     return RouterAdditions(files=files, setup=[("nft", "-f", f"{LAB_DIR}/{base}.nft")], services=[service],
                            notes=notes)
+
+
+def trust_store(isp: Isp, lab_ca: bytes, files: dict[str, str | bytes]) -> str | None:
+    """The CA bundle of the ISP's vantage when its users installed the interception CA
+    (``dpi.ca_installed``): the lab CA and the ISP's, written into ``files``; else None (the lab
+    CA alone). Call after ``compile_intercept``'s files are in ``files``."""
+    censor_ca = files.get(f"{isp.name}/intercept/ca.pem")
+    if not isp.ca_installed or not isinstance(censor_ca, bytes):
+        return None
+    path = f"{isp.name}/intercept/trust.pem"
+    files[path] = lab_ca + censor_ca
+    return path

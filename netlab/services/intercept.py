@@ -115,6 +115,7 @@ class Interceptor:
         self.certs: dict[str, str] = config["certs"]  # name -> PEM (chain + key) for that name
         self.source = config["source"]  # onward connections leave from here
         self.mark = int(config["splice_mark"])
+        self.pass_mark = int(config.get("pass_mark", 0))
         self._contexts: dict[str, ssl.SSLContext] = {}
         self.upstream_tls = ssl.create_default_context()
         # The censor's box relays whatever the site presents: its client never sees that certificate.
@@ -191,8 +192,8 @@ class Interceptor:
             if rule.page is not None:
                 await serve_page(reader, writer, Path(rule.page).read_bytes())
                 return
-            # Not marked: the censor's own connection is not for its middlebox to judge.
-            up_reader, up_writer = await self._onward(address, port, 0, tls_name=name)
+            # The middlebox's pass mark: the censor's own connection is not for its middlebox to judge.
+            up_reader, up_writer = await self._onward(address, port, self.pass_mark, tls_name=name)
             await relay(reader, writer, up_reader, up_writer)
         finally:
             writer.close()

@@ -44,7 +44,7 @@ def measure(lab: str, out: Path, backend: str = "netns") -> dict[tuple[str, str]
         m = json.loads(line)
         if m["input"] == "https://news.test/":
             failures[m["probe_asn"]] = [h["failure"] for h in m["test_keys"]["tls_handshakes"]]
-    assert sorted(failures.values(), key=str) == [["ssl_unknown_authority"], [None]], failures
+    assert sorted(failures.values(), key=str) == [["ssl_unknown_authority"], [None], [None]], failures
     return verdicts
 
 
@@ -55,6 +55,10 @@ def check_openssl(lab: str) -> None:
     assert "O = censorlab lab CA" in res.stdout and "Verify return code: 0 (ok)" in res.stdout, res.stdout
     res = s_client(lab, "control", "news.test")
     assert "O = censorlab lab CA" in res.stdout and "Verify return code: 0 (ok)" in res.stdout, res.stdout
+    # Its users installed the censor's CA: the same interception, and the certificate verifies.
+    res = s_client(lab, "kzinstalled", "news.test")
+    assert "O = censorlab kzinstalled interception CA" in res.stdout, res.stdout
+    assert "Verify return code: 0 (ok)" in res.stdout, res.stdout
 
 
 def test_interception_netns(lab_name: str, tmp_path: Path) -> None:
@@ -67,6 +71,8 @@ def test_interception_netns(lab_name: str, tmp_path: Path) -> None:
         verdicts = measure(lab_name, tmp_path / "r")
         assert verdicts[("kzisp", "https://news.test/")] == "tls.cert_invalid"
         assert verdicts[("kzisp", "https://reset.test/")] == "tls.reset"
+        assert verdicts[("kzinstalled", "https://news.test/")] == "ok"
+        assert verdicts[("kzinstalled", "https://social.test/")] == "http.blockpage"
         check_openssl(lab_name)
         curl = exec_(lab_name, "kzisp", "curl", "-sS", "--max-time", "10", "https://news.test/")
         assert curl.returncode == 60, curl.stderr  # curl: the peer's certificate cannot be verified
@@ -74,6 +80,8 @@ def test_interception_netns(lab_name: str, tmp_path: Path) -> None:
         assert relayed.returncode == 0 and "news.test — lab origin" in relayed.stdout, relayed.stderr
         page = exec_(lab_name, "kzisp", "curl", "-sSk", "--max-time", "10", "https://social.test/")
         assert page.returncode == 0 and PAGE in page.stdout, page.stderr
+        trusted = exec_(lab_name, "kzinstalled", "curl", "-sS", "--max-time", "10", "https://social.test/")
+        assert trusted.returncode == 0 and PAGE in trusted.stdout, trusted.stderr  # no -k: the CA is installed
         reset = exec_(lab_name, "kzisp", "curl", "-sS", "--max-time", "10", "https://reset.test/")
         assert reset.returncode == 35 and "reset" in reset.stderr, reset.stderr  # the middlebox, through the splice
     finally:

@@ -244,3 +244,28 @@ def test_coverage_intercepts_the_chosen_names_in_the_oracle_and_the_interceptor(
     expected = {url.split("/")[2] for (v, url), e in expected_verdicts(s, s.site_addresses()).items()
                 if v == "x" and e.verdict == Verdict.TLS_CERT_INVALID}
     assert expected == intercepted and 0 < len(intercepted) < 8
+
+
+def test_ca_installed_gives_the_vantage_a_bundle_with_the_censor_ca() -> None:
+    text = BASE + ("    dpi:\n      ca_installed: true\n      rules:\n"
+                   "        - match: {sni: a.test}\n          action: intercept\n"
+                   "        - match: {sni: b.test}\n"
+                   "          action: {intercept: {page: {status: 200, body: censor}}}\n")
+    s = parse_scenario(text, source="s.yaml")
+    plan = compile_lab(s, "ph-unit", servers=[])
+    assert plan.vantages["x"].ca_file == "x/intercept/trust.pem" and plan.vantages["control"].ca_file is None
+    assert plan.vantages["x"].to_dict()["ca_file"] == "x/intercept/trust.pem"
+    assert plan.files["x/intercept/trust.pem"] == plan.files["pki/ca.pem"] + plan.files["x/intercept/ca.pem"]
+    got = {url: e.verdict for (v, url), e in expected_verdicts(s, s.site_addresses()).items() if v == "x"}
+    assert got["https://a.test/"] == Verdict.OK  # relayed, and the certificate verifies
+    assert got["https://b.test/"] == Verdict.HTTP_BLOCKPAGE  # the censor's page, fingerprinted
+
+
+def test_ca_installed_needs_intercept_rules() -> None:
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(BASE + "    dpi:\n      ca_installed: true\n      rules:\n"
+                       "        - match: {sni: a.test}\n          action: reset\n", source="s.yaml")
+    assert info.value.key == "isps[0].dpi.ca_installed" and "has none" in str(info.value)
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(BASE + "    dpi:\n      ca_installed: yes please\n", source="s.yaml")
+    assert info.value.key == "isps[0].dpi.ca_installed"
