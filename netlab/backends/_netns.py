@@ -13,8 +13,11 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+from pyroute2 import IPRoute, netns
+
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = "/run/netns"
+NETLINK_ROUTE = 0
 _libc = ctypes.CDLL(None, use_errno=True)
 T = TypeVar("T")
 
@@ -44,8 +47,38 @@ def run_in_netns(ns: str, fn: Callable[[], T]) -> T:
     return box["result"]  # type: ignore[return-value]
 
 
-def socket_in_netns(ns: str, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM) -> socket.socket:
-    return run_in_netns(ns, lambda: socket.socket(family, type))
+def create_netns(ns: str) -> None:
+    """Create network namespace ``ns`` (bound at NETNS_DIR/ns, as `ip netns add` does) without
+    forking a process as pyroute2's netns.create does: a short-lived thread unshares its own
+    network namespace and pyroute2 binds it there (netns.attach). Only that thread was ever in it."""
+    box: dict[str, BaseException] = {}
+
+    def target() -> None:
+        try:
+            if _libc.unshare(CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"unshare for {ns}: {os.strerror(err)}")
+            netns.attach(ns, "thread-self")
+        except BaseException as exc:
+            box["error"] = exc
+
+    t = threading.Thread(target=target, name=f"netns-create-{ns}", daemon=True)
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+
+
+def iproute_in_netns(ns: str) -> IPRoute:
+    """A netlink handle on ``ns``: its socket made in a thread that joined ``ns`` (run_in_netns),
+    where pyroute2's NetNS forks a process to make it."""
+    sock = socket_in_netns(ns, socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
+    return IPRoute(fileno=sock.detach())
+
+
+def socket_in_netns(ns: str, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM, proto: int = 0
+                    ) -> socket.socket:
+    return run_in_netns(ns, lambda: socket.socket(family, type, proto))
 
 
 def write_sysctl(ns: str, name: str, value: str) -> None:

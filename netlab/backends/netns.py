@@ -16,11 +16,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from pyroute2 import NetNS, netns
+from pyroute2 import netns
 
-from netlab.backends._netns import NETNS_DIR, socket_in_netns, write_sysctl
+from netlab.backends._netns import NETNS_DIR, create_netns, iproute_in_netns, socket_in_netns, write_sysctl
 from netlab.backends.base import (
     STATE_FILE,
     Backend,
@@ -44,7 +45,7 @@ from netlab.errors import LabError, LabInUse, NoSuchLab
 from netlab.hostsetup import configure_host, start_rank
 from netlab.interrupts import deferred
 from netlab.names import PREFIX, check_lab_name, host_object_name, lab_of
-from netlab.plan import LAB_DIR, Host, LabPlan, ReadyCheck
+from netlab.plan import LAB_DIR, Host, LabPlan, Link, ReadyCheck
 from netlab.readiness import is_ready
 
 READY_TIMEOUT = 15.0
@@ -116,29 +117,10 @@ class NetnsBackend(Backend):
             write_lab_files(plan, lab_dir, str(lab_dir))
             state.save(lab_dir / STATE_FILE)
             say("creating namespaces and links")
-            self._topology(plan, state)
-            for host in plan.hosts.values():
-                for argv in host.setup:
-                    self._run_setup(state, host.name, [a.replace(LAB_DIR, str(lab_dir)) for a in argv])
+            build_topology(plan.hosts, plan.links, state.hosts)
+            run_setup(state, plan.hosts.values(), lab_dir)
             say("starting services")
-            # Start everything, then poll readiness: the programs' start-up costs overlap.
-            pending = []
-            for host in _service_order(plan):
-                for svc in host.services:
-                    argv = [a.replace(LAB_DIR, str(lab_dir)) for a in svc.argv]
-                    log = open(lab_dir / "logs" / f"{host.name}.{svc.name}.log", "ab")  # noqa: SIM115
-                    proc = subprocess.Popen(lab.command(host.name, argv), stdin=subprocess.DEVNULL,
-                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                            env=_service_env())
-                    log.close()
-                    lab.children[(host.name, svc.name)] = proc
-                    state.services.append({"host": host.name, "name": svc.name, "pid": proc.pid,
-                                           "critical": svc.critical, "role": host.role})
-                    pending.append((host.name, svc, proc))
-            state.save(lab_dir / STATE_FILE)
-            for host_name, svc, proc in pending:
-                if svc.ready:
-                    self._wait_ready(lab, host_name, svc.name, svc.ready, proc)
+            self.start_services(lab, plan.hosts.values(), lab_dir, lambda: state.save(lab_dir / STATE_FILE))
             state.ready = True
             state.save(lab_dir / STATE_FILE)
             say(f"lab {plan.lab} up in {time.monotonic() - t0:.2f}s")
@@ -194,31 +176,29 @@ class NetnsBackend(Backend):
         return {ns for ns in _our_namespaces() if lab_of(ns) == lab}
 
     def _topology(self, plan: LabPlan, state: LabState) -> None:
-        for host, ns in state.hosts.items():
-            netns.create(ns)
-            write_sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1")
-            write_sysctl(ns, "net.ipv6.conf.default.disable_ipv6", "1")
-            write_sysctl(ns, "net.ipv4.ip_forward", "1" if plan.hosts[host].forwarding else "0")
-            if plan.hosts[host].resolv_conf:
-                d = Path("/etc/netns") / ns
-                d.mkdir(parents=True, exist_ok=True)
-                (d / "resolv.conf").write_text(plan.hosts[host].resolv_conf or "")
-        handles = {h: NetNS(ns) for h, ns in state.hosts.items()}
-        try:
-            for link in plan.links:
-                handles[link.a_host].link("add", ifname=link.a_name, kind="veth",
-                                          peer={"ifname": link.b_name, "net_ns_fd": state.hosts[link.b_host]})
-            for host in plan.hosts.values():
-                configure_host(handles[host.name], host)
-        finally:
-            for h in handles.values():
-                h.close()
+        build_topology(plan.hosts, plan.links, state.hosts)
 
-    def _run_setup(self, state: LabState, host: str, argv: list[str]) -> None:
-        res = subprocess.run(["ip", "netns", "exec", state.hosts[host], *argv], capture_output=True,
-                             text=True, timeout=60)
-        if res.returncode != 0:
-            raise LabError(f"setup of {host} failed: {' '.join(argv)}: {res.stderr.strip() or res.stdout.strip()}")
+    def start_services(self, lab: NetnsLab, hosts: Iterable[Host], lab_dir: Path,
+                       started: Callable[[], None] = lambda: None) -> None:
+        """Start every service of ``hosts`` (the internet first: hostsetup.START_RANK), call
+        ``started``, then poll each until it answers: the programs' start-up costs overlap."""
+        pending = []
+        for host in sorted(hosts, key=lambda h: start_rank(h.role)):
+            for svc in host.services:
+                argv = [a.replace(LAB_DIR, str(lab_dir)) for a in svc.argv]
+                log = open(lab_dir / "logs" / f"{host.name}.{svc.name}.log", "ab")  # noqa: SIM115
+                proc = subprocess.Popen(lab.command(host.name, argv), stdin=subprocess.DEVNULL,
+                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                        env=_service_env())
+                log.close()
+                lab.children[(host.name, svc.name)] = proc
+                lab.state.services.append({"host": host.name, "name": svc.name, "pid": proc.pid,
+                                           "critical": svc.critical, "role": host.role})
+                pending.append((host.name, svc, proc))
+        started()
+        for host_name, svc, proc in pending:
+            if svc.ready:
+                self._wait_ready(lab, host_name, svc.name, svc.ready, proc)
 
     def _wait_ready(self, lab: NetnsLab, host: str, name: str, check: ReadyCheck,
                     proc: subprocess.Popen) -> None:
@@ -271,9 +251,41 @@ class NetnsBackend(Backend):
         remove_lab_dir(lab)
 
 
-def _service_order(plan: LabPlan) -> list[Host]:
-    """The internet first (root DNS, origins), then routers, then the rest (hostsetup.START_RANK)."""
-    return sorted(plan.hosts.values(), key=lambda h: start_rank(h.role))
+def build_topology(hosts: dict[str, Host], links: Iterable[Link], namespaces: dict[str, str]) -> None:
+    """One namespace per host (``namespaces``: host -> its name), the veth of every link, every
+    host's addresses and routes (netlab.hostsetup), sysctls and resolv.conf. The compose backend
+    builds its lab container's namespaces with this too (netlab.services.hostd)."""
+    for host, ns in namespaces.items():
+        create_netns(ns)
+        write_sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1")
+        write_sysctl(ns, "net.ipv6.conf.default.disable_ipv6", "1")
+        write_sysctl(ns, "net.ipv4.ip_forward", "1" if hosts[host].forwarding else "0")
+        if hosts[host].resolv_conf:
+            d = Path("/etc/netns") / ns
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "resolv.conf").write_text(hosts[host].resolv_conf or "")
+    handles = {h: iproute_in_netns(ns) for h, ns in namespaces.items()}
+    try:
+        for link in links:
+            handles[link.a_host].link("add", ifname=link.a_name, kind="veth",
+                                      peer={"ifname": link.b_name, "net_ns_fd": namespaces[link.b_host]})
+        for host in hosts.values():
+            configure_host(handles[host.name], host)
+    finally:
+        for h in handles.values():
+            h.close()
+
+
+def run_setup(state: LabState, hosts: Iterable[Host], lab_dir: Path) -> None:
+    """Every host's set-up commands, in order, inside its namespace."""
+    for host in hosts:
+        for argv in host.setup:
+            argv = tuple(a.replace(LAB_DIR, str(lab_dir)) for a in argv)
+            res = subprocess.run(["ip", "netns", "exec", state.hosts[host.name], *argv], capture_output=True,
+                                 text=True, timeout=60)
+            if res.returncode != 0:
+                raise LabError(f"setup of {host.name} failed: {' '.join(argv)}: "
+                               f"{res.stderr.strip() or res.stdout.strip()}")
 
 
 def _local_argv(argv: list[str]) -> list[str]:
