@@ -148,7 +148,7 @@ def test_shipped_scenario_gives_the_verdicts_its_comment_lists() -> None:
     exp = expected_verdicts(s, s.site_addresses())
     listed = [line.split() for line in path.read_text().splitlines() if line.startswith("#   http")]
     assert len(listed) == len(s.targets)
-    for url, kzisp, kzinstalled, *_ in listed:
+    for _, url, kzisp, kzinstalled, *_ in listed:
         assert (exp[("kzisp", url)].verdict.value, exp[("kzinstalled", url)].verdict.value) == (kzisp, kzinstalled)
 
 
