@@ -24,7 +24,18 @@ from netlab.compile.dns import deciding_resolver_rule
 from netlab.compile.dns import resolver_rule_matches as resolver_rule_matches  # where explain finds it
 from netlab.compile.router import INTERCEPTED_PORT
 from netlab.first_flight import within
-from netlab.model import CONTROL, DNS_STATES, Isp, Match, Reassembly, Rule, Scenario, Site, proxy_address
+from netlab.model import (
+    CONTROL,
+    DNS_STATES,
+    Isp,
+    Match,
+    Reassembly,
+    Rule,
+    Scenario,
+    ShapingRule,
+    Site,
+    proxy_address,
+)
 from netlab.target import Target
 from netlab.verdict import Verdict
 
@@ -157,11 +168,13 @@ def _quic_verdict(rule: Rule) -> Expectation:
 
 def _quic_censored(scenario: Scenario, isp: Isp, target: Target, addr: IPv4Address,
                    site_addresses: dict[str, IPv4Address]) -> Expectation | None:
-    """The ISP's firewall on UDP, then the middlebox's QUIC rules, on the quic probe's flow."""
-    fw = first_rule(isp.firewall_rules, lambda r: flow_matches(r.match, addr, target.port, "udp", site_addresses))
+    """The ISP's firewall on UDP, then the middlebox's QUIC rules, on the quic probe's flow (to every
+    address of a CDN site: the probe keeps the first that works)."""
+    fw, addr = _connected(isp, _addresses(target, addr, site_addresses), target.port, site_addresses, "udp")
     if fw is not None:
-        # drop: no answer; reject and reset answer with an ICMP error (netlab.compile.firewall).
-        verdict = Verdict.QUIC_TIMEOUT if fw.action == "drop" else Verdict.QUIC_RESET
+        # reset answers with ICMP port unreachable, which the probe's connected UDP socket reports;
+        # reject's host unreachable is a soft error to Linux UDP (not reported): as drop, no answer.
+        verdict = Verdict.QUIC_RESET if fw.action == "reset" else Verdict.QUIC_TIMEOUT
         return Expectation(verdict, f"firewall rule line {fw.line} (UDP)", rule=fw)
     version = int(scenario.probe.get("quic_version", 1))  # type: ignore[call-overload]
     split = bool(scenario.probe.get("quic_split_hello", False))
@@ -330,8 +343,7 @@ def _expect_hop(scenario: Scenario, isp: Isp, target: Target, site_addresses: di
             # The trigger of a late block: the fetch is fine; later ones meet the block (residual).
             return censored if ctrl is None else Expectation(Verdict.SITE_DOWN, f"the site itself fails: {ctrl}")
     elif censored is None and not _dns_broken(scenario, host) and caps.reaches("tcp", target):
-        fw, addr = _connected(isp, (addr,) if via_proxy else addresses_of(site_addresses, host), target.port,
-                              site_addresses)
+        fw, addr = _connected(isp, _addresses(target, addr, site_addresses), target.port, site_addresses)
         if fw is not None:
             censored = Expectation(FIREWALL_VERDICTS[fw.action], f"firewall rule line {fw.line}", rule=fw)
         elif caps.sends_data(target):
@@ -383,6 +395,9 @@ def _expect_hop(scenario: Scenario, isp: Isp, target: Target, site_addresses: di
         return _expect_hop(scenario, isp, nxt, site_addresses, depth=depth + 1, hops=hops + redirect.hops,
                            caps=caps)
     if via_proxy:
+        if caps.quic:  # the transparent proxy relays TCP only: nothing answers QUIC at its address
+            return Expectation(Verdict.DNS_MISMATCH, f"resolver rule line {rule.line} (proxy), which relays "
+                               "TCP only", rule=rule)
         if not caps.fetches_page:
             # The proxy's address differs from the control's, and no page shows that it is the same site.
             return Expectation(Verdict.DNS_MISMATCH, f"resolver rule line {rule.line} (proxy); this probe "
@@ -428,6 +443,8 @@ def _server_side(scenario: Scenario, isp: Isp, site: Site, target: Target, site_
     """The site treats this ISP's clients differently (``only_for``): what the comparison with the
     control shows. The network is not at fault, yet the measurement cannot tell it apart."""
     why = f"site {site.name} (line {site.line}) misbehaves only for {', '.join(site.only_for)}"
+    if site.state in ("refused", "timeout") and caps.quic:  # the lab internet filters UDP 443 alike
+        return Expectation(Verdict.QUIC_RESET if site.state == "refused" else Verdict.QUIC_TIMEOUT, why)
     if site.state in ("refused", "timeout") and caps.reaches("tcp", target):
         return Expectation(Verdict.TCP_RESET if site.state == "refused" else Verdict.TCP_TIMEOUT, why)
     if not caps.fetches_page:
@@ -442,13 +459,27 @@ def _server_side(scenario: Scenario, isp: Isp, site: Site, target: Target, site_
     return Expectation(Verdict.HTTP_DIFF, why)
 
 
+def shaping_matches(shaping: ShapingRule, isp: Isp, target: Target, addr: IPv4Address,
+                    site_addresses: dict[str, IPv4Address]) -> bool:
+    """Does a shaping rule take the TCP flow that fetches ``target`` from ``addr``? A rule on names
+    (sni, http_host) only where the middlebox reads the name (netlab.compile.shaping)."""
+    m = shaping.match
+    if not flow_matches(m, addr, target.port, "tcp", site_addresses):
+        return False
+    if m.sni is not None and not (target.is_https and name_matches(target.host, m.sni)):
+        return False
+    if m.http_host is not None and not (not target.is_https and name_matches(target.host, m.http_host)):
+        return False
+    return (m.sni is None and m.http_host is None) or within(isp.dpi_reassembly, shaping, target)
+
+
 def _shaped(scenario: Scenario, isp: Isp, site: Site, target: Target, addr: IPv4Address,
             site_addresses: dict[str, IPv4Address], caps: Capabilities = WEB) -> Expectation:
     """The final page through this ISP's shaping: slow (throttled), or too slow to finish at all."""
     body = p.body if (p := site.path(target.path)) is not None else site.body
     size = len(body) if body is not None else site.body_size
     for shaping in isp.shaping:
-        if flow_matches(shaping.match, addr, target.port, "tcp", site_addresses):
+        if shaping_matches(shaping, isp, target, addr, site_addresses):
             if shaping.rate_bps:
                 rule = Rule(match=shaping.match, action="shape", line=shaping.line)
                 seconds = size * 8 / shaping.rate_bps
@@ -478,13 +509,20 @@ def _dpi_verdict(rule: Rule, target: Target) -> Verdict:
     return Verdict.TLS_TIMEOUT if target.is_https else Verdict.HTTP_TIMEOUT
 
 
-def _connected(isp: Isp, addrs: tuple[IPv4Address, ...], port: int, site_addresses: dict[str, IPv4Address]
-               ) -> tuple[Rule | None, IPv4Address]:
+def _addresses(target: Target, addr: IPv4Address, site_addresses: dict[str, IPv4Address]) -> tuple[IPv4Address, ...]:
+    """The addresses a probe connects to for ``target``: every one of its site's (a CDN has several),
+    or ``addr`` alone when the resolver answered another (the ISP's proxy)."""
+    addrs = addresses_of(site_addresses, target.host)
+    return addrs if addr in addrs else (addr,)
+
+
+def _connected(isp: Isp, addrs: tuple[IPv4Address, ...], port: int, site_addresses: dict[str, IPv4Address],
+               proto: str = "tcp") -> tuple[Rule | None, IPv4Address]:
     """The firewall against a name's addresses (a CDN has several, in the zone's order, which the
     resolvers keep): the probe connects to each and keeps the first that answers, so the fetch is
     blocked only when every address is, and then the first address's rule is what it reports.
     Returns (that rule or None, the address the fetch goes on with)."""
-    rules = [first_rule(isp.firewall_rules, lambda r, a=a: flow_matches(r.match, a, port, "tcp", site_addresses))
+    rules = [first_rule(isp.firewall_rules, lambda r, a=a: flow_matches(r.match, a, port, proto, site_addresses))
              for a in addrs]
     for a, r in zip(addrs, rules, strict=True):
         if r is None:
@@ -584,6 +622,8 @@ def pin_visible(verdict: Verdict, target: Target, caps: Capabilities) -> bool:
         return caps.throughput
     if verdict == Verdict.DNS_INJECTED:
         return caps.public_dns
+    if caps.quic and verdict.technique != "dns":
+        return False  # the web probe's TCP, TLS and HTTP are not the quic probe's flow
     if verdict.technique in ("dns", "tcp", "tls", "http"):
         return caps.reaches(verdict.technique, target)
     # ok, site_down, ...: the web probe's view of the whole fetch; only a probe that fetches the page shares it.
