@@ -258,7 +258,7 @@ async def _get(protocol: _H3Client, target: Target, address: str, ctx: ProbeCont
     headers: list[tuple[bytes, bytes]] = []
     body = b""
     try:
-        async with asyncio.timeout(ctx.http_timeout):
+        async with asyncio.timeout(ctx.http_total_timeout):  # a whole exchange, as the HTTP probes cap it
             headers, body = await protocol.get(target)
     except Exception as exc:
         failure = exc.failure if isinstance(exc, QuicFailure) else failure_string(exc)

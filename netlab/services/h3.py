@@ -75,7 +75,10 @@ class H3Protocol(QuicConnectionProtocol):
         assert self.http is not None
         headers = dict(event.headers)
         method, path = headers.get(b":method", b"GET"), headers.get(b":path", b"/").decode("latin-1")
-        peer = self._transport.get_extra_info("peername") if self._transport else None
+        # The server's socket is not connected: the client is the connection's network path (aioquic
+        # keeps no public accessor), which `only_for` needs to tell ISPs' clients apart.
+        paths = getattr(self._quic, "_network_paths", None)
+        peer = paths[0].addr if paths else None
         authority = headers.get(b":authority")
         handler = self.pick(authority.decode("latin-1") if authority else None)
         reply = handler.reply(path, "https", peer[0] if peer else None)
