@@ -70,11 +70,14 @@ def compile_intercept(isp: Isp, addrs: IspAddresses, site_addresses: dict[str, I
     rules = intercept_rules(isp)
     if not rules:
         return RouterAdditions()
+    for rule in rules:  # the loader says so with file and line; a model built in code gets this
+        if rule.match.sni is None or rule.transport == "quic":
+            raise ValueError(f"isp {isp.name}, dpi rule at line {rule.line}: intercept needs sni, over TCP")
     base = f"{isp.name}/intercept"
     # A certificate for every site name a rule covers (what a probe asks for), and one for each
     # rule's own pattern (presented for a covered name that is no site of the lab).
     names = sorted({r.match.sni for r in rules if r.match.sni}
-                   | {s for s in site_addresses for r in rules if r.match.sni and name_matches(s, r.match.sni)})
+                   | {s for s in site_addresses for r in rules if name_matches(s, r.match.sni or "")})
     pki = make_censor_pki(isp.name, names)
     files: dict[str, str | bytes] = {f"{base}/ca.pem": pki.ca_pem}
     certs = {}

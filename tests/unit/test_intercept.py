@@ -272,3 +272,11 @@ def test_ca_installed_needs_intercept_rules() -> None:
     with pytest.raises(ScenarioError) as info:
         parse_scenario(BASE + "    dpi:\n      ca_installed: yes please\n", source="s.yaml")
     assert info.value.key == "isps[0].dpi.ca_installed"
+
+
+def test_compile_refuses_an_intercept_rule_without_sni() -> None:
+    from netlab.model import Isp, Match, Rule
+
+    isp = Isp(name="y", dpi_rules=(Rule(match=Match(http_host="a.test"), action="intercept", line=4),))
+    with pytest.raises(ValueError, match="line 4: intercept needs sni"):
+        compile_intercept(isp, isp_addresses(1), {"a.test": IPv4Address("198.18.1.1")})
