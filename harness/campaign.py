@@ -85,7 +85,10 @@ def vantage_context(v: dict[str, Any], scenario: Scenario, ca_file: str, overrid
 
 
 async def run_campaign(lab: RunningLab, scenario: Scenario, out_dir: Path, config: CampaignConfig,
-                       on_result: Callable[[str, dict[str, Any]], None] | None = None) -> CampaignResult:
+                       on_result: Callable[[str, dict[str, Any]], None] | None = None,
+                       on_measurement: Callable[[str, bytes], None] | None = None) -> CampaignResult:
+    """Measure; ``on_result`` sees every answer line (without its measurement), ``on_measurement``
+    every measurement's JSON bytes as they are written (harness.digest keeps what scoring needs)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     vantages = config.vantages or list(lab.state.vantages)
     # Targets outside what the probe type measures (its schemes and ports) are neither measured nor expected.
@@ -101,6 +104,8 @@ async def run_campaign(lab: RunningLab, scenario: Scenario, out_dir: Path, confi
             if raw is not None:
                 sink.buffer.write(tag_measurement(vantage, raw))
                 count += 1
+                if on_measurement:
+                    on_measurement(vantage, raw)
             else:
                 errors.append({"vantage": vantage, **line})
             if on_result:

@@ -50,6 +50,7 @@ from probes.streams import endpoint
 from probes.th import helper_ports
 
 if TYPE_CHECKING:
+    from harness.digest import RunDigest
     from netlab.backends.base import RunningLab
 
 WEB = "web_connectivity"
@@ -67,31 +68,40 @@ def probe_addresses(tk: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys([*(resolved.get("system") or []), *(resolved.get("public") or [])]))
 
 
-def th_jobs(path: Path) -> list[dict[str, Any]]:
+def control_endpoints(tk: dict[str, Any]) -> set[str]:
+    """The endpoints ("ip:port") the control's web measurement connected to, depth 0."""
+    return {endpoint(e["ip"], e["port"]) for e in tk.get("tcp_connect") or [] if depth_of(e) == 0}
+
+
+def th_jobs(path: Path, digest: RunDigest | None = None) -> list[dict[str, Any]]:
     """For each URL, the probes' non-bogon addresses whose helper endpoints the control did not
-    measure in its own run."""
-    measured: dict[str, set[str]] = {}
-    for m in iter_measurements([path], vantage=CONTROL):
-        if m.get("test_name") == WEB:
-            measured[m["input"]] = {endpoint(e["ip"], e["port"]) for e in m["test_keys"].get("tcp_connect") or []
-                                    if depth_of(e) == 0}
+    measure in its own run: from ``digest`` (gathered during the campaign), else from one read of
+    ``path``."""
+    if digest is None:
+        from harness.digest import RunDigest
+
+        digest = RunDigest()
+        for m in iter_measurements([path]):
+            digest.add_measurement(m.get("x_vantage") or "", m)
+    measured = digest.control_endpoints
     wanted: dict[str, dict[str, None]] = {}
-    for m in iter_measurements([path]):
-        url = m["input"]
-        if m.get("test_name") != WEB or url not in measured or (m.get("x_vantage") == CONTROL):
+    for url, addresses in digest.probe_addresses.items():
+        if url not in measured:
             continue
         ports = helper_ports(url)
-        for ip in probe_addresses(m["test_keys"]):
+        for ip in addresses:
             if not is_lab_bogon(ip) and any(endpoint(ip, p) not in measured[url] for p in ports):
                 wanted.setdefault(url, {})[ip] = None
     return [{"url": url, "addresses": list(ips)} for url, ips in wanted.items()]
 
 
-async def measure_th_endpoints(lab: RunningLab, context: dict[str, Any], out_dir: Path) -> int:
+async def measure_th_endpoints(lab: RunningLab, context: dict[str, Any], out_dir: Path,
+                               digest: RunDigest | None = None) -> int:
     """Have the control vantage (``context``: its ProbeContext as JSON) measure the probes'
-    endpoints it has not measured, into ``out_dir/th_endpoints.jsonl``; the number of URLs."""
+    endpoints it has not measured, into ``out_dir/th_endpoints.jsonl``; the number of URLs.
+    ``digest``: what the campaign gathered (else the measurements are read for it)."""
     path = Path(out_dir) / "measurements.jsonl"
-    jobs = th_jobs(path) if path.exists() else []
+    jobs = th_jobs(path, digest) if digest is not None or path.exists() else []
     target = Path(out_dir) / TH_ENDPOINTS
     if not jobs:
         target.unlink(missing_ok=True)
@@ -154,9 +164,14 @@ class Annotator:
     """OONI's keys for a run's measurements, one at a time: every control measurement first
     (``add_control``, which keeps a small summary per URL), then each measurement (``annotate``)."""
 
-    def __init__(self, out_dir: Path) -> None:
+    def __init__(self, out_dir: Path, controls: dict[str, ControlView] | None = None) -> None:
+        """``controls``: the control views gathered during the campaign (harness.digest), when
+        there is no control pass to make."""
         self.controls: dict[str, ControlView] = {}
         self._extra = load_th_endpoints(out_dir)
+        for url, view in (controls or {}).items():
+            view.add_endpoints(self._extra.get(url, {}))
+            self.controls[url] = view
 
     def add_control(self, m: dict[str, Any]) -> None:
         if m.get("test_name") == WEB:

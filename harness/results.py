@@ -14,6 +14,7 @@ from typing import Any
 from harness import ooni
 from harness.analysis import load_fingerprints
 from harness.campaign import shard_targets
+from harness.digest import RunDigest
 from harness.score import (
     TECHNIQUES,
     ResultsError,
@@ -199,14 +200,14 @@ def score_results(dirs: list[Path], fingerprint_files: list[Path] | None = None,
 
 
 def score_and_annotate(out_dir: Path, scenario: Scenario | None = None,
-                       fingerprint_files: list[Path] | None = None) -> ScoredRun:
-    """Score a run's own results folder (as ``score_results``) and, in the same passes over its
-    measurements, give each its OONI keys and ``x_verdict`` (harness.ooni): the controls are read
-    once, every measurement is read once and written once. ``measurements.jsonl`` is replaced only
-    when scoring succeeded."""
+                       fingerprint_files: list[Path] | None = None, digest: RunDigest | None = None) -> ScoredRun:
+    """Score a run's own results folder (as ``score_results``) and, in the same pass over its
+    measurements, give each its OONI keys and ``x_verdict`` (harness.ooni): every measurement is read
+    once and written once, after a pass over the controls unless ``digest`` (what the campaign
+    gathered of them) is given. ``measurements.jsonl`` is replaced only when scoring succeeded."""
     oracle = run_oracle([out_dir], scenario)
     path = measurement_files([out_dir])[0]
-    annotator = ooni.Annotator(out_dir)
+    annotator = ooni.Annotator(out_dir, digest.views if digest is not None else None)
     tmp = path.with_suffix(".jsonl.tmp")
     try:
         with open(tmp, "wb") as sink:
@@ -217,7 +218,8 @@ def score_and_annotate(out_dir: Path, scenario: Scenario | None = None,
 
             fingerprints = load_fingerprints(fingerprint_files, declared_fingerprints(oracle.scenario))
             rows = verdict_rows([path], oracle.expectations, fingerprints, expected=[],
-                                errors=oracle.errors, on_control=annotator.add_control, on_row=annotate)
+                                errors=oracle.errors, on_control=annotator.add_control, on_row=annotate,
+                                controls=digest.controls if digest is not None else None)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -14,6 +14,7 @@ from typing import Any
 
 from harness import ooni
 from harness.campaign import CampaignConfig, CampaignResult, probe_context, run_campaign
+from harness.digest import RunDigest
 from harness.results import ScoredRun, score_and_annotate, write_run_info, write_verdicts
 from netlab.backends import get_backend
 from netlab.backends.base import Progress, RunningLab
@@ -43,10 +44,14 @@ def measure_and_score(lab: RunningLab, scenario: Scenario, out: Path, config: Ca
                       on_result: Callable[[str, dict[str, Any]], None] | None = None,
                       up_seconds: float = 0.0) -> RunOutcome:
     config = with_scenario_probe_settings(config, scenario)
-    result = run_async(run_campaign(lab, scenario, out, config, on_result=on_result))
+    # What scoring, OONI's keys and the test helper's pass need of the measurements, kept as they
+    # are written: after the campaign the results are read once, by the pass that scores them.
+    digest = RunDigest()
+    result = run_async(run_campaign(lab, scenario, out, config, on_result=on_result, on_measurement=digest.add))
     if not result.lab_faults and CONTROL in result.vantages:
         # OONI's test helper also connects to the probes' addresses: the control does, lab still up.
-        run_async(ooni.measure_th_endpoints(lab, probe_context(lab, scenario, CONTROL, config.context_overrides), out))
+        run_async(ooni.measure_th_endpoints(lab, probe_context(lab, scenario, CONTROL, config.context_overrides), out,
+                                            digest))
     write_run_info(out, scenario, {
         "lab": lab.name, "backend": backend, "scenario_name": scenario.name, "probe": config.probe,
         "shard": list(config.shard), "vantages": list(lab.state.vantages), "campaign_vantages": result.vantages,
@@ -59,7 +64,7 @@ def measure_and_score(lab: RunningLab, scenario: Scenario, out: Path, config: Ca
         return RunOutcome(out, result, None, up_seconds)
     # OONI's comparison keys and our verdict beside them (docs/ooni.md) are written while scoring,
     # in the same pass over the measurements.
-    scored = score_and_annotate(out, scenario, fingerprints)
+    scored = score_and_annotate(out, scenario, fingerprints, digest)
     write_verdicts(out, scored)
     return RunOutcome(out, result, scored, up_seconds)
 

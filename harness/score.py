@@ -171,7 +171,8 @@ def verdict_rows(files: list[Path], expectations: dict[tuple[str, str], Expectat
                  fingerprints: list[Fingerprint], expected: Iterable[tuple[str, str]] | None = None,
                  errors: Iterable[dict[str, Any]] = (), *,
                  on_control: Callable[[dict[str, Any]], None] | None = None,
-                 on_row: Callable[[dict[str, Any], VerdictRow], None] | None = None) -> list[VerdictRow]:
+                 on_row: Callable[[dict[str, Any], VerdictRow], None] | None = None,
+                 controls: dict[str, tuple[Any, ...]] | None = None) -> list[VerdictRow]:
     """One row per measurement, and one no_measurement row (a mismatch) for every pair of
     ``expected`` (default: every pair of ``expectations``) that has none, with the reason from
     the campaign's ``errors`` (run.json): probe_error, timeout, or missing when the worker never
@@ -181,12 +182,15 @@ def verdict_rows(files: list[Path], expectations: dict[tuple[str, str], Expectat
     Two streaming passes: the control's measurements first, then every vantage's against them,
     so memory holds one control measurement per target, not the whole run. Whatever else needs the
     measurements rides along, so they are not read again: ``on_control`` sees each control
-    measurement of the first pass, ``on_row`` each measurement of the second with its row."""
-    controls: dict[str, tuple[Any, ...]] = {}
-    for m in iter_measurements(files, vantage=CONTROL):
-        controls[sys.intern(m["input"])] = _slim(m["test_keys"])
-        if on_control is not None:
-            on_control(m)
+    measurement of the first pass, ``on_row`` each measurement of the second with its row.
+    ``controls``: the control summaries (``control_summary`` per URL) gathered while the campaign
+    wrote the measurements (harness.digest); then there is no first pass."""
+    if controls is None:
+        controls = {}
+        for m in iter_measurements(files, vantage=CONTROL):
+            controls[sys.intern(m["input"])] = control_summary(m["test_keys"])
+            if on_control is not None:
+                on_control(m)
     rows = []
     seen: dict[tuple[str, str], Path] = {}
     for path in files:
@@ -245,7 +249,7 @@ CONTROL_KEYS = ("x_failed_stage", "failure", "x_status_code", "x_title", "x_body
                 "x_quic_failure")  # the web probe's QUIC step (web_quic): did the control's HTTP/3 work?
 
 
-def _slim(keys: dict[str, Any]) -> tuple[Any, ...]:
+def control_summary(keys: dict[str, Any]) -> tuple[Any, ...]:
     resolved = keys.get("x_resolved") or {}
     queries = tuple((q.get("engine"), q.get("failure")) for q in keys.get("queries") or [])
     return (*(keys.get(k) for k in CONTROL_KEYS), tuple(resolved.get("system") or ()),

@@ -11,6 +11,7 @@ import pytest
 from test_gate import GOOD, NXDOMAIN, A, B, make_results
 
 from harness import ooni, score
+from harness.digest import RunDigest
 from harness.results import score_and_annotate, score_results
 from harness.score import ResultsError
 
@@ -60,3 +61,29 @@ def test_a_folder_that_does_not_score_is_left_as_it_was(tmp_path: Path) -> None:
         score_and_annotate(d)
     assert path.read_bytes() == before
     assert not (d / "measurements.jsonl.tmp").exists()
+
+
+def test_with_the_campaigns_digest_there_is_one_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the campaign gathered (harness.digest) stands in for the control pass: the same rows and
+    the same file, from one read of the measurements; the test helper's jobs come from it too."""
+    measured = {**GOOD, ("isp-a", A): NXDOMAIN}
+    old = make_results(tmp_path / "old", measured)
+    new = shutil.copytree(old, tmp_path / "new")
+    digest = RunDigest()
+    for m in lines(new):
+        digest.add(m["x_vantage"], json.dumps(m).encode())
+    assert ooni.th_jobs(new / "measurements.jsonl", digest) == ooni.th_jobs(old / "measurements.jsonl")
+
+    scored_old = score_and_annotate(old)
+    passes: list[str | None] = []
+    real = score.iter_measurements
+
+    def counting(paths, vantage=None):  # type: ignore[no-untyped-def]
+        passes.append(vantage)
+        return real(paths, vantage)
+
+    monkeypatch.setattr(score, "iter_measurements", counting)
+    scored_new = score_and_annotate(new, digest=digest)
+    assert passes == [None]
+    assert [r.to_json() for r in scored_new.score.rows] == [r.to_json() for r in scored_old.score.rows]
+    assert lines(new) == lines(old)

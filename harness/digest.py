@@ -1,0 +1,48 @@
+"""What the steps after a campaign need of its measurements, gathered while the campaign writes them.
+
+Scoring needs a summary of the control's measurement of every URL (harness.score), OONI's keys the
+same in the test helper's shape (harness.ooni_rules.ControlView), and the test helper's endpoint
+pass the endpoints the control measured and the addresses the other vantages resolved
+(harness.ooni.th_jobs). Each measurement is parsed once as it arrives, and what those need is kept
+(small summaries, one per URL), so after the campaign ``measurements.jsonl`` is read once, by the
+pass that scores it and writes OONI's keys (harness.results.score_and_annotate).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.ooni import WEB, control_endpoints, probe_addresses
+from harness.ooni_rules import ControlView
+from harness.score import control_summary
+from netlab import jsonl
+from netlab.model import CONTROL
+
+
+@dataclass
+class RunDigest:
+    #: url -> harness.score's summary of the control's measurement (every probe type)
+    controls: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    #: url -> OONI's view of the control's web measurement
+    views: dict[str, ControlView] = field(default_factory=dict)
+    #: url -> the endpoints ("ip:port") the control's web measurement connected to, depth 0
+    control_endpoints: dict[str, set[str]] = field(default_factory=dict)
+    #: url -> the addresses the other vantages' web measurements resolved (in order, once each)
+    probe_addresses: dict[str, dict[str, None]] = field(default_factory=dict)
+
+    def add(self, vantage: str, raw: bytes) -> None:
+        """One measurement as the worker wrote it (JSON bytes), from ``vantage``."""
+        self.add_measurement(vantage, jsonl.loads(raw))
+
+    def add_measurement(self, vantage: str, m: dict[str, Any]) -> None:
+        url, tk, web = m["input"], m["test_keys"], m.get("test_name") == WEB
+        if vantage == CONTROL:
+            self.controls[url] = control_summary(tk)
+            if web:
+                self.views[url] = ControlView.of(tk, url)
+                self.control_endpoints[url] = control_endpoints(tk)
+        elif web:
+            seen = self.probe_addresses.setdefault(url, {})
+            for ip in probe_addresses(tk):
+                seen[ip] = None
