@@ -294,6 +294,8 @@ def isp_resolver(scenario: Scenario, isp: Isp, listen: IPv4Address,
         aliases = chained.get(id(rule), [])
         owners = ([name] if rule.match.exact else [name, f"*.{name}"]) + aliases
         rpz.append(f"; line {rule.line}: {rule.describe()}")
+        if aliases:
+            rpz.append(f"; and the aliases whose CNAME chain it decides: {', '.join(aliases)}")
         if rule.action == "nxdomain":
             rpz += [f"{o} CNAME ." for o in owners]
         elif rule.action == "answer":
