@@ -107,10 +107,6 @@ class SiteAddresses(dict[str, IPv4Address]):
     def all(self, name: str) -> tuple[IPv4Address, ...]:
         return self.extra.get(name) or (self[name],)
 
-    def cohosted(self, addr: IPv4Address) -> list[str]:
-        """The sites served from ``addr``, in scenario order."""
-        return [name for name in self if addr in self.all(name)]
-
 
 def addresses_of(site_addresses: Mapping[str, IPv4Address], name: str) -> tuple[IPv4Address, ...]:
     """Every address of site ``name`` (a plain mapping knows one per site)."""

@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
-from netlab.addons import Declared, addon_additions, installed_servers, taken_ports
+from netlab.addons import Declared, ServerError, addon_additions, installed_servers, taken_ports
 from netlab.addressing import (
     CONTROL_CLIENT,
     CONTROL_INTERNET_SIDE,
@@ -47,6 +47,7 @@ def compile_lab(scenario: Scenario, lab: str | None = None, servers: Sequence[De
     declared = installed_servers() if servers is None else servers
     taken = taken_ports(scenario, declared)
     sites = scenario.site_addresses()
+    _check_cohosted_servers(scenario, sites, taken)
     files: dict[str, str | bytes] = {}
     hosts: dict[str, Host] = {}
     links: list[Link] = []
@@ -177,6 +178,26 @@ def compile_lab(scenario: Scenario, lab: str | None = None, servers: Sequence[De
 
     return LabPlan(lab=lab, scenario=scenario, hosts=hosts, links=links, files=files,
                    vantages=vantages, site_addresses=sites, notes=notes, server_probes=addons.probes)
+
+
+def _check_cohosted_servers(scenario: Scenario, sites: SiteAddresses, taken: dict[str, set[int]]) -> None:
+    """An add-on server that takes port 80 or 443 of a site takes it on the site's address: sites
+    sharing that address (shared hosting) must all be that server's, or none."""
+    if not taken:
+        return
+    hosted: dict[IPv4Address, list[str]] = {}
+    for site in scenario.sites:
+        if site.records.cname is not None:
+            continue  # an alias is its canonical site's: that one's origin answers for it
+        for a in sites.all(site.name):
+            hosted.setdefault(a, []).append(site.name)
+    for addr, names in hosted.items():
+        ports = {name: taken.get(name, set()) & {80, 443} for name in names}
+        if len({frozenset(p) for p in ports.values()}) > 1:
+            which = ", ".join(f"{n} ({'/'.join(map(str, sorted(p))) or 'none'})" for n, p in ports.items())
+            raise ServerError(f"{addr} hosts {which}: an add-on server takes port 80 or 443 of some of them only, "
+                              "and one address has one listener per port; give the sites their own addresses "
+                              "or name them all in the targets the server is for")
 
 
 def _origin_site(site: Site, sites: SiteAddresses, isp_nets: dict[str, str], taken: set[int],

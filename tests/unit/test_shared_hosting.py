@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ import pytest
 from cryptography import x509
 
 from harness.explain import explain
+from netlab.addons import Declared, Server, ServerError
 from netlab.compile import compile_lab
 from netlab.compile.pki import make_pki
 from netlab.errors import ScenarioError
@@ -50,7 +52,6 @@ def test_sites_may_share_an_address_and_have_several() -> None:
     sites = s.site_addresses()
     assert sites["cdn.test"] == IPv4Address("198.18.6.1")
     assert sites.all("cdn.test") == (IPv4Address("198.18.6.1"), IPv4Address("198.18.6.2"))
-    assert sites.cohosted(IPv4Address("198.18.5.5")) == ["a.test", "b.test"]
     assert sites["free.test"] not in sites.all("cdn.test")  # a CDN's further addresses are never allocated
 
 
@@ -188,3 +189,16 @@ def test_origin_serves_co_hosted_sites_by_sni_and_host(tmp_path: Path) -> None:
             titles = [p.split(b"<title>")[1].split(b" ")[0].decode() for p in pages]
             assert titles == ["b.test", "a.test", "a.test", "cdn.test", "cdn.test"]
     asyncio.run(main())
+
+
+def test_an_addon_server_on_part_of_a_shared_address_is_refused() -> None:
+    """A server taking 443 of some co-hosted sites only would need a second listener on the address."""
+    doh = Declared("doh", Server(name="doh", module="censorlab_doh", port=443, sites="targets", path="/dns-query",
+                                 ready="file"))
+    shared = "      address: 198.18.5.5\n"
+    text = sites_yaml("    - name: a.test\n" + shared, "    - name: b.test\n" + shared)
+    one = parse_scenario(text + "targets: ['https://a.test/dns-query', 'https://b.test/']\n")
+    with pytest.raises(ServerError, match=re.escape("198.18.5.5 hosts a.test (443), b.test (none)")):
+        compile_lab(one, servers=[doh])
+    both = parse_scenario(text + "targets: ['https://a.test/dns-query', 'https://b.test/dns-query']\n")
+    assert compile_lab(both, servers=[doh]).files["inet/origin.json"]
