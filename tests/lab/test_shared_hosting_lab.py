@@ -68,7 +68,8 @@ class Lab:
         else:
             code = ("import http.client,sys,urllib.parse as u;p=u.urlsplit(sys.argv[1]);"
                     "c=http.client.HTTPConnection(p.hostname,p.port or 80,timeout=5);"
-                    "c.request('GET',(p.path or '/')+('?'+p.query if p.query else ''),headers={'Host':sys.argv[2]} if sys.argv[2] else {});"
+                    "c.request('GET',(p.path or '/')+('?'+p.query if p.query else ''),"
+                    "headers={'Host':sys.argv[2]} if sys.argv[2] else {});"
                     "r=c.getresponse();b=r.read();"
                     "sys.stdout.buffer.write(f'HTTP/1.1 {r.status} {r.reason}\\r\\n'.encode()+''.join("
                     "f'{k}: {v}\\r\\n' for k,v in r.getheaders()).encode()+b'\\r\\n'+b)")
