@@ -105,6 +105,8 @@ class Rule:
 
     def describe(self) -> str:
         act = f"{self.action} {self.address}" if self.address else self.action
+        if self.blockpage is not None and not self.blockpage.is_default:  # the scenario's own page
+            act += f" {self.blockpage.status}" if self.action == "blockpage" else f" (page {self.blockpage.status})"
         return f"{{{self.match.describe()}}} -> {act}"
 
 
