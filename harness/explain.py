@@ -26,6 +26,7 @@ from netlab.oracle import (
     name_matches,
     on_recursion_path,
     resolver_rule_matches,
+    shaping_matches,
 )
 from netlab.plan import LabPlan
 from netlab.target import Target
@@ -143,7 +144,10 @@ def _matches(stage: str, rule: Rule | ShapingRule, target: Target, scenario: Sce
         assert isinstance(rule, Rule)
         return resolver_rule_matches(rule, target.host)
     if stage == "shaping":
-        return flow_matches(rule.match, addr, target.port, "tcp", sites)
+        assert isinstance(rule, ShapingRule)
+        if isp is None:
+            return flow_matches(rule.match, addr, target.port, "tcp", sites)
+        return shaping_matches(rule, isp, target, addr, sites)
     assert isinstance(rule, Rule)
     on_dns_path = scenario.public_resolver and flow_matches(rule.match, PUBLIC_RESOLVER, 53, "udp", sites)
     if stage == "firewall":  # any address of the name (a CDN has several)
@@ -210,7 +214,7 @@ def _deciders(stage_of: dict[int, str], exps: list[tuple[Target, Expectation]], 
         r = e.rule
         shaper = None
         if stage == "shaping":  # first match wins in shaping too
-            shaper = first_rule(isp.shaping, lambda x, t=target: _matches("shaping", x, t, scenario, sites))
+            shaper = first_rule(isp.shaping, lambda x, t=target: _matches("shaping", x, t, scenario, sites, isp))
         if e.verdict == Verdict.SITE_DOWN:
             name = "the site itself fails"
         elif r is not None:

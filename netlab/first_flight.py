@@ -16,7 +16,7 @@ import math
 import ssl
 from urllib.parse import urlsplit
 
-from netlab.model import Reassembly, Rule
+from netlab.model import Reassembly, Rule, ShapingRule
 from netlab.services._parsers import MAX_HELLO, MAX_HTTP_HEAD
 from netlab.target import Target
 
@@ -46,7 +46,7 @@ def request_head(target: Target) -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n".encode()
 
 
-def needed(rule: Rule, target: Target) -> int | None:
+def needed(rule: Rule | ShapingRule, target: Target) -> int | None:
     """How many bytes of the client's stream the middlebox must read to match ``rule`` on the
     fetch of ``target``: the whole ClientHello for ``sni``, the request through the Host line for
     ``http_host``, through the keyword's first occurrence for ``keyword`` (the deepest of those the
@@ -69,7 +69,7 @@ def needed(rule: Rule, target: Target) -> int | None:
     return max(ends, default=0)
 
 
-def within(reassembly: Reassembly, rule: Rule, target: Target) -> bool:
+def within(reassembly: Reassembly, rule: Rule | ShapingRule, target: Target) -> bool:
     """Does the middlebox read far enough into the flow to see what ``rule`` matches? False: the
     client evades it (the bytes lie past ``reassembly.bytes``, or in a segment past
     ``reassembly.packets``)."""

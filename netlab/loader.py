@@ -12,15 +12,25 @@ import math
 import os
 import re
 from collections.abc import Callable
-from ipaddress import IPv4Address, IPv4Network, IPv6Address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Any
 
 import idna
 import yaml
 
-from netlab.addressing import LAB_INTERNET, LAB_INTERNET_V6, MAX_ISPS, SITE_CAPACITY, allocate_sites, is_site_address
+from netlab.addressing import (
+    LAB_INTERNET,
+    LAB_INTERNET_V6,
+    MAX_ISPS,
+    SITE_CAPACITY,
+    SITES_V6,
+    allocate_sites,
+    is_site_address,
+    is_site_address_v6,
+)
 from netlab.blockpage import MAX_INJECTED, Blockpage, bodiless
+from netlab.compile.router import MAX_NAMED_SHAPING
 from netlab.coverage import apply_coverage
 from netlab.dnstree import registrable, reserved_dns_name
 from netlab.errors import ScenarioError
@@ -71,9 +81,9 @@ NAME_KEYS = ("domain", "exact", "sni", "http_host", "dns_query")
 ADDRESS_KEYS = ("site", "ip", "cidr", "port", "proto")
 MATCH_KEYS = {
     "resolver": ("domain", "exact"),
-    "firewall": ADDRESS_KEYS,
+    "firewall": (*ADDRESS_KEYS, "family"),  # family: 4 or 6, dual stack (the middlebox reads IPv4 only)
     "dpi": ("sni", "http_host", "dns_query", "keyword", *ADDRESS_KEYS),
-    "shaping": ADDRESS_KEYS,
+    "shaping": ("sni", "http_host", *ADDRESS_KEYS),  # names: the middlebox reads them (compile.shaping)
 }
 # Limits (documented in docs/scenario-limits.md). Each one keeps a value the lab cannot honour from
 # becoming a lab fault, or a traceback, long after the scenario was accepted.
@@ -252,6 +262,7 @@ class _Loader:
         self.redirect_targets: list[tuple[yaml.Node, str, Target]] = []
         self.record_nodes: dict[str, dict[str, yaml.Node]] = {}  # key of a site's records -> its type nodes
         self.whoami_node: yaml.Node | None = None
+        self.ipv6 = False  # internet.ipv6: dual stack
         self.whoami: str | None = None
 
     # -- generic shapes
@@ -313,6 +324,14 @@ class _Loader:
         except (ValueError, ipaddress.AddressValueError):
             raise self.ctx.fail(node, key, f"{raw!r} is not an IPv4 address") from None
 
+    def any_ip(self, node: yaml.Node, key: str) -> IPv4Address | IPv6Address:
+        """An IPv4 or (dual stack) IPv6 address."""
+        raw = _scalar(node)
+        try:
+            return ipaddress.ip_address(str(raw).strip() if isinstance(raw, str) else raw)
+        except ValueError:
+            raise self.ctx.fail(node, key, f"{raw!r} is not an IP address") from None
+
     def lab_ip(self, node: yaml.Node, key: str) -> IPv4Address:
         """An address a resolver or middlebox may answer with: never a public one."""
         ip = self.ip(node, key)
@@ -346,7 +365,7 @@ class _Loader:
         probe = self.probe(top["probe"]) if "probe" in top else {}
         expect_ooni = self.expect_ooni(top["expect_ooni"], isps, targets) if "expect_ooni" in top else {}
         scenario = Scenario(name=name, description=description, sites=sites, isps=isps, targets=targets,
-                            public_resolver=public_resolver, whoami=self.whoami, expect=expect,
+                            public_resolver=public_resolver, whoami=self.whoami, ipv6=self.ipv6, expect=expect,
                             source=self.ctx.file, version=version, seed=seed, probe=probe, expect_ooni=expect_ooni)
         # Partial enforcement becomes plain rules here, so the compiler and the oracle agree on it.
         return apply_coverage(scenario)
@@ -364,7 +383,9 @@ class _Loader:
                 raise self.ctx.fail(node, key, problem)
 
     def internet(self, node: yaml.Node) -> tuple[tuple[Site, ...], bool]:
-        m = self.mapping(node, "internet", ("sites", "public_resolver", "whoami"), required=("sites",))
+        m = self.mapping(node, "internet", ("sites", "public_resolver", "whoami", "ipv6"), required=("sites",))
+        if "ipv6" in m:
+            self.ipv6 = self.value(m["ipv6"], "internet.ipv6", bool, "true or false")
         public = True
         if "public_resolver" in m:
             public = self.value(m["public_resolver"], "internet.public_resolver", bool, "true or false")
@@ -384,7 +405,7 @@ class _Loader:
             name = self.dns_name(s["name"], f"{key}.name")
             if name in self.site_names:
                 raise self.ctx.fail(s["name"], f"{key}.name", f"duplicate site name {name!r}")
-            site_addrs = self.site_addresses(s, key)
+            site_addrs, site_addrs6 = self.site_addresses(s, key)
             addr = site_addrs[0] if site_addrs else None
             body_size = 64 * 1024
             if "body_size" in s:
@@ -395,7 +416,12 @@ class _Loader:
             if records.cname is not None and (extra := [k for k in s if k not in ALIAS_KEYS]):
                 raise self.ctx.fail(s[extra[0]], f"{key}.{extra[0]}", f"a site with a CNAME is an alias of "
                                     f"{records.cname}: its address, origin and behaviour are that site's")
-            site = Site(name=name, address=addr, addresses=site_addrs, body_size=body_size, records=records,
+            if self.ipv6 and records.aaaa:
+                raise self.ctx.fail(self.record_nodes[f"{key}.records"]["AAAA"], f"{key}.records.AAAA",
+                                    "with internet.ipv6 a site's AAAA records are its IPv6 addresses: give them "
+                                    "in address/addresses (or leave them out: the twin of each IPv4 address)")
+            site = Site(name=name, address=addr, addresses=site_addrs, addresses6=site_addrs6, body_size=body_size,
+                        records=records,
                         line=snode.start_mark.line + 1, service=service, **self.behaviour(s, key))
             if records.cname is not None and site.name == registrable(site.name):
                 raise self.ctx.fail(s["records"], f"{key}.records.CNAME", f"{name} is a zone apex, which has SOA "
@@ -534,8 +560,10 @@ class _Loader:
             if problem:
                 raise self.ctx.fail(name_nodes[i], f"internet.sites[{i}].name", problem)
 
-    def site_addresses(self, s: dict[str, yaml.Node], key: str) -> tuple[IPv4Address, ...]:
-        """`address` or `addresses` (a CDN): any number of sites may share one (shared hosting)."""
+    def site_addresses(self, s: dict[str, yaml.Node], key: str
+                       ) -> tuple[tuple[IPv4Address, ...], tuple[IPv6Address, ...]]:
+        """`address` or `addresses` (a CDN): any number of sites may share one (shared hosting).
+        With internet.ipv6, IPv6 addresses too (the site's AAAA records); (IPv4 ones, IPv6 ones)."""
         if "address" in s and "addresses" in s:
             raise self.ctx.fail(s["addresses"], f"{key}.addresses", "give address or addresses, not both")
         if "address" in s:
@@ -546,17 +574,30 @@ class _Loader:
             if not nodes:
                 raise self.ctx.fail(s["addresses"], akey, "name at least one address")
         else:
-            return ()
+            return (), ()
         out: list[IPv4Address] = []
+        out6: list[IPv6Address] = []
         for node in nodes:
-            addr = self.ip(node, akey)
+            any_addr = self.any_ip(node, akey)
+            if isinstance(any_addr, IPv6Address):
+                if not self.ipv6:
+                    raise self.ctx.fail(node, akey, f"{any_addr} is an IPv6 address: the lab internet has IPv6 "
+                                        "only with internet.ipv6: true")
+                if not is_site_address_v6(any_addr):
+                    raise self.ctx.fail(node, akey, f"{any_addr} is outside the lab internet's IPv6 sites "
+                                        f"{SITES_V6} (2001:2::c612:0-2001:2::c612:9 are the infrastructure's)")
+                if any_addr in out6:
+                    raise self.ctx.fail(node, akey, f"{any_addr} is listed twice")
+                out6.append(any_addr)
+                continue
+            addr = any_addr
             if not is_site_address(addr) or addr in PROXY_BLOCK:
                 raise self.ctx.fail(node, akey, f"{addr} is outside the lab internet {LAB_INTERNET} "
                                     f"(198.18.0.0-198.18.0.9 and the ISP proxies' {PROXY_BLOCK} are reserved)")
             if addr in out:
                 raise self.ctx.fail(node, akey, f"{addr} is listed twice")
             out.append(addr)
-        return tuple(out)
+        return tuple(out), tuple(out6)
 
     def behaviour(self, s: dict[str, yaml.Node], key: str) -> dict[str, Any]:
         """The keys of a site that misbehaves on its own (scenario.md)."""
@@ -1100,13 +1141,24 @@ class _Loader:
                     raise self.ctx.fail(v, kk, f"no site named {name!r} in internet.sites")
                 fields[k] = name
             elif k == "ip":
-                fields[k] = self.ip(v, kk)
+                fields[k] = self.any_ip(v, kk) if kind == "firewall" else self.ip(v, kk)
             elif k == "cidr":
                 raw = self.string(v, kk)
                 try:
-                    fields[k] = IPv4Network(raw.strip(), strict=False)
+                    net = ipaddress.ip_network(raw.strip(), strict=False)
                 except ValueError:
-                    raise self.ctx.fail(v, kk, f"{raw!r} is not an IPv4 CIDR (e.g. 198.18.0.0/24)") from None
+                    raise self.ctx.fail(v, kk, f"{raw!r} is not a CIDR (e.g. 198.18.0.0/24)") from None
+                if net.version == 6 and kind != "firewall":
+                    raise self.ctx.fail(v, kk, f"{net} is IPv6: the lab's middlebox reads IPv4 only (firewall "
+                                        "rules match IPv6 addresses)")
+                fields[k] = net
+            elif k == "family":
+                fam = self.value(v, kk, int, "4 or 6")
+                if fam not in (4, 6):
+                    raise self.ctx.fail(v, kk, f"{fam}: an IP version, 4 or 6")
+                if not self.ipv6:
+                    raise self.ctx.fail(v, kk, "the lab has one family (IPv4) unless internet.ipv6 is true")
+                fields[k] = fam
             elif k == "port":
                 port = self.value(v, kk, int, "a port number")
                 if not 1 <= port <= 65535:
@@ -1122,6 +1174,13 @@ class _Loader:
                 if not kw:
                     raise self.ctx.fail(v, kk, "empty keyword")
                 fields[k] = kw
+        for k in ("ip", "cidr"):
+            if k in fields and fields[k].version == 6 and not self.ipv6:
+                raise self.ctx.fail(m[k], f"{key}.{k}", f"{fields[k]} is IPv6: the lab has IPv6 only with "
+                                    "internet.ipv6: true")
+            if k in fields and fields.get("family", fields[k].version) != fields[k].version:
+                raise self.ctx.fail(m["family"], f"{key}.family", f"family {fields['family']} with IPv"
+                                    f"{fields[k].version} {k} {fields[k]}: the rule could never match")
         if kind == "resolver" and len(fields) != 1:
             raise self.ctx.fail(node, key, "a resolver rule matches one name: domain or exact")
         if transport == "quic":
@@ -1193,6 +1252,7 @@ class _Loader:
         for i, rnode in enumerate(rule_nodes):
             rkey = f"{key}[{i}]"
             r = self.mapping(rnode, rkey, ("match", "rate", "delay", "loss"), required=("match",))
+            named = sum(1 for x in out if x.match.sni is not None or x.match.http_host is not None)
             match = self.match(r["match"], f"{rkey}.match", "shaping")
             rate = delay = loss = None
             if "rate" in r:
@@ -1227,6 +1287,15 @@ class _Loader:
                     raise self.ctx.fail(r["loss"], f"{rkey}.loss", "loss must be between 0 and 100%")
             if rate is None and delay is None and loss is None:
                 raise self.ctx.fail(rnode, rkey, "a shaping rule needs rate, delay or loss")
+            if match.sni is not None or match.http_host is not None:
+                if match.proto == "udp":
+                    raise self.ctx.fail(r["match"], f"{rkey}.match", "sni and http_host are read from TCP "
+                                        "flows: drop proto: udp")
+                named += 1
+                if named > MAX_NAMED_SHAPING:
+                    raise self.ctx.fail(r["match"], f"{rkey}.match", f"more than {MAX_NAMED_SHAPING} shaping rules "
+                                        "match names (sni, http_host) in one ISP: the middlebox marks flows with "
+                                        "8 bits")
             out.append(ShapingRule(match=match, rate_bps=rate, delay_ms=delay, loss=loss,
                                    line=rnode.start_mark.line + 1))
         return tuple(out)

@@ -43,11 +43,13 @@ from netlab.compile.router import (
     DPI_WORKERS,
     DROP_MARK,
     PASS_MARK,
+    SHAPE_MASK,
     SPLICE_MARK,
     UP_IF,
     RouterAdditions,
     server_networks,
 )
+from netlab.compile.shaping import named_shaping, shape_mark
 from netlab.model import Isp, Rule
 from netlab.plan import LAB_DIR, ReadyCheck, Service
 
@@ -156,6 +158,11 @@ def dpi_config(isp: Isp, addrs: IspAddresses, site_addresses: dict[str, IPv4Addr
         "client_network": str(addrs.access_network),
         "ready_file": f"{LAB_DIR}/{isp.name}/dpi.ready",
         "rules": rules,
+        # Shaping rules that match names: the middlebox reads the name, the flow gets the rule's mark.
+        "shape": [{"sni": r.match.sni, "http_host": r.match.http_host, "port": r.match.port, "proto": r.match.proto,
+                   "servers": [[str(n) for n in grp] for grp in server_networks(r.match, site_addresses)],
+                   "action": "shape", "mark": shape_mark(i), "line": r.line, "describe": r.describe()}
+                  for i, r in named_shaping(isp)],
     }
 
 
@@ -180,6 +187,8 @@ def dpi_iptables_rules(isp: Isp, workers: int = DPI_WORKERS) -> str:
             udp_ports.add(rule.match.port or QUIC_PORT)  # QUIC is looked for on 443 unless the rule names a port
         else:
             udp_ports = None
+    if named_shaping(isp):
+        protos.add("tcp")
     bypass = " --queue-bypass" if isp.dpi_fail == "open" else ""
     mark = f"0x{DROP_MARK:x}/0x{DROP_MARK:x}"
     passed = f"0x{PASS_MARK:x}/0x{PASS_MARK:x}"
@@ -202,8 +211,11 @@ def dpi_iptables_rules(isp: Isp, workers: int = DPI_WORKERS) -> str:
             f"-A {chain} -m mark --mark {mark} -j CONNMARK --set-mark {mark}",
             f"-A {chain} -m connmark --mark {mark} -j DROP",
             f"-A {chain} -m mark --mark {passed} -j CONNMARK --set-mark {passed}",
-            f"-A {chain} -m connmark --mark {passed} -j RETURN",
         ]
+        if named_shaping(isp):  # the shaping rule a flow belongs to (netlab.compile.shaping)
+            lines.append(f"-A {chain} -m mark ! --mark 0x0/0x{SHAPE_MASK:x} -j CONNMARK --save-mark "
+                         f"--mask 0x{SHAPE_MASK:x}")
+        lines.append(f"-A {chain} -m connmark --mark {passed} -j RETURN")
         for proto in ("tcp", "udp"):
             if proto not in protos:
                 continue
@@ -222,7 +234,7 @@ def dpi_iptables_rules(isp: Isp, workers: int = DPI_WORKERS) -> str:
 
 def compile_dpi(isp: Isp, addrs: IspAddresses, site_addresses: dict[str, IPv4Address],
                 workers: int = DPI_WORKERS) -> RouterAdditions:
-    if not middlebox_rules(isp):
+    if not middlebox_rules(isp) and not named_shaping(isp):
         return RouterAdditions()
     if isp.dpi_fail not in ("closed", "open"):
         raise ValueError(f"isp {isp.name}: dpi_fail must be closed or open, not {isp.dpi_fail!r}")

@@ -32,6 +32,12 @@ PASS_MARK = 0x20000000
 # untouched (netlab.services.intercept): the router queues them to the DPI middlebox like forwarded
 # client flows, so the other DPI rules still act on what the interceptor lets through.
 SPLICE_MARK = 0x10000000
+# Mark bits naming the shaping rule a flow belongs to when the rule matches names (sni, http_host):
+# the middlebox reads the name and marks the flow (conntrack mark), the router restores the mark on
+# every packet, and iptables CLASSIFY puts it in the rule's htb class (netlab.compile.shaping). Rule i: (i + 1) << 16.
+SHAPE_MASK = 0x00FF0000
+SHAPE_SHIFT = 16
+MAX_NAMED_SHAPING = SHAPE_MASK >> SHAPE_SHIFT
 # Where the router's TLS interceptor listens; the nat rules redirect the client flows it may
 # intercept there (netlab.compile.intercept).
 INTERCEPT_PORT = 8443

@@ -8,6 +8,15 @@
   ``loss`` (per packet, in each direction): netem under the rule's htb class when the kernel
   has netem; otherwise the middlebox program (``netlab.services.dpi`` in shaper mode on its own
   NFQUEUE, in ``mangle FORWARD`` before the firewall) holds and drops the matching packets.
+
+A rule that matches names (``sni``, ``http_host``) cannot be a u32 filter: the DPI middlebox reads
+the name (netlab.compile.dpi) and marks the flow's conntrack entry with the rule's mark
+(``shape_mark``); ``mangle PREROUTING`` restores that mark on every packet of the flow, both ways,
+and ``mangle POSTROUTING`` puts the marked packets in the rule's htb class (iptables CLASSIFY:
+htb takes a packet's priority as its class before any filter; no fw or u32 mark filter here), its
+shaper-mode rule a mark match. The
+packets before the name (the handshake, the ClientHello itself) go unshaped, or to a later
+address rule; a client whose name the middlebox does not read (``dpi.reassembly``) is not shaped.
 """
 
 from __future__ import annotations
@@ -21,6 +30,8 @@ from ipaddress import IPv4Address, IPv4Network
 from netlab.addressing import IspAddresses
 from netlab.compile.router import (
     DOWN_IF,
+    SHAPE_MASK,
+    SHAPE_SHIFT,
     SHAPER_QUEUE,
     UP_IF,
     RouterAdditions,
@@ -30,9 +41,10 @@ from netlab.compile.router import (
 from netlab.model import Isp, ShapingRule
 from netlab.plan import LAB_DIR, ReadyCheck, Service
 
-__all__ = ["compile_shaping", "netem_available", "shaper_config"]
+__all__ = ["compile_shaping", "named_shaping", "netem_available", "shape_mark", "shaper_config"]
 
 CHAIN = "NETLAB-SHAPE"
+CLASS_CHAIN = "NETLAB-SHAPE-CLASS"  # the htb class of the packets of rules on names
 FAST = "10gbit"  # the rate of a class that only carries netem
 _PROTO_NUM = {"tcp": 6, "udp": 17}
 
@@ -58,6 +70,21 @@ def netem_available() -> bool:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
+def is_named(rule: ShapingRule) -> bool:
+    """Does the rule match names, which only the middlebox can read?"""
+    return rule.match.sni is not None or rule.match.http_host is not None
+
+
+def named_shaping(isp: Isp) -> list[tuple[int, ShapingRule]]:
+    """The ISP's shaping rules that match names, with their index in its shaping list."""
+    return [(i, r) for i, r in enumerate(isp.shaping) if is_named(r)]
+
+
+def shape_mark(index: int) -> int:
+    """The packet/conntrack mark of shaping rule number ``index`` (0-based) of an ISP."""
+    return (index + 1) << SHAPE_SHIFT
+
+
 def _nets(rule: ShapingRule, site_addresses: dict[str, IPv4Address]) -> list[IPv4Network] | None:
     return intersect(server_networks(rule.match, site_addresses))
 
@@ -79,9 +106,9 @@ def _u32(direction: str, net: IPv4Network | None, rule: ShapingRule) -> list[str
     return args
 
 
-def shaper_config(isp: Isp, site_addresses: dict[str, IPv4Address]) -> dict:
+def shaper_config(isp: Isp, site_addresses: dict[str, IPv4Address], client_network: str | None = None) -> dict:
     rules = []
-    for r in isp.shaping:
+    for i, r in enumerate(isp.shaping):
         rules.append(
             {
                 "servers": [[str(n) for n in g] for g in server_networks(r.match, site_addresses)],
@@ -89,6 +116,7 @@ def shaper_config(isp: Isp, site_addresses: dict[str, IPv4Address]) -> dict:
                 "proto": r.match.proto,
                 "delay_ms": r.delay_ms,
                 "loss": r.loss,
+                "mark": shape_mark(i) if is_named(r) else None,  # its flows carry it (the middlebox's)
                 "describe": r.describe(),
             }
         )
@@ -97,33 +125,61 @@ def shaper_config(isp: Isp, site_addresses: dict[str, IPv4Address]) -> dict:
         "mode": "shaper",
         "queue": SHAPER_QUEUE,
         "ready_file": f"{LAB_DIR}/{isp.name}/shaper.ready",
+        "mark_mask": SHAPE_MASK,
+        "client_network": client_network,  # tells the direction of a packet of a rule matched by mark
         # rules without delay/loss are kept so first-match order is the scenario's
         "shaping": rules,
     }
+
+
+def _iptables_matches(index: int, rule: ShapingRule, nets: list[IPv4Network] | None) -> list[tuple[str, str, str]]:
+    """(in interface, out interface, match arguments) of every packet of the rule, in both
+    directions: server -> client (up0 -> down0) and client -> server (down0 -> up0)."""
+    out: list[tuple[str, str, str]] = []
+    if is_named(rule):  # the middlebox checked names and addresses: the mark says it all
+        mark = f"-m mark --mark 0x{shape_mark(index):x}/0x{SHAPE_MASK:x}"
+        return [(UP_IF, DOWN_IF, mark), (DOWN_IF, UP_IF, mark)]
+    m = rule.match
+    protos = [m.proto] if m.proto else (["tcp", "udp"] if m.port is not None else [None])
+    for net in nets if nets is not None else [None]:
+        for proto in protos:
+            for in_if, out_if, side, port in ((UP_IF, DOWN_IF, "-s", "--sport"), (DOWN_IF, UP_IF, "-d", "--dport")):
+                args = [f"{side} {net}" if net is not None else "", f"-p {proto}" if proto else "",
+                        f"{port} {m.port}" if m.port is not None else ""]
+                out.append((in_if, out_if, " ".join(a for a in args if a)))
+    return out
 
 
 def _shaper_iptables(isp: Isp, site_addresses: dict[str, IPv4Address]) -> str:
     bypass = " --queue-bypass" if isp.dpi_fail == "open" else ""
     lines = ["# generated by netlab.compile.shaping: delay/loss emulation for " + isp.name, "*mangle",
              f":{CHAIN} - [0:0]", f"-I FORWARD 1 -j {CHAIN}"]
-    for r in isp.shaping:
+    for index, r in enumerate(isp.shaping):
         nets = _nets(r, site_addresses)
         if nets == []:
             continue
         # a rule without delay/loss still wins over later ones: RETURN keeps its packets here
         target = f"NFQUEUE --queue-num {SHAPER_QUEUE}{bypass}" if (r.delay_ms or r.loss) else "RETURN"
-        protos = [r.match.proto] if r.match.proto else (["tcp", "udp"] if r.match.port is not None else [None])
-        for net in nets if nets is not None else [None]:
-            for proto in protos:
-                p = f" -p {proto}" if proto else ""
-                for direction, (i, o, side, port) in {
-                    "down": (UP_IF, DOWN_IF, "-s", "--sport"),
-                    "up": (DOWN_IF, UP_IF, "-d", "--dport"),
-                }.items():
-                    del direction
-                    addr = f" {side} {net}" if net is not None else ""
-                    prt = f" {port} {r.match.port}" if r.match.port is not None else ""
-                    lines.append(f"-A {CHAIN} -i {i} -o {o}{addr}{p}{prt} -j {target}")
+        for in_if, out_if, args in _iptables_matches(index, r, nets):
+            lines.append(f"-A {CHAIN} -i {in_if} -o {out_if}{' ' + args if args else ''} -j {target}")
+    lines.append("COMMIT")
+    return "\n".join(lines) + "\n"
+
+
+def _mark_iptables(isp: Isp, tc_rules: list[tuple[int, ShapingRule, list[IPv4Network] | None]]) -> str:
+    """Rules on names: every packet of a marked flow gets its mark back from the conntrack entry
+    (PREROUTING, for the shaper's queue), and its htb class from the mark (POSTROUTING: htb takes a
+    packet's priority as its class before any filter). Address rules before it in the list keep
+    their packets for their u32 filters (RETURN), so the first matching rule still wins."""
+    lines = [f"# generated by netlab.compile.shaping: the name-matched shaping of {isp.name}", "*mangle",
+             f"-I PREROUTING 1 -j CONNMARK --restore-mark --mask 0x{SHAPE_MASK:x}",
+             f":{CLASS_CHAIN} - [0:0]", f"-I POSTROUTING 1 -j {CLASS_CHAIN}"]
+    for index, r, nets in tc_rules:
+        for _in_if, out_if, args in _iptables_matches(index, r, nets):
+            where = f"-A {CLASS_CHAIN} -o {out_if}{' ' + args if args else ''}"
+            if is_named(r):
+                lines.append(f"{where} -j CLASSIFY --set-class 1:{index + 10:x}")
+            lines.append(f"{where} -j RETURN")
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"
 
@@ -146,6 +202,12 @@ def compile_shaping(
             tc_rules.append((i, r, nets))
         if wants_netem and not netem_available:
             emulate = True
+    if named_shaping(isp):
+        out.files[f"{isp.name}/shape-marks.rules"] = _mark_iptables(isp, tc_rules)
+        out.setup.append(("iptables-restore", "--noflush", f"{LAB_DIR}/{isp.name}/shape-marks.rules"))
+        out.notes.append(f"{isp.name}: shaping rules matching sni/http_host: the DPI middlebox marks their flows "
+                         f"(conntrack mark bits 0x{SHAPE_MASK:x}), restored on every packet, which iptables "
+                         "CLASSIFY puts in the rule's htb class")
     if tc_rules:
         for dev, direction in ((DOWN_IF, "down"), (UP_IF, "up")):
             out.setup.append(("tc", "qdisc", "replace", "dev", dev, "root", "handle", "1:", "htb", "default", "0"))
@@ -165,17 +227,18 @@ def compile_shaping(
                     if r.rate_bps is not None:
                         netem += ["limit", "10000"]
                     out.setup.append(tuple(netem))
+                filter_ = ("tc", "filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", str(i + 1))
+                if is_named(r):  # no filter: iptables CLASSIFY picks its class (neither fw nor u32's
+                    continue     # mark key is in every kernel)
                 for net in nets if nets is not None else [None]:
-                    out.setup.append(
-                        ("tc", "filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", str(i + 1),
-                         "u32", *_u32(direction, net, r), "flowid", classid)
-                    )
+                    out.setup.append((*filter_, "u32", *_u32(direction, net, r), "flowid", classid))
         for _i, r, _ in tc_rules:
             how = "tc htb" + (" + netem" if netem_available and (r.delay_ms or r.loss) else "")
             out.notes.append(f"{isp.name}: shaping {r.describe()} with {how} on {DOWN_IF} (down) and {UP_IF} (up)")
     if emulate:
         base = f"{isp.name}/"
-        out.files[base + "shaper.json"] = json.dumps(shaper_config(isp, site_addresses), indent=2) + "\n"
+        config = shaper_config(isp, site_addresses, str(addrs.access_network))
+        out.files[base + "shaper.json"] = json.dumps(config, indent=2) + "\n"
         out.files[base + "shaper.rules"] = _shaper_iptables(isp, site_addresses)
         out.setup.append(("iptables-restore", "--noflush", f"{LAB_DIR}/{isp.name}/shaper.rules"))
         out.services.append(

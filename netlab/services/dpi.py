@@ -81,6 +81,7 @@ from netlab.services._parsers import (
     TCP_RST,
     TCP_SYN,
     Packet,
+    Parsed,
     build_tcp,
     build_udp,
     name_matches,
@@ -113,6 +114,7 @@ class Decision:
     delay: float = 0.0
     rule: int | None = None  # index of the rule that hit
     settled: bool = False  # accept, and the flow's later packets need not come to the middlebox
+    mark: int = 0  # mark bits to save into the flow's conntrack entry (a shaping rule's: settled only)
 
 
 PASS = Decision()
@@ -137,6 +139,7 @@ class CRule:
     delay: float | None = None  # shaper mode, seconds
     loss: float | None = None
     describe: str = ""
+    mark: int | None = None  # a shaping rule on names: the mark its flows get (netlab.compile.shaping)
     transport: str = "any"  # "tcp", "quic" or "any": which of TLS over TCP and QUIC an sni rule reads
     quic: QuicKnobs = field(default_factory=QuicKnobs)  # how it reads QUIC (netlab.services._quic)
 
@@ -160,6 +163,7 @@ class CRule:
             delay=delay / 1000.0 if delay else None,
             loss=d.get("loss"),
             describe=d.get("describe", ""),
+            mark=d.get("mark"),
             transport=d.get("transport") or "any",
             quic=QuicKnobs.from_json(d.get("quic")),
         )
@@ -183,11 +187,12 @@ class CRule:
 class Flow:
     """The client->server byte stream of one TCP flow, reassembled in sequence order."""
 
-    __slots__ = ("base", "buf", "done", "last", "limit", "ooo", "packets")
+    __slots__ = ("base", "buf", "done", "last", "limit", "ooo", "packets", "shape")
 
     def __init__(self, base: int | None, now: float, limit: int = MAX_STREAM) -> None:
         self.limit = limit  # bytes of the stream kept: a name past them is never read
         self.packets = 1  # client packets of the flow so far, its SYN included
+        self.shape: int | None = None  # the mark of the shaping rule its names matched (0: none)
         self.base = base
         self.buf = bytearray()
         self.ooo: dict[int, bytes] = {}
@@ -337,6 +342,11 @@ class Engine:
         self.residual = residual or ResidualTable()
         self.rng = rng or random.Random()
         self.has_keyword = any(r.keyword for r in self.rules)
+        # Shaping rules on names (dpi mode: the ones to mark flows for; the shaper reads the marks).
+        self.shapes = [CRule.from_json(i, d) for i, d in enumerate(cfg.get("shape") or [])]
+        self.mark_mask = int(cfg.get("mark_mask") or 0)
+        client = cfg.get("client_network")
+        self.client_net = IPv4Network(client) if client else None
         self.max_stream = int(cfg.get("max_stream") or MAX_STREAM)
         self.inspect_packets = int(cfg.get("inspect_packets") or INSPECT_PACKETS)
         quic_rules = [QuicRule(r.index, r.sni, r.quic, r.residual) for r in self.rules if r.reads_quic]
@@ -354,23 +364,28 @@ class Engine:
 
     # --- entry point -------------------------------------------------------------------
 
-    def process(self, raw: bytes, now: float | None = None) -> Decision:
+    def process(self, raw: bytes, now: float | None = None, mark: int = 0) -> Decision:
+        """The decision on one IP packet; ``mark``: its packet mark (the shaper reads it)."""
         now = time.monotonic() if now is None else now
         self.packets += 1
         pkt = parse_ipv4(raw)
         if pkt is None or pkt.proto not in (6, 17):
             return PASS
         if self.mode == "shaper":
-            return self._shape(pkt)
+            return self._shape(pkt, mark)
         if pkt.proto == 6:
             return self._tcp(pkt, now)
         return self._udp(pkt, now)
 
     # --- shaper --------------------------------------------------------------------------
 
-    def _shape(self, pkt: Packet) -> Decision:
+    def _shape(self, pkt: Packet, mark: int = 0) -> Decision:
         for rule in self.rules:
-            if rule.server_ok(pkt.proto, pkt.dst, pkt.dport):
+            if rule.mark is not None:  # a rule on names: the DPI middlebox marked its flows
+                if mark & self.mark_mask != rule.mark:
+                    continue
+                downstream = self.client_net is not None and IPv4Address(pkt.dst) in self.client_net
+            elif rule.server_ok(pkt.proto, pkt.dst, pkt.dport):
                 downstream = False
             elif rule.server_ok(pkt.proto, pkt.src, pkt.sport):
                 downstream = True
@@ -411,6 +426,8 @@ class Engine:
         flow = self.flows.get(key)
         if flow is not None:
             flow.packets += 1
+            if flow.shape and not flow.done and flow.packets >= self.inspect_packets:
+                return self._settle(flow)  # the window's last packet: the shaping mark goes on
         if not pkt.payload or pkt.flags & TCP_RST:
             return PASS
         res = self._residual(pkt, now)
@@ -431,34 +448,12 @@ class Engine:
         data = bytes(flow.buf)
         # Once the kept bytes or packets are all it will read, a name still incomplete is never seen.
         full = len(data) >= self.max_stream or flow.packets >= self.inspect_packets
-        hello = host = None
+        parsed: dict[str, Parsed] = {}
         pending = False
         for rule in self.rules:
             if rule.dns_query or rule.transport == "quic" or not rule.server_ok(6, pkt.dst, pkt.dport):
                 continue
-            state = "hit"
-            why = []
-            if rule.sni is not None:
-                hello = hello or parse_client_hello(data)
-                if hello.status == NEED_MORE and not full:
-                    state = "pending"
-                elif hello.status != DONE or not name_matches(hello.value, rule.sni):
-                    state = "miss"
-                else:
-                    why.append(f"sni={hello.value}")
-            if state == "hit" and rule.http_host is not None:
-                host = host or parse_http_host(data)
-                if host.status == NEED_MORE and not full:
-                    state = "pending"
-                elif host.status != DONE or not name_matches(host.value, rule.http_host):
-                    state = "miss"
-                else:
-                    why.append(f"host={host.value}")
-            if state == "hit" and rule.keyword is not None:
-                if rule.keyword in data:
-                    why.append(f"keyword={rule.keyword!r}")
-                else:
-                    state = "miss"
+            state, why = self._names(rule, data, full, parsed)
             if state == "pending":
                 pending = True
                 break  # an earlier rule may still match: later ones must wait
@@ -466,14 +461,53 @@ class Engine:
                 flow.done = True
                 self._hit(rule, pkt, now, " ".join(why))
                 return self._tcp_action(rule, pkt)
+        if not pending and flow.shape is None:
+            for rule in self.shapes:  # no DPI rule acts: the shaping rule the flow belongs to
+                if not rule.server_ok(6, pkt.dst, pkt.dport):
+                    continue
+                state, why = self._names(rule, data, full, parsed)
+                if state == "pending":
+                    pending = True
+                    break
+                if state == "hit":
+                    flow.shape = rule.mark or 0
+                    log.info("shaping %s %s: %s:%d -> %s:%d", rule.describe, " ".join(why), pkt.src, pkt.sport,
+                             pkt.dst, pkt.dport)
+                    break
         if not pending and (not self.has_keyword or full):
-            flow.done = True
-            flow.buf = bytearray()
-            flow.ooo.clear()
-            # Nothing later in the flow can match, so the kernel may keep the rest of it, unless a
-            # residual block of the pair, recorded meanwhile, is still to act on this flow.
-            return PASS if self.has_residual else SETTLED
+            return self._settle(flow)
         return PASS
+
+    def _settle(self, flow: Flow) -> Decision:
+        """Nothing later in the flow can match: the kernel may keep the rest of it (with the mark of
+        the shaping rule it belongs to), unless a residual block of the pair, recorded meanwhile,
+        is still to act on it (a shaped flow is left to the kernel all the same)."""
+        flow.done = True
+        flow.buf = bytearray()
+        flow.ooo.clear()
+        if flow.shape:
+            return Decision(settled=True, mark=flow.shape)
+        return PASS if self.has_residual else SETTLED
+
+    def _names(self, rule: CRule, data: bytes, full: bool, parsed: dict[str, Parsed]) -> tuple[str, list[str]]:
+        """Whether ``rule``'s names and keyword are in the client's stream so far: "hit" (with what
+        matched), "miss", or "pending" (a name is still incomplete and more will be read).
+        ``parsed`` caches the stream's ClientHello and Host between the rules of one packet."""
+        why: list[str] = []
+        for key, want, parse in (("sni", rule.sni, parse_client_hello), ("host", rule.http_host, parse_http_host)):
+            if want is None:
+                continue
+            got = parsed.get(key) or parsed.setdefault(key, parse(data))
+            if got.status == NEED_MORE and not full:
+                return "pending", why
+            if got.status != DONE or not name_matches(got.value, want):
+                return "miss", why
+            why.append(f"{key}={got.value}")
+        if rule.keyword is not None:
+            if rule.keyword not in data:
+                return "miss", why
+            why.append(f"keyword={rule.keyword!r}")
+        return "hit", why
 
     def _tcp_action(self, rule: CRule, pkt: Packet) -> Decision:
         end = (pkt.seq + len(pkt.payload)) & 0xFFFFFFFF
@@ -666,9 +700,9 @@ class Middlebox:
         self.errors = 0
         self.busy = 0.0  # seconds spent receiving and judging packets
 
-    def judge(self, payload: bytes) -> Decision:
+    def judge(self, payload: bytes, mark: int = 0) -> Decision:
         try:
-            dec = self.engine.process(payload)
+            dec = self.engine.process(payload, mark=mark)
         except Exception:  # never let a packet kill the program
             self.errors += 1
             log.exception("engine error; packet accepted")
@@ -689,7 +723,7 @@ class Middlebox:
             if pkts is None:
                 break
             for pid, mark, payload in pkts:
-                dec = self.judge(payload)
+                dec = self.judge(payload, mark)
                 if dec.verdict == KILL:
                     msgs.append(q.verdict(pid, NF_REPEAT, (mark | self.drop_mark) & 0xFFFFFFFF))
                 elif dec.verdict == DROP:
@@ -697,7 +731,7 @@ class Middlebox:
                 elif dec.verdict == HOLD:
                     heapq.heappush(self.held, (time.monotonic() + dec.delay, pid))
                 elif dec.settled and self.pass_mark:  # re-run through the chain, which saves the mark
-                    msgs.append(q.verdict(pid, NF_REPEAT, (mark | self.pass_mark) & 0xFFFFFFFF))
+                    msgs.append(q.verdict(pid, NF_REPEAT, (mark | self.pass_mark | dec.mark) & 0xFFFFFFFF))
                 else:
                     accepted.append(pid)
             if len(msgs) + len(accepted) >= BATCH:
