@@ -24,7 +24,9 @@ from netlab.oracle import has_residual, late_block_delay, residual_waves
 from netlab.target import Target
 from probes.base import installed_capabilities
 
-DEFAULT_CONCURRENCY = 64  # the DNS window (0.3 s) makes each measurement latency-bound, not CPU-bound
+# Jobs in flight per vantage: enough to keep a worker busy while measurements wait on the network
+# (a job's DNS window, probes.dns, no longer holds its slot: the worker hands it on).
+DEFAULT_CONCURRENCY = 64
 WORKER_ARGV = ["python3", "-m", "probes.worker"]
 # The worker answers every job within job_timeout of starting it, and starts the next job as one
 # ends, so while jobs are pending a silence longer than job_timeout plus this (start-up, imports,
@@ -214,8 +216,8 @@ async def _drive_worker(lab: RunningLab, scenario: Scenario, vantage: str, targe
                 raise LabFault(f"the probe worker in {vantage} answered nothing for {silence:g} s with "
                                f"{pending} job(s) left (job_timeout {config.job_timeout:g} s): a probe blocks "
                                "its event loop; the worker was killed") from None
-            if not raw:
-                break
+            if not raw.endswith(b"\n"):
+                break  # the end, or a line cut short: the worker died writing it (its lab host went down)
             line, measurement = parse_result(raw)
             job_id = line.get("id")
             if type(job_id) is not int or not 0 <= job_id < len(targets):

@@ -1,14 +1,14 @@
 """The lab of a scenario as a Compose file: `docker compose up --exit-code-from score` runs it.
 
-The networks and host containers are the compose backend's own description of the lab
-(netlab.backends.compose.lab_spec), written as Compose YAML; two services do what `harness run`
-does around them: ``lab`` (compiles the scenario into the lab folder, opens the lab bridges within
-themselves on the Docker host, and keeps them so until stopped) and ``score`` (runs the campaign
-through the hosts' exec sockets, then scores it: harness.incompose, the same code as `harness run`;
-the results folder and the verdict table land in ./results). Docker chooses each network's
-carrier subnet, so labs of different names run side by side (give each its own folder, or
-`-p NAME`: Compose names a project after the folder). Every network is ``internal: true``.
-Written for Compose v2, readable by docker-compose 1.29.
+Two services. ``lab`` is the compose backend's own description of the lab's container
+(netlab.backends.compose.lab_spec: every lab host a network namespace inside it, no Docker
+network, network mode ``none``), written as Compose YAML; it first compiles the scenario into the
+lab folder, as `harness run` does before it starts the container (harness.incompose), then runs
+hostd. ``score`` runs the campaign through the hosts' exec sockets, then scores it (harness.incompose,
+the same code as `harness run`; the results folder and the verdict table land in ./results); it
+has no network either. Labs of different names run side by side (give each its own folder, or
+`-p NAME`: Compose names a project after the folder). Written for Compose v2, readable by
+docker-compose 1.29.
 """
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ from typing import Any
 
 import yaml
 
-from netlab.backends.compose import INNER_SRC, LabSpec, Mount, inner_lab_dir, lab_spec, probe_plugins
+from netlab.backends.compose import INNER_SRC, Mount, inner_lab_dir, lab_spec, probe_plugins
 from netlab.images import IMAGE_REPO
 from netlab.plan import LabPlan
 
 INNER_RESULTS = "/results"
 INNER_SCENARIOS = "/scenario"
-# The lab service is healthy once the lab folder is written and the bridges are open. Its marker
-# lives on a tmpfs, fresh at every start: one in the lab folder would survive into the next `up`
-# and let the hosts start on a folder the lab service is about to rewrite.
+# The lab service is healthy once the lab folder is written. Its marker lives on a tmpfs, fresh at
+# every start: one in the lab folder would survive into the next `up` and let the campaign start
+# on a folder the lab service is about to rewrite.
 READY_DIR = "/run/censorlab"
 READY_MARKER = f"{READY_DIR}/lab-ready"
 
@@ -44,42 +44,25 @@ def compose_dict(plan: LabPlan, scenario_path: Path, out_dir: Path, probe: str =
     # The scenario's whole folder: files it refers to (response bodies) come with it.
     scenario_mount = Mount(rel(scenario_path.resolve().parent), INNER_SCENARIOS)
     scenario = f"{INNER_SCENARIOS}/{scenario_path.name}"
-    host = spec.containers[0]
     inner_lab = inner_lab_dir(plan.lab)
-    healthy = {"lab": {"condition": "service_healthy"}}
-    services: dict[str, Any] = {
-        "lab": {
-            "image": spec.image, "network_mode": "host", "cap_add": ["NET_ADMIN"], "labels": spec.labels,
-            "volumes": _volumes([*host.mounts, scenario_mount]), "environment": host.environment,
-            "working_dir": INNER_SRC,
-            "tmpfs": [READY_DIR],
-            "command": ["python3", "-m", "harness.incompose", "lab", scenario, "--lab", plan.lab, "--lab-dir",
-                        inner_lab, "--ready", READY_MARKER, *(n.bridge for n in spec.networks)],
-            "healthcheck": {"test": ["CMD", "test", "-f", READY_MARKER], "interval": "1s",
-                            "timeout": "1s", "retries": 120},
-        },
+    lab = {
+        "image": spec.image, "container_name": spec.name, "hostname": spec.lab, "network_mode": "none",
+        "cap_add": spec.caps, "labels": spec.labels, "environment": spec.environment,
+        "volumes": _volumes([*spec.mounts, scenario_mount]), "working_dir": INNER_SRC, "tmpfs": [READY_DIR],
+        "command": ["python3", "-m", "harness.incompose", "lab", scenario, "--lab", plan.lab, "--lab-dir",
+                    inner_lab, "--ready", READY_MARKER],
+        "healthcheck": {"test": ["CMD", "test", "-f", READY_MARKER], "interval": "1s", "timeout": "1s",
+                        "retries": 120},
     }
-    services.update(_host_services(spec, healthy))
-    services["score"] = {
-        "image": spec.image, "network_mode": "none", "labels": spec.labels, "depends_on": healthy,
-        "environment": host.environment, "working_dir": INNER_SRC,
-        "volumes": _volumes([*host.mounts, scenario_mount, Mount("./results", INNER_RESULTS, read_only=False)]),
+    score = {
+        "image": spec.image, "network_mode": "none", "labels": spec.labels,
+        "depends_on": {"lab": {"condition": "service_healthy"}}, "environment": spec.environment,
+        "working_dir": INNER_SRC,
+        "volumes": _volumes([*spec.mounts, scenario_mount, Mount("./results", INNER_RESULTS, read_only=False)]),
         "command": ["python3", "-m", "harness.incompose", "campaign", scenario, "--lab-dir", inner_lab,
                     "--results", INNER_RESULTS, "--probe", probe],
     }
-    networks = {n.name: {"name": n.name, "driver": "bridge", "internal": True, "labels": spec.labels,
-                         "driver_opts": {"com.docker.network.bridge.name": n.bridge,
-                                         "com.docker.network.container_iface_prefix": n.iface_prefix}}
-                for n in spec.networks}
-    return {"services": services, "networks": networks}
-
-
-def _host_services(spec: LabSpec, depends_on: dict[str, Any]) -> dict[str, Any]:
-    return {c.host: {"image": spec.image, "container_name": c.name, "hostname": c.host, "labels": spec.labels,
-                     "cap_add": spec.caps, "environment": c.environment, "depends_on": depends_on,
-                     "sysctls": c.sysctls, "volumes": _volumes(c.mounts), "networks": c.networks,
-                     "command": c.command}
-            for c in spec.containers}
+    return {"services": {"lab": lab, "score": score}}
 
 
 def _volumes(mounts: list[Mount]) -> list[str]:

@@ -1,9 +1,8 @@
 """The two jobs of a `docker compose up` run that live outside the lab hosts (harness.compose_file).
 
-``python3 -m harness.incompose lab SCENARIO --lab NAME --lab-dir /lab/NAME --ready FILE BRIDGE...``:
-compile the scenario into the lab folder (configs, certificates, hosts.json, state.json: what the
-compose backend writes for `harness run`), open the lab bridges within themselves
-(netlab.services.fabric), write FILE, and hold the bridges open until stopped.
+``python3 -m harness.incompose lab SCENARIO --lab NAME --lab-dir /lab/NAME --ready FILE``: compile
+the scenario into the lab folder (configs, certificates, hosts.json, state.json: what the compose
+backend writes for `harness run`), write FILE, then be the lab (netlab.services.hostd) until stopped.
 ``python3 -m harness.incompose campaign SCENARIO --lab-dir /lab/NAME --results /results``: once every
 host is ready, measure and score exactly as `harness run` does (harness.runner.measure_and_score:
 the scenario's probe settings, the campaign, OONI's keys, the verdicts), print the verdict table and
@@ -27,7 +26,7 @@ from netlab.backends.compose import READY_TIMEOUT, ComposeLab, lab_state, wait_f
 from netlab.compile import compile_lab
 from netlab.errors import LabError
 from netlab.loader import load_scenario
-from netlab.services import fabric
+from netlab.services import hostd
 
 BACKEND = "compose-file"  # as run.json records it
 EXIT_MISMATCH, EXIT_LAB = 1, 3
@@ -40,7 +39,10 @@ def lab(args: argparse.Namespace) -> int:
     folder = Path(args.lab_dir)
     write_lab_files(plan, folder, str(folder))
     lab_state(plan, str(folder), args.scenario).save(folder / STATE_FILE)
-    return fabric.main(["--lab", args.lab, "--ready", args.ready, *args.bridges])
+    ready = Path(args.ready)
+    ready.parent.mkdir(parents=True, exist_ok=True)
+    ready.write_text("ok\n")
+    return hostd.main(["--lab-dir", str(folder)])
 
 
 def campaign(args: argparse.Namespace) -> int:
@@ -75,9 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("scenario")
     p.add_argument("--lab", required=True)
     p.add_argument("--lab-dir", required=True)
-    p.add_argument("--ready", required=True, help="file to write once the lab folder is written and the "
-                   "bridges are open")
-    p.add_argument("bridges", nargs="+")
+    p.add_argument("--ready", required=True, help="file to write once the lab folder is written")
     p.set_defaults(func=lab)
     p = sub.add_parser("campaign")
     p.add_argument("scenario")

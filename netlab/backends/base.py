@@ -212,7 +212,8 @@ def write_lab_files(plan: LabPlan, lab_dir: Path, inner_dir: str) -> None:
             p.write_text(rendered)
     for host in plan.hosts.values():
         (lab_dir / host.name).mkdir(exist_ok=True)
-    hosts = {"lab": plan.lab, "hosts": {h.name: host_to_dict(h) for h in plan.hosts.values()}}
+    hosts = {"lab": plan.lab, "hosts": {h.name: host_to_dict(h) for h in plan.hosts.values()},
+             "links": [dataclasses.asdict(link) for link in plan.links]}
     (lab_dir / "hosts.json").write_text(json.dumps(hosts, indent=1))
 
 

@@ -1,44 +1,43 @@
-"""The compose backend: every lab host is a Docker container, every link an internal network.
+"""The compose backend: a lab is one Docker container, every lab host a network namespace in it.
 
-One description (``lab_spec``) says which networks and containers a lab is; this backend creates
-them through the Docker API, and ``harness compose`` writes the same description as a Compose
-file (harness.compose_file). Containers run the lab image (netlab.images) with this source tree
-at /opt/censorlab (read-only), third-party probe packages of the host beside it, and the lab
-folder at /lab/<lab>; their main process is netlab.services.hostd, which sets the host up with the same
-code as the netns backend (netlab.hostsetup) and supervises its services.
+One description (``lab_spec``) says what the lab's container is; this backend creates it through
+the Docker API, and ``harness compose`` writes the same description as a Compose file
+(harness.compose_file). The container runs the lab image (netlab.images) with this source tree at
+/opt/censorlab (read-only), third-party probe packages of the host beside it, and the lab folder
+at /lab/<lab>; its main process is netlab.services.hostd, which builds the hosts with the netns
+backend's own code (namespaces, veth links, addresses, routes, services) and supervises them.
 
-Addresses: the lab's own addresses are the same in every lab, as with namespaces; Docker only
-gives each link network a *carrier* subnet, which hostd removes from the interface it identifies
-by name (each network has its own interface prefix) before it puts the plan's address there. So
-two labs never compete for a subnet: this backend takes carriers from a range of their own
-(netlab.addressing.CARRIER_RANGE, clear of other Docker networks and the host's routes), and a
-Compose file lets Docker choose. Networks are ``internal: true``; hostd leaves a host no route
-to any carrier (the Docker host's bridge addresses), so no lab packet reaches the Docker host or
-beyond. Everything carries the label ``org.censorlab.lab``.
+Isolation: each host has its own network stack whose only interfaces are its links, as in a netns
+lab. The container has no Docker network at all (network mode ``none``, loopback only), so no lab
+packet has a way to the Docker host or beyond; no Docker network, bridge or firewall rule is made
+for a lab. The container holds CAP_SYS_ADMIN (to make the namespaces) besides NET_ADMIN and NET_RAW.
+Everything carries the label ``org.censorlab.lab``.
 
-The harness reaches inside a host through hostd's exec socket in the lab folder
+Why one container and not one per host: starting a container costs this Docker Engine 0.3-0.8 s
+of work whatever it runs (its root file system, runtime, network endpoints), so 42 containers
+(20 ISPs) took 25 s to start however they were created; namespaces cost milliseconds
+(bench/bench_compose_up.py measures both backends).
+
+The harness reaches inside a host through hostd's exec socket for that host in the lab folder
 (netlab.services.hostexec), which works the same from the Docker host and from a Compose file's
-``score`` container; a host whose socket no longer answers, or that wrote ``faults/<host>``, is a
+``score`` container; a host whose socket no longer answers, or that has ``faults/<host>``, is a
 lab fault.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import os
 import re
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import entry_points
-from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
-from netlab.addressing import carrier_subnets
 from netlab.backends.base import (
     STATE_FILE,
     Backend,
@@ -57,47 +56,30 @@ from netlab.backends.base import (
 )
 from netlab.backends.netns import PROJECT_ROOT, STOP_TIMEOUT
 from netlab.errors import LabError, LabInUse, NoSuchLab
-from netlab.names import check_lab_name, host_object_name
+from netlab.names import PREFIX, check_lab_name
 from netlab.plan import LabPlan
 from netlab.services import hostexec
-from netlab.services.fabric import allow_within_bridge, remove_bridge_rules
 
 LABEL = "org.censorlab.lab"
 INNER_LABS = "/lab"
 INNER_SRC = "/opt/censorlab"
 INNER_PLUGINS = "/opt/censorlab-plugins"
 READY_TIMEOUT = 60.0
-CAPS = ["NET_ADMIN", "NET_RAW"]
-CREATE_ATTEMPTS = 5  # carrier blocks tried when another lab takes ours at the same moment
+CAPS = ["NET_ADMIN", "NET_RAW", "SYS_ADMIN"]  # SYS_ADMIN: hostd makes the hosts' namespaces
 
 
-def container_name(lab: str, host: str) -> str:
-    return host_object_name(lab, host)
-
-
-def network_name(lab: str, a_host: str, b_host: str) -> str:
-    """The Docker network of the link between two hosts: ``nl-<lab>.<a>-<b>`` (netlab.names)."""
-    return host_object_name(lab, f"{a_host}-{b_host}")
-
-
-def bridge_name(network: str) -> str:
-    """A short, stable name for a lab network's bridge (interface names have 15 characters)."""
-    return "nl" + hashlib.sha256(network.encode()).hexdigest()[:10]
-
-
-def iface_prefix(link_index: int) -> str:
-    """The name Docker gives a link's interface inside its containers is this plus "0": how hostd
-    knows which interface is which link (Docker attaches networks in no promised order)."""
-    return f"lk{link_index}_"
+def container_name(lab: str) -> str:
+    """The lab's container: ``nl-<lab>`` (its hosts' namespaces inside are ``nl-<lab>.<host>``)."""
+    return f"{PREFIX}{check_lab_name(lab, 'lab name')}"
 
 
 def inner_lab_dir(lab: str) -> str:
-    """Where a container sees the lab folder: named after the lab, like the folder itself."""
+    """Where the container sees the lab folder: named after the lab, like the folder itself."""
     return f"{INNER_LABS}/{check_lab_name(lab, 'lab name')}"
 
 
 def exec_socket(host: str) -> str:
-    """hostd's exec socket, relative to the lab folder."""
+    """hostd's exec socket for ``host``, relative to the lab folder."""
     return f"run/{host}.sock"
 
 
@@ -111,62 +93,30 @@ class Mount:
     read_only: bool = True
 
 
-@dataclass(frozen=True)
-class NetworkSpec:
-    name: str
-    bridge: str
-    iface_prefix: str
-    subnet: IPv4Network | None  # None: Docker chooses (a Compose file)
-
-
 @dataclass
-class ContainerSpec:
-    host: str
+class LabSpec:
+    """The lab's container."""
+
+    lab: str
     name: str
+    image: str
+    labels: dict[str, str]
+    caps: list[str]
     command: list[str]
-    networks: list[str]  # in the order they are attached
-    sysctls: dict[str, str]
     environment: dict[str, str]
     mounts: list[Mount]
 
 
-@dataclass
-class LabSpec:
-    lab: str
-    image: str
-    labels: dict[str, str]
-    caps: list[str]
-    networks: list[NetworkSpec]
-    containers: list[ContainerSpec] = field(default_factory=list)
-
-
-def lab_spec(plan: LabPlan, *, image: str, lab_source: str, src_source: str, plugins: list[Mount],
-             subnets: list[IPv4Network] | None = None) -> LabSpec:
-    """The networks and containers of ``plan``. ``lab_source`` and ``src_source`` are where the lab
-    folder and this source tree are on the Docker host (as the caller spells paths); ``plugins``
-    the third-party probe packages to mount (probe_plugins); ``subnets`` one carrier per link."""
-    networks: list[NetworkSpec] = []
-    attach: dict[str, list[tuple[str, str, str]]] = {h: [] for h in plan.hosts}  # host -> (net, docker, plan)
-    for k, link in enumerate(plan.links):
-        name = network_name(plan.lab, link.a_host, link.b_host)
-        net = NetworkSpec(name, bridge_name(name), iface_prefix(k), subnets[k] if subnets else None)
-        networks.append(net)
-        attach[link.a_host].append((net.name, net.iface_prefix + "0", link.a_name))
-        attach[link.b_host].append((net.name, net.iface_prefix + "0", link.b_name))
+def lab_spec(plan: LabPlan, *, image: str, lab_source: str, src_source: str, plugins: list[Mount]) -> LabSpec:
+    """The container of ``plan``'s lab. ``lab_source`` and ``src_source`` are where the lab folder
+    and this source tree are on the Docker host (as the caller spells paths); ``plugins`` the
+    third-party probe packages to mount (probe_plugins)."""
     inner_lab = inner_lab_dir(plan.lab)
     mounts = [Mount(src_source, INNER_SRC), Mount(lab_source, inner_lab, read_only=False), *plugins]
     pythonpath = os.pathsep.join([INNER_SRC, *sorted({str(Path(m.target).parent) for m in plugins})])
-    env = {"PYTHONPATH": pythonpath, "PYTHONUNBUFFERED": "1"}
-    spec = LabSpec(plan.lab, image, {LABEL: plan.lab}, list(CAPS), networks)
-    for host in plan.hosts.values():
-        command = ["python3", "-m", "netlab.services.hostd", "--host", host.name, "--lab-dir", inner_lab]
-        for _, docker_if, plan_if in attach[host.name]:
-            command += ["--interface", f"{docker_if}={plan_if}"]
-        spec.containers.append(ContainerSpec(
-            host.name, container_name(plan.lab, host.name), command, [n for n, _, _ in attach[host.name]],
-            {"net.ipv4.ip_forward": "1" if host.forwarding else "0", "net.ipv6.conf.all.disable_ipv6": "1"},
-            dict(env), list(mounts)))
-    return spec
+    return LabSpec(plan.lab, container_name(plan.lab), image, {LABEL: plan.lab}, list(CAPS),
+                   ["python3", "-m", "netlab.services.hostd", "--lab-dir", inner_lab],
+                   {"PYTHONPATH": pythonpath, "PYTHONUNBUFFERED": "1"}, mounts)
 
 
 def probe_plugins(names: Iterable[str] | None = None) -> list[Mount]:
@@ -197,7 +147,7 @@ def lab_state(plan: LabPlan, folder: str, scenario_source: str) -> LabState:
     """What the harness needs to drive a container lab, saved as the lab folder's state.json by
     this backend, or by a Compose file's ``lab`` service."""
     return LabState(lab=plan.lab, backend=ComposeBackend.name, lab_dir=folder, scenario_source=scenario_source,
-                    owner_pid=os.getpid(), hosts={h: container_name(plan.lab, h) for h in plan.hosts},
+                    owner_pid=os.getpid(), hosts={h: container_name(plan.lab) for h in plan.hosts},
                     services=[{"host": h.name, "name": svc.name, "pid": 0, "critical": svc.critical,
                                "role": h.role} for h in plan.hosts.values() for svc in h.services],
                     vantages={k: v.to_dict() for k, v in plan.vantages.items()},
@@ -206,21 +156,24 @@ def lab_state(plan: LabPlan, folder: str, scenario_source: str) -> LabState:
 
 
 def wait_for_hosts(folder: Path, hosts: Iterable[str], timeout: float,
-                   gone: Callable[[str], str | None] | None = None) -> None:
-    """Until every host wrote ``ready/<host>``; LabError at the first that wrote ``faults/<host>``
-    (or that ``gone`` says stopped), or at the deadline."""
+                   gone: Callable[[], str | None] | None = None) -> None:
+    """Until every host has ``ready/<host>``; LabError at the first that has ``faults/<host>``
+    (or once ``gone`` says the lab's container stopped), or at the deadline."""
     deadline = time.monotonic() + timeout
     waiting = set(hosts)
+    rounds = 0
     while waiting:
         waiting = {h for h in waiting if not (folder / "ready" / h).exists()}
+        # The container's state costs an Engine call: once in ten rounds is soon enough.
+        stopped = gone() if gone and waiting and rounds % 10 == 0 else None
         for h in sorted(waiting):
-            why = _read(folder / "faults" / h) or (gone(h) if gone else None)
+            why = _read(folder / "faults" / h) or stopped
             if why:
-                raise LabError(f"host {h} failed to start: {why}\n"
-                               + log_tail(folder / "logs" / f"{h}.hostd.log", 20))
+                raise LabError(f"host {h} failed to start: {why}\n" + log_tail(folder / "logs" / "hostd.log", 20))
         if waiting and time.monotonic() > deadline:
             raise LabError(f"hosts not ready within {timeout:.0f}s: {', '.join(sorted(waiting))}")
         if waiting:
+            rounds += 1
             time.sleep(0.05)  # a poll interval with a deadline
 
 
@@ -244,8 +197,8 @@ class ComposeLab(RunningLab):
     def dead_services(self) -> list[ServiceFault]:
         dead = []
         for host in self.state.hosts:
-            # hostd writes faults/<host> ("<service> exited with status N") and stops its container
-            # when a critical service dies; a container stopped any other way leaves a dead socket.
+            # hostd writes faults/<host> ("<service> exited with status N") and closes the host's
+            # socket when a critical service dies; a container stopped any way leaves dead sockets.
             why = _read(self.host_path(f"faults/{host}"))
             if not why and hostexec.alive(self.host_path(exec_socket(host))):
                 continue
@@ -296,11 +249,12 @@ class ComposeBackend(Backend):
             image = build_image(progress=lambda m: say(f"image: {m}")).latest
             write_lab_files(plan, folder, inner_lab_dir(plan.lab))
             state.save(folder / STATE_FILE)
-            say("creating networks and containers")
-            spec = self._networks(client, plan, image, folder)
-            self._containers(client, spec)
+            say("starting the lab's container")
+            spec = lab_spec(plan, image=image, lab_source=str(folder), src_source=PROJECT_ROOT,
+                            plugins=probe_plugins())
+            self._start(client, spec)
             say("starting services")
-            wait_for_hosts(folder, plan.hosts, READY_TIMEOUT, lambda h: _exited(client, container_name(plan.lab, h)))
+            wait_for_hosts(folder, plan.hosts, READY_TIMEOUT, lambda: _exited(client, spec.name))
             state.ready = True
             state.save(folder / STATE_FILE)
             say(f"lab {plan.lab} up in {time.monotonic() - t0:.2f}s")
@@ -309,48 +263,15 @@ class ComposeBackend(Backend):
             self._teardown(plan.lab)
             raise
 
-    def _networks(self, client: Any, plan: LabPlan, image: str, folder: Path) -> LabSpec:
-        """The lab's networks, on carriers no other network uses; the spec they belong to."""
-        import docker.errors
-        import docker.types
-
-        labels = {LABEL: plan.lab}
-        for attempt in range(CREATE_ATTEMPTS):
-            subnets = carrier_subnets(len(plan.links), _taken_subnets(client), plan.lab)
-            spec = lab_spec(plan, image=image, lab_source=str(folder), src_source=PROJECT_ROOT,
-                            plugins=probe_plugins(), subnets=subnets)
-            try:
-                for net in spec.networks:
-                    assert net.subnet is not None
-                    client.networks.create(
-                        net.name, driver="bridge", internal=True, labels=labels,
-                        options={"com.docker.network.bridge.name": net.bridge,
-                                 "com.docker.network.container_iface_prefix": net.iface_prefix},
-                        ipam=docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=str(net.subnet))]))
-                    allow_within_bridge(plan.lab, net.bridge)
-                return spec
-            except docker.errors.APIError as exc:
-                # Another lab took a carrier between our look and our create: try another block.
-                if "overlap" not in str(exc).lower() or attempt + 1 == CREATE_ATTEMPTS:
-                    raise
-                remove_bridge_rules(plan.lab)
-                for n in client.networks.list(filters={"label": f"{LABEL}={plan.lab}"}):
-                    n.remove()
-        raise AssertionError("unreachable")
-
-    def _containers(self, client: Any, spec: LabSpec) -> None:
-        for c in spec.containers:
-            cid = client.api.create_container(
-                spec.image, name=c.name, hostname=c.host, labels=spec.labels, command=c.command,
-                environment=c.environment,
-                host_config=client.api.create_host_config(
-                    cap_add=spec.caps, sysctls=c.sysctls,
-                    binds={m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in c.mounts}),
-                networking_config=client.api.create_networking_config(
-                    {c.networks[0]: client.api.create_endpoint_config()}))["Id"]
-            for net in c.networks[1:]:
-                client.api.connect_container_to_network(cid, net)
-            client.api.start(cid)
+    @staticmethod
+    def _start(client: Any, spec: LabSpec) -> None:
+        cid = client.api.create_container(
+            spec.image, name=spec.name, hostname=spec.lab, labels=spec.labels, command=spec.command,
+            environment=spec.environment,
+            host_config=client.api.create_host_config(
+                network_mode="none", cap_add=spec.caps,
+                binds={m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in spec.mounts}))["Id"]
+        client.api.start(cid)
 
     def down(self, lab: str, progress: Progress | None = None) -> bool:
         """Remove ``lab`` if it is a compose lab (or its leftovers); False if there is none here."""
@@ -369,13 +290,9 @@ class ComposeBackend(Backend):
 
     def _teardown(self, lab: str) -> None:
         client = _client()
-        remove_bridge_rules(lab)
         for c in client.containers.list(all=True, filters={"label": f"{LABEL}={lab}"}):
             with contextlib.suppress(Exception):
                 c.remove(force=True)
-        for n in client.networks.list(filters={"label": f"{LABEL}={lab}"}):
-            with contextlib.suppress(Exception):
-                n.remove()
         state = read_state(lab)
         if state is None or state.backend == self.name:
             remove_lab_dir(lab)
@@ -401,32 +318,18 @@ class ComposeBackend(Backend):
 
     @staticmethod
     def _exists(client: Any, lab: str) -> bool:
-        return bool(client.containers.list(all=True, filters={"label": f"{LABEL}={lab}"}) or
-                    client.networks.list(filters={"label": f"{LABEL}={lab}"}))
+        return bool(client.containers.list(all=True, filters={"label": f"{LABEL}={lab}"}))
 
 
 def _exited(client: Any, name: str) -> str | None:
-    """Why a container stopped while starting (its last log lines), or None if it runs."""
-    c = client.containers.get(name)
+    """Why the lab's container stopped while starting (its last log lines), or None if it runs."""
+    import docker.errors
+
+    try:
+        c = client.containers.get(name)
+    except docker.errors.NotFound:
+        return "its container is gone"
     if c.status != "exited":
         return None
     return f"its container exited with status {c.attrs['State']['ExitCode']}:\n" + c.logs(tail=20).decode(
         errors="replace")
-
-
-def _taken_subnets(client: Any) -> list[IPv4Network]:
-    """Subnets a carrier must not overlap: every Docker network's, and the host's routes."""
-    from pyroute2 import IPRoute
-
-    taken = []
-    for n in client.networks.list():
-        for cfg in (n.attrs.get("IPAM") or {}).get("Config") or []:
-            with contextlib.suppress(ValueError, KeyError):
-                net = IPv4Network(cfg["Subnet"], strict=False)
-                taken.append(net)
-    with IPRoute() as ipr:
-        for r in ipr.get_routes(family=2, table=254):
-            dst = r.get_attr("RTA_DST")
-            if dst and r["dst_len"]:
-                taken.append(IPv4Network(f"{dst}/{r['dst_len']}", strict=False))
-    return taken

@@ -1,170 +1,164 @@
-"""The program that makes a container a lab host: ``python3 -m netlab.services.hostd --host NAME``.
+"""The program that makes a container a lab: ``python3 -m netlab.services.hostd --lab-dir /lab/NAME``.
 
-Docker gives a container one interface per network, named by the network's interface prefix
-(``--interface lk3_0=up0`` says which link that is), with an address of the network's carrier
-subnet, and points DNS at its own resolver. hostd puts the host as the plan describes it: each
-interface renamed to its plan name and stripped of Docker's address, then the plan's addresses and
-routes by the same code as the netns backend (netlab.hostsetup), every carrier blackholed (a lab
-host never reaches the Docker host), the plan's resolv.conf and setup commands. Once the hosts its
-services depend on are ready (netlab.hostsetup.START_RANK) it starts them, and supervises them.
-Once every service answers it serves its exec socket (netlab.services.hostexec: how the harness runs
-probe workers here) and writes ``ready/<host>`` in the lab folder. If a critical service dies it
-writes ``faults/<host>`` and exits, stopping the container, so the harness sees a lab fault and
-never a silent, uncensored path.
+A container lab is one container; every lab host is a network namespace inside it, built by the
+netns backend's own code from the lab folder's ``hosts.json`` (netlab.backends.netns: namespaces
+and veth links, addresses and routes through netlab.hostsetup, set-up commands, services started
+internet first and polled until they answer). So a host is isolated exactly as a netns lab's is:
+its own network stack, whose only interfaces are its links. The container itself has no network
+from Docker (network mode ``none``): loopback is all it has, so no lab packet has any way to the
+Docker host or beyond, and no Docker network, bridge or firewall rule is made for a lab.
+
+hostd serves one exec socket per host, ``run/<host>.sock`` in the lab folder
+(netlab.services.hostexec: how the harness runs probe workers in a host), and writes
+``ready/<host>`` once everything answers. If a critical service dies it writes ``faults/<host>``
+("<service> exited with status N"), closes that host's socket, kills what still runs in the host
+and deletes its links: the harness sees a lab fault, and never a silent, uncensored path (a router
+forwarding without its DPI). If the lab cannot be brought up, every host gets the reason as its
+fault, and hostd exits.
+
+The container needs CAP_SYS_ADMIN besides NET_ADMIN and NET_RAW, to make namespaces. Docker
+mounts /proc/sys read-only; hostd makes it writable only while it sets the namespaces' net.*
+sysctls, before any service starts.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from ipaddress import IPv4Interface, IPv4Network
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from pyroute2 import IPRoute
-
-from netlab.hostsetup import configure_host, start_rank
-from netlab.plan import LAB_DIR, Host, host_from_dict
-from netlab.readiness import is_ready
+from netlab.backends._netns import iproute_in_netns
+from netlab.backends.base import LabState, ServiceFault
+from netlab.backends.netns import NetnsBackend, NetnsLab, build_topology, ns_name, run_setup
+from netlab.plan import Host, Link, host_from_dict
 from netlab.services.hostexec import ExecServer
 
 log = logging.getLogger("hostd")
-READY_TIMEOUT = 30.0
+POLL_SECONDS = 0.2
 
 
-def adopt_interfaces(ipr: Any, names: dict[str, str]) -> list[IPv4Network]:
-    """Rename Docker's interfaces (``names``: Docker's name -> the plan's) and take Docker's
-    addresses off them; the carrier subnets they were in."""
-    carriers = []
-    for docker_name, plan_name in names.items():
-        found = ipr.link_lookup(ifname=docker_name)
-        if not found:
-            raise RuntimeError(f"no interface {docker_name} for {plan_name} (Docker did not attach its network?)")
-        idx = found[0]
-        for a in ipr.get_addr(index=idx, family=socket.AF_INET):
-            address = a.get_attr("IFA_ADDRESS")
-            carriers.append(IPv4Interface(f"{address}/{a['prefixlen']}").network)
-            ipr.addr("del", index=idx, address=address, prefixlen=a["prefixlen"])
-        ipr.link("set", index=idx, state="down")
-        ipr.link("set", index=idx, ifname=plan_name)
-    return carriers
-
-
-def configure(host: Host, names: dict[str, str]) -> None:
-    with IPRoute() as ipr:
-        carriers = adopt_interfaces(ipr, names)
-        # Routes Docker made through its addresses went with them; a default one, if any, goes now.
-        for r in ipr.get_routes(family=socket.AF_INET, table=254):
-            if r["dst_len"] == 0:
-                ipr.route("del", dst="0.0.0.0", dst_len=0, table=254)
-        configure_host(ipr, host)
-        for net in carriers:
-            ipr.route("add", dst=str(net.network_address), dst_len=net.prefixlen, type="blackhole")
-    # Never Docker's embedded DNS, which forwards to the Docker host's resolvers.
-    Path("/etc/resolv.conf").write_text(host.resolv_conf or "nameserver 127.0.0.1\n")
-
-
-def _interface_map(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        docker_name, sep, plan_name = pair.partition("=")
-        if not sep or not docker_name or not plan_name:
-            raise SystemExit(f"--interface {pair!r}: expected DOCKER_NAME=PLAN_NAME")
-        out[docker_name] = plan_name
-    return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--host", required=True)
-    ap.add_argument("--lab-dir", required=True)
-    ap.add_argument("--interface", action="append", default=[], metavar="DOCKER=PLAN",
-                    help="Docker's name of an interface and the plan's (one per link of the host)")
-    args = ap.parse_args(argv)
-    lab = Path(args.lab_dir)
-    (lab / "logs").mkdir(exist_ok=True)
-    # Its own log in the lab folder too: a Compose file's score service has no `docker logs`.
-    logging.basicConfig(level=logging.INFO, format=f"hostd[{args.host}] %(relativeCreated)6.0fms: %(message)s",
-                        handlers=[logging.StreamHandler(sys.stderr),
-                                  logging.FileHandler(lab / "logs" / f"{args.host}.hostd.log")])
-    log.info("started")
-    hosts = json.loads((lab / "hosts.json").read_text())
-    host = host_from_dict(hosts["hosts"][args.host])
-    stopping = False
-
-    def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    children: dict[str, tuple[subprocess.Popen, bool]] = {}
-    server: ExecServer | None = None
+@contextlib.contextmanager
+def writable_proc_sys() -> Iterator[None]:
+    """/proc/sys writable inside this block only (the net.* sysctls of the hosts' namespaces)."""
+    subprocess.run(["mount", "-o", "remount,rw", "/proc/sys"], check=True, capture_output=True)
     try:
-        configure(host, _interface_map(args.interface))
-        log.info("configured")
-        for argv_ in host.setup:
-            res = subprocess.run([a.replace(LAB_DIR, str(lab)) for a in argv_], capture_output=True, text=True)
-            if res.returncode != 0:
-                raise RuntimeError(f"setup {' '.join(argv_)}: {res.stderr.strip() or res.stdout.strip()}")
-        if host.services:
-            # As the netns backend starts services in START_RANK order, each host here starts its
-            # own once the hosts they depend on are ready (a router's resolver needs the root).
-            first = [h for h, d in hosts["hosts"].items() if start_rank(d["role"]) < start_rank(host.role)]
-            deadline = time.monotonic() + READY_TIMEOUT * 2
-            while not all((lab / "ready" / h).exists() for h in first):
-                if stopping or time.monotonic() > deadline:
-                    raise RuntimeError(f"not starting services: {', '.join(first)} not ready")
-                time.sleep(0.05)  # a poll interval with a deadline
-        for svc in host.services:
-            out = open(lab / "logs" / f"{args.host}.{svc.name}.log", "ab")  # noqa: SIM115
-            argv_ = [sys.executable if a == "python3" else a.replace(LAB_DIR, str(lab)) for a in svc.argv]
-            children[svc.name] = (subprocess.Popen(argv_, stdout=out, stderr=subprocess.STDOUT), svc.critical)
-            out.close()
-        for svc in host.services:
-            deadline = time.monotonic() + READY_TIMEOUT
-            while svc.ready is not None and not is_ready(svc.ready, lab):
-                proc = children[svc.name][0]
-                if proc.poll() is not None or time.monotonic() > deadline or stopping:
-                    raise RuntimeError(f"{svc.name} did not start (exit status {proc.returncode})")
-                time.sleep(0.01)  # a poll interval with a deadline
-        server = ExecServer(lab / "run" / f"{args.host}.sock").start()
-        (lab / "ready").mkdir(exist_ok=True)
-        (lab / "ready" / args.host).write_text(str(os.getpid()))
+        yield
+    finally:
+        subprocess.run(["mount", "-o", "remount,ro", "/proc/sys"], check=True, capture_output=True)
+
+
+def load_hosts(lab: Path) -> tuple[str, dict[str, Host], list[Link]]:
+    """The lab's name, hosts and links as the backend wrote them (netlab.backends.base.write_lab_files)."""
+    doc = json.loads((lab / "hosts.json").read_text())
+    hosts = {name: host_from_dict(d) for name, d in doc["hosts"].items()}
+    return doc["lab"], hosts, [Link(**link) for link in doc["links"]]
+
+
+def take_down(lab: NetnsLab, host: Host) -> None:
+    """A host whose critical service died: everything still running in it killed, its links gone
+    (a veth goes with either end), so nothing passes through it any more."""
+    ns = lab.state.hosts[host.name]
+    pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), signal.SIGKILL)
+    with iproute_in_netns(ns) as ipr:
+        for iface in host.interfaces:
+            found = ipr.link_lookup(ifname=iface.name)
+            if found:
+                with contextlib.suppress(Exception):  # its peer's host may have taken it already
+                    ipr.link("del", index=found[0])
+
+
+def fault_text(fault: ServiceFault) -> str:
+    """What faults/<host> says: ComposeLab.dead_services names the service and its status from it."""
+    return f"{fault.service} exited with status {fault.status}"
+
+
+def serve(lab_dir: Path, stopping: list[bool]) -> int:
+    name, hosts, links = load_hosts(lab_dir)
+    state = LabState(lab=name, backend="compose", lab_dir=str(lab_dir), scenario_source="", owner_pid=os.getpid(),
+                     hosts={h: ns_name(name, h) for h in hosts})
+    lab = NetnsLab(state)
+    backend = NetnsBackend()
+    server: ExecServer | None = None
+    (lab_dir / "faults").mkdir(exist_ok=True)
+    try:
+        # Never Docker's DNS or the Docker host's resolvers: hosts without a resolv.conf of their own see this.
+        Path("/etc/resolv.conf").write_text("nameserver 127.0.0.1\n")
+        with writable_proc_sys():
+            build_topology(hosts, links, state.hosts)
+        run_setup(state, hosts.values(), lab_dir)
+        log.info("configured %d hosts", len(hosts))
+        server = ExecServer({lab_dir / "run" / f"{h}.sock": (lambda argv, h=h: lab.command(h, argv))
+                             for h in hosts}).start()
+        backend.start_services(lab, hosts.values(), lab_dir)
+        (lab_dir / "ready").mkdir(exist_ok=True)
+        for h in hosts:
+            (lab_dir / "ready" / h).write_text(str(os.getpid()))
         log.info("ready")
-        while not stopping:
-            for name, (proc, critical) in children.items():
-                if critical and proc.poll() is not None:
-                    log.error("%s exited with status %s: stopping the host", name, proc.returncode)
-                    # The harness names the dead service from this file (ComposeLab.dead_services).
-                    (lab / "faults").mkdir(exist_ok=True)
-                    (lab / "faults" / args.host).write_text(f"{name} exited with status {proc.returncode}")
-                    return 1
-            time.sleep(0.2)
+        down: set[str] = set()
+        while not stopping[0]:
+            for fault in lab.dead_services():
+                if fault.host in down:
+                    continue
+                down.add(fault.host)
+                log.error("%s/%s exited with status %s: taking the host down", fault.host, fault.service,
+                          fault.status)
+                # In this order: the harness, seeing the fault, sees the host down, and never a
+                # closed socket before the fault that names the service.
+                take_down(lab, hosts[fault.host])
+                (lab_dir / "faults" / fault.host).write_text(fault_text(fault))
+                server.close(lab_dir / "run" / f"{fault.host}.sock")
+            time.sleep(POLL_SECONDS)
         return 0
     except Exception as exc:
         log.error("%s", exc)
-        (lab / "faults").mkdir(exist_ok=True)
-        (lab / "faults" / args.host).write_text(str(exc))
+        for h in hosts:  # the backend waits for every host: each one says why
+            (lab_dir / "faults" / h).write_text(str(exc))
         return 1
     finally:
         if server is not None:
             server.stop()
-        for proc, _ in children.values():
+        # The services, and whatever else runs in a host; the namespaces go with the container.
+        for proc in lab.children.values():
             if proc.poll() is None:
-                proc.terminate()
-        for proc, _ in children.values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        for proc in lab.children.values():
             try:
                 proc.wait(timeout=3)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--lab-dir", required=True, help="the lab folder as this container sees it")
+    args = ap.parse_args(argv)
+    lab_dir = Path(args.lab_dir)
+    (lab_dir / "logs").mkdir(exist_ok=True)
+    # Its own log in the lab folder too: a Compose file's score service has no `docker logs`.
+    logging.basicConfig(level=logging.INFO, format="hostd %(relativeCreated)6.0fms: %(message)s",
+                        handlers=[logging.StreamHandler(sys.stderr),
+                                  logging.FileHandler(lab_dir / "logs" / "hostd.log")])
+    log.info("started")
+    stopping = [False]
+
+    def stop(*_: object) -> None:
+        stopping[0] = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    return serve(lab_dir, stopping)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """Run a program inside a container lab host from anywhere that sees the lab folder.
 
-hostd listens on ``<lab folder>/run/<host>.sock``. A client connects, and sends the command line
-together with its own standard input, output and error (SCM_RIGHTS): hostd starts the program in
-the host with exactly those descriptors, so its output reaches the caller with no relay and no
-Docker API in between. hostd answers with the exit status when the program ends, and kills the
-program if the client goes away first (the harness killing a stuck worker kills it in the host).
-The same socket says whether hostd is alive: a refused connection means its container is gone.
+hostd listens on ``<lab folder>/run/<host>.sock``, one socket per lab host. A client connects, and
+sends the command line together with its own standard input, output and error (SCM_RIGHTS): hostd
+starts the program in that host (its network namespace) with exactly those descriptors, so its
+output reaches the caller with no relay and no Docker API in between. hostd answers with the exit
+status when the program ends, and kills the program if the client goes away first (the harness
+killing a stuck worker kills it in the host). The same socket says whether the host is up: a
+refused connection means the host went down (hostd closes its socket) or the lab's container is gone.
 
 This serves `harness run --backend compose` from the Docker host and the campaign of a generated
 compose file from its ``score`` container alike (both see the lab folder). The client is this
@@ -18,13 +19,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import selectors
 import signal
 import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 MAX_HEADER = 1 << 16
@@ -58,7 +60,7 @@ def connect(path: str | Path, timeout: float | None = None) -> socket.socket:
 
 
 def alive(path: str | Path) -> bool:
-    """True if a hostd answers on ``path`` (its container runs)."""
+    """True if a hostd answers on ``path`` (its host is up)."""
     try:
         connect(path, timeout=2.0).close()
     except OSError:
@@ -66,34 +68,50 @@ def alive(path: str | Path) -> bool:
     return True
 
 
-class ExecServer:
-    """hostd's side: one thread, one selector over the listening socket, the clients and the
-    programs' pidfds (no polling)."""
+Wrap = Callable[[list[str]], list[str]]
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()  # left by a previous container of this host
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        with _short_path(path) as p:
-            self.sock.bind(p)
-        self.sock.listen(64)
+
+class ExecServer:
+    """hostd's side: one thread, one selector over the listening sockets (one per lab host), the
+    clients and the programs' pidfds (no polling). Each socket has its ``wrap``: how a command line
+    becomes one that runs in its host (``ip netns exec <namespace> ...``)."""
+
+    def __init__(self, listeners: dict[Path, Wrap]) -> None:
         self.sel = selectors.DefaultSelector()
-        self.sel.register(self.sock, selectors.EVENT_READ, ("listen", None))
+        self.listeners: dict[Path, socket.socket] = {}
+        for path, wrap in listeners.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()  # left by a previous lab of this name
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            with _short_path(path) as p:
+                sock.bind(p)
+            sock.listen(64)
+            self.sel.register(sock, selectors.EVENT_READ, ("listen", wrap))
+            self.listeners[path] = sock
         self.procs: dict[socket.socket, subprocess.Popen] = {}
-        self._stop_r, self._stop_w = os.pipe()
-        self.sel.register(self._stop_r, selectors.EVENT_READ, ("stop", None))
+        self.wraps: dict[socket.socket, Wrap] = {}
+        self._closing: queue.SimpleQueue[Path] = queue.SimpleQueue()
+        self._ctl_r, self._ctl_w = os.pipe()
+        self.sel.register(self._ctl_r, selectors.EVENT_READ, ("control", None))
         self.thread = threading.Thread(target=self._serve, name="hostexec", daemon=True)
 
     def start(self) -> ExecServer:
         self.thread.start()
         return self
 
+    def close(self, path: Path) -> None:
+        """Stop answering on ``path`` (its host is down): a client is refused there from now on,
+        as at a stopped container; what already runs there is the caller's to kill."""
+        self._closing.put(path)
+        os.write(self._ctl_w, b"c")
+
     def stop(self) -> None:
         """Stop serving and kill every program still running."""
-        os.write(self._stop_w, b"x")
+        os.write(self._ctl_w, b"x")
         self.thread.join(timeout=5)
-        self.sock.close()
+        for sock in self.listeners.values():
+            sock.close()
         for proc in list(self.procs.values()):
             _kill(proc)
 
@@ -101,15 +119,29 @@ class ExecServer:
         while True:
             for key, _ in self.sel.select():
                 kind, data = key.data
-                if kind == "stop":
-                    return
-                if kind == "listen":
-                    conn, _ = self.sock.accept()
+                if kind == "control":
+                    if os.read(self._ctl_r, 1) == b"x":
+                        return
+                    self._close_listener(self._closing.get())
+                elif kind == "listen":
+                    try:
+                        conn, _ = key.fileobj.accept()  # type: ignore[union-attr]
+                    except OSError:  # closed earlier in this round (close()): its host is down
+                        continue
+                    self.wraps[conn] = data
                     self.sel.register(conn, selectors.EVENT_READ, ("client", None))
                 elif kind == "client":
                     self._client_event(key.fileobj)  # type: ignore[arg-type]
                 elif kind == "exit":
                     self._exited(key.fd, data)
+
+    def _close_listener(self, path: Path) -> None:
+        sock = self.listeners.pop(path, None)
+        if sock is not None:
+            self.sel.unregister(sock)
+            sock.close()
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
     def _client_event(self, conn: socket.socket) -> None:
         proc = self.procs.get(conn)
@@ -130,7 +162,7 @@ class ExecServer:
             self._drop(conn)
             return
         try:
-            argv = json.loads(msg)["argv"]
+            argv = self.wraps[conn](json.loads(msg)["argv"])
             proc = subprocess.Popen(argv, stdin=fds[0], stdout=fds[1], stderr=fds[2], start_new_session=True)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             with contextlib.suppress(OSError):
@@ -155,6 +187,7 @@ class ExecServer:
     def _drop(self, conn: socket.socket) -> None:
         with contextlib.suppress(KeyError):
             self.sel.unregister(conn)
+        self.wraps.pop(conn, None)
         conn.close()
 
 
