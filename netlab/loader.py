@@ -12,7 +12,7 @@ import math
 import os
 import re
 from collections.abc import Callable
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from pathlib import Path
 from typing import Any
 
@@ -801,6 +801,8 @@ class _Loader:
     def check_blockpage_servers(self, isps: tuple[Isp, ...], sites: tuple[Site, ...]) -> None:
         """A resolver's {answer: IP, blockpage: ...} puts the ISP's blockpage server on IP, in its
         router: an address no site, lab server or ISP network of the plan uses, one page each."""
+        if not any(r.blockpage is not None for isp in isps for r in isp.resolver_rules):
+            return  # the common case: no address plan to work out
         taken = allocate_sites({s.name: s.address for s in sites if s.records.cname is None},
                                reserved=(a for s in sites for a in s.addresses[1:]))
         owner = {a: n for n, a in taken.items()} | {a: s.name for s in sites for a in s.addresses}
