@@ -20,12 +20,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import socket
 import ssl
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 import h11
@@ -76,10 +76,10 @@ class SiteConfig:
         if not self.only_for:
             return True
         try:
-            ip = IPv4Address(peer or "")
+            ip = ipaddress.ip_address(peer or "")
         except ValueError:
             return False
-        return any(ip in IPv4Network(n) for n in self.only_for)
+        return any(ip in ipaddress.ip_network(n) for n in self.only_for)  # either family (dual stack)
 
 
 def page(site: SiteConfig) -> bytes:
@@ -160,7 +160,9 @@ class Address:
         by_name = {n: self.contexts[h.site.name] for n, h in self.by_name.items() if h.site.name in self.contexts}
         self.tls: ssl.SSLContext | None = None
         if self.contexts:
-            self.tls = _tls_context(handlers[0].site.bad_pem or handlers[0].site.pem)
+            # The first site's own context answers the handshake and, for a shared address, swaps
+            # itself for the context of the name the client asks for.
+            self.tls = self.contexts.get(handlers[0].site.name) or next(iter(self.contexts.values()))
 
             def choose(sslobj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
                 ctx = by_name.get(_normalise(server_name))
