@@ -58,6 +58,7 @@ def impact(scenario: Scenario, sites: Mapping[str, IPv4Address], verdicts: Mappi
            rules: Mapping[tuple[str, str], Rule | None]) -> dict[str, IspImpact]:
     """Per ISP, from a verdict table and, for each (vantage, url), the rule the oracle says decides it."""
     services = sorted({s.service for s in scenario.sites if s.service})
+    sites = scenario.all_addresses(sites)  # a CDN's every address (run.json stores the first)
     out: dict[str, IspImpact] = {}
     for isp in scenario.isps:
         imp = IspImpact(isp.name)
