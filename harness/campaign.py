@@ -82,6 +82,8 @@ def vantage_context(v: dict[str, Any], scenario: Scenario, ca_file: str, overrid
         "probe_network_name": vantage,
         "resolver_network_name": vantage,
     }
+    if scenario.ipv6:
+        ctx["ipv6"] = True  # dual stack: AAAA lookups, and both families measured
     ctx.update(overrides)
     return ctx
 

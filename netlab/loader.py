@@ -330,7 +330,8 @@ class _Loader:
         try:
             return ipaddress.ip_address(str(raw).strip() if isinstance(raw, str) else raw)
         except ValueError:
-            raise self.ctx.fail(node, key, f"{raw!r} is not an IP address") from None
+            raise self.ctx.fail(node, key, f"{raw!r} is not an {'IPv4 or IPv6' if self.ipv6 else 'IPv4'} "
+                                "address") from None
 
     def lab_ip(self, node: yaml.Node, key: str) -> IPv4Address:
         """An address a resolver or middlebox may answer with: never a public one."""
@@ -1125,6 +1126,11 @@ class _Loader:
             out["residual_on"] = self.choice(m["residual_on"], f"{key}.residual_on", QUIC_RESIDUAL_SCOPES)
             if residual is None:
                 raise self.ctx.fail(m["residual_on"], f"{key}.residual_on", "needs the rule's residual")
+        if out.get("delay") and (residual is None or out.get("residual_on") != "server_port"):
+            # A late block spares the triggering connection: only a block of the server's port meets
+            # the connections after it.
+            raise self.ctx.fail(m["delay"], f"{key}.delay", "a delay from 1 s needs the rule's residual and "
+                                "residual_on: server_port (the triggering connection is spared)")
         return QuicKnobs(**out)
 
     def match(self, node: yaml.Node, key: str, kind: str, transport: str = "any") -> Match:
@@ -1149,7 +1155,8 @@ class _Loader:
                 try:
                     net = ipaddress.ip_network(raw.strip(), strict=False)
                 except ValueError:
-                    raise self.ctx.fail(v, kk, f"{raw!r} is not a CIDR (e.g. 198.18.0.0/24)") from None
+                    raise self.ctx.fail(v, kk, f"{raw!r} is not an {'IPv4 or IPv6' if self.ipv6 else 'IPv4'} CIDR "
+                                        "(e.g. 198.18.0.0/24)") from None
                 if net.version == 6 and kind != "firewall":
                     raise self.ctx.fail(v, kk, f"{net} is IPv6: the lab's middlebox reads IPv4 only (firewall "
                                         "rules match IPv6 addresses)")

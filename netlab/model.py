@@ -5,9 +5,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network, IPv6Address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
-from netlab.addressing import PROXY_BLOCK, SiteAddresses, allocate_sites  # defined with the rest of the address plan
+from netlab.addressing import PROXY_BLOCK, SiteAddresses, allocate_sites, v6_of  # with the rest of the address plan
 from netlab.blockpage import Blockpage
 from netlab.target import Target, display_name
 
@@ -27,14 +27,15 @@ class Match:
     domain: str | None = None
     exact: str | None = None
     site: str | None = None
-    ip: IPv4Address | None = None
-    cidr: IPv4Network | None = None
+    ip: IPv4Address | IPv6Address | None = None
+    cidr: IPv4Network | IPv6Network | None = None
     port: int | None = None
     proto: str | None = None  # "tcp" | "udp"
     sni: str | None = None
     http_host: str | None = None
     dns_query: str | None = None
     keyword: str | None = None
+    family: int | None = None  # 4 or 6: only flows of that IP version (dual stack); None: both
 
     def keys(self) -> dict[str, object]:
         """The keys that are set, in declaration order."""
@@ -203,6 +204,9 @@ class Site:
     # Every address given in the scenario (`address`, or `addresses`: a CDN); `address` is the first.
     # Several sites may share an address (shared hosting): the origin tells them apart by SNI and Host.
     addresses: tuple[IPv4Address, ...] = ()
+    # Dual stack: the IPv6 addresses given in `address`/`addresses` (AAAA records); none given: the
+    # IPv6 twin of each IPv4 address (netlab.addressing.v6_of).
+    addresses6: tuple[IPv6Address, ...] = ()
     headers: tuple[tuple[str, str], ...] = ()  # `response.headers`, added to the origin's own
     paths: tuple[PathResponse, ...] = ()
 
@@ -268,6 +272,7 @@ class Scenario:
     description: str = ""
     public_resolver: bool = True
     whoami: str | None = None  # a name whose authority answers who asks (netlab.services.whoami)
+    ipv6: bool = False  # `internet.ipv6`: dual stack, every host and site has an IPv6 address too
     expect: dict[str, dict[str, str]] = field(default_factory=dict)  # vantage -> url -> verdict
     source: str = "<scenario>"
     version: int = 1
@@ -295,7 +300,12 @@ class Scenario:
             canonical = self.canonical_site(s.name) or s
             if len(canonical.addresses) > 1:
                 extra[s.name] = canonical.addresses
-        return SiteAddresses(first, extra)
+        out = SiteAddresses(first, extra)
+        if self.ipv6:
+            for s in self.sites:
+                canonical = self.canonical_site(s.name) or s
+                out.v6[s.name] = canonical.addresses6 or tuple(v6_of(a) for a in out.all(s.name))
+        return out
 
     def cname_chain(self, name: str) -> tuple[str, ...]:
         """``name``, then every CNAME target after it, to the site that has an address (the loader

@@ -15,10 +15,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from netlab.addons import installed_servers, serves
-from netlab.addressing import AUTH_DNS, PUBLIC_RESOLVER, ROOT_DNS, TLD_DNS, addresses_of, is_lab_bogon
+from netlab.addressing import (
+    AUTH_DNS,
+    PUBLIC_RESOLVER,
+    ROOT_DNS,
+    TLD_DNS,
+    SiteAddresses,
+    addresses_of,
+    addresses_v6,
+    is_lab_bogon,
+)
 from netlab.capabilities import WEB, Capabilities
 from netlab.compile.dns import deciding_resolver_rule
 from netlab.compile.dns import resolver_rule_matches as resolver_rule_matches  # where explain finds it
@@ -86,13 +95,17 @@ def name_matches(name: str, pattern: str, exact: bool = False) -> bool:
 
 def flow_matches(match: Match, addr: IPv4Address, port: int, proto: str,
                  site_addresses: dict[str, IPv4Address]) -> bool:
-    """The address keys of a match (site, ip, cidr, port, proto) against one flow."""
+    """The address keys of a match (site, ip, cidr, port, proto, family) against one flow (to an
+    address of either family: dual stack)."""
+    if match.family is not None and match.family != addr.version:
+        return False
     if match.site is not None and (match.site not in site_addresses
-                                   or addr not in addresses_of(site_addresses, match.site)):
+                                   or addr not in addresses_of(site_addresses, match.site)
+                                   + addresses_v6(site_addresses, match.site)):
         return False
     if match.ip is not None and match.ip != addr:
         return False
-    if match.cidr is not None and addr not in match.cidr:
+    if match.cidr is not None and (match.cidr.version != addr.version or addr not in match.cidr):
         return False
     if match.port is not None and match.port != port:
         return False
@@ -116,8 +129,8 @@ def dpi_rule_matches(rule: Rule, target: Target, addr: IPv4Address,
     ``reassembly`` (the middlebox's ``dpi.reassembly``), only if what the rule matches lies within
     the part of the flow the middlebox reads (netlab.first_flight): else the client evades it."""
     m = rule.match
-    if m.dns_query is not None or not rule.reads_tcp:
-        return False
+    if m.dns_query is not None or not rule.reads_tcp or addr.version != 4:
+        return False  # the middlebox reads IPv4 only: an IPv6 flow passes it (netlab.compile.dpi)
     if not flow_matches(m, addr, target.port, "tcp", site_addresses):
         return False
     if m.sni is not None and not (target.is_https and name_matches(target.host, m.sni)):
@@ -143,7 +156,7 @@ def quic_rule_matches(rule: Rule, target: Target, addr: IPv4Address, site_addres
     """Does a DPI rule fire on the QUIC Initial of the quic probe's fetch of ``target``?
     ``split_hello``: the client's ClientHello spans two datagrams (a post-quantum key share)."""
     m = rule.match
-    if not rule.reads_quic or not target.is_https:
+    if not rule.reads_quic or not target.is_https or addr.version != 4:
         return False
     if not flow_matches(m, addr, target.port, "udp", site_addresses) or target.port != (m.port or QUIC_PORT):
         return False
@@ -179,6 +192,8 @@ def _quic_censored(scenario: Scenario, isp: Isp, target: Target, addr: IPv4Addre
     version = int(scenario.probe.get("quic_version", 1))  # type: ignore[call-overload]
     split = bool(scenario.probe.get("quic_split_hello", False))
     dpi = first_rule(isp.dpi_rules, lambda r: quic_rule_matches(r, target, addr, site_addresses, version, split))
+    if dpi is not None and _past_middlebox(isp, target, site_addresses, "udp") is not None:
+        return None  # the probe keeps the address that works: an IPv6 one the middlebox never reads
     return _quic_verdict(dpi) if dpi is not None else None
 
 
@@ -288,6 +303,7 @@ def _expect_hop(scenario: Scenario, isp: Isp, target: Target, site_addresses: di
     addr = site_addresses[host]
     ctrl = control_fault(scenario, target, hops, caps=caps) if depth == 0 else None
     via_proxy = False
+    leak: str | None = None  # dual stack: how the fetch got past a censor of the other family
 
     censored: Expectation | None = None
     rule = deciding_resolver_rule(scenario, isp, host)
@@ -343,7 +359,14 @@ def _expect_hop(scenario: Scenario, isp: Isp, target: Target, site_addresses: di
             # The trigger of a late block: the fetch is fine; later ones meet the block (residual).
             return censored if ctrl is None else Expectation(Verdict.SITE_DOWN, f"the site itself fails: {ctrl}")
     elif censored is None and not _dns_broken(scenario, host) and caps.reaches("tcp", target):
+        first = addr
         fw, addr = _connected(isp, _addresses(target, addr, site_addresses), target.port, site_addresses)
+        if fw is None and addr.version != first.version:
+            blocker = first_rule(isp.firewall_rules, lambda r: flow_matches(r.match, first, target.port, "tcp",
+                                                                            site_addresses))
+            if blocker is not None:
+                leak = (f"firewall rule line {blocker.line} blocks IPv{first.version}; the fetch goes over "
+                        f"IPv{addr.version} ({addr})")
         if fw is not None:
             censored = Expectation(FIREWALL_VERDICTS[fw.action], f"firewall rule line {fw.line}", rule=fw)
         elif caps.sends_data(target):
@@ -362,6 +385,12 @@ def _expect_hop(scenario: Scenario, isp: Isp, target: Target, site_addresses: di
                     censored = Expectation(Verdict.HTTP_BLOCKPAGE if page.fingerprinted else Verdict.HTTP_DIFF,
                                            f"dpi rule line {dpi.line} (intercept, CA installed: its page)", rule=dpi)
                 dpi = None
+            if dpi is not None and caps == WEB and target.is_https and (
+                    v6 := _past_middlebox(isp, target, site_addresses, "tcp")) is not None:
+                # The web probe shakes hands on every address it connected to and fetches through the
+                # first that succeeds: an IPv6 one, which the middlebox never reads (dual stack).
+                leak = f"dpi rule line {dpi.line} acts on IPv4; the IPv6 handshake ({v6}) succeeds and fetches"
+                dpi, addr = None, v6
             if dpi is not None:
                 censored = Expectation(_dpi_verdict(dpi, target), f"dpi rule line {dpi.line}", rule=dpi)
                 warning = dpi.blockpage.location if dpi.blockpage is not None and not target.is_https else None
@@ -404,8 +433,9 @@ def _expect_hop(scenario: Scenario, isp: Isp, target: Target, site_addresses: di
                                "does not fetch the page", rule=rule)
         return Expectation(Verdict.OK, "the ISP's transparent proxy relays the site unchanged")
     if not caps.fetches_page:
-        return NO_RULE
-    return _shaped(scenario, isp, site, target, addr, site_addresses, caps)
+        return NO_RULE if leak is None else Expectation(Verdict.OK, leak)
+    shaped = _shaped(scenario, isp, site, target, addr, site_addresses, caps)
+    return Expectation(Verdict.OK, leak) if leak is not None and shaped is NO_RULE else shaped
 
 
 # The servers an ISP's resolver recurses to (netlab.compile.dns): a middlebox at placement border
@@ -464,8 +494,8 @@ def shaping_matches(shaping: ShapingRule, isp: Isp, target: Target, addr: IPv4Ad
     """Does a shaping rule take the TCP flow that fetches ``target`` from ``addr``? A rule on names
     (sni, http_host) only where the middlebox reads the name (netlab.compile.shaping)."""
     m = shaping.match
-    if not flow_matches(m, addr, target.port, "tcp", site_addresses):
-        return False
+    if addr.version != 4 or not flow_matches(m, addr, target.port, "tcp", site_addresses):
+        return False  # the shaper, like the middlebox, acts on IPv4 only
     if m.sni is not None and not (target.is_https and name_matches(target.host, m.sni)):
         return False
     if m.http_host is not None and not (not target.is_https and name_matches(target.host, m.http_host)):
@@ -509,15 +539,58 @@ def _dpi_verdict(rule: Rule, target: Target) -> Verdict:
     return Verdict.TLS_TIMEOUT if target.is_https else Verdict.HTTP_TIMEOUT
 
 
-def _addresses(target: Target, addr: IPv4Address, site_addresses: dict[str, IPv4Address]) -> tuple[IPv4Address, ...]:
+def _addresses(target: Target, addr: IPv4Address, site_addresses: dict[str, IPv4Address]
+               ) -> tuple[IPv4Address | IPv6Address, ...]:
     """The addresses a probe connects to for ``target``: every one of its site's (a CDN has several),
-    or ``addr`` alone when the resolver answered another (the ISP's proxy)."""
-    addrs = addresses_of(site_addresses, target.host)
-    return addrs if addr in addrs else (addr,)
+    IPv4 then IPv6 in a dual-stack lab (the A answer, then the AAAA one: probes.dns.lookup_both), of
+    the families ``site_addresses`` keeps (family_view); or ``addr`` alone when the resolver answered
+    another (the ISP's proxy: it forges an A record only)."""
+    v4 = addresses_of(site_addresses, target.host)
+    if addr not in v4:
+        return (addr,)
+    families = getattr(site_addresses, "families", (4, 6))
+    return (v4 if 4 in families else ()) + (addresses_v6(site_addresses, target.host) if 6 in families else ())
 
 
-def _connected(isp: Isp, addrs: tuple[IPv4Address, ...], port: int, site_addresses: dict[str, IPv4Address],
-               proto: str = "tcp") -> tuple[Rule | None, IPv4Address]:
+def _past_middlebox(isp: Isp, target: Target, site_addresses: dict[str, IPv4Address], proto: str
+                    ) -> IPv6Address | None:
+    """Dual stack: the first IPv6 address of ``target`` the firewall lets ``proto`` reach, where
+    the middlebox and the shaper, which read IPv4 only, never act. None without one."""
+    families = getattr(site_addresses, "families", (4, 6))
+    if 6 not in families:
+        return None
+    for a in addresses_v6(site_addresses, target.host):
+        if first_rule(isp.firewall_rules, lambda r, a=a: flow_matches(r.match, a, target.port, proto,
+                                                                      site_addresses)) is None:
+            return a
+    return None
+
+
+class FamilyView(SiteAddresses):
+    """The site addresses as a client limited to one IP version sees them (curl -4 / -6)."""
+
+    families: tuple[int, ...] = (4, 6)
+
+
+def family_view(site_addresses: SiteAddresses, family: int) -> FamilyView:
+    view = FamilyView(site_addresses, site_addresses.extra, site_addresses.v6)
+    view.families = (family,)
+    return view
+
+
+def expect_family(scenario: Scenario, isp: Isp, target: Target, site_addresses: dict[str, IPv4Address],
+                  family: int, caps: Capabilities = WEB) -> Expectation:
+    """What a client of ``isp`` that connects over IP version ``family`` only (curl -4, curl -6)
+    gets for ``target``: the firewall and middlebox on that family's addresses. The verdict of the
+    campaign's probes, which measure both families, is expect_isp's: a fetch blocked on one family
+    and open on the other loads the page (the web probe keeps the address that works)."""
+    view = family_view(scenario.all_addresses(site_addresses), family)
+    return _expect_hop(scenario, isp, target, view, depth=0, hops=0, caps=caps)
+
+
+def _connected(isp: Isp, addrs: tuple[IPv4Address | IPv6Address, ...], port: int,
+               site_addresses: dict[str, IPv4Address], proto: str = "tcp"
+               ) -> tuple[Rule | None, IPv4Address | IPv6Address]:
     """The firewall against a name's addresses (a CDN has several, in the zone's order, which the
     resolvers keep): the probe connects to each and keeps the first that answers, so the fetch is
     blocked only when every address is, and then the first address's rule is what it reports.

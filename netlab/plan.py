@@ -7,8 +7,9 @@ relative to the token ``LAB_DIR``; each backend substitutes the folder where it 
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
 
 from netlab.model import Scenario
 
@@ -43,12 +44,13 @@ class Interface:
     address: IPv4Interface
     peer_host: str
     peer_name: str
+    address6: IPv6Interface | None = None  # dual stack (netlab.addressing.link_v6)
 
 
 @dataclass
 class Route:
-    dst: IPv4Network
-    via: IPv4Address | None = None  # None with local=True: the whole range is this host's (AnyIP)
+    dst: IPv4Network | IPv6Network
+    via: IPv4Address | IPv6Address | None = None  # None with local=True: the whole range is this host's (AnyIP)
     local: bool = False
 
 
@@ -64,6 +66,7 @@ class Host:
     setup: list[tuple[str, ...]] = field(default_factory=list)  # commands run once, in order
     services: list[Service] = field(default_factory=list)
     resolv_conf: str | None = None  # the resolver getaddrinfo uses inside the host
+    ipv6: bool = False  # dual stack: IPv6 on (else disabled in the host's network stack)
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,9 @@ def host_to_dict(host: Host) -> dict:
     """A host as JSON, for the programs that set it up from inside (netlab.services.hostd)."""
     return {
         "name": host.name, "role": host.role, "forwarding": host.forwarding, "resolv_conf": host.resolv_conf,
-        "interfaces": [{"name": i.name, "address": str(i.address)} for i in host.interfaces],
+        "ipv6": host.ipv6,
+        "interfaces": [{"name": i.name, "address": str(i.address),
+                        "address6": str(i.address6) if i.address6 else None} for i in host.interfaces],
         "routes": [{"dst": str(r.dst), "via": str(r.via) if r.via else None, "local": r.local} for r in host.routes],
         "setup": [list(a) for a in host.setup],
         "services": [{"name": s.name, "argv": list(s.argv), "critical": s.critical,
@@ -134,9 +139,11 @@ def host_from_dict(d: dict) -> Host:
     """The inverse of host_to_dict (interfaces without their peers, which hosts.json omits)."""
     return Host(
         name=d["name"], role=d["role"], forwarding=d["forwarding"], resolv_conf=d["resolv_conf"],
-        interfaces=[Interface(i["name"], IPv4Interface(i["address"]), "", "") for i in d["interfaces"]],
-        routes=[Route(IPv4Network(r["dst"]), IPv4Address(r["via"]) if r["via"] else None, r["local"])
-                for r in d["routes"]],
+        ipv6=d.get("ipv6", False),
+        interfaces=[Interface(i["name"], IPv4Interface(i["address"]), "", "",
+                              IPv6Interface(i["address6"]) if i.get("address6") else None) for i in d["interfaces"]],
+        routes=[Route(ipaddress.ip_network(r["dst"]), ipaddress.ip_address(r["via"]) if r["via"] else None,
+                      r["local"]) for r in d["routes"]],
         setup=[tuple(a) for a in d["setup"]],
         services=[Service(s["name"], tuple(s["argv"]), ready_check_from_dict(s["ready"]), s["critical"])
                   for s in d["services"]],

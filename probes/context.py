@@ -55,6 +55,9 @@ class ProbeContext:
     quic_split_hello: bool = False
     #: The web probe's QUIC step: after a successful https fetch, HTTP/3 to the same addresses.
     web_quic: bool = False
+    #: A dual-stack lab (scenario `internet.ipv6`): lookups ask AAAA too, and probes measure the
+    #: addresses of both families, as OONI does.
+    ipv6: bool = False
 
     def __post_init__(self) -> None:
         # Accept any iterable (a JSON list, a set) and normalise it, so membership tests

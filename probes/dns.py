@@ -46,7 +46,8 @@ class DnsLookup:
     """Outcome of one query: every ``queries`` entry, and what a stub resolver would have used."""
 
     entries: list[dict[str, Any]] = field(default_factory=list)
-    #: IPv4 addresses from the FIRST response (the one a normal client acts on).
+    #: Addresses from the FIRST response (the one a normal client acts on): IPv4 ones, then (dual
+    #: stack, lookup_both) IPv6 ones from the AAAA query's first response.
     addresses: list[str] = field(default_factory=list)
     #: Failure of the first response (or of the query, when nothing arrived).
     failure: str | None = None
@@ -147,14 +148,18 @@ async def lookup(
     *,
     engine: str,
     tags: list[str],
+    qtype: str = "A",
+    into: DnsLookup | None = None,
 ) -> DnsLookup:
-    """Send one A query for ``hostname`` to ``resolver_ip`` and record every response."""
+    """Send one ``qtype`` (A or AAAA) query for ``hostname`` to ``resolver_ip`` and record every
+    response; ``into``: add the entries to that lookup's (lookup_both), its addresses after its own."""
     ensure_address_allowed(resolver_ip, "DNS resolver")
     port = ctx.dns_port
     resolver_address = f"[{resolver_ip}]:{port}" if ":" in resolver_ip else f"{resolver_ip}:{port}"
     transaction_id = trace.new_transaction()
-    query = dns.message.make_query(hostname, dns.rdatatype.A)
-    result = DnsLookup()
+    query = dns.message.make_query(hostname, dns.rdatatype.from_text(qtype))
+    # The entries list is shared with ``into``: late (injected) responses land there too.
+    result = DnsLookup(entries=into.entries if into is not None else [])
 
     def entry(t0: float, t: float, failure: str | None, response: dns.message.Message | None,
               raw: bytes | None) -> dict[str, Any]:
@@ -163,7 +168,7 @@ async def lookup(
             "engine": engine,
             "failure": failure,
             "hostname": hostname,
-            "query_type": "A",
+            "query_type": qtype,
             "raw_response": base64.b64encode(raw).decode("ascii") if raw is not None else None,
             "rcode": response.rcode() if response is not None else None,
             "resolver_address": resolver_address,
@@ -251,7 +256,7 @@ def _record(result: DnsLookup, query: dns.message.Message, data: bytes, arrived:
         return False
     failure = _response_failure(response)
     if result.responses == 0:
-        result.addresses = _ipv4_addresses(response)
+        result.addresses = _addresses(response)
         result.failure = failure
     result.responses += 1
     result.entries.append(entry(t0, arrived, failure, response, data))
@@ -262,7 +267,24 @@ async def resolve_target(target: Target, ctx: ProbeContext, trace: Trace, *, tag
     """Addresses for the target via the vantage's resolver; an IP-literal host needs no lookup."""
     if host_is_ip(target.host):
         return DnsLookup(addresses=[target.host])
-    return await lookup(target.host, ctx.resolver, ctx, trace, engine="system", tags=tags)
+    return await lookup_both(target.host, ctx.resolver, ctx, trace, engine="system", tags=tags)
+
+
+async def lookup_both(hostname: str, resolver_ip: str, ctx: ProbeContext, trace: Trace, *, engine: str,
+                      tags: list[str]) -> DnsLookup:
+    """The A query (``lookup``), and in a dual-stack lab (``ctx.ipv6``) then the AAAA query, as
+    OONI's resolvers ask both: one lookup whose entries are both queries' (A first, each with its
+    transaction id) and whose addresses are the IPv4 ones then the IPv6 ones. The failure is the A
+    query's; an empty AAAA answer (a censor's resolver forging A only) is no failure of the lookup."""
+    result = await lookup(hostname, resolver_ip, ctx, trace, engine=engine, tags=tags)
+    if not ctx.ipv6:
+        return result
+    # After the A query's first response, so that entry comes first (the analysis reads it first).
+    v6 = await lookup(hostname, resolver_ip, ctx, trace, engine=engine, tags=tags, qtype="AAAA", into=result)
+    result.addresses = result.addresses + v6.addresses
+    if result.addresses and result.failure == "dns_no_answer":
+        result.failure = None  # no A record, yet AAAA records: the name has addresses
+    return result
 
 
 async def resolve_into(keys: dict[str, Any], target: Target, ctx: ProbeContext, trace: Trace) -> list[str]:
@@ -292,9 +314,9 @@ def _parse_response(query: dns.message.Message, data: bytes) -> dns.message.Mess
 
 def _response_failure(response: dns.message.Message) -> str | None:
     rcode = response.rcode()
-    if rcode == 0 and _ipv4_addresses(response):
+    if rcode == 0 and _addresses(response):
         return None
-    return dns_rcode_failure(rcode)  # NOERROR without an A record gives dns_no_answer
+    return dns_rcode_failure(rcode)  # NOERROR without an address record gives dns_no_answer
 
 
 def _chain(response: dns.message.Message) -> dns.message.ChainingResult | None:
@@ -307,9 +329,10 @@ def _chain(response: dns.message.Message) -> dns.message.ChainingResult | None:
         return None
 
 
-def _ipv4_addresses(response: dns.message.Message) -> list[str]:
+def _addresses(response: dns.message.Message) -> list[str]:
+    """The addresses of the type asked (A or AAAA) for the name asked, through its CNAME chain."""
     chain = _chain(response)
-    if chain is None or chain.answer is None or chain.answer.rdtype != dns.rdatatype.A:
+    if chain is None or chain.answer is None or chain.answer.rdtype != response.question[0].rdtype:
         return []
     return [rdata.address for rdata in chain.answer]
 
@@ -358,9 +381,9 @@ class DnsProbe(Probe):
         ensure_address_allowed(ctx.resolver, "DNS resolver")
         if ctx.public_resolver:
             ensure_address_allowed(ctx.public_resolver, "public DNS resolver")
-        lookups = [lookup(target.host, ctx.resolver, ctx, trace, engine="system", tags=[])]
+        lookups = [lookup_both(target.host, ctx.resolver, ctx, trace, engine="system", tags=[])]
         if ctx.public_resolver:
-            lookups.append(lookup(target.host, ctx.public_resolver, ctx, trace, engine="udp", tags=[]))
+            lookups.append(lookup_both(target.host, ctx.public_resolver, ctx, trace, engine="udp", tags=[]))
         results = await asyncio.gather(*lookups)
 
         system = results[0]

@@ -27,7 +27,7 @@ from netlab.capabilities import STAGES, Capabilities
 from netlab.target import Target, host_is_ip
 from probes.base import Probe
 from probes.context import ProbeContext
-from probes.dns import DnsLookup, after_window, lookup, resolve_target
+from probes.dns import DnsLookup, after_window, lookup_both, resolve_target
 from probes.errors import TargetRefused
 from probes.failures import DNS_BOGON, failure_string
 from probes.redirects import TOO_MANY, location_of, next_target
@@ -510,8 +510,8 @@ async def _lookups(
     ensure_address_allowed(ctx.resolver, "DNS resolver")
     ensure_address_allowed(ctx.public_resolver, "public DNS resolver")
     system, public = await asyncio.gather(
-        lookup(target.host, ctx.resolver, ctx, trace, engine="system", tags=tags.dns),
-        lookup(target.host, ctx.public_resolver, ctx, trace, engine="udp", tags=tags.public_dns),
+        lookup_both(target.host, ctx.resolver, ctx, trace, engine="system", tags=tags.dns),
+        lookup_both(target.host, ctx.public_resolver, ctx, trace, engine="udp", tags=tags.public_dns),
     )
     return system, public
 

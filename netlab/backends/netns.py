@@ -42,7 +42,7 @@ from netlab.backends.base import (
     write_lab_files,
 )
 from netlab.errors import LabError, LabInUse, NoSuchLab
-from netlab.hostsetup import configure_host, start_rank
+from netlab.hostsetup import configure_host, ipv6_sysctls, start_rank
 from netlab.interrupts import deferred
 from netlab.names import PREFIX, check_lab_name, host_object_name, lab_of
 from netlab.plan import LAB_DIR, Host, LabPlan, Link, ReadyCheck
@@ -257,8 +257,8 @@ def build_topology(hosts: dict[str, Host], links: Iterable[Link], namespaces: di
     builds its lab container's namespaces with this too (netlab.services.hostd)."""
     for host, ns in namespaces.items():
         create_netns(ns)
-        write_sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1")
-        write_sysctl(ns, "net.ipv6.conf.default.disable_ipv6", "1")
+        for key, value in ipv6_sysctls(hosts[host]).items():
+            write_sysctl(ns, key, value)
         write_sysctl(ns, "net.ipv4.ip_forward", "1" if hosts[host].forwarding else "0")
         if hosts[host].resolv_conf:
             d = Path("/etc/netns") / ns

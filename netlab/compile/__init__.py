@@ -13,11 +13,13 @@ from netlab.addressing import (
     INTERNET_ASN,
     LAB_INTERNET,
     PUBLIC_RESOLVER,
+    SITES_V6,
     WHOAMI_DNS,
     IspAddresses,
     SiteAddresses,
     isp_addresses,
     isp_asn,
+    link_v6,
 )
 from netlab.compile import dns, firewall
 from netlab.compile.blockpage import compile_blockpage_servers
@@ -25,7 +27,8 @@ from netlab.compile.dpi import compile_dpi
 from netlab.compile.intercept import compile_intercept, trust_store
 from netlab.compile.pki import make_pki
 from netlab.compile.router import RouterAdditions
-from netlab.compile.shaping import compile_shaping, netem_available
+from netlab.compile.shaping import compile_shaping
+from netlab.hostcaps import HostCapabilities
 from netlab.model import CONTROL, Isp, Scenario, Site, proxy_address
 from netlab.plan import LAB_DIR, Host, Interface, LabPlan, Link, ReadyCheck, Route, Service, Vantage
 
@@ -40,10 +43,13 @@ def router_host(isp_name: str) -> str:
     return f"{isp_name}.gw"
 
 
-def compile_lab(scenario: Scenario, lab: str | None = None, servers: Sequence[Declared] | None = None) -> LabPlan:
+def compile_lab(scenario: Scenario, lab: str | None = None, servers: Sequence[Declared] | None = None,
+                host: HostCapabilities | None = None) -> LabPlan:
     """Compile a scenario into a plan a backend can bring up. Pure apart from key generation, given
-    ``servers``: the probe packages' server declarations (netlab.addons; default: the installed ones)."""
+    ``servers``: the probe packages' server declarations (netlab.addons; default: the installed ones),
+    and ``host``: what the machine can do (Backend.host_capabilities(); default: assume nothing)."""
     lab = lab or scenario.name
+    host = host or HostCapabilities()
     declared = installed_servers() if servers is None else servers
     taken = taken_ports(scenario, declared)
     sites = scenario.site_addresses()
@@ -56,6 +62,8 @@ def compile_lab(scenario: Scenario, lab: str | None = None, servers: Sequence[De
 
     # The lab internet: root DNS, public resolver and every origin, on one AnyIP range.
     inet = Host(name=INET, role="internet", routes=[Route(dst=LAB_INTERNET, local=True)])
+    if scenario.ipv6:  # dual stack: the lab internet's IPv6 /64 is the internet host's too
+        inet.routes.append(Route(dst=SITES_V6, local=True))
     hosts[INET] = inet
     dns_tiers = dns.dns_hierarchy(scenario, sites)
     for tier in dns_tiers:
@@ -84,6 +92,8 @@ def compile_lab(scenario: Scenario, lab: str | None = None, servers: Sequence[De
     for name, pem in pki.bad_pems.items():
         files[f"pki/{name}.bad.pem"] = pem
     isp_nets = {isp.name: str(isp_addresses(i).access_network) for i, isp in enumerate(scenario.isps, start=1)}
+    isp_nets6 = {isp.name: str(link_v6(isp_addresses(i).client).network)
+                 for i, isp in enumerate(scenario.isps, start=1)} if scenario.ipv6 else {}
     for s in scenario.sites:
         if s.body is not None:
             files[f"inet/pages/{s.name}.body"] = s.body
@@ -92,10 +102,13 @@ def compile_lab(scenario: Scenario, lab: str | None = None, servers: Sequence[De
                 files[f"inet/pages/{s.name}.path{i}.body"] = p.body
     files["inet/origin.json"] = json.dumps({
         "ready_file": f"{LAB_DIR}/inet/origin.ready",
-        "sites": [_origin_site(s, sites, isp_nets, taken.get(s.name, set()), aliases[s.name]) for s in origins],
+        "sites": [_origin_site(s, sites, isp_nets, taken.get(s.name, set()), aliases[s.name], isp_nets6)
+                  for s in origins],
     }, indent=1)
     site_rules = firewall.site_ruleset([(s.name, a, s.state, [isp_nets[i] for i in s.only_for])
-                                        for s in origins for a in sites.all(s.name)])
+                                        for s in origins for a in sites.all(s.name)]
+                                       + [(s.name, a, s.state, [isp_nets6[i] for i in s.only_for])
+                                          for s in origins for a in sites.all6(s.name)])
     if site_rules:
         files["inet/sites.nft"] = site_rules
         inet.setup.append(("nft", "-f", f"{LAB_DIR}/inet/sites.nft"))
@@ -131,10 +144,13 @@ def compile_lab(scenario: Scenario, lab: str | None = None, servers: Sequence[De
         notes.append(f"inet: ISP transparent proxies on {', '.join(proxies)} relay HTTP by Host and TLS by SNI")
 
     # The control vantage: straight onto the internet, using the public resolver.
-    _connect(hosts, links, INET, "ctl0", CONTROL_INTERNET_SIDE, CONTROL, "eth0", CONTROL_CLIENT)
+    v6 = scenario.ipv6
+    _connect(hosts, links, INET, "ctl0", CONTROL_INTERNET_SIDE, CONTROL, "eth0", CONTROL_CLIENT, v6)
     control = hosts[CONTROL]
     control.role = "client"
     control.routes.append(Route(dst=LAB_INTERNET, via=CONTROL_INTERNET_SIDE.ip))
+    if v6:
+        control.routes.append(Route(dst=SITES_V6, via=link_v6(CONTROL_INTERNET_SIDE).ip))
     control.resolv_conf = f"nameserver {PUBLIC_RESOLVER}\n"
     vantages[CONTROL] = Vantage(CONTROL, CONTROL, CONTROL_CLIENT.ip, PUBLIC_RESOLVER, PUBLIC_RESOLVER,
                                 INTERNET_ASN)
@@ -142,8 +158,8 @@ def compile_lab(scenario: Scenario, lab: str | None = None, servers: Sequence[De
     for index, isp in enumerate(scenario.isps, start=1):
         addrs = isp_addresses(index)
         gw = router_host(isp.name)
-        _connect(hosts, links, INET, f"isp{index}", addrs.internet_side, gw, "up0", addrs.router_up)
-        _connect(hosts, links, gw, "down0", addrs.router_down, isp.name, "eth0", addrs.client)
+        _connect(hosts, links, INET, f"isp{index}", addrs.internet_side, gw, "up0", addrs.router_up, v6)
+        _connect(hosts, links, gw, "down0", addrs.router_down, isp.name, "eth0", addrs.client, v6)
         router, client = hosts[gw], hosts[isp.name]
         router.role, client.role = "router", "client"
         router.forwarding = True
@@ -151,6 +167,10 @@ def compile_lab(scenario: Scenario, lab: str | None = None, servers: Sequence[De
         inet.routes.append(Route(dst=IPv4Network(f"10.{index}.0.0/16"), via=addrs.router_up.ip))
         client.routes.append(Route(dst=LAB_INTERNET, via=addrs.router_down.ip))
         client.routes += [Route(dst=net, via=addrs.router_down.ip) for net in CLIENT_BOGON_ROUTES]
+        if v6:  # the same paths for IPv6: the sites' /64 one way, the ISP's access /64 back
+            router.routes.append(Route(dst=SITES_V6, via=link_v6(addrs.internet_side).ip))
+            inet.routes.append(Route(dst=link_v6(addrs.client).network, via=link_v6(addrs.router_up).ip))
+            client.routes.append(Route(dst=SITES_V6, via=link_v6(addrs.router_down).ip))
         # Silently: a forwarded packet to a bogon vanishes, as it does past a real ISP's edge.
         router.setup += [("ip", "route", "add", "blackhole", str(net)) for net in CLIENT_BOGON_ROUTES]
         client.resolv_conf = f"nameserver {addrs.resolver}\n"
@@ -163,7 +183,7 @@ def compile_lab(scenario: Scenario, lab: str | None = None, servers: Sequence[De
         if isp.firewall_rules:
             files[f"{isp.name}/firewall.nft"] = firewall.ruleset(isp, sites)
             router.setup.append(("nft", "-f", f"{LAB_DIR}/{isp.name}/firewall.nft"))
-        for extra in _router_additions(isp, addrs, sites):
+        for extra in _router_additions(isp, addrs, sites, host):
             files.update(extra.files)
             router.setup += extra.setup
             router.services += extra.services
@@ -201,12 +221,13 @@ def _check_cohosted_servers(scenario: Scenario, sites: SiteAddresses, taken: dic
 
 
 def _origin_site(site: Site, sites: SiteAddresses, isp_nets: dict[str, str], taken: set[int],
-                 aliases: Sequence[str] = ()) -> dict:
+                 aliases: Sequence[str] = (), isp_nets6: dict[str, str] | None = None) -> dict:
     """One site as the origin program (netlab.services.origin) sees it; ``taken``: ports an add-on
     server answers on instead of the origin; ``aliases``: names whose CNAME leads to it."""
     r = site.redirect
     return {
-        "name": site.name, "aliases": list(aliases), "addresses": [str(a) for a in sites.all(site.name)],
+        "name": site.name, "aliases": list(aliases),
+        "addresses": [str(a) for a in (*sites.all(site.name), *sites.all6(site.name))],
         "pem": f"{LAB_DIR}/pki/{site.name}.pem", "headers": [list(h) for h in site.headers],
         "paths": [{"path": p.path, "status": p.status, "headers": [list(h) for h in p.headers],
                    "body_path": f"{LAB_DIR}/inet/pages/{site.name}.path{i}.body" if p.body is not None else None,
@@ -218,22 +239,24 @@ def _origin_site(site: Site, sites: SiteAddresses, isp_nets: dict[str, str], tak
         "status": site.status,
         "body_path": f"{LAB_DIR}/inet/pages/{site.name}.body" if site.body is not None else None,
         "redirect": None if r is None else {"to": r.to, "hops": r.hops, "status": r.status, "location": r.location},
-        "only_for": [isp_nets[i] for i in site.only_for],
+        "only_for": [isp_nets[i] for i in site.only_for] + [isp_nets6[i] for i in site.only_for if isp_nets6],
     }
 
 
-def _router_additions(isp: Isp, addrs: IspAddresses, sites: dict[str, IPv4Address]) -> list[RouterAdditions]:
+def _router_additions(isp: Isp, addrs: IspAddresses, sites: dict[str, IPv4Address],
+                      host: HostCapabilities) -> list[RouterAdditions]:
     """DPI middlebox, TLS interceptor and shaping for one router (netlab.compile.dpi / .intercept / .shaping)."""
-    # Probing the kernel for netem costs a throwaway namespace: only when a rule needs delay or loss.
-    needs_netem = any(r.delay_ms is not None or r.loss is not None for r in isp.shaping)
     return [compile_dpi(isp, addrs, sites), compile_intercept(isp, addrs, sites), compile_blockpage_servers(isp),
-            compile_shaping(isp, addrs, sites, netem_available=needs_netem and netem_available())]
+            compile_shaping(isp, addrs, sites, netem_available=host.netem)]
 
 
 def _connect(hosts: dict[str, Host], links: list[Link], a: str, a_if: str, a_addr: IPv4Interface, b: str,
-             b_if: str, b_addr: IPv4Interface) -> None:
+             b_if: str, b_addr: IPv4Interface, ipv6: bool = False) -> None:
+    """A link between hosts ``a`` and ``b`` (made if new); with ``ipv6`` (dual stack) both ends get
+    their IPv6 address too (netlab.addressing.link_v6), and both hosts IPv6."""
     for name in (a, b):
         hosts.setdefault(name, Host(name=name, role="client"))
-    hosts[a].interfaces.append(Interface(a_if, a_addr, b, b_if))
-    hosts[b].interfaces.append(Interface(b_if, b_addr, a, a_if))
+        hosts[name].ipv6 = hosts[name].ipv6 or ipv6
+    hosts[a].interfaces.append(Interface(a_if, a_addr, b, b_if, link_v6(a_addr) if ipv6 else None))
+    hosts[b].interfaces.append(Interface(b_if, b_addr, a, a_if, link_v6(b_addr) if ipv6 else None))
     links.append(Link(a, a_if, b, b_if))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from netlab.addressing import AUTH_DNS, PUBLIC_RESOLVER, ROOT_DNS, TLD_DNS, WHOAMI_DNS, addresses_of
+from netlab.addressing import AUTH_DNS, PUBLIC_RESOLVER, ROOT_DNS, TLD_DNS, WHOAMI_DNS, addresses_of, addresses_v6
 from netlab.dnstree import (
     ROOT_NS,
     default_zone_ns,
@@ -115,6 +115,8 @@ def _site_records(site: Site, site_addresses: dict[str, IPv4Address]) -> list[st
         # A CDN site has an A record per address, published in the scenario's order.
         lines += [f"{owner} IN A {a}" for a in ((site.dns_answer,) if site.dns_answer
                                                 else addresses_of(site_addresses, site.name))]
+        if site.dns_answer is None:  # dual stack: an AAAA record per IPv6 address (a DNS that lies has none)
+            lines += [f"{owner} IN AAAA {a}" for a in addresses_v6(site_addresses, site.name)]
     lines += [f"{owner} IN AAAA {a}" for a in r.aaaa]
     lines += [f"{owner} IN TXT {_txt(t)}" for t in r.txt]
     lines += [f"{owner} IN MX {pref} {host}." for pref, host in r.mx]

@@ -49,8 +49,11 @@ def nat_ruleset(isp: Isp, site_addresses: dict[str, IPv4Address]) -> str:
     lines = [f"table ip {TABLE} {{", "  chain prerouting {",
              "    type nat hook prerouting priority dstnat; policy accept;"]
     for rule in isp.firewall_rules:
+        expr = firewall.match_expr(rule.match, site_addresses)  # IPv4 (the interceptor's table is)
+        if expr is None:
+            continue
         lines.append(f"    # firewall line {rule.line}: the firewall stops this flow first")
-        lines.append(f"    {firewall.match_expr(rule.match, site_addresses)} return")
+        lines.append(f"    {expr} return")
     for rule in intercept_rules(isp):
         nets = intersect(server_networks(rule.match, site_addresses))
         lines.append(f"    # dpi line {rule.line}: {rule.describe()}")

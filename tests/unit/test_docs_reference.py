@@ -85,7 +85,7 @@ def documented_keys() -> set[str]:
     keys = set()
     for header, rows in _tables(SCENARIO_DOC.read_text()):
         if header[0] == "key":
-            keys |= {m for row in rows for m in re.findall(r"`([a-z_]+)`", row[0])}
+            keys |= {m for row in rows for m in re.findall(r"`([a-z_][a-z0-9_]*)`", row[0])}
         elif header[:2] == ["list", "action"]:  # {answer: IP} and {inject: IP} are keys too
             keys |= {m for row in rows for m in re.findall(r"`\{([a-z_]+):", row[1])}
     return keys
