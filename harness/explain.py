@@ -14,6 +14,7 @@ from typing import Any
 from netlab.addressing import PUBLIC_RESOLVER, addresses_of
 from netlab.compile import compile_lab, router_host
 from netlab.compile.dns import effective_resolver_rules
+from netlab.hostcaps import HostCapabilities
 from netlab.impact import intended
 from netlab.model import CONTROL, Isp, Rule, Scenario, ShapingRule
 from netlab.oracle import (
@@ -90,8 +91,9 @@ def unbound_policy(conf: str) -> str:
     return "\n".join(out)
 
 
-def explain(scenario: Scenario, lab: str | None = None) -> Explanation:
-    plan = compile_lab(scenario, lab)
+def explain(scenario: Scenario, lab: str | None = None, host: HostCapabilities | None = None) -> Explanation:
+    """Pure, as compile_lab: ``host`` is what the machine can do (netlab.backends.kernel.probe_host())."""
+    plan = compile_lab(scenario, lab, host=host)
     expectations = expected_verdicts(scenario, plan.site_addresses)
     sites = scenario.all_addresses(plan.site_addresses)
     vantages = scenario.vantages

@@ -23,6 +23,7 @@ from harness.report import print_report
 from harness.runner import measure_and_score
 from netlab.backends.base import STATE_FILE, LabState, wait_until, write_lab_files
 from netlab.backends.compose import READY_TIMEOUT, ComposeLab, lab_state, wait_for_hosts
+from netlab.backends.kernel import probe_host
 from netlab.compile import compile_lab
 from netlab.errors import LabError
 from netlab.loader import load_scenario
@@ -35,7 +36,7 @@ LAB_WAIT = 300.0  # the lab service compiles the scenario (certificates: seconds
 
 def lab(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
-    plan = compile_lab(scenario, args.lab)
+    plan = compile_lab(scenario, args.lab, host=probe_host())
     folder = Path(args.lab_dir)
     write_lab_files(plan, folder, str(folder))
     lab_state(plan, str(folder), args.scenario).save(folder / STATE_FILE)

@@ -193,7 +193,8 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
         # Not a TemporaryDirectory: the folders a failing test names must outlive the session.
         tmp_path_factory: pytest.TempPathFactory = request.getfixturevalue("tmp_path_factory")
         workdir = tmp_path_factory.mktemp(f"lab-{name}")
-    running = get_backend(backend).up(compile_lab(scenario, name))
+    lab_backend = get_backend(backend)
+    running = lab_backend.up(compile_lab(scenario, name, host=lab_backend.host_capabilities()))
     try:
         yield Lab(scenario, running, backend, workdir)
     finally:

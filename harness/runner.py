@@ -102,7 +102,9 @@ def run_scenario(path: str | Path, *, out: Path, name: str | None = None, backen
     """Measure a scenario in a lab of its own: up, campaign, score, and always down."""
     scenario = load_scenario(path)
     t0 = time.monotonic()
-    lab = get_backend(backend).up(compile_lab(scenario, name or scenario.name), progress=progress)
+    lab_backend = get_backend(backend)
+    lab = lab_backend.up(compile_lab(scenario, name or scenario.name, host=lab_backend.host_capabilities()),
+                         progress=progress)
     up = time.monotonic() - t0
     try:
         outcome = measure_and_score(lab, scenario, out, config or CampaignConfig(), backend=backend,

@@ -37,8 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stop.set())
     try:
         name = check_lab_name(args.lab, "--lab")
-        plan = compile_lab(load_scenario(args.scenario), name)
-        lab = get_backend(args.backend).up(plan, progress=lambda m: print(m, flush=True))
+        backend = get_backend(args.backend)
+        plan = compile_lab(load_scenario(args.scenario), name, host=backend.host_capabilities())
+        lab = backend.up(plan, progress=lambda m: print(m, flush=True))
     except NetlabError as exc:
         # Exit 2: refused (bad name, name in use, bad scenario), nothing started; 3: a lab fault.
         print(f"error: {exc}", file=sys.stderr, flush=True)

@@ -9,6 +9,7 @@ from rich.console import Console
 
 from harness.cli.run import check_probe
 from harness.compose_file import compose_yaml
+from netlab.backends.kernel import probe_host
 from netlab.compile import compile_lab
 from netlab.loader import load_scenario
 from netlab.names import check_lab_name
@@ -33,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace, console: Console) -> int:
     scenario = load_scenario(args.scenario)
     check_probe(args.probe)
-    plan = compile_lab(scenario, check_lab_name(args.name or scenario.name))
+    plan = compile_lab(scenario, check_lab_name(args.name or scenario.name), host=probe_host())
     out = args.output.resolve()
     out.write_text(compose_yaml(plan, Path(args.scenario).resolve(), out.parent, args.probe))
     console.print(f"wrote {args.output}: `docker compose -f {args.output} up --exit-code-from score`")

@@ -13,6 +13,7 @@ from rich.text import Text
 
 from harness.explain import LAB_DIR_SHOWN, Explanation, IspDataplane, explain, verdict_grid
 from harness.report import FAMILY_STYLE
+from netlab.backends.kernel import probe_host
 from netlab.errors import NetlabError
 from netlab.loader import load_scenario
 from netlab.verdict import Verdict
@@ -40,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    ex = explain(load_scenario(args.scenario))
+    ex = explain(load_scenario(args.scenario), host=probe_host())
     if args.isp:
         unknown = sorted(set(args.isp) - {i.name for i in ex.isps})
         if unknown:

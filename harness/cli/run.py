@@ -153,7 +153,7 @@ def attach_or_up(args: argparse.Namespace, console: Console, scenario: Scenario,
         state.check_same_lab(args.scenario, args.backend)
     backend = get_backend(args.backend)
     if state is None:
-        plan = compile_lab(scenario, name)
+        plan = compile_lab(scenario, name, host=backend.host_capabilities())
         owned.append(backend.up(plan, progress=None if args.quiet else lambda m: console.print(f"  {m}")))
         return owned[-1]
     lab = backend.attach(name)

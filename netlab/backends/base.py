@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from netlab.backends.kernel import probe_host
 from netlab.errors import LabInUse, LabMismatch
+from netlab.hostcaps import HostCapabilities
 from netlab.names import check_lab_name, lab_name_problem
 from netlab.plan import LabPlan, host_to_dict
 
@@ -274,3 +276,8 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def list_labs(self) -> list[LabState]:
         """Labs of this backend on this machine, running or left over."""
+
+    def host_capabilities(self) -> HostCapabilities:
+        """What the machine the lab's hosts run on can do, for compile_lab; probed once per process.
+        Both backends run their hosts on this machine's kernel (compose: in one container on it)."""
+        return probe_host()

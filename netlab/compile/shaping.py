@@ -21,10 +21,7 @@ address rule; a client whose name the middlebox does not read (``dpi.reassembly`
 
 from __future__ import annotations
 
-import functools
 import json
-import os
-import subprocess
 from ipaddress import IPv4Address, IPv4Network
 
 from netlab.addressing import IspAddresses
@@ -41,33 +38,12 @@ from netlab.compile.router import (
 from netlab.model import Isp, ShapingRule
 from netlab.plan import LAB_DIR, ReadyCheck, Service
 
-__all__ = ["compile_shaping", "named_shaping", "netem_available", "shape_mark", "shaper_config"]
+__all__ = ["compile_shaping", "named_shaping", "shape_mark", "shaper_config"]
 
 CHAIN = "NETLAB-SHAPE"
 CLASS_CHAIN = "NETLAB-SHAPE-CLASS"  # the htb class of the packets of rules on names
 FAST = "10gbit"  # the rate of a class that only carries netem
 _PROTO_NUM = {"tcp": 6, "udp": 17}
-
-
-@functools.cache
-def netem_available() -> bool:
-    """Whether this kernel has the netem qdisc, tried on a dummy link in a throwaway netns."""
-    ns = f"nlprobe-netem-{os.getpid()}"
-    try:
-        subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True)
-    except (OSError, subprocess.CalledProcessError):
-        return False
-    try:
-        r = subprocess.run(["ip", "-n", ns, "link", "add", "d0", "type", "dummy"], capture_output=True)
-        if r.returncode:
-            return False
-        r = subprocess.run(
-            ["tc", "-n", ns, "qdisc", "add", "dev", "d0", "root", "netem", "delay", "1ms"],
-            capture_output=True, text=True,
-        )
-        return r.returncode == 0
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
 def is_named(rule: ShapingRule) -> bool:

@@ -13,8 +13,9 @@ import pytest
 from dpi_topology import RESOLVER, SITES, DpiLab, leftover_namespaces
 
 from netlab.addressing import isp_addresses
+from netlab.backends.kernel import netem_available
 from netlab.compile.dpi import compile_dpi
-from netlab.compile.shaping import compile_shaping, netem_available
+from netlab.compile.shaping import compile_shaping
 from netlab.model import Isp, Match, Rule, ShapingRule
 
 pytestmark = [

@@ -3,14 +3,13 @@ numbers, NaN, path traversal, bad IDNA, unconstructible YAML...) either load or 
 naming file:line: -- never another exception. What loads must compile and get verdicts from the
 oracle, again raising nothing but NetlabError.
 
-Deterministic (derandomize) and bounded; compile_lab is run with netem_available patched out, so no
-network namespace is ever created by a unit test.
+Deterministic (derandomize) and bounded; compile_lab is pure (host capabilities are an argument),
+so no network namespace is ever created by a unit test.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from unittest import mock
 
 import pytest
 import yaml
@@ -92,11 +91,10 @@ def check(path: Path, text: str) -> None:
             assert 1 <= exc.line <= text.count("\n") + 2
         return
     assert isinstance(scenario, Scenario)
-    with mock.patch("netlab.compile.netem_available", return_value=False):
-        try:
-            plan = compile_lab(scenario, "fuzz")
-        except NetlabError:
-            return
+    try:
+        plan = compile_lab(scenario, "fuzz")  # pure: no host capabilities given, none probed
+    except NetlabError:
+        return
     expected_verdicts(scenario, plan.site_addresses)
 
 
