@@ -37,9 +37,11 @@ from netlab.target import Target
 from probes.base import Probe
 from probes.context import ProbeContext
 from probes.dns import resolve_into
+from probes.errors import QuicFailure
 from probes.failures import GENERIC_TIMEOUT, failure_string
 from probes.http import USER_AGENT, page_title
 from probes.safety import ensure_target_allowed
+from probes.streams import endpoint
 from probes.trace import IO_EVENTS_PER_TRANSACTION, Trace
 
 VERSIONS = {1: QuicProtocolVersion.VERSION_1, 2: QuicProtocolVersion.VERSION_2}
@@ -48,14 +50,6 @@ VERSIONS = {1: QuicProtocolVersion.VERSION_1, 2: QuicProtocolVersion.VERSION_2}
 _ALERT_FAILURES = {40: "ssl_failed_handshake", 42: "ssl_invalid_certificate", 43: "ssl_invalid_certificate",
                    44: "ssl_invalid_certificate", 45: "ssl_invalid_certificate", 46: "ssl_invalid_certificate",
                    48: "ssl_unknown_authority", 51: "ssl_failed_handshake", 112: "ssl_invalid_hostname"}
-
-
-class QuicFailure(Exception):
-    """The connection ended with an OONI failure string already known."""
-
-    def __init__(self, failure: str) -> None:
-        super().__init__(failure)
-        self.failure = failure
 
 
 class _Events:
@@ -208,7 +202,7 @@ async def measure_address(target: Target, ip: str, ctx: ProbeContext, trace: Tra
     """Handshake and GET on one address: (quic_handshakes entry, requests entry or None, result
     facts: failure, stage, status, body)."""
     tid = trace.new_transaction()
-    address = f"{ip}:{target.port}"
+    address = endpoint(ip, target.port)
     events = _Events(trace, address, tid)
     loop = asyncio.get_running_loop()
     quic = QuicConnection(configuration=client_configuration(ctx, target.host))
@@ -221,8 +215,10 @@ async def measure_address(target: Target, ip: str, ctx: ProbeContext, trace: Tra
     request: dict[str, Any] | None = None
     try:
         transport, protocol = await loop.create_datagram_endpoint(
-            lambda: _H3Client(quic, events), remote_addr=(ip, target.port), family=socket.AF_INET)
-        protocol.connect((ip, target.port))
+            lambda: _H3Client(quic, events), remote_addr=(ip, target.port),
+            family=socket.AF_INET6 if ":" in ip else socket.AF_INET)
+        # aioquic knows a network path by the address the socket reports: four items for IPv6.
+        protocol.connect((ip, target.port, 0, 0) if ":" in ip else (ip, target.port))
         await _handshake(protocol, ctx.quic_timeout)
     except Exception as exc:
         failure = exc.failure if isinstance(exc, QuicFailure) else failure_string(exc)
