@@ -24,10 +24,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from harness.errors import AnalysisCrashed, CallError, ResultsError
 from harness.results import RunOracle, ScoredRun, run_oracle
-from harness.score import TECHNIQUES, ResultsError, VerdictRow, iter_measurements, measurement_files
+from harness.score import TECHNIQUES, VerdictRow, iter_measurements, measurement_files
 from netlab.capabilities import STAGES, WEB, Capabilities
-from netlab.errors import LabError, UsageError
 from netlab.oracle import Expectation, expected_verdicts
 from netlab.target import Target
 from netlab.verdict import OONI_BLOCKING, Verdict
@@ -66,10 +66,6 @@ class OoniCall(StrEnum):
 #: The techniques OONI's keys tell apart (per-technique precision and recall at OONI's level).
 OONI_TECHNIQUES = ("dns", "tcp_ip", "http-failure", "http-diff")
 BLOCKING_VALUES = {"dns", "tcp_ip", "http-failure", "http-diff"}
-
-
-class CallError(UsageError):
-    """A detector's output cannot be scored: a missing, unknown or malformed call (exit 2)."""
 
 
 def ooni_call(blocking: Any, accessible: Any, where: str) -> OoniCall:
@@ -195,10 +191,6 @@ def score_measurements(scenario_path: Path, measurements: Path, vantage: str | N
 
 
 # ------------------------------------------------------------------ analysis programs
-
-
-class AnalysisCrashed(LabError):
-    """The analysis program failed (a non-zero exit, a timeout): nothing is scored (exit 3)."""
 
 
 def run_analysis(command: str, files: list[Path], timeout: float) -> list[Call]:

@@ -23,8 +23,9 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from harness.errors import ResultsError
 from harness.results import ScoredRun, score_results
-from harness.score import NO_MEASUREMENT_REASONS, ResultsError, Score, VerdictRow, iter_measurements, measurement_files
+from harness.score import NO_MEASUREMENT_REASONS, Score, VerdictRow, iter_measurements, measurement_files
 from netlab.model import CONTROL
 from netlab.verdict import Verdict
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from harness.analysis import Fingerprint, analyse
+from harness.errors import ResultsError
 from netlab import jsonl
-from netlab.errors import NetlabError
 from netlab.model import CONTROL
 from netlab.oracle import Expectation
 from netlab.verdict import Verdict
@@ -26,10 +26,6 @@ PROBE_ERROR = "probe_error"  # the worker answered the job with an error (run.js
 TIMEOUT = "timeout"  # the job ran past job_timeout
 MISSING = "missing"  # no line at all for the job: the worker crashed or the run was cut short
 NO_MEASUREMENT_REASONS = (PROBE_ERROR, TIMEOUT, MISSING)
-
-
-class ResultsError(NetlabError):
-    """A results folder cannot be scored: missing, incomplete, corrupt, or given twice (exit 2)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,11 +7,13 @@ import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from netlab.errors import NetlabError
+
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-class TargetError(ValueError):
-    """A target URL cannot be measured (bad syntax or outside the lab)."""
+class TargetError(NetlabError, ValueError):
+    """A target URL cannot be measured (bad syntax or outside the lab); a ValueError too."""
 
 
 @dataclass(frozen=True, order=True)

@@ -1,14 +1,16 @@
-"""Exceptions of the probes package."""
+"""Exceptions of the probes package: every one derives from ``ProbeError`` (as dnspython's from
+DNSException), so ``except ProbeError`` catches whatever the package raises and nothing else."""
 
 from __future__ import annotations
 
 
 class ProbeError(Exception):
-    """A probe cannot run at all (as opposed to a network failure, which is a measurement result)."""
+    """Base of the probes package's exceptions. A network failure is never one of them: it is a
+    measurement result (probes.failures turns exceptions into OONI failure strings)."""
 
 
 class TargetRefused(ProbeError):
-    """The probe would have to contact something outside the lab.
+    """The probe cannot run at all: it would have to contact something outside the lab.
 
     Raised for a target whose name the lab does not serve, or whose address is outside the
     address plan, and for any address a probe is about to send a packet to that is not in the
@@ -17,7 +19,7 @@ class TargetRefused(ProbeError):
     """
 
 
-class DnsResponseError(Exception):
+class DnsResponseError(ProbeError):
     """A DNS response arrived but gave no usable IPv4 address.
 
     ``rcode`` is the response code (0 = NOERROR, in which case the answer had no A record).
@@ -28,3 +30,15 @@ class DnsResponseError(Exception):
         self.rcode = rcode
         self.hostname = hostname
         super().__init__(f"DNS response for {hostname or '?'} has rcode {rcode} and no A answer")
+
+
+class BadJob(ProbeError):
+    """A worker's job line itself is wrong (not a probe failure)."""
+
+
+class QuicFailure(ProbeError):
+    """A QUIC connection ended with an OONI failure string already known."""
+
+    def __init__(self, failure: str) -> None:
+        super().__init__(failure)
+        self.failure = failure

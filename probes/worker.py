@@ -50,7 +50,7 @@ from netlab.capabilities import PROBE_CONTRACT_VERSION, ContractError, capabilit
 from netlab.target import Target, TargetError
 from probes.context import ProbeContext
 from probes.dns import background_windows
-from probes.errors import ProbeError
+from probes.errors import BadJob, TargetRefused
 from probes.measurement import measurement_envelope, new_report_id
 
 log = logging.getLogger("probes.worker")
@@ -66,10 +66,6 @@ CANCEL_GRACE = 2.0
 #: Jobs whose probe has returned that may wait for their DNS windows (and to report) at once; past
 #: that, a finished probe keeps its slot, so a slow reader still holds the worker back.
 FINISHING = 512
-
-
-class BadJob(Exception):
-    """The job line itself is wrong (not a probe failure)."""
 
 
 class JobSlot:
@@ -159,7 +155,7 @@ class Worker:
                 log.error("job %r exceeded %g s", job_id, self.job_timeout)
                 return {"id": job_id, "error": f"job exceeded {self.job_timeout:g} s", "kind": "timeout"}
             return {"id": job_id, "measurement": measurement}
-        except (ProbeError, TargetError) as exc:
+        except (TargetRefused, TargetError) as exc:
             return {"id": job_id, "error": str(exc), "kind": "refused"}
         except ContractError as exc:  # the probe broke the probe contract: say which key, never guess a verdict
             return {"id": job_id, "error": str(exc), "kind": "contract"}

@@ -9,9 +9,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from harness.cli.common import EXIT_MISMATCH, quiet_default
+from harness.errors import ResultsError
 from harness.html_report import write_report
 from harness.results import read_run_infos
-from harness.score import ResultsError, iter_measurements, measurement_files
+from harness.score import iter_measurements, measurement_files
 
 EPILOG = """examples:
   harness report results/demo-20261129-101500 -o report.html
