@@ -14,6 +14,7 @@ from typing import Any
 from netlab.addressing import PUBLIC_RESOLVER, addresses_of
 from netlab.compile import compile_lab, router_host
 from netlab.compile.dns import effective_resolver_rules
+from netlab.dnsname import name_matches
 from netlab.hostcaps import HostCapabilities
 from netlab.impact import intended
 from netlab.model import CONTROL, Isp, Rule, Scenario, ShapingRule
@@ -24,7 +25,6 @@ from netlab.oracle import (
     first_rule,
     flow_matches,
     intercepts,
-    name_matches,
     on_recursion_path,
     resolver_rule_matches,
     shaping_matches,

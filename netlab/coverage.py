@@ -15,6 +15,7 @@ from dataclasses import replace
 from ipaddress import IPv4Address
 
 from netlab.addressing import addresses_of
+from netlab.dnsname import name_matches
 from netlab.model import Isp, Match, Rule, Scenario
 
 NAME_KEYS = ("domain", "exact", "sni", "http_host", "dns_query")
@@ -23,10 +24,6 @@ NAME_KEYS = ("domain", "exact", "sni", "http_host", "dns_query")
 def chosen(seed: int, isp: str, rule: Rule, unit: str) -> bool:
     digest = hashlib.sha256(f"{seed}|{isp}|{rule.line}|{unit}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < (rule.coverage or 1.0)
-
-
-def _name_matches(name: str, pattern: str, exact: bool) -> bool:
-    return name == pattern or (not exact and name.endswith("." + pattern))
 
 
 def _address_matches(match: Match, addr: IPv4Address, sites: dict[str, IPv4Address]) -> bool:
@@ -46,7 +43,7 @@ def expand_rule(rule: Rule, isp: str, scenario: Scenario, sites: dict[str, IPv4A
     out: list[Rule] = []
     if key is not None:
         pattern = getattr(m, key)
-        units = [s.name for s in scenario.sites if _name_matches(s.name, pattern, key == "exact")]
+        units = [s.name for s in scenario.sites if name_matches(s.name, pattern, key == "exact")]
         for name in units:
             if chosen(scenario.seed, isp, rule, name):
                 if resolver and rule.action not in ("servfail", "refused"):

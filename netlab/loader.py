@@ -306,7 +306,7 @@ class _Loader:
     def dns_name(self, node: yaml.Node, key: str) -> str:
         raw = self.value(node, key, str, "a DNS name")
         try:
-            return normalise_name(raw)
+            return idna_name(raw)
         except ValueError as exc:
             raise self.ctx.fail(node, key, f"{raw!r} is not a valid DNS name: {exc}") from None
 
@@ -514,7 +514,7 @@ class _Loader:
                 raise self.ctx.fail(v, f"{key}.MX", f"{raw!r} is not a mail exchanger (e.g. '10 mail.news.test' "
                                     "or 'mail.news.test')")
             try:
-                mx.append((pref, normalise_name(parts[0])))
+                mx.append((pref, idna_name(parts[0])))
             except ValueError as exc:
                 raise self.ctx.fail(v, f"{key}.MX", f"{parts[0]!r} is not a valid DNS name: {exc}") from None
         return SiteRecords(aaaa=tuple(aaaa), cname=cname, txt=tuple(txt), ns=ns, mx=tuple(mx))
@@ -1352,7 +1352,7 @@ class _Loader:
         return out
 
 
-def normalise_name(raw: str) -> str:
+def idna_name(raw: str) -> str:
     """Lower-case IDNA A-label form of a DNS name, without the trailing dot; ValueError if invalid."""
     name = raw.strip().rstrip(".").lower()
     if not name:

@@ -32,6 +32,7 @@ from netlab.capabilities import WEB, Capabilities
 from netlab.compile.dns import deciding_resolver_rule
 from netlab.compile.dns import resolver_rule_matches as resolver_rule_matches  # where explain finds it
 from netlab.compile.router import INTERCEPTED_PORT
+from netlab.dnsname import name_matches
 from netlab.first_flight import within
 from netlab.model import (
     CONTROL,
@@ -87,10 +88,6 @@ def pin(derived: Expectation | None, verdict: Verdict) -> Expectation:
 # Most (vantage, target) pairs of a large campaign share these: one object each, not 100,000.
 NO_RULE = Expectation(Verdict.OK, "no rule applies")
 CONTROL_OK = Expectation(Verdict.OK, "control vantage")
-
-
-def name_matches(name: str, pattern: str, exact: bool = False) -> bool:
-    return name == pattern or (not exact and name.endswith("." + pattern))
 
 
 def flow_matches(match: Match, addr: IPv4Address, port: int, proto: str,

@@ -29,9 +29,9 @@ from netlab.compile.router import (
     intersect,
     server_networks,
 )
+from netlab.dnsname import name_matches
 from netlab.model import Isp, Rule
 from netlab.plan import LAB_DIR, ReadyCheck, Service
-from netlab.services._parsers import name_matches
 
 TABLE = "netlab_intercept"
 

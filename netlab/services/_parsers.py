@@ -16,6 +16,8 @@ import socket
 import struct
 from dataclasses import dataclass
 
+from netlab.dnsname import wire_name
+
 NEED_MORE = "need_more"
 NOT_THIS = "not_this"
 DONE = "done"
@@ -40,26 +42,6 @@ class Parsed:
 
 _NEED = Parsed(NEED_MORE)
 _NOT = Parsed(NOT_THIS)
-
-
-def normalize_name(raw: bytes | str) -> str | None:
-    """Lower-case, strip one trailing dot; None unless it is a plausible ASCII host name."""
-    try:
-        name = raw.decode("ascii") if isinstance(raw, bytes) else raw
-    except UnicodeDecodeError:
-        return None
-    name = name.strip().rstrip(".").lower()
-    if not name or len(name) > 253 or any(c.isspace() or ord(c) < 0x21 or ord(c) > 0x7E for c in name):
-        return None
-    return name
-
-
-def name_matches(name: str | None, rule_name: str) -> bool:
-    """The rule's name and every name under it, case-insensitively."""
-    if not name:
-        return False
-    rule_name = rule_name.rstrip(".").lower()
-    return name == rule_name or name.endswith("." + rule_name)
 
 
 # --- TLS ---------------------------------------------------------------------------------
@@ -177,7 +159,7 @@ def _parse_client_hello(data: bytes) -> Parsed:
                 if q + nlen > stop:
                     return _NOT
                 if ntype == 0:
-                    name = normalize_name(ext[q : q + nlen])
+                    name = wire_name(ext[q : q + nlen])
                     return Parsed(DONE, name) if name else _NOT
                 q += nlen
             return Parsed(DONE, None)
@@ -246,7 +228,7 @@ def _parse_http_host(data: bytes) -> Parsed:
     if target[:7].lower() == b"http://" or target[:8].lower() == b"https://":
         authority = target.split(b"//", 1)[1].split(b"/", 1)[0].split(b"?", 1)[0]
         host = _strip_port(authority.rsplit(b"@", 1)[-1])
-        name = normalize_name(host)
+        name = wire_name(host)
         if name:
             return Parsed(DONE, name)
     pos = first_end + 1
@@ -259,7 +241,7 @@ def _parse_http_host(data: bytes) -> Parsed:
             return Parsed(DONE, None)  # end of the header block, no Host
         key, colon, value = line.partition(b":")
         if colon and key.strip().lower() == b"host":
-            name = normalize_name(_strip_port(value.strip()))
+            name = wire_name(_strip_port(value.strip()))
             return Parsed(DONE, name)
         pos = end + 1
 

@@ -27,8 +27,9 @@ from aioquic.buffer import Buffer, BufferReadError
 from aioquic.quic.crypto import CryptoError, CryptoPair
 from aioquic.quic.packet import QuicPacketType, pull_quic_header
 
+from netlab.dnsname import name_matches
 from netlab.model import QuicKnobs
-from netlab.services._parsers import DONE, NEED_MORE, NOT_THIS, Packet, Parsed, name_matches, parse_client_hello
+from netlab.services._parsers import DONE, NEED_MORE, NOT_THIS, Packet, Parsed, parse_client_hello
 
 VERSION_1 = 0x00000001
 VERSION_2 = 0x6B3343CF

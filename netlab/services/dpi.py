@@ -71,6 +71,7 @@ import dns.rrset
 
 from netlab.blockpage import DEFAULT as DEFAULT_BLOCKPAGE
 from netlab.blockpage import MARKER
+from netlab.dnsname import name_matches, wire_name
 from netlab.model import QuicKnobs
 from netlab.services._parsers import (
     DONE,
@@ -84,8 +85,6 @@ from netlab.services._parsers import (
     Parsed,
     build_tcp,
     build_udp,
-    name_matches,
-    normalize_name,
     parse_client_hello,
     parse_http_host,
     parse_ipv4,
@@ -256,7 +255,7 @@ def dns_query_name(payload: bytes) -> str | None:
         return None
     if q.flags & dns.flags.QR or len(q.question) != 1:
         return None
-    return normalize_name(q.question[0].name.to_text(omit_final_dot=True))
+    return wire_name(q.question[0].name.to_text(omit_final_dot=True))
 
 
 class ResidualTable:

@@ -37,7 +37,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
-from netlab.services._parsers import DONE, NEED_MORE, name_matches, normalize_name, parse_client_hello
+from netlab.dnsname import name_matches, wire_name
+from netlab.services._parsers import DONE, NEED_MORE, parse_client_hello
 from netlab.services._relay import abort, pipe
 from netlab.services._serve import listener, serve_until_stopped
 
@@ -100,7 +101,7 @@ async def peek_server_name(sock: socket.socket) -> str | None:
             return None
         parsed = parse_client_hello(data)
         if parsed.status != NEED_MORE:
-            return normalize_name(parsed.value) if parsed.status == DONE and parsed.value else None
+            return wire_name(parsed.value) if parsed.status == DONE and parsed.value else None
         if len(data) >= MAX_HEAD:
             return None
         if len(data) == seen:

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from netlab.dnsname import name_matches
 from netlab.services._parsers import (
     DONE,
     NEED_MORE,
@@ -17,7 +18,6 @@ from netlab.services._parsers import (
     build_client_hello,
     build_tcp,
     build_udp,
-    name_matches,
     parse_client_hello,
     parse_http_host,
     parse_ipv4,
