@@ -61,15 +61,10 @@ def shard_targets(targets: tuple[Target, ...] | list[Target], index: int, count:
 
 def probe_context(lab: RunningLab, scenario: Scenario, vantage: str, overrides: dict[str, Any]
                   ) -> dict[str, Any]:
+    """The ProbeContext (as JSON) of one vantage: its resolvers, the CA it trusts, the lab's names."""
     v = lab.state.vantages[vantage]
     # A vantage may trust more than the lab CA (an ISP's interception CA its users installed).
-    return vantage_context(v, scenario, str(lab.inner_path(v.get("ca_file") or lab.state.ca_file)), overrides)
-
-
-def vantage_context(v: dict[str, Any], scenario: Scenario, ca_file: str, overrides: dict[str, Any]
-                    ) -> dict[str, Any]:
-    """The ProbeContext (as JSON) of one vantage: its resolvers, the lab CA, the lab's names."""
-    vantage = v["name"]
+    ca_file = str(lab.inner_path(v.get("ca_file") or lab.state.ca_file))
     ctx = {
         "vantage": vantage,
         "resolver": v["resolver"],
