@@ -19,6 +19,13 @@ from netlab.target import Target
 #: The stages of a fetch, in data-path order (x_failed_stage takes these values).
 STAGES = ("dns", "tcp", "tls", "http")
 
+#: Redirects a fetch follows before it fails: Go's net/http default, which OONI keeps (probes.redirects
+#: follows at most this many; the oracle predicts with the same number).
+MAX_REDIRECTS = 10
+#: The probes' default cap, in seconds, on one whole HTTP exchange (ProbeContext.http_total_timeout,
+#: a scenario's probe setting of that name overrides it; the oracle knows which fetches it cuts).
+HTTP_TOTAL_TIMEOUT = 60.0
+
 #: Version of the keys a probe's test keys must carry (docs/writing-a-probe.md, "The contract").
 PROBE_CONTRACT_VERSION = 1
 

@@ -28,7 +28,7 @@ from netlab.addressing import (
     addresses_v6,
     is_lab_bogon,
 )
-from netlab.capabilities import WEB, Capabilities
+from netlab.capabilities import HTTP_TOTAL_TIMEOUT, MAX_REDIRECTS, WEB, Capabilities
 from netlab.compile.dns import deciding_resolver_rule
 from netlab.compile.dns import resolver_rule_matches as resolver_rule_matches  # where explain finds it
 from netlab.compile.router import INTERCEPTED_PORT
@@ -194,8 +194,6 @@ def _quic_censored(scenario: Scenario, isp: Isp, target: Target, addr: IPv4Addre
     return _quic_verdict(dpi) if dpi is not None else None
 
 
-MAX_REDIRECTS = 10  # the web probe's limit, OONI's too (probes.redirects)
-DEFAULT_TOTAL_TIMEOUT = 60.0  # the probes' default cap on one HTTP exchange (ProbeContext.http_total_timeout)
 
 
 def control_fault(scenario: Scenario, target: Target, hops: int = 0, seen: frozenset[str] = frozenset(),
@@ -510,7 +508,7 @@ def _shaped(scenario: Scenario, isp: Isp, site: Site, target: Target, addr: IPv4
             if shaping.rate_bps:
                 rule = Rule(match=shaping.match, action="shape", line=shaping.line)
                 seconds = size * 8 / shaping.rate_bps
-                cap = float(scenario.probe.get("http_total_timeout", DEFAULT_TOTAL_TIMEOUT))  # type: ignore[arg-type]
+                cap = float(scenario.probe.get("http_total_timeout", HTTP_TOTAL_TIMEOUT))  # type: ignore[arg-type]
                 if seconds > cap:
                     return Expectation(Verdict.HTTP_TIMEOUT, f"shaping rule line {shaping.line}: the page "
                                        f"needs {seconds:.0f}s, the probe gives up after {cap:g}s", rule=rule)

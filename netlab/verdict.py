@@ -16,7 +16,6 @@ class Verdict(StrEnum):
     DNS_INJECTED = "dns.injected"
     TCP_TIMEOUT = "tcp.timeout"
     TCP_RESET = "tcp.reset"
-    TCP_REFUSED = "tcp.refused"
     TCP_UNREACHABLE = "tcp.unreachable"
     TLS_RESET = "tls.reset"
     TLS_TIMEOUT = "tls.timeout"

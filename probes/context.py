@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from netlab.capabilities import HTTP_TOTAL_TIMEOUT
+
 
 @dataclass
 class ProbeContext:
@@ -33,7 +35,7 @@ class ProbeContext:
     #: Longest silence tolerated while sending the request or reading the response.
     http_timeout: float = 5.0
     #: Hard cap on one whole HTTP exchange, so a throttled transfer cannot stall a worker forever.
-    http_total_timeout: float = 60.0
+    http_total_timeout: float = HTTP_TOTAL_TIMEOUT
     #: How long to keep listening after the first DNS response: an injector races a forged
     #: answer ahead of the real one, and we want to see both.
     dns_window: float = 0.3

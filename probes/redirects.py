@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+from netlab.capabilities import MAX_REDIRECTS
 from netlab.target import Target, TargetError
 
-MAX_REDIRECTS = 10  # Go's net/http default, which OONI keeps
+__all__ = ["BAD_LOCATION", "MAX_REDIRECTS", "REDIRECT_CODES", "TOO_MANY", "location_of", "next_target"]
 REDIRECT_CODES = (301, 302, 303, 307, 308)
 TOO_MANY = "unknown_failure: stopped after too many redirects"
 BAD_LOCATION = "http_invalid_redirect_location_host"
