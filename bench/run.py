@@ -99,7 +99,7 @@ def bench_lifecycle(tmp: Path, full: bool, backends: list[str]) -> None:
     plan: what any lab of that shape costs before a single config or service."""
     sizes = [(1, 10), (5, 10), (20, 10), (1, 100), (1, 1000 if full else 300)]
     if "compose" in backends:
-        from netlab.images import build_image
+        from netlab.deploy.images import build_image
 
         build_image()  # a cache hit after the first build; never part of the up time below
     for isps, sites in sizes:
@@ -194,7 +194,7 @@ def bench_scaling(tmp: Path, full: bool) -> None:
 
 def bench_backends(tmp: Path, full: bool) -> None:
     """The demo on both backends, in one run: image (cached), up, campaign, down."""
-    from netlab.images import build_image
+    from netlab.deploy.images import build_image
     from netlab.loader import load_scenario
 
     t0 = time.perf_counter()

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from netlab.backends.compose import INNER_SRC, Mount, inner_lab_dir, lab_spec, probe_plugins
-from netlab.images import IMAGE_REPO
+from netlab.deploy.images import IMAGE_REPO
 from netlab.plan import LabPlan
 
 INNER_RESULTS = "/results"

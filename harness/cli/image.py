@@ -6,7 +6,7 @@ import argparse
 
 from rich.console import Console
 
-from netlab import images
+from netlab.deploy import images
 
 
 def register(sub: argparse._SubParsersAction) -> None:

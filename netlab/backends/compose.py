@@ -2,7 +2,7 @@
 
 One description (``lab_spec``) says what the lab's container is; this backend creates it through
 the Docker API, and ``harness compose`` writes the same description as a Compose file
-(harness.compose_file). The container runs the lab image (netlab.images) with this source tree at
+(harness.compose_file). The container runs the lab image (netlab.deploy.images) with this source tree at
 /opt/censorlab (read-only), third-party probe packages of the host beside it, and the lab folder
 at /lab/<lab>; its main process is netlab.services.hostd, which builds the hosts with the netns
 backend's own code (namespaces, veth links, addresses, routes, services) and supervises them.
@@ -233,7 +233,7 @@ class ComposeBackend(Backend):
     name = "compose"
 
     def up(self, plan: LabPlan, progress: Progress | None = None) -> ComposeLab:
-        from netlab.images import build_image
+        from netlab.deploy.images import build_image
 
         say = progress or (lambda _m: None)
         check_lab_name(plan.lab, "lab name")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from netlab.images import _copy_tree, cache_dir
+from netlab.deploy.images import _copy_tree, cache_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 

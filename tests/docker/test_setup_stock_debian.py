@@ -2,7 +2,7 @@
 python once apt installs it (PEP 668). scripts/setup.sh (what `make demo` and `make test` run first)
 must leave the project installed in .venv and `harness` runnable.
 
-The container is a bare `debootstrap --variant=minbase` Debian 12 (netlab.images.build_debian_image:
+The container is a bare `debootstrap --variant=minbase` Debian 12 (netlab.deploy.images.build_debian_image:
 no registry needed, cached). It reaches the Debian archive and PyPI like the host's own set-up does;
 apt and pip download caches live in the image cache folder so a second run is quick. Ubuntu 24.04
 cannot be tested here (no registry, only Debian's archive); setup.sh uses only apt and
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import copy_project, download_cache, host_pip_args
 
-from netlab.images import build_debian_image
+from netlab.deploy.images import build_debian_image
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("stock-debian")]
 

@@ -125,7 +125,7 @@ def test_doh_probe_and_its_server_in_the_lab(doh_installed: None, lab_name: str,
 def test_doh_probe_and_its_server_in_a_compose_lab(doh_installed: None, lab_name: str, tmp_path: Path) -> None:
     """The same in containers: the server's module comes into the lab internet's container with the
     mounted plugin (netlab.backends.compose.probe_plugins), the probe into the vantages'."""
-    from netlab.images import build_image
+    from netlab.deploy.images import build_image
 
     try:
         build_image()

@@ -125,8 +125,8 @@ def test_exit_status_environment_and_errors(demo: tuple[str, dict[tuple[str, str
 @pytest.mark.docker
 def test_compose_lab_exec(lab_name: str) -> None:
     """On a compose lab: only what the lab image has. It has openssl but neither curl nor dig (the
-    image is built by netlab.images, not here), so the curl and dig checks are netns-only."""
-    from netlab.images import build_image
+    image is built by netlab.deploy.images, not here), so the curl and dig checks are netns-only."""
+    from netlab.deploy.images import build_image
 
     try:
         image = build_image().latest

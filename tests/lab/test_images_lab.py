@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from netlab.images import IMAGE_REPO, LABEL_HASH, build_image
+from netlab.deploy.images import IMAGE_REPO, LABEL_HASH, build_image
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -35,8 +35,8 @@ CHECKS = [
     (["python3", "-c", "import pyroute2; v = pyroute2.__version__; "
       "assert tuple(map(int, v.split('.')[:2])) >= (0, 9), v; print('pyroute2', v)"], "pyroute2 0."),
     # the project itself comes from the read-only bind mount, through PYTHONPATH
-    (["python3", "-c", "import netlab.images, sys; print(netlab.images.__file__)"],
-     "/opt/censorlab/netlab/images.py"),
+    (["python3", "-c", "import netlab.deploy.images, sys; print(netlab.deploy.images.__file__)"],
+     "/opt/censorlab/netlab/deploy/images.py"),
 ]
 
 

@@ -93,7 +93,7 @@ def test_interception_netns(lab_name: str, tmp_path: Path) -> None:
 @pytest.mark.docker
 def test_interception_compose(lab_name: str, tmp_path: Path) -> None:
     """The compose lab image has openssl but no curl (see tests/lab/test_exec.py)."""
-    from netlab.images import build_image
+    from netlab.deploy.images import build_image
 
     try:
         build_image()

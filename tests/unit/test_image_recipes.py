@@ -1,4 +1,4 @@
-"""netlab.images without Docker: the sdist download keeps build dependencies as wheels, and the
+"""netlab.deploy.images without Docker: the sdist download keeps build dependencies as wheels, and the
 lab image's hash and file selection (censorlab/lab, `harness image build --with-project`)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from netlab import images
+from netlab.deploy import images
 
 
 def test_sdist_download_takes_build_dependencies_as_wheels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

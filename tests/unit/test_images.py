@@ -1,4 +1,4 @@
-"""Unit tests of netlab.images: hashing, caching and path choice, Docker mocked."""
+"""Unit tests of netlab.deploy.images: hashing, caching and path choice, Docker mocked."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from typing import Any
 
 import pytest
 
-from netlab import images
-from netlab.errors import LabError
-from netlab.images import (
+from netlab.deploy import images
+from netlab.deploy.images import (
     HASH_INPUTS,
     IMAGE_REPO,
     IMAGES_DIR,
@@ -26,6 +25,7 @@ from netlab.images import (
     read_list,
     requirement_name,
 )
+from netlab.errors import LabError
 
 REPO = Path(__file__).resolve().parents[2]
 
