@@ -13,8 +13,11 @@ measurement is paired with the control's measurement of its URL, and gets
 - ``x_verdict``: the lab's finer verdict (docs/verdicts.md);
 - ASNs on DNS answers and ``client_resolver``, as OONI's probe writes them.
 
-``measurements.jsonl`` is rewritten in two streaming passes (controls first, then every line),
-so memory holds one small control summary per URL.
+A run gets these keys while it is scored, in the one pass that reads and rewrites
+``measurements.jsonl`` (``Annotator``, harness.results.score_and_annotate), with the control
+summaries the campaign gathered as it wrote them (harness.digest); ``finalize`` does the same for
+a folder on its own in two streaming passes (controls first, then every line). Memory holds one
+small control summary per URL.
 
 OONI's test helper also connects to the addresses the probe resolved. The control learns them
 only from the campaign's measurements, so while the lab is still up ``measure_th_endpoints``

@@ -138,9 +138,14 @@ def iter_measurements(paths: Iterable[Path], vantage: str | None = None) -> Iter
                         yield m
 
 
+#: Read buffer for measurements.jsonl: a measurement line (a 64 KiB body) then comes in one read, not
+#: in eight 8 KiB ones joined together.
+READ_BUFFER = 1 << 20
+
+
 def _open(path: Path) -> BinaryIO:
     try:
-        return open(path, "rb")
+        return open(path, "rb", buffering=READ_BUFFER)
     except FileNotFoundError:
         raise ResultsError(f"{path}: no such file; {Path(path).parent} is not a complete results folder "
                            "of `harness run`") from None
@@ -269,12 +274,13 @@ def score(rows: list[VerdictRow], techniques: tuple[str, ...] = TECHNIQUES) -> S
             continue
         exp, obs = r.expected.verdict, r.observed
         s.confusion[(exp.value, obs.value)] += 1
-        for tech, ts in s.techniques.items():
-            if exp == obs and exp.technique == tech:
-                ts.tp += 1
-            else:
-                if obs.technique == tech and exp != obs:
-                    ts.fp += 1
-                if exp.technique == tech and exp != obs:
-                    ts.fn += 1
+        # Each row touches at most the two techniques it names (a 100,000-row run: once each).
+        if exp == obs:
+            if (hit := s.techniques.get(exp.technique)) is not None:
+                hit.tp += 1
+            continue
+        if (false_pos := s.techniques.get(obs.technique)) is not None:
+            false_pos.fp += 1
+        if (missed := s.techniques.get(exp.technique)) is not None:
+            missed.fn += 1
     return s

@@ -13,7 +13,10 @@ from test_gate import GOOD, NXDOMAIN, A, B, make_results
 from harness import ooni, score
 from harness.digest import RunDigest
 from harness.results import score_and_annotate, score_results
-from harness.score import ResultsError
+from harness.score import ResultsError, VerdictRow
+from harness.score import score as score_rows
+from netlab.oracle import Expectation
+from netlab.verdict import Verdict
 
 
 def lines(path: Path) -> list[dict]:
@@ -87,3 +90,18 @@ def test_with_the_campaigns_digest_there_is_one_pass(tmp_path: Path, monkeypatch
     assert passes == [None]
     assert [r.to_json() for r in scored_new.score.rows] == [r.to_json() for r in scored_old.score.rows]
     assert lines(new) == lines(old)
+
+
+def test_technique_tallies_per_row_as_the_definition_says() -> None:
+    """score() touches only the techniques a row names; the tallies are the definition's: a match is
+    a true positive of its technique, a mismatch a false positive of the observed one and a miss of
+    the expected one."""
+    verdicts = list(Verdict)
+    rows = [VerdictRow("v", f"u{i}-{j}", o, Expectation(e, "rule"), "") for i, e in enumerate(verdicts)
+            for j, o in enumerate(verdicts)]
+    got = score_rows(rows)
+    for tech, ts in got.techniques.items():
+        pairs = [(r.expected.verdict, r.observed) for r in rows if r.expected is not None]
+        assert ts.tp == sum(1 for e, o in pairs if e == o and e.technique == tech)
+        assert ts.fp == sum(1 for e, o in pairs if e != o and o.technique == tech)
+        assert ts.fn == sum(1 for e, o in pairs if e != o and e.technique == tech)
