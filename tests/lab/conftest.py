@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -25,10 +26,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def lab_name_prefix() -> str:
     """`t` and the xdist worker's number (`t0`, `t1`, ...; `t` without xdist), so a lab left behind
-    names the worker that made it. $CENSORLAB_TEST_LAB_PREFIX replaces the `t`, for telling apart
+    names the worker that made it. $FAUXISP_TEST_LAB_PREFIX replaces the `t`, for telling apart
     the labs of people who run tests on one machine at once."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "").removeprefix("gw")
-    return os.environ.get("CENSORLAB_TEST_LAB_PREFIX", "t") + worker
+    return os.environ.get("FAUXISP_TEST_LAB_PREFIX", "t") + worker
 
 
 @pytest.fixture
@@ -53,3 +54,9 @@ def leftovers(lab: str) -> dict[str, list[str]]:
 def assert_no_leftovers(lab: str) -> None:
     left = leftovers(lab)
     assert not any(left.values()), f"lab {lab} left traces behind: {left}"
+
+
+def docker_ok() -> bool:
+    """A Docker Engine answers (tests of the compose backend skip without one)."""
+    return shutil.which("docker") is not None and subprocess.run(["docker", "info"],
+                                                                 capture_output=True).returncode == 0

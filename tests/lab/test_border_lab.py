@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import uuid
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, assert_no_leftovers, lab_name_prefix
+from conftest import ROOT, assert_no_leftovers, docker_ok, lab_name_prefix
 
 from netlab.loader import load_scenario
 
@@ -38,11 +37,6 @@ WEB = {
 def harness(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=ROOT,
                           timeout=timeout, env={**os.environ, "CI": "true"}, stdin=subprocess.DEVNULL)
-
-
-def docker_ok() -> bool:
-    return shutil.which("docker") is not None and subprocess.run(["docker", "info"],
-                                                                 capture_output=True).returncode == 0
 
 
 @dataclass
