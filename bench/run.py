@@ -289,13 +289,13 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     console.print(f"cores: {os.cpu_count()}, python {sys.version.split()[0]}")
-    with tempfile.TemporaryDirectory(prefix="censorlab-bench-") as d:
+    with tempfile.TemporaryDirectory(prefix="fauxisp-bench-") as d:
         for name in args.only.split(","):
             if name == "lifecycle":
                 bench_lifecycle(Path(d), args.full, [b.strip() for b in args.backends.split(",")])
             else:
                 SECTIONS[name.strip()](Path(d), args.full)
-    table = Table(title=f"censorlab benchmark ({os.cpu_count()} cores)")
+    table = Table(title=f"fauxisp benchmark ({os.cpu_count()} cores)")
     for col in ("section", "what", "value", "baseline (same run)", "note"):
         table.add_column(col)
     for r in ROWS:

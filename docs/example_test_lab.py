@@ -1,7 +1,7 @@
 """An example a downstream project can copy: its detection logic tested against the lab.
 
 Run as root (network namespaces): `pytest example_test_lab.py`. The `lab` fixture comes from the
-censorlab pytest plugin, installed with censorlab (entry point pytest11).
+fauxisp pytest plugin, installed with fauxisp (entry point pytest11).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ INNER_SCENARIOS = "/scenario"
 # The lab service is healthy once the lab folder is written. Its marker lives on a tmpfs, fresh at
 # every start: one in the lab folder would survive into the next `up` and let the campaign start
 # on a folder the lab service is about to rewrite.
-READY_DIR = "/run/censorlab"
+READY_DIR = "/run/fauxisp"
 READY_MARKER = f"{READY_DIR}/lab-ready"
 
 
@@ -39,7 +39,7 @@ def compose_dict(plan: LabPlan, scenario_path: Path, out_dir: Path, probe: str =
         r = os.path.relpath(p, out_dir)
         return "." if r == "." else "./" + r
 
-    spec = lab_spec(plan, image=f"{IMAGE_REPO}:latest", lab_source=f"./.censorlab/{plan.lab}", src_source=rel(repo),
+    spec = lab_spec(plan, image=f"{IMAGE_REPO}:latest", lab_source=f"./.fauxisp/{plan.lab}", src_source=rel(repo),
                     plugins=probe_plugins([probe, *plan.server_probes]))
     # The scenario's whole folder: files it refers to (response bodies) come with it.
     scenario_mount = Mount(rel(scenario_path.resolve().parent), INNER_SCENARIOS)

@@ -215,7 +215,7 @@ def about_html(run: ScoredRun, measured: list[dict[str, Any]]) -> str:
             ("it cannot see", "; ".join(caps.blind_spots()) or "nothing the lab emulates"),
             ("measured (UTC)", f"{times[0]} – {times[-1]}" if times else "–"),
             ("report written (UTC)", datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")),
-            ("versions", f"measured by {', '.join(software) or '?'}; report by censorlab {software_version()}, "
+            ("versions", f"measured by {', '.join(software) or '?'}; report by fauxisp {software_version()}, "
              f"python {platform.python_version()}"),
             ("results", ", ".join(f"{i.get('lab', '?')} ({i.get('backend', '?')}), shard "
                                   f"{'/'.join(map(str, i.get('shard') or [1, 1]))}" for i in run.infos) or "–")]
@@ -360,7 +360,7 @@ def write_report(dirs: list[Path], out: Path, fingerprints: list[Path] | None = 
     run = score_results(dirs, fingerprints)
     ordered = sorted(iter_measurements(measurement_files(dirs)),
                      key=lambda m: (m.get("input", ""), m.get("x_vantage", "") == CONTROL, m.get("x_vantage", "")))
-    html = render(run, ordered, title or f"censorlab report: {run.scenario.name}", progress)
+    html = render(run, ordered, title or f"fauxisp report: {run.scenario.name}", progress)
     try:
         out.write_text(html, encoding="utf-8")
     except OSError as exc:

@@ -70,7 +70,7 @@ def environment(lab: RunningLab, host: str) -> dict[str, str]:
     ca = str(lab.inner_path(own or lab.state.ca_file))
     home = nss_home(lab)
     env = {"SSL_CERT_FILE": ca, "CURL_CA_BUNDLE": ca, "REQUESTS_CA_BUNDLE": ca, "NODE_EXTRA_CA_CERTS": ca,
-           "CENSORLAB_LAB": lab.name, "CENSORLAB_HOST": host}
+           "FAUXISP_LAB": lab.name, "FAUXISP_HOST": host}
     if home is not None:
         env["HOME"] = str(lab.inner_path(TOOLS_HOME))
     return env

@@ -39,7 +39,7 @@ Verdicts = dict[tuple[str, str], str]  # (vantage, url) -> verdict
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("censorlab", "censorlab: a censorship lab as a fixture")
+    group = parser.getgroup("fauxisp", "fauxisp: a censorship lab as a fixture")
     group.addoption("--lab-scenario", default=None, help="scenario file for the `lab` fixture "
                     "(overrides markers and the ini option)")
     group.addoption("--lab-keep", default=None, metavar="DIR", help="keep every results folder of the `lab` "

@@ -39,7 +39,7 @@ from probes.trace import Trace
 
 #: Ports that the Host header leaves implicit.
 DEFAULT_PORTS = {"http": 80, "https": 443}
-USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) censorlab/0.1"
+USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) fauxisp/0.1"
 ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)

@@ -12,7 +12,7 @@ from typing import Any
 from netlab.target import Target
 from probes.context import ProbeContext
 
-SOFTWARE_NAME = "censorlab"
+SOFTWARE_NAME = "fauxisp"
 DATA_FORMAT_VERSION = "0.2.0"
 #: The lab is nowhere: OONI's "unknown country" code.
 PROBE_CC = "ZZ"

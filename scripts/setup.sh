@@ -10,8 +10,8 @@
 # packages, also as root inside network namespaces.
 #
 # Environment: PYTHON (the interpreter that makes the venv, default /usr/bin/python3),
-# CENSORLAB_VENV (default .venv), CENSORLAB_EXTRA_APT (more packages, space-separated),
-# CENSORLAB_OPTIONAL_APT (packages installed where the archive has them; default chromium).
+# FAUXISP_VENV (default .venv), FAUXISP_EXTRA_APT (more packages, space-separated),
+# FAUXISP_OPTIONAL_APT (packages installed where the archive has them; default chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
@@ -25,8 +25,8 @@ APT_PACKAGES=(unbound nsd nftables iptables iproute2 procps libnetfilter-queue-d
               debootstrap ca-certificates python3 python3-venv python3-dev)
 # Wanted but not everywhere: Ubuntu 24.04 has no chromium .deb (only a snap), so the report's
 # browser test skips there.
-OPTIONAL_APT=(${CENSORLAB_OPTIONAL_APT-chromium})
-EXTRA="${CENSORLAB_EXTRA_APT:-}"
+OPTIONAL_APT=(${FAUXISP_OPTIONAL_APT-chromium})
+EXTRA="${FAUXISP_EXTRA_APT:-}"
 
 apt_updated=0
 apt_install() {
@@ -73,7 +73,7 @@ if command -v docker >/dev/null 2>&1 && ! command -v docker-compose >/dev/null 2
     if [ -n "$v2" ]; then apt_install "$v2"; elif [ -n "$(candidate docker-compose)" ]; then apt_install docker-compose; fi
   fi
   if ! command -v docker-compose >/dev/null 2>&1 && docker compose version >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    printf '#!/bin/sh\n# censorlab scripts/setup.sh: Compose v2 under the name the README uses\nexec docker compose "$@"\n' \
+    printf '#!/bin/sh\n# fauxisp scripts/setup.sh: Compose v2 under the name the README uses\nexec docker compose "$@"\n' \
       > /usr/local/bin/docker-compose
     chmod +x /usr/local/bin/docker-compose
     echo "setup: /usr/local/bin/docker-compose forwards to 'docker compose' (Compose v2)"
@@ -82,7 +82,7 @@ if command -v docker >/dev/null 2>&1 && ! command -v docker-compose >/dev/null 2
 fi
 
 SYS_PY="${PYTHON:-/usr/bin/python3}"
-VENV="${CENSORLAB_VENV:-$ROOT/.venv}"
+VENV="${FAUXISP_VENV:-$ROOT/.venv}"
 PY="$VENV/bin/python"
 if [ ! -x "$PY" ] || ! "$PY" -c "import sys" 2>/dev/null; then
   echo "setup: creating the virtual environment $VENV with $SYS_PY"
@@ -90,9 +90,9 @@ if [ ! -x "$PY" ] || ! "$PY" -c "import sys" 2>/dev/null; then
   "$SYS_PY" -m venv "$VENV"
 fi
 
-stamp="$VENV/.censorlab-setup-stamp"
+stamp="$VENV/.fauxisp-setup-stamp"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -nt "$stamp" ] \
-    || ! "$PY" -c "import netlab, probes, harness, pytest, xdist, censorlab_dot, censorlab_doh, oonidata, netfilterqueue" 2>/dev/null; then
+    || ! "$PY" -c "import netlab, probes, harness, pytest, xdist, fauxisp_dot, fauxisp_doh, oonidata, netfilterqueue" 2>/dev/null; then
   echo "setup: installing the project and its Python dependencies into $VENV"
   pipi=("$PY" -m pip install -q --disable-pip-version-check)
   "${pipi[@]}" -e ".[test,compose,fast]"

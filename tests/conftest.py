@@ -14,7 +14,7 @@ import os
 
 import pytest
 
-# The base image test and the deploy test (which builds censorlab/lab on top of the base image).
+# The base image test and the deploy test (which builds fauxisp/lab on top of the base image).
 GROUPS = {"test_images_lab": "lab-image", "test_deploy_examples": "lab-image"}
 
 # Rich wraps messages at the console width (harness: $COLUMNS, else 160 when not a terminal; a bare

@@ -11,11 +11,11 @@ from netlab.deploy import images
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("image", help="build the lab's container image (cached)",
-                       description="Build censorlab/base, the image every lab container runs. Uses "
+                       description="Build fauxisp/base, the image every lab container runs. Uses "
                        "images/Dockerfile where a registry is reachable, else debootstrap from the Debian "
                        "archive the host's apt uses, then docker import. A second build is a cache hit.",
                        epilog="examples:\n  harness image build\n  harness image build --offline --force\n"
-                       "  harness image build --with-project                 # censorlab/lab: + project, "
+                       "  harness image build --with-project                 # fauxisp/lab: + project, "
                        "examples/dot-probe\n"
                        "  harness image build --with-project --plugin ../my-probe",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -23,8 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--offline", action="store_true", help="build from the Debian archive (no registry)")
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
     p.add_argument("--with-project", action="store_true",
-                   help="also build censorlab/lab: the base image with this project installed (files at "
-                   "/opt/censorlab) and probe plugins, for running campaigns from the image alone")
+                   help="also build fauxisp/lab: the base image with this project installed (files at "
+                   "/opt/fauxisp) and probe plugins, for running campaigns from the image alone")
     p.add_argument("--plugin", action="append", default=[], metavar="PATH",
                    help="with --with-project: a probe plugin (project folder or wheel) to install; repeatable")
     p.set_defaults(func=run)

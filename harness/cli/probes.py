@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def discover() -> list[dict[str, Any]]:
     """One row per probe type: name, version, module, class, OONI test name, distribution, error."""
-    specs: dict[str, tuple[str, str]] = {n: (s, "censorlab (built-in)") for n, s in BUILTIN_PROBES.items()}
+    specs: dict[str, tuple[str, str]] = {n: (s, "fauxisp (built-in)") for n, s in BUILTIN_PROBES.items()}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         dist = ep.dist
         specs[ep.name] = (ep.value, f"{dist.metadata['Name']} {dist.version}" if dist is not None else "?")

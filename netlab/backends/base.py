@@ -30,7 +30,7 @@ from netlab.names import check_lab_name, lab_name_problem
 from netlab.plan import LabPlan, host_to_dict
 
 Progress = Callable[[str], None]
-LAB_ROOT = Path(os.environ.get("CENSORLAB_RUN_DIR", "/run/netlab"))
+LAB_ROOT = Path(os.environ.get("FAUXISP_RUN_DIR", "/run/netlab"))
 STATE_FILE = "state.json"
 
 

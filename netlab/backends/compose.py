@@ -3,7 +3,7 @@
 One description (``lab_spec``) says what the lab's container is; this backend creates it through
 the Docker API, and ``harness compose`` writes the same description as a Compose file
 (harness.compose_file). The container runs the lab image (netlab.deploy.images) with this source tree at
-/opt/censorlab (read-only), third-party probe packages of the host beside it, and the lab folder
+/opt/fauxisp (read-only), third-party probe packages of the host beside it, and the lab folder
 at /lab/<lab>; its main process is netlab.services.hostd, which builds the hosts with the netns
 backend's own code (namespaces, veth links, addresses, routes, services) and supervises them.
 
@@ -11,7 +11,7 @@ Isolation: each host has its own network stack whose only interfaces are its lin
 lab. The container has no Docker network at all (network mode ``none``, loopback only), so no lab
 packet has a way to the Docker host or beyond; no Docker network, bridge or firewall rule is made
 for a lab. The container holds CAP_SYS_ADMIN (to make the namespaces) besides NET_ADMIN and NET_RAW.
-Everything carries the label ``org.censorlab.lab``.
+Everything carries the label ``org.fauxisp.lab``.
 
 Why one container and not one per host: starting a container costs this Docker Engine 0.3-0.8 s
 of work whatever it runs (its root file system, runtime, network endpoints), so 42 containers
@@ -60,10 +60,10 @@ from netlab.names import PREFIX, check_lab_name
 from netlab.plan import LabPlan
 from netlab.services import hostexec
 
-LABEL = "org.censorlab.lab"
+LABEL = "org.fauxisp.lab"
 INNER_LABS = "/lab"
-INNER_SRC = "/opt/censorlab"
-INNER_PLUGINS = "/opt/censorlab-plugins"
+INNER_SRC = "/opt/fauxisp"
+INNER_PLUGINS = "/opt/fauxisp-plugins"
 READY_TIMEOUT = 60.0
 CAPS = ["NET_ADMIN", "NET_RAW", "SYS_ADMIN"]  # SYS_ADMIN: hostd makes the hosts' namespaces
 

@@ -111,7 +111,7 @@ def compile_intercept(isp: Isp, addrs: IspAddresses, site_addresses: dict[str, I
         f"{isp.name}: TLS interceptor (netlab.services.intercept) on {addrs.router_down.ip}:{INTERCEPT_PORT}: "
         "nat prerouting redirects the client TCP flows an intercept rule's addresses and port allow (not "
         "those a firewall rule matches); a matching SNI gets a certificate from the ISP's own CA "
-        f"('censorlab {isp.name} interception CA', not trusted by the vantages: ssl_unknown_authority), "
+        f"('fauxisp {isp.name} interception CA', not trusted by the vantages: ssl_unknown_authority), "
         "the rest is spliced on to its destination and meets the other DPI rules.",
     ]
     for rule in rules:

@@ -27,7 +27,7 @@ def make_pki(site_names: list[str], cert_kinds: Mapping[str, str] | None = None,
              aliases: Mapping[str, list[str]] | None = None) -> Pki:
     """``aliases``: the other names a site's certificate covers (the sites that are CNAMEs of it)."""
     kinds = cert_kinds or {}
-    ca = trustme.CA(organization_name="censorlab lab CA")
+    ca = trustme.CA(organization_name="fauxisp lab CA")
     rogue: trustme.CA | None = None
     pems: dict[str, bytes] = {}
     bad: dict[str, bytes] = {}
@@ -45,7 +45,7 @@ def make_pki(site_names: list[str], cert_kinds: Mapping[str, str] | None = None,
         elif kind == "wrong_name":
             identities = [WRONG_NAME]
         elif kind == "unknown_ca":
-            rogue = rogue or trustme.CA(organization_name="censorlab unknown CA")
+            rogue = rogue or trustme.CA(organization_name="fauxisp unknown CA")
             issuer = rogue
         bad[name] = _pem(issuer.issue_cert(*identities, not_before=not_before, not_after=not_after))
     return Pki(ca_pem=ca.cert_pem.bytes(), site_pems=pems, bad_pems=bad)
@@ -64,5 +64,5 @@ class CensorPki:
 
 
 def make_censor_pki(isp: str, names: list[str]) -> CensorPki:
-    ca = trustme.CA(organization_name=f"censorlab {isp} interception CA")
+    ca = trustme.CA(organization_name=f"fauxisp {isp} interception CA")
     return CensorPki(ca_pem=ca.cert_pem.bytes(), leaf_pems={n: _pem(ca.issue_cert(n, f"*.{n}")) for n in names})

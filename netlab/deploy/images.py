@@ -1,14 +1,14 @@
-"""The lab's container image: ``censorlab/base:<hash>``.
+"""The lab's container image: ``fauxisp/base:<hash>``.
 
 One base image carries every program the lab's roles run (NSD, Unbound,
 nftables, iptables-nft, iproute2/tc, procps, Python 3 with the project's
 dependencies). It holds no project code: the source tree is bind-mounted
-read-only at ``/opt/censorlab`` at run time and ``PYTHONPATH`` points there.
+read-only at ``/opt/fauxisp`` at run time and ``PYTHONPATH`` points there.
 
 The image is described by the files in ``images/`` (the Dockerfile and three
 package lists) and by this module's build recipe (``RECIPE``). Their sha256 is
-the image's *hash*; the image is tagged ``censorlab/base:<hash[:16]>`` (and
-``censorlab/base:latest``) and labelled with the full hash. A build whose tag
+the image's *hash*; the image is tagged ``fauxisp/base:<hash[:16]>`` (and
+``fauxisp/base:latest``) and labelled with the full hash. A build whose tag
 already exists returns at once.
 
 Two ways to build the same contents:
@@ -21,11 +21,11 @@ Two ways to build the same contents:
   ``netfilterqueue`` compiled inside the rootfs, build tools purged, then
   ``docker import`` with the Dockerfile's ENV/WORKDIR/CMD. The debootstrap
   package tarball, the wheelhouse and the finished rootfs are kept in the cache
-  folder (``/var/cache/censorlab``, or ``$CENSORLAB_CACHE_DIR``), so building
+  folder (``/var/cache/fauxisp``, or ``$FAUXISP_CACHE_DIR``), so building
   again after ``docker rmi`` only re-imports.
 
 The offline path is chosen when ``debian:bookworm-slim`` is neither present
-nor pullable, or when ``CENSORLAB_OFFLINE=1``. ``CENSORLAB_OFFLINE=0`` forces
+nor pullable, or when ``FAUXISP_OFFLINE=1``. ``FAUXISP_OFFLINE=0`` forces
 the registry path.
 
 Command line: ``python -m netlab.deploy.images build [--offline|--registry] [--force]``.
@@ -72,13 +72,13 @@ __all__ = [
     "main",
 ]
 
-IMAGE_REPO = "censorlab/base"
+IMAGE_REPO = "fauxisp/base"
 BASE_IMAGE = "debian:bookworm-slim"
-LABEL_HASH = "org.censorlab.image-hash"
-LABEL_BUILD = "org.censorlab.build"
+LABEL_HASH = "org.fauxisp.image-hash"
+LABEL_BUILD = "org.fauxisp.build"
 IMAGES_DIR = Path(__file__).resolve().parents[2] / "images"
 HASH_INPUTS = ("Dockerfile", "packages.txt", "build-packages.txt", "requirements.txt", "install-python.sh")
-DEFAULT_CACHE_DIR = Path("/var/cache/censorlab")
+DEFAULT_CACHE_DIR = Path("/var/cache/fauxisp")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
 # --- the offline build recipe (part of the image hash) -----------------------
@@ -117,7 +117,7 @@ class ImageError(LabError):
 class ImageInfo:
     """The lab's base image, as found or built by :func:`build_image`."""
 
-    tag: str            # censorlab/base:<hash[:16]>
+    tag: str            # fauxisp/base:<hash[:16]>
     image_id: str       # sha256:...
     hash: str           # full sha256 of the image's description
     size: int           # bytes, as the engine reports it
@@ -192,7 +192,7 @@ def dockerfile_changes(dockerfile_text: str, digest: str, method: str = "offline
             if line.endswith("\\"):
                 raise ImageError(f"images/Dockerfile: keep {word} on one line (the offline build copies it)")
             changes.append(line)
-    changes.append(f'LABEL org.censorlab.image="base" {LABEL_HASH}="{digest}" {LABEL_BUILD}="{method}"')
+    changes.append(f'LABEL org.fauxisp.image="base" {LABEL_HASH}="{digest}" {LABEL_BUILD}="{method}"')
     return changes
 
 
@@ -241,10 +241,10 @@ def _sources_entries(root: Path = Path("/")) -> Iterator[tuple[str, list[str], l
 def host_debian_mirror(root: Path | str = "/") -> str:
     """The Debian mirror the host's apt uses for ``bookworm main``.
 
-    ``$CENSORLAB_DEBIAN_MIRROR`` overrides; without a matching apt source the
+    ``$FAUXISP_DEBIAN_MIRROR`` overrides; without a matching apt source the
     answer is deb.debian.org.
     """
-    override = os.environ.get("CENSORLAB_DEBIAN_MIRROR")
+    override = os.environ.get("FAUXISP_DEBIAN_MIRROR")
     if override:
         return override.rstrip("/")
     fallback = None
@@ -260,7 +260,7 @@ def host_debian_mirror(root: Path | str = "/") -> str:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("CENSORLAB_CACHE_DIR") or DEFAULT_CACHE_DIR)
+    return Path(os.environ.get("FAUXISP_CACHE_DIR") or DEFAULT_CACHE_DIR)
 
 
 # --- progress and subprocesses -------------------------------------------------
@@ -312,10 +312,10 @@ def _run(cmd: Sequence[str], clock: _Clock, log: Path, *, env: dict[str, str] | 
 
 def _docker_client() -> Any:
     try:
-        import docker  # optional dependency (censorlab[compose])
+        import docker  # optional dependency (fauxisp[compose])
     except ImportError as exc:
         raise ImageError("the Docker SDK for Python is missing: pip install docker "
-                         "(or pip install 'censorlab[compose]')") from exc
+                         "(or pip install 'fauxisp[compose]')") from exc
     try:
         client = docker.from_env()
         client.ping()
@@ -387,7 +387,7 @@ def registry_reachable(client: Any, clock: _Clock, timeout: float = PULL_PROBE_S
 def _decide_offline(offline: bool | None, client: Any, clock: _Clock) -> bool:
     if offline is not None:
         return offline
-    env = os.environ.get("CENSORLAB_OFFLINE", "").strip().lower()
+    env = os.environ.get("FAUXISP_OFFLINE", "").strip().lower()
     if env:
         return env not in ("0", "false", "no", "off")
     return not registry_reachable(client, clock)
@@ -398,7 +398,7 @@ def _tag_latest(client: Any, image: Any) -> None:
 
 
 def _drop_stale(client: Any, keep_id: str) -> None:
-    """Remove other censorlab/base images (older hashes, or the one a forced build
+    """Remove other fauxisp/base images (older hashes, or the one a forced build
     replaced); an image a container still uses is left alone."""
     try:
         images = client.images.list(name=IMAGE_REPO)
@@ -421,7 +421,7 @@ def _build_registry(client: Any, digest: str, clock: _Clock, images_dir: Path, f
         try:
             stream = client.api.build(path=str(images_dir), dockerfile="Dockerfile", tag=tag, rm=True,
                                       forcerm=True, pull=False, nocache=force, decode=True,
-                                      buildargs={"CENSORLAB_IMAGE_HASH": digest},
+                                      buildargs={"FAUXISP_IMAGE_HASH": digest},
                                       labels={LABEL_BUILD: "registry"})
             tail: list[str] = []
             for chunk in stream:
@@ -601,7 +601,7 @@ def _trim(root: Path) -> None:
             elif path.name != "copyright":
                 path.unlink()
     # debootstrap copies the host's name and resolver; the engine provides its own
-    (root / "etc/hostname").write_text("censorlab\n")
+    (root / "etc/hostname").write_text("fauxisp\n")
     (root / "etc/resolv.conf").unlink(missing_ok=True)
     (root / "etc/resolv.conf").write_text("")
     (root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
@@ -627,13 +627,13 @@ def _build_rootfs(cache: Path, digest: str, images_dir: Path, mirror: str, clock
         _run(["debootstrap", f"--variant={VARIANT}", "--components=main",
               f"--include={','.join(sorted({*runtime, *build}))}", f"--unpack-tarball={tarball}",
               SUITE, str(root), mirror], clock, log, what="debootstrap --unpack-tarball")
-    inner = root / "tmp/censorlab-wheels"
+    inner = root / "tmp/fauxisp-wheels"
     _remove_tree(inner)
     shutil.copytree(wheels, inner)
     shutil.copy2(images_dir / "install-python.sh", inner / "install-python.sh")
     with _proc_mounted(root):
         with clock.stage("pip install (inside the rootfs, compiling netfilterqueue)"):
-            _chroot(root, ["sh", "/tmp/censorlab-wheels/install-python.sh", "/tmp/censorlab-wheels",
+            _chroot(root, ["sh", "/tmp/fauxisp-wheels/install-python.sh", "/tmp/fauxisp-wheels",
                            "--no-index"], clock, log, what="pip install in the rootfs")
         with clock.stage("purging build-only packages"):
             # debootstrap marks every package as manually installed: mark all but
@@ -728,7 +728,7 @@ def build_image(*, offline: bool | None = None, force: bool = False, progress: P
     """Return the lab's base image, building it if its tag does not exist yet.
 
     ``offline``: True builds from the Debian archive (debootstrap + docker import),
-    False with ``docker build``; None (default) decides: ``$CENSORLAB_OFFLINE``,
+    False with ``docker build``; None (default) decides: ``$FAUXISP_OFFLINE``,
     else registry if ``debian:bookworm-slim`` is present or pullable.
     ``force`` rebuilds even if the tag exists (download caches are kept).
     ``progress`` receives one line per stage, prefixed with the elapsed time.
@@ -758,15 +758,15 @@ def build_image(*, offline: bool | None = None, force: bool = False, progress: P
 
 # --- the lab image: the base image plus the project and probe plugins --------------
 
-LAB_REPO = "censorlab/lab"
+LAB_REPO = "fauxisp/lab"
 LAB_RECIPE_VERSION = 1
 LAB_REQUIREMENTS = "lab-requirements.txt"  # in images/: pip (run from its wheel) and the extras
 PROJECT_ROOT = IMAGES_DIR.parent
 DEFAULT_PLUGINS = (PROJECT_ROOT / "examples" / "dot-probe",)
 # Never copied into the lab image: version control, local environments, caches, lab output.
 _SKIP_DIRS = {".git", ".venv", "venv", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis",
-              ".censorlab", "results", "build", "dist"}
-_LAB_INNER = "/tmp/censorlab-lab"
+              ".fauxisp", "results", "build", "dist"}
+_LAB_INNER = "/tmp/fauxisp-lab"
 
 
 def _tree_files(root: Path) -> list[str]:
@@ -800,10 +800,10 @@ def _tree_digest(root: Path, files: Sequence[str]) -> str:
 
 
 def _plugin_paths(plugins: Sequence[Path | str] | None) -> list[Path]:
-    """The probe plugins for the lab image: the defaults, plus ``$CENSORLAB_PLUGINS``
+    """The probe plugins for the lab image: the defaults, plus ``$FAUXISP_PLUGINS``
     (paths separated by ':'), plus the ``plugins`` argument; each a project folder or a wheel."""
     paths = [*DEFAULT_PLUGINS]
-    env = os.environ.get("CENSORLAB_PLUGINS", "")
+    env = os.environ.get("FAUXISP_PLUGINS", "")
     paths += [Path(p) for p in env.split(os.pathsep) if p.strip()]
     paths += [Path(p) for p in plugins or ()]
     out: list[Path] = []
@@ -876,11 +876,11 @@ def _lab_context(ctx: Path, base_tag: str, digest: str, plugins: Sequence[Path],
     for leftover in [*(ctx / "src").glob("build"), *(ctx / "src").glob("*.egg-info")]:
         _remove_tree(leftover)
     _remove_tree(ctx / "plugins")
-    project_wheel = next(wheels.glob("censorlab-*.whl"))
+    project_wheel = next(wheels.glob("fauxisp-*.whl"))
     plugin_wheels = sorted(w for w in wheels.glob("*.whl") if w != project_wheel)
     reqs = read_list(images_dir / LAB_REQUIREMENTS)
     for wheel in plugin_wheels:
-        reqs += [r for r in _wheel_requirements(wheel) if requirement_name(r) != "censorlab"]
+        reqs += [r for r in _wheel_requirements(wheel) if requirement_name(r) != "fauxisp"]
     plat = ["--only-binary=:all:", "--python-version", TARGET_PYTHON, "--implementation", "cp",
             "--abi", "cp" + TARGET_PYTHON.replace(".", ""), "--abi", "abi3", "--abi", "none"]
     for p in PIP_PLATFORMS:
@@ -900,16 +900,16 @@ def _lab_context(ctx: Path, base_tag: str, digest: str, plugins: Sequence[Path],
 FROM {base_tag}
 COPY wheels {_LAB_INNER}/
 RUN {install} && rm -rf {_LAB_INNER} /root/.cache && harness probes list
-COPY src /opt/censorlab
-LABEL org.censorlab.image="lab" {LABEL_HASH}="{digest}" org.censorlab.base="{base_tag}"
+COPY src /opt/fauxisp
+LABEL org.fauxisp.image="lab" {LABEL_HASH}="{digest}" org.fauxisp.base="{base_tag}"
 """)
 
 
 def build_lab_image(*, plugins: Sequence[Path | str] | None = None, offline: bool | None = None,
                     force: bool = False, progress: Progress | None = None, client: Any = None) -> ImageInfo:
-    """``censorlab/lab:<hash>``: the base image (built first if needed) with this project
-    installed and its files at /opt/censorlab, plus probe plugins (examples/dot-probe,
-    ``$CENSORLAB_PLUGINS`` and ``plugins``: project folders or wheels). No registry is needed:
+    """``fauxisp/lab:<hash>``: the base image (built first if needed) with this project
+    installed and its files at /opt/fauxisp, plus probe plugins (examples/dot-probe,
+    ``$FAUXISP_PLUGINS`` and ``plugins``: project folders or wheels). No registry is needed:
     the build is a ``docker build`` FROM the local base image; a tag that exists returns at once."""
     clock = _Clock(progress)
     if client is None:
@@ -979,12 +979,12 @@ def build_lab_image(*, plugins: Sequence[Path | str] | None = None, offline: boo
 
 # --- a stock Debian image (minbase), for testing the set-up on a bare system -------------
 
-DEBIAN_REPO = "censorlab/debian"
+DEBIAN_REPO = "fauxisp/debian"
 DEBIAN_RECIPE_VERSION = 1
 
 
 def build_debian_image(*, progress: Progress | None = None, client: Any = None) -> ImageInfo:
-    """``censorlab/debian:bookworm-minbase-<hash>``: a bare Debian 12 (``debootstrap
+    """``fauxisp/debian:bookworm-minbase-<hash>``: a bare Debian 12 (``debootstrap
     --variant=minbase`` from the host's mirror, then ``docker import``), the closest thing to a
     stock Debian that can be had without a registry. The rootfs stays in the cache folder, so a
     second build after ``docker rmi`` only re-imports."""
@@ -1017,7 +1017,7 @@ def build_debian_image(*, progress: Progress | None = None, client: Any = None) 
             (root / "etc/hostname").write_text("debian\n")
             done.write_text(digest + "\n")
         repo, version = tag.split(":")
-        changes = ['CMD ["bash"]', f'LABEL org.censorlab.image="debian" {LABEL_HASH}="{digest}"']
+        changes = ['CMD ["bash"]', f'LABEL org.fauxisp.image="debian" {LABEL_HASH}="{digest}"']
         with clock.stage(f"docker import {root} -> {tag}"):
             try:
                 client.api.import_image_from_data(_tar_stream(root), repository=repo, tag=version, changes=changes)
@@ -1032,7 +1032,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m netlab.deploy.images",
                                      description="Build or inspect the lab's container image.")
     sub = parser.add_subparsers(dest="command", required=True)
-    build = sub.add_parser("build", help="build censorlab/base (cached: a no-op when it exists)")
+    build = sub.add_parser("build", help="build fauxisp/base (cached: a no-op when it exists)")
     how = build.add_mutually_exclusive_group()
     how.add_argument("--offline", action="store_const", const=True, dest="offline", default=None,
                      help="build from the Debian archive (debootstrap + docker import)")
@@ -1041,10 +1041,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     build.add_argument("--force", action="store_true", help="rebuild even if the image exists")
     build.add_argument("--with-project", action="store_true",
                        help=f"then build {LAB_REPO}: the base image with this project installed and its files "
-                       "at /opt/censorlab, plus probe plugins (examples/dot-probe and --plugin)")
+                       "at /opt/fauxisp, plus probe plugins (examples/dot-probe and --plugin)")
     build.add_argument("--plugin", action="append", default=[], metavar="PATH",
                        help="with --with-project: a probe plugin to install (a project folder or a wheel); "
-                       "repeatable; $CENSORLAB_PLUGINS adds more (':'-separated)")
+                       "repeatable; $FAUXISP_PLUGINS adds more (':'-separated)")
     build.add_argument("--quiet", "-q", action="store_true", help="print only the result")
     sub.add_parser("hash", help="print the image hash and tag")
     args = parser.parse_args(argv)

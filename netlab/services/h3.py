@@ -84,7 +84,7 @@ class H3Protocol(QuicConnectionProtocol):
         reply = handler.reply(path, "https", peer[0] if peer else None)
         body = b"" if method == b"HEAD" else reply.body
         out = [(b":status", str(reply.status).encode()), (b"content-type", b"text/html; charset=utf-8"),
-               (b"content-length", str(len(reply.body)).encode()), (b"server", b"censorlab-origin"),
+               (b"content-length", str(len(reply.body)).encode()), (b"server", b"fauxisp-origin"),
                (b"x-lab-origin", b"1"), (b"alt-svc", ALT_SVC.encode())]
         if reply.location is not None:
             out.append((b"location", reply.location.encode()))

@@ -228,7 +228,7 @@ async def _respond(conn: h11.Connection, writer: asyncio.StreamWriter, request: 
                                                          reason=reason(reply.status))))
         await writer.drain()
         return
-    headers = [("Content-Type", "text/html; charset=utf-8"), ("Server", "censorlab-origin"), ("X-Lab-Origin", "1"),
+    headers = [("Content-Type", "text/html; charset=utf-8"), ("Server", "fauxisp-origin"), ("X-Lab-Origin", "1"),
                ("Connection", "close")]
     if not bodiless(reply.status):
         headers.insert(1, ("Content-Length", str(len(reply.body))))

@@ -52,8 +52,8 @@ def host_pip_args() -> list[str]:
                               text=True, check=False)
         cert = conf.stdout.strip() if conf.returncode == 0 else ""
     if cert and Path(cert).is_file():
-        args += ["-v", f"{Path(cert).resolve()}:/etc/censorlab-host-ca.pem:ro", "-e",
-                 "PIP_CERT=/etc/censorlab-host-ca.pem"]
+        args += ["-v", f"{Path(cert).resolve()}:/etc/fauxisp-host-ca.pem:ro", "-e",
+                 "PIP_CERT=/etc/fauxisp-host-ca.pem"]
     return args
 
 

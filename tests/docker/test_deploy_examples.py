@@ -1,5 +1,5 @@
 """The deploy examples for real: deploy/github-actions-matrix.yml and deploy/k8s-indexed-job.yaml
-run their measure and score commands in censorlab/lab (the base image with the project and the
+run their measure and score commands in fauxisp/lab (the base image with the project and the
 example plugin; `harness image build --with-project`), in 2 shards, and the merged score is the
 oracle's: 21 verdicts, no mismatch.
 
@@ -26,8 +26,8 @@ from conftest import ROOT, privileged_flags
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("lab-image")]
 
 SHARDS = 2
-DEMO_IN_IMAGE = "/opt/censorlab/scenarios/demo.yaml"
-LAB_IMAGE = "censorlab/lab:latest"
+DEMO_IN_IMAGE = "/opt/fauxisp/scenarios/demo.yaml"
+LAB_IMAGE = "fauxisp/lab:latest"
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def lab_image() -> str:
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     probes = subprocess.run(["docker", "run", "--rm", LAB_IMAGE, "harness", "probes", "list"],
                             capture_output=True, text=True, timeout=120)
-    assert probes.returncode == 0 and "censorlab_dot:DotProbe" in probes.stdout, probes.stdout + probes.stderr
+    assert probes.returncode == 0 and "fauxisp_dot:DotProbe" in probes.stdout, probes.stdout + probes.stderr
     return LAB_IMAGE
 
 
@@ -100,7 +100,7 @@ def test_github_actions_matrix_in_the_lab_image(lab_image: str, scenario: Path, 
     steps = {job: [s.get("run", "") for s in spec["steps"]] for job, spec in gha["jobs"].items()}
     measure = next(r for r in steps["measure"] if "harness run" in r)
     score = next(r for r in steps["score"] if "harness score" in r)
-    assert "censorlab/lab" in measure and "--privileged" in measure
+    assert "fauxisp/lab" in measure and "--privileged" in measure
     names: list[str] = []
     cmds = [measure.replace("${{ matrix.shard }}", str(i)).replace("${{ strategy.job-total }}", str(SHARDS))
             for i in range(1, SHARDS + 1)]

@@ -25,15 +25,15 @@ INSIDE = r"""
 set -eux  # -x: a failing line shows in stderr; note: `! cmd` never trips -e, hence the explicit `|| exit 1`
 # a stock system: no python3 at all before the set-up
 ! command -v python3 || exit 1
-cp -a /src /root/censorlab && cd /root/censorlab
+cp -a /src /root/fauxisp && cd /root/fauxisp
 # chromium (for one report test) is optional and large; everything else is the README's set-up
-export CENSORLAB_OPTIONAL_APT=
+export FAUXISP_OPTIONAL_APT=
 ./scripts/setup.sh
 # PEP 668: the system python is externally managed and the project is not in it
 test -f /usr/lib/python3.11/EXTERNALLY-MANAGED
 (cd / && ! /usr/bin/python3 -c 'import netlab' 2>/dev/null) || exit 1  # from /: not the checkout
 ! /usr/bin/python3 -m pip --version 2>/dev/null || exit 1
-.venv/bin/python -c 'import netlab, probes, harness, netfilterqueue, censorlab_dot, oonidata, xdist
+.venv/bin/python -c 'import netlab, probes, harness, netfilterqueue, fauxisp_dot, oonidata, xdist
 print("imports ok")'
 # harness by name, from the PATH setup.sh prints
 echo "harness at $(command -v harness)"
@@ -53,7 +53,7 @@ def test_setup_on_stock_debian_12(tmp_path: Path) -> None:
     name = f"h3-setup-{uuid.uuid4().hex[:8]}"
     apt_cache = download_cache("stock-debian-apt")
     (apt_cache / "partial").mkdir(exist_ok=True)
-    cmd = ["docker", "run", "--rm", "--name", name, "--label", "org.censorlab.test=setup",
+    cmd = ["docker", "run", "--rm", "--name", name, "--label", "org.fauxisp.test=setup",
            "-v", f"{src}:/src:ro", "-v", f"{apt_cache}:/var/cache/apt/archives",
            "-v", f"{download_cache('stock-debian-pip')}:/root/.cache/pip", *host_pip_args(),
            image.tag, "bash", "-c", INSIDE]

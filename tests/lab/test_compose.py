@@ -43,7 +43,7 @@ def docker_leftovers(lab: str) -> dict[str, list[str]]:
 
     rules = subprocess.run(["iptables", "-S", "DOCKER-USER"], capture_output=True, text=True).stdout
     return {"containers": ls("ps", "-a"), "networks": ls("network", "ls"), "volumes": ls("volume", "ls"),
-            "rules": [r for r in rules.splitlines() if f"censorlab:{lab}" in r]}
+            "rules": [r for r in rules.splitlines() if f"fauxisp:{lab}" in r]}
 
 
 def assert_docker_clean(lab: str) -> None:
@@ -81,7 +81,7 @@ class HostCounters:
 
     def __init__(self, lab: str) -> None:
         # A table of its own: another run of this test on the machine must not delete ours.
-        self.TABLE = f"censorlab_isolation_{lab.replace('-', '_')}"
+        self.TABLE = f"fauxisp_isolation_{lab.replace('-', '_')}"
 
     def __enter__(self) -> HostCounters:
         rules = f"""table inet {self.TABLE} {{

@@ -15,12 +15,12 @@ import pytest
 from conftest import ROOT, assert_no_leftovers, lab_name_prefix
 
 DOC = ROOT / "docs" / "writing-a-probe.md"
-PACKAGE = "censorlab-echo"
+PACKAGE = "fauxisp-echo"
 BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
 def doc_files() -> dict[str, str]:
-    """path -> content of every code block whose first line is `# censorlab-echo/<path>`."""
+    """path -> content of every code block whose first line is `# fauxisp-echo/<path>`."""
     files = {}
     for _lang, body in BLOCK.findall(DOC.read_text()):
         first, _, _rest = body.partition("\n")
@@ -32,7 +32,7 @@ def doc_files() -> dict[str, str]:
 
 def test_the_doc_names_every_file_of_the_package() -> None:
     assert set(doc_files()) == {f"{PACKAGE}/{p}" for p in
-                                ("censorlab_echo.py", "pyproject.toml", "scenario.yaml", "tests/test_echo.py")}
+                                ("fauxisp_echo.py", "pyproject.toml", "scenario.yaml", "tests/test_echo.py")}
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_listed_run_and_scored(built: tuple[Path, dict[str, str]], lab_name: str
     listed = harness(env, "probes", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     echo = next(r for r in json.loads(listed.stdout) if r["name"] == "echo")
-    assert echo["error"] is None and echo["distribution"].startswith("censorlab-echo 0.1.0")
+    assert echo["error"] is None and echo["distribution"].startswith("fauxisp-echo 0.1.0")
     explain = harness(env, "explain", str(package / "scenario.yaml"))
     assert "server of probe type 'echo'" in explain.stdout.replace("\n", " ")
     res = harness(env, "run", str(package / "scenario.yaml"), "--probe", "echo", "--name", lab_name,
@@ -79,7 +79,7 @@ def test_listed_run_and_scored(built: tuple[Path, dict[str, str]], lab_name: str
     assert summary["score"]["mismatches"] == 0 and summary["score"]["accuracy"] == 1.0
     lines = [json.loads(x) for x in (tmp_path / "r" / "measurements.jsonl").read_text().splitlines()]
     control = {m["input"]: m["test_keys"] for m in lines if m["x_vantage"] == "control"}
-    assert control["https://open.test:7007/"]["x_echo"] == "hello from censorlab-echo\n"
+    assert control["https://open.test:7007/"]["x_echo"] == "hello from fauxisp-echo\n"
 
 
 def test_its_own_test_passes(built: tuple[Path, dict[str, str]]) -> None:

@@ -91,7 +91,7 @@ def harness(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str
 
 
 def test_a_dead_worker_is_a_lab_fault(tmp_path: Path) -> None:
-    name = f"{os.environ.get('CENSORLAB_TEST_LAB_PREFIX', 't')}w{uuid.uuid4().hex[:5]}"
+    name = f"{os.environ.get('FAUXISP_TEST_LAB_PREFIX', 't')}w{uuid.uuid4().hex[:5]}"
     scenario = ROOT / "scenarios" / "dpi-sni.yaml"
     try:
         up = harness("up", str(scenario), "--name", name)

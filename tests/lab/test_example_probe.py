@@ -52,18 +52,18 @@ def test_discovered_by_probes_list(installed: None) -> None:
     res = harness("probes", "list", "--json")
     assert res.returncode == 0, res.stderr
     dot = next(r for r in json.loads(res.stdout) if r["name"] == "dot")
-    assert dot == {**dot, "version": "0.1.0", "module": "censorlab_dot", "class": "DotProbe",
+    assert dot == {**dot, "version": "0.1.0", "module": "fauxisp_dot", "class": "DotProbe",
                    "test_name": "dnscheck", "error": None}
-    assert dot["distribution"].startswith("censorlab-dot-probe 0.1.0")
-    assert dot["servers"] == [{"name": "dot", "port": 853, "sites": "all", "path": None, "module": "censorlab_dot"}]
-    assert "censorlab_dot:DotProbe" in harness("probes", "list").stdout
+    assert dot["distribution"].startswith("fauxisp-dot-probe 0.1.0")
+    assert dot["servers"] == [{"name": "dot", "port": 853, "sites": "all", "path": None, "module": "fauxisp_dot"}]
+    assert "fauxisp_dot:DotProbe" in harness("probes", "list").stdout
 
 
 def test_dot_probe_in_the_lab_is_scored(installed: None, lab_name: str, tmp_path: Path) -> None:
     # The server the probe package declares (netlab.addons), not one the compiler knows of.
     plan = compile_lab(load_scenario(SCENARIO), lab_name)
     dot_server = next(s for s in plan.hosts["inet"].services if s.name == "dot")
-    assert dot_server.argv[:3] == ("python3", "-m", "censorlab_dot") and plan.server_probes == ["dot"]
+    assert dot_server.argv[:3] == ("python3", "-m", "fauxisp_dot") and plan.server_probes == ["dot"]
     res = harness("run", str(SCENARIO), "--probe", "dot", "--name", lab_name, "--out", str(tmp_path / "r"),
                   "--check", "--json")
     assert_no_leftovers(lab_name)
@@ -92,7 +92,7 @@ def test_doh_probe_and_its_server_in_the_lab(doh_installed: None, lab_name: str,
     scenario = DOH / "scenario.yaml"
     plan = compile_lab(load_scenario(scenario), lab_name)
     doh_server = next(s for s in plan.hosts["inet"].services if s.name == "doh")
-    assert doh_server.argv[:3] == ("python3", "-m", "censorlab_doh") and "doh" in plan.server_probes
+    assert doh_server.argv[:3] == ("python3", "-m", "fauxisp_doh") and "doh" in plan.server_probes
     res = harness("run", str(scenario), "--probe", "doh", "--name", lab_name, "--out", str(tmp_path / "r"),
                   "--check", "--json")
     assert_no_leftovers(lab_name)

@@ -112,13 +112,13 @@ def test_exit_status_environment_and_errors(demo: tuple[str, dict[tuple[str, str
                                 capture_output=True, text=True, timeout=60)
         assert "lab-ca" in listed.stdout and "C,," in listed.stdout
     # a router host and the lab internet (a site name) are reachable too
-    assert "isp-a.gw" in exec_(lab, "isp-a.gw", "sh", "-c", "echo $CENSORLAB_HOST").stdout
-    assert exec_(lab, "news.test", "sh", "-c", "echo $CENSORLAB_HOST").stdout.strip() == "inet"
+    assert "isp-a.gw" in exec_(lab, "isp-a.gw", "sh", "-c", "echo $FAUXISP_HOST").stdout
+    assert exec_(lab, "news.test", "sh", "-c", "echo $FAUXISP_HOST").stdout.strip() == "inet"
     bad = exec_(lab, "nope", "true")
     assert bad.returncode == 2 and "control" in bad.stdout
     assert harness("exec", "no-such-lab", "isp-a", "--", "true").returncode == 2
     assert harness("exec", "../x", "isp-a", "--", "true").returncode == 2  # not a lab name
-    shell = harness("shell", lab, "isp-a", stdin="echo in-$CENSORLAB_HOST; exit 5\n", timeout=60)
+    shell = harness("shell", lab, "isp-a", stdin="echo in-$FAUXISP_HOST; exit 5\n", timeout=60)
     assert shell.returncode == 5 and "in-isp-a" in shell.stdout
 
 

@@ -21,7 +21,7 @@ from netlab.deploy.images import IMAGE_REPO, LABEL_HASH, build_image
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-TEST_LABEL = "org.censorlab.test"
+TEST_LABEL = "org.fauxisp.test"
 
 CHECKS = [
     (["unbound", "-V"], "Version 1."),
@@ -36,7 +36,7 @@ CHECKS = [
       "assert tuple(map(int, v.split('.')[:2])) >= (0, 9), v; print('pyroute2', v)"], "pyroute2 0."),
     # the project itself comes from the read-only bind mount, through PYTHONPATH
     (["python3", "-c", "import netlab.deploy.images, sys; print(netlab.deploy.images.__file__)"],
-     "/opt/censorlab/netlab/deploy/images.py"),
+     "/opt/fauxisp/netlab/deploy/images.py"),
 ]
 
 
@@ -76,21 +76,21 @@ def test_image_builds_caches_and_runs(client: Any) -> None:
     assert f"{IMAGE_REPO}:latest" in client.images.get(f"{IMAGE_REPO}:latest").tags
     assert client.images.get(f"{IMAGE_REPO}:latest").id == first.image_id
     env = dict(e.split("=", 1) for e in image.attrs["Config"]["Env"])
-    assert env["PYTHONPATH"] == "/opt/censorlab"
+    assert env["PYTHONPATH"] == "/opt/fauxisp"
 
     run_id = uuid.uuid4().hex[:8]
     labels = {TEST_LABEL: run_id}
     network = container = None
     try:
         # an internal network: no gateway, no route to the host's network
-        network = client.networks.create(f"censorlab-imgtest-{run_id}", driver="bridge", internal=True,
+        network = client.networks.create(f"fauxisp-imgtest-{run_id}", driver="bridge", internal=True,
                                          labels=labels)
         assert client.networks.get(network.id).attrs["Internal"] is True
         t0 = time.monotonic()
         container = client.containers.run(
-            first.tag, name=f"censorlab-imgtest-{run_id}", detach=True, labels=labels,
+            first.tag, name=f"fauxisp-imgtest-{run_id}", detach=True, labels=labels,
             network=network.name,
-            volumes={str(ROOT): {"bind": "/opt/censorlab", "mode": "ro"}},
+            volumes={str(ROOT): {"bind": "/opt/fauxisp", "mode": "ro"}},
         )
         container.reload()
         assert container.status == "running"

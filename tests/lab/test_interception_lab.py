@@ -16,7 +16,7 @@ import pytest
 from conftest import ROOT, assert_no_leftovers
 
 SCENARIO = ROOT / "scenarios" / "interception.yaml"
-ISSUER = "censorlab kzisp interception CA"
+ISSUER = "fauxisp kzisp interception CA"
 PAGE = "Install the national security certificate"
 
 
@@ -52,12 +52,12 @@ def check_openssl(lab: str) -> None:
     res = s_client(lab, "kzisp", "news.test")
     assert f"O = {ISSUER}" in res.stdout and "Verify return code: 0 (ok)" not in res.stdout, res.stdout
     res = s_client(lab, "kzisp", "clean.test")  # spliced on untouched: the site's own certificate
-    assert "O = censorlab lab CA" in res.stdout and "Verify return code: 0 (ok)" in res.stdout, res.stdout
+    assert "O = fauxisp lab CA" in res.stdout and "Verify return code: 0 (ok)" in res.stdout, res.stdout
     res = s_client(lab, "control", "news.test")
-    assert "O = censorlab lab CA" in res.stdout and "Verify return code: 0 (ok)" in res.stdout, res.stdout
+    assert "O = fauxisp lab CA" in res.stdout and "Verify return code: 0 (ok)" in res.stdout, res.stdout
     # Its users installed the censor's CA: the same interception, and the certificate verifies.
     res = s_client(lab, "kzinstalled", "news.test")
-    assert "O = censorlab kzinstalled interception CA" in res.stdout, res.stdout
+    assert "O = fauxisp kzinstalled interception CA" in res.stdout, res.stdout
     assert "Verify return code: 0 (ok)" in res.stdout, res.stdout
 
 

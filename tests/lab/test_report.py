@@ -39,7 +39,7 @@ def console_messages(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (CENSORLAB_EXTRA_APT=chromium)")
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (FAUXISP_EXTRA_APT=chromium)")
 def test_report_in_headless_chromium(lab_name: str, tmp_path: Path) -> None:
     out = tmp_path / "results"
     outcome = run_scenario(DEMO, out=out, name=lab_name)
@@ -76,8 +76,8 @@ def test_report_in_headless_chromium(lab_name: str, tmp_path: Path) -> None:
     res = chromium(page, tmp_path / "profile2", f"--screenshot={shot}")
     assert res.returncode == 0 and shot.stat().st_size > 10_000, res.stderr[-2000:]
     assert console_messages(res.stderr) == []
-    if os.environ.get("CENSORLAB_KEEP_REPORT"):
-        shutil.copy(shot, os.environ["CENSORLAB_KEEP_REPORT"])
+    if os.environ.get("FAUXISP_KEEP_REPORT"):
+        shutil.copy(shot, os.environ["FAUXISP_KEEP_REPORT"])
 
 
 def test_replay_a_test_list_then_report(lab_name: str, tmp_path: Path) -> None:

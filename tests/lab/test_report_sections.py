@@ -63,7 +63,7 @@ def test_report_sections_in_headless_chromium(lab_name: str, tmp_path: Path) -> 
     about = re.search(r'<table id="about">(.*?)</table>', d, re.S).group(1)
     assert "tcp 0.2.0 (urlgetter)" in about and "dns → tcp" in about and "tls, http stage" in about
     assert re.search(r"measured \(UTC\)</th><td>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d – ", about)
-    assert "report by censorlab" in about
+    assert "report by fauxisp" in about
     # Mismatches first: the table right after the summary, and the first measurement section.
     assert d.index('id="mismatches"') < d.index('id="chart"') < d.index('id="verdicts"')
     mism = re.search(r'<table id="mismatches">(.*?)</table>', d, re.S).group(1)

@@ -20,8 +20,8 @@ internet:
 isps: [{name: isp-a}]
 targets: [https://dns.test:853/, https://dns.test/dns-query, https://open.test/]
 """
-DOT = Declared("dot", Server(name="dot", module="censorlab_dot", port=853))
-DOH = Declared("doh", Server(name="doh", module="censorlab_doh", port=443, sites="targets", path="/dns-query",
+DOT = Declared("dot", Server(name="dot", module="fauxisp_dot", port=853))
+DOH = Declared("doh", Server(name="doh", module="fauxisp_doh", port=443, sites="targets", path="/dns-query",
                              ready="file"))
 
 
@@ -52,7 +52,7 @@ def test_compiled_only_when_a_target_asks() -> None:
 def test_servers_become_services_of_the_internet_host() -> None:
     plan = compile_lab(scenario(), servers=[DOT, DOH])
     services = {s.name: s for s in plan.hosts["inet"].services}
-    assert services["dot"].argv == ("python3", "-m", "censorlab_dot", "--config", "@LAB@/inet/addons/dot.json")
+    assert services["dot"].argv == ("python3", "-m", "fauxisp_dot", "--config", "@LAB@/inet/addons/dot.json")
     assert services["dot"].ready is not None and services["dot"].ready.kind == "tcp"
     assert services["dot"].ready.port == 853
     assert services["doh"].ready is not None and services["doh"].ready.path == "inet/addons/doh.ready"

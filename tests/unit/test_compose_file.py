@@ -39,7 +39,7 @@ def test_no_service_has_a_network_or_publishes_ports() -> None:
 
 def test_the_lab_service_is_the_backends_description_of_the_lab_container() -> None:
     plan = compile_lab(load_scenario(DEMO))
-    backend = lab_spec(plan, image="censorlab/base:latest", lab_source="/run/netlab/demo", src_source="/src",
+    backend = lab_spec(plan, image="fauxisp/base:latest", lab_source="/run/netlab/demo", src_source="/src",
                        plugins=[])
     lab = demo_file()["services"]["lab"]
     assert (lab["container_name"], lab["cap_add"], lab["labels"], lab["environment"]) == (
@@ -56,8 +56,8 @@ def test_names_follow_the_lab_naming_rule_and_two_labs_share_nothing() -> None:
     a, b = demo_file("h4a"), demo_file("h4b")
     assert a["services"]["lab"]["container_name"] == "nl-h4a"
     assert b["services"]["lab"]["container_name"] == "nl-h4b"
-    assert a["services"]["lab"]["volumes"][1] == "./.censorlab/h4a:/lab/h4a"
-    assert a["services"]["score"]["volumes"][1] == "./.censorlab/h4a:/lab/h4a"
+    assert a["services"]["lab"]["volumes"][1] == "./.fauxisp/h4a:/lab/h4a"
+    assert a["services"]["score"]["volumes"][1] == "./.fauxisp/h4a:/lab/h4a"
 
 
 def test_the_campaign_runs_the_chosen_probe() -> None:
@@ -70,9 +70,9 @@ def test_a_third_party_probe_is_mounted_with_its_entry_point() -> None:
     doc = demo_file(probe="dot")
     inet = doc["services"]["lab"]
     plugin = [v for v in inet["volumes"] if INNER_PLUGINS in v]
-    assert any(v.endswith("/censorlab_dot.py:ro") for v in plugin)
+    assert any(v.endswith("/fauxisp_dot.py:ro") for v in plugin)
     assert any(".dist-info:" in v for v in plugin)  # where importlib.metadata finds entry points
-    assert inet["environment"]["PYTHONPATH"] == f"/opt/censorlab:{INNER_PLUGINS}/censorlab-dot-probe"
+    assert inet["environment"]["PYTHONPATH"] == f"/opt/fauxisp:{INNER_PLUGINS}/fauxisp-dot-probe"
     assert doc["services"]["score"]["command"][-2:] == ["--probe", "dot"]
     assert not any(INNER_PLUGINS in v for v in demo_file()["services"]["lab"]["volumes"])
 

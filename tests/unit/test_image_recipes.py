@@ -1,5 +1,5 @@
 """netlab.deploy.images without Docker: the sdist download keeps build dependencies as wheels, and the
-lab image's hash and file selection (censorlab/lab, `harness image build --with-project`)."""
+lab image's hash and file selection (fauxisp/lab, `harness image build --with-project`)."""
 
 from __future__ import annotations
 
@@ -58,12 +58,12 @@ def test_lab_image_hash_follows_project_plugins_and_base(tmp_path: Path) -> None
 
 
 def test_plugin_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("CENSORLAB_PLUGINS", raising=False)
+    monkeypatch.delenv("FAUXISP_PLUGINS", raising=False)
     assert images._plugin_paths(None) == [p.resolve() for p in images.DEFAULT_PLUGINS]
     plugin = _project(tmp_path / "plugin")
     wheel = tmp_path / "w-1.0-py3-none-any.whl"
     wheel.write_bytes(b"PK")
-    monkeypatch.setenv("CENSORLAB_PLUGINS", str(wheel))
+    monkeypatch.setenv("FAUXISP_PLUGINS", str(wheel))
     assert images._plugin_paths([plugin])[1:] == [wheel, plugin]
     with pytest.raises(images.ImageError, match="not a wheel"):
         images._plugin_paths([tmp_path])

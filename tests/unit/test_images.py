@@ -94,8 +94,8 @@ class FakeClient:
 def _fake_not_found(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the module treat the fake client's NotFound like docker.errors.NotFound."""
     monkeypatch.setattr(images, "_is_not_found", lambda exc: isinstance(exc, NotFound))
-    monkeypatch.delenv("CENSORLAB_OFFLINE", raising=False)
-    monkeypatch.delenv("CENSORLAB_DEBIAN_MIRROR", raising=False)
+    monkeypatch.delenv("FAUXISP_OFFLINE", raising=False)
+    monkeypatch.delenv("FAUXISP_DEBIAN_MIRROR", raising=False)
 
 
 @pytest.fixture
@@ -190,8 +190,8 @@ def test_requirement_name() -> None:
 def test_dockerfile_shape() -> None:
     text = (IMAGES_DIR / "Dockerfile").read_text()
     assert re.search(r"^FROM debian:bookworm-slim$", text, re.M)
-    assert "CENSORLAB_IMAGE_HASH" in text and LABEL_HASH in text
-    copy = re.search(r"^COPY (.*) /tmp/censorlab-image/$", text, re.M)
+    assert "FAUXISP_IMAGE_HASH" in text and LABEL_HASH in text
+    copy = re.search(r"^COPY (.*) /tmp/fauxisp-image/$", text, re.M)
     assert copy is not None
     assert set(copy.group(1).split()) == set(HASH_INPUTS) - {"Dockerfile"}
     for name in images.SDIST_ONLY:
@@ -203,8 +203,8 @@ def test_dockerfile_shape() -> None:
 
 def test_dockerfile_changes_match_the_dockerfile() -> None:
     changes = dockerfile_changes((IMAGES_DIR / "Dockerfile").read_text(), "f" * 64)
-    assert "ENV PYTHONPATH=/opt/censorlab" in changes
-    assert "WORKDIR /opt/censorlab" in changes
+    assert "ENV PYTHONPATH=/opt/fauxisp" in changes
+    assert "WORKDIR /opt/fauxisp" in changes
     assert any(c.startswith("CMD [") for c in changes)
     assert any(c.startswith("ENV PATH=") for c in changes)
     assert changes[-1].startswith("LABEL ") and f'{LABEL_HASH}="{"f" * 64}"' in changes[-1]
@@ -249,7 +249,7 @@ def test_mirror_from_one_line_format(tmp_path: Path) -> None:
 
 def test_mirror_override_and_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert host_debian_mirror(tmp_path) == images.DEFAULT_MIRROR
-    monkeypatch.setenv("CENSORLAB_DEBIAN_MIRROR", "http://local.example/debian/")
+    monkeypatch.setenv("FAUXISP_DEBIAN_MIRROR", "http://local.example/debian/")
     assert host_debian_mirror(tmp_path) == "http://local.example/debian"
 
 
@@ -317,7 +317,7 @@ def test_force_rebuilds(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_offline_env_forces_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = _calls(monkeypatch)
-    monkeypatch.setenv("CENSORLAB_OFFLINE", "1")
+    monkeypatch.setenv("FAUXISP_OFFLINE", "1")
     client = FakeClient({images.BASE_IMAGE: FakeImage(images.BASE_IMAGE, None)})
     build_image(client=client)
     assert calls == ["offline"] and client.images.pulls == []
@@ -325,7 +325,7 @@ def test_offline_env_forces_offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_offline_env_zero_forces_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = _calls(monkeypatch)
-    monkeypatch.setenv("CENSORLAB_OFFLINE", "0")
+    monkeypatch.setenv("FAUXISP_OFFLINE", "0")
     build_image(client=FakeClient())
     assert calls == ["registry"]
 

@@ -102,7 +102,7 @@ def test_compile_writes_censor_ca_nat_rules_and_splice_hook() -> None:
     for name in ("a.test", "www.a.test"):  # every site the rule covers, and not b.test
         leaf = x509.load_pem_x509_certificate(plan.files[f"x/intercept/{name}.pem"])  # type: ignore[arg-type]
         assert leaf.issuer == ca.subject
-        assert leaf.issuer.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "censorlab x interception CA"
+        assert leaf.issuer.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "fauxisp x interception CA"
     assert "x/intercept/b.test.pem" not in plan.files
     dpi_rules = plan.files["x/dpi.rules"]
     assert isinstance(dpi_rules, str)

@@ -47,7 +47,7 @@ def test_plain_http_page(dns_server: DnsServer) -> None:
     assert request["x_transport"] == "tcp"
     response = entry["response"]
     assert response["code"] == 200
-    assert response["headers"]["Server"] == "censorlab-test"
+    assert response["headers"]["Server"] == "fauxisp-test"
     assert ["Content-Length", str(len(PAGE))] in response["headers_list"]
     assert response["body"] == PAGE.decode()
     assert response["body_is_truncated"] is False

@@ -290,7 +290,7 @@ def reset(conn: socket.socket) -> None:
 
 def http_response(body: bytes, status: str = "200 OK", headers: list[tuple[str, str]] | None = None) -> bytes:
     lines = [f"HTTP/1.1 {status}", "Content-Type: text/html; charset=utf-8",
-             f"Content-Length: {len(body)}", "Server: censorlab-test"]
+             f"Content-Length: {len(body)}", "Server: fauxisp-test"]
     lines += [f"{k}: {v}" for k, v in headers or []]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 

@@ -133,7 +133,7 @@ def test_envelope(pki: Pki, dns_server: DnsServer) -> None:
     assert envelope["probe_asn"] == "AS64500" and envelope["resolver_asn"] == "AS64500"
     assert envelope["probe_cc"] == "ZZ"
     assert envelope["resolver_ip"] == LOOPBACK
-    assert envelope["software_name"] == "censorlab"
+    assert envelope["software_name"] == "fauxisp"
     assert envelope["test_runtime"] == 0.25
     assert envelope["test_keys"] is keys
     assert envelope["options"] == [] and envelope["test_helpers"] == {}

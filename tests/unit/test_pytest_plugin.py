@@ -39,7 +39,7 @@ def plugin_args() -> list[str]:
 def test_entry_point_loads_the_plugin(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     """Installed, pytest finds the plugin by itself (entry point pytest11), in a fresh process."""
     if not any(ep.value == "harness.pytest_plugin" for ep in entry_points(group="pytest11")):
-        pytest.skip("censorlab is not installed (pip install -e .): no pytest11 entry point")
+        pytest.skip("fauxisp is not installed (pip install -e .): no pytest11 entry point")
     monkeypatch.delenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD")
     result = pytester.runpytest_subprocess("--help")
     result.stdout.fnmatch_lines(["*--lab-scenario*"])

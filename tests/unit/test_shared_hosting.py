@@ -193,7 +193,7 @@ def test_origin_serves_co_hosted_sites_by_sni_and_host(tmp_path: Path) -> None:
 
 def test_an_addon_server_on_part_of_a_shared_address_is_refused() -> None:
     """A server taking 443 of some co-hosted sites only would need a second listener on the address."""
-    doh = Declared("doh", Server(name="doh", module="censorlab_doh", port=443, sites="targets", path="/dns-query",
+    doh = Declared("doh", Server(name="doh", module="fauxisp_doh", port=443, sites="targets", path="/dns-query",
                                  ready="file"))
     shared = "      address: 198.18.5.5\n"
     text = sites_yaml("    - name: a.test\n" + shared, "    - name: b.test\n" + shared)

@@ -1,4 +1,4 @@
-"""A DNS-over-HTTPS probe (RFC 8484) for censorlab, with its in-lab server, in one file.
+"""A DNS-over-HTTPS probe (RFC 8484) for fauxisp, with its in-lab server, in one file.
 
 Target: a DoH endpoint, ``https://dns.test/dns-query``; ``?name=open.test`` names the domain to
 look up (by default the server's own name). The probe resolves the server through the vantage's
@@ -12,7 +12,7 @@ breaks after the handshake.
 The lab has no DoH endpoint of its own: ``DohProbe.servers`` declares one (netlab.addons), started
 for a scenario with targets on ``/dns-query``, on port 443 of exactly the sites those targets name
 (it takes 443 of them from the lab's origin). It is this module run as a program (``python3 -m
-censorlab_doh --config FILE``, the bottom of this file), answering from the lab's public resolver.
+fauxisp_doh --config FILE``, the bottom of this file), answering from the lab's public resolver.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class DohProbe(Probe):
                                                         schemes=("https",), ports=(443,))
     # What it talks to: a DoH endpoint on the sites its targets name (the server below).
     servers: ClassVar[tuple[Server, ...]] = (
-        Server(name="doh", module="censorlab_doh", port=443, sites="targets", path=PATH,
+        Server(name="doh", module="fauxisp_doh", port=443, sites="targets", path=PATH,
                description="DNS over HTTPS, RFC 8484"),)
 
     async def run(self, target: Target, ctx: ProbeContext) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""A DNS-over-TLS probe (RFC 7858) for censorlab, in one file.
+"""A DNS-over-TLS probe (RFC 7858) for fauxisp, in one file.
 
 Target: the DoT server as a URL with its port, ``https://dns.test:853/``; the path may name the
 domain to look up (``https://dns.test:853/news.test``), by default the server's own name. The
@@ -13,7 +13,7 @@ verdicts apply: ``tcp.*`` for address/port blocking of 853, ``tls.*`` for SNI bl
 
 The lab has no DoT server of its own: the probe declares one (``servers``, netlab.addons), which
 the lab starts in its internet for any scenario with a target on port 853. It is this module run
-as a program (``python3 -m censorlab_dot --config FILE``, the bottom of this file): DNS over TLS on
+as a program (``python3 -m fauxisp_dot --config FILE``, the bottom of this file): DNS over TLS on
 853 of every site, with the site's lab certificate, answered by the lab's public resolver.
 """
 
@@ -55,7 +55,7 @@ class DotProbe(Probe):
                                                         schemes=("https",), ports=(853,))
     # What it talks to: started by the lab for a scenario with a target on 853 (the server below).
     servers: ClassVar[tuple[Server, ...]] = (
-        Server(name="dot", module="censorlab_dot", port=853, sites="all",
+        Server(name="dot", module="fauxisp_dot", port=853, sites="all",
                description="DNS over TLS, RFC 7858"),)
 
     async def run(self, target: Target, ctx: ProbeContext) -> dict[str, Any]:
