@@ -6,14 +6,13 @@ compiler's notes. Pure: it compiles, and never brings anything up.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Any
 
 from netlab.addressing import PUBLIC_RESOLVER, addresses_of
 from netlab.compile import compile_lab, router_host
-from netlab.compile.dns import effective_resolver_rules
+from netlab.compile.dns import ResolverPolicy, effective_resolver_rules, resolver_policy
 from netlab.dnsname import name_matches
 from netlab.hostcaps import HostCapabilities
 from netlab.impact import intended
@@ -75,20 +74,10 @@ class Explanation:
                 "pin_conflicts": self.pin_conflicts, "idle_rules": self.idle_rules}
 
 
-_POLICY_LINE = re.compile(r'^\s*local-zone: "[^"]+" refuse')
-
-
-def unbound_policy(conf: str) -> str:
-    """The policy part of an ISP's unbound.conf: refuse local zones and the stub zones that give
-    SERVFAIL (everything but the root stub every resolver of the lab has)."""
-    out: list[str] = []
-    blocks = re.split(r"\n(?=\S)", conf)
-    for block in blocks:
-        if block.startswith("server:"):
-            out += [line.strip() for line in block.splitlines() if _POLICY_LINE.match(line)]
-        elif block.startswith("stub-zone:") and 'name: "."' not in block:
-            out.append(block.strip())
-    return "\n".join(out)
+def unbound_policy(policy: ResolverPolicy) -> str:
+    """The policy part of an ISP's unbound.conf, as the compiler wrote it there: refuse local zones
+    and the stub zones that give SERVFAIL (not the root stub every resolver of the lab has)."""
+    return "\n".join(policy.local_zones() + policy.stub_zones())
 
 
 def explain(scenario: Scenario, lab: str | None = None, host: HostCapabilities | None = None) -> Explanation:
@@ -108,7 +97,7 @@ def explain(scenario: Scenario, lab: str | None = None, host: HostCapabilities |
                          "derived": e.derived.verdict.value if e.derived is not None else None,
                          # Blocked, but the rule meant another site or service (netlab.impact).
                          "collateral": e.verdict.is_censorship and not intended(e.rule, target, scenario, sites)})
-    isps = [_isp_dataplane(plan, isp.name) for isp in scenario.isps]
+    isps = [_isp_dataplane(plan, scenario, isp) for isp in scenario.isps]
     prefixes = tuple(f"{i.name}: " for i in scenario.isps)
     general = [n for n in plan.notes if not n.startswith(prefixes)]
     return Explanation(scenario, vantages, rows, isps, general,
@@ -255,13 +244,14 @@ def _text(plan: LabPlan, path: str) -> str:
     return content.decode(errors="replace") if isinstance(content, bytes) else content
 
 
-def _isp_dataplane(plan: LabPlan, isp: str) -> IspDataplane:
+def _isp_dataplane(plan: LabPlan, scenario: Scenario, isp_model: Isp) -> IspDataplane:
+    isp = isp_model.name
     router = plan.hosts[router_host(isp)]
     dpi = _text(plan, f"{isp}/dpi.json")
     return IspDataplane(
         name=isp,
         rpz_zone=_text(plan, f"{isp}/rpz.zone"),
-        unbound_policy=unbound_policy(_text(plan, f"{isp}/unbound.conf")),
+        unbound_policy=unbound_policy(resolver_policy(scenario, isp_model)),
         nftables=_text(plan, f"{isp}/firewall.nft"),
         dpi_iptables=_text(plan, f"{isp}/dpi.rules"),
         dpi_config=json.loads(dpi) if dpi else None,

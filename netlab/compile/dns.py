@@ -284,12 +284,42 @@ def _chain_triggers(scenario: Scenario, isp: Isp) -> dict[int, list[str]]:
     return out
 
 
+@dataclass(frozen=True)
+class ResolverPolicy:
+    """What an ISP's Unbound decides besides its RPZ: the names it refuses (a ``refuse`` local zone)
+    and those it answers SERVFAIL for (a stub zone whose only server is localhost, which Unbound
+    never queries). Written into unbound.conf by ``isp_resolver``; harness explain shows it."""
+
+    refused: tuple[str, ...] = ()
+    servfail: tuple[str, ...] = ()
+
+    def local_zones(self) -> list[str]:
+        return [f'local-zone: "{n}." refuse' for n in self.refused]
+
+    def stub_zones(self) -> list[str]:
+        return [f'stub-zone:\n  name: "{n}."\n  stub-addr: 127.0.0.1' for n in self.servfail]
+
+
+def resolver_policy(scenario: Scenario, isp: Isp) -> ResolverPolicy:
+    """The ISP resolver's refuse and SERVFAIL names, in rule order (a servfail rule's aliases too)."""
+    chained = _chain_triggers(scenario, isp)
+    refused: list[str] = []
+    servfail: list[str] = []
+    for rule in effective_resolver_rules(isp):
+        name = rule.match.domain or rule.match.exact
+        if name is None:  # the loader gives every resolver rule a domain or an exact name
+            continue
+        if rule.action == "refused":
+            refused.append(name)
+        elif rule.action == "servfail":
+            servfail += [name, *chained.get(id(rule), [])]
+    return ResolverPolicy(tuple(refused), tuple(servfail))
+
+
 def isp_resolver(scenario: Scenario, isp: Isp, listen: IPv4Address,
                  proxy: IPv4Address | None = None) -> tuple[str, str]:
     """(unbound.conf, rpz.zone) for one ISP; ``proxy`` is the address the ``proxy`` action answers."""
     rpz = ["$TTL 60", "@ IN SOA rpz.lab. hostmaster.rpz.lab. 1 3600 600 86400 60", "@ IN NS localhost."]
-    extra: list[str] = []
-    stubs: list[str] = []
     chained = _chain_triggers(scenario, isp)
     for rule in effective_resolver_rules(isp):
         name = rule.match.domain or rule.match.exact
@@ -307,11 +337,11 @@ def isp_resolver(scenario: Scenario, isp: Isp, listen: IPv4Address,
             rpz += [f"{o} A {proxy}" for o in owners]
         elif rule.action == "timeout":
             rpz += [f"{o} CNAME rpz-drop." for o in owners]
-        elif rule.action == "refused":
-            extra.append(f'  local-zone: "{name}." refuse\n')
-        elif rule.action == "servfail":
-            # Unbound never queries localhost (do-not-query-localhost): instant SERVFAIL.
-            stubs += [f'stub-zone:\n  name: "{n}."\n  stub-addr: 127.0.0.1\n' for n in [name, *aliases]]
+    # refused and servfail have no RPZ form: Unbound never queries localhost (do-not-query-localhost),
+    # so a stub zone on it is an instant SERVFAIL.
+    policy = resolver_policy(scenario, isp)
+    extra = [f"  {line}\n" for line in policy.local_zones()]
+    stubs = [f"{stub}\n" for stub in policy.stub_zones()]
     rpz_block = f'rpz:\n  name: "rpz.lab."\n  zonefile: "{LAB_DIR}/{isp.name}/rpz.zone"\n'
     conf = _unbound_conf(listen, f"{LAB_DIR}/{isp.name}", scenario_tlds(scenario), "".join(extra))
     conf += "".join(stubs) + rpz_block
