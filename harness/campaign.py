@@ -23,6 +23,7 @@ from netlab.model import Scenario
 from netlab.oracle import has_residual, late_block_delay, residual_waves
 from netlab.target import Target
 from probes.base import installed_capabilities
+from probes.context import ProbeContext
 
 # Jobs in flight per vantage: enough to keep a worker busy while measurements wait on the network
 # (a job's DNS window, probes.dns, no longer holds its slot: the worker hands it on).
@@ -59,28 +60,26 @@ def shard_targets(targets: tuple[Target, ...] | list[Target], index: int, count:
     return [t for i, t in enumerate(targets) if i % count == index - 1]
 
 
-def probe_context(lab: RunningLab, scenario: Scenario, vantage: str, overrides: dict[str, Any]
-                  ) -> dict[str, Any]:
-    """The ProbeContext (as JSON) of one vantage: its resolvers, the CA it trusts, the lab's names."""
+def probe_context(lab: RunningLab, scenario: Scenario, vantage: str, overrides: dict[str, Any]) -> ProbeContext:
+    """The ProbeContext of one vantage: its resolvers, the CA it trusts, the lab's names; ``overrides``
+    (the scenario's probe settings, the run's) by field name. It crosses to the worker as to_dict()."""
     v = lab.state.vantages[vantage]
     # A vantage may trust more than the lab CA (an ISP's interception CA its users installed).
     ca_file = str(lab.inner_path(v.get("ca_file") or lab.state.ca_file))
-    ctx = {
-        "vantage": vantage,
-        "resolver": v["resolver"],
-        "public_resolver": v["public_resolver"] if (scenario.public_resolver or vantage == "control") else None,
-        "ca_file": ca_file,
-        "lab_names": sorted(s.name for s in scenario.sites),
-        "probe_ip": v["address"],
-        "probe_asn": v["asn"],
-        "resolver_asn": v["asn"],
-        "probe_network_name": vantage,
-        "resolver_network_name": vantage,
-    }
-    if scenario.ipv6:
-        ctx["ipv6"] = True  # dual stack: AAAA lookups, and both families measured
-    ctx.update(overrides)
-    return ctx
+    ctx = ProbeContext(
+        vantage=vantage,
+        resolver=v["resolver"],
+        public_resolver=v["public_resolver"] if (scenario.public_resolver or vantage == "control") else None,
+        ca_file=ca_file,
+        lab_names=frozenset(s.name for s in scenario.sites),
+        probe_ip=v["address"],
+        probe_asn=v["asn"],
+        resolver_asn=v["asn"],
+        probe_network_name=vantage,
+        resolver_network_name=vantage,
+        ipv6=scenario.ipv6,  # dual stack: AAAA lookups, and both families measured
+    )
+    return ProbeContext.from_dict(ctx.to_dict() | overrides) if overrides else ctx  # from_dict names a wrong key
 
 
 async def run_campaign(lab: RunningLab, scenario: Scenario, out_dir: Path, config: CampaignConfig,
@@ -177,7 +176,7 @@ async def _drive_worker(lab: RunningLab, scenario: Scenario, vantage: str, targe
                         config: CampaignConfig, record: Callable[[str, dict[str, Any], bytes | None], None]) -> None:
     proc = await lab.spawn(lab.state.vantages[vantage]["host"], WORKER_ARGV)
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-    header = {"context": probe_context(lab, scenario, vantage, config.context_overrides),
+    header = {"context": probe_context(lab, scenario, vantage, config.context_overrides).to_dict(),
               "concurrency": config.concurrency, "job_timeout": config.job_timeout}
 
     waves = _waves(scenario, vantage, targets, lab)

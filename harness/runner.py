@@ -50,8 +50,8 @@ def measure_and_score(lab: RunningLab, scenario: Scenario, out: Path, config: Ca
     result = run_async(run_campaign(lab, scenario, out, config, on_result=on_result, on_measurement=digest.add))
     if not result.lab_faults and CONTROL in result.vantages:
         # OONI's test helper also connects to the probes' addresses: the control does, lab still up.
-        run_async(ooni.measure_th_endpoints(lab, probe_context(lab, scenario, CONTROL, config.context_overrides), out,
-                                            digest))
+        control = probe_context(lab, scenario, CONTROL, config.context_overrides)
+        run_async(ooni.measure_th_endpoints(lab, control.to_dict(), out, digest))
     write_run_info(out, scenario, {
         "lab": lab.name, "backend": backend, "scenario_name": scenario.name, "probe": config.probe,
         "shard": list(config.shard), "vantages": list(lab.state.vantages), "campaign_vantages": result.vantages,

@@ -128,7 +128,7 @@ def test_probe_refuses_targets_outside_the_lab(lab_name: str) -> None:
     try:
         from harness.campaign import WORKER_ARGV, probe_context
         cmd = lab.command("fwisp", WORKER_ARGV)
-        jobs = [json.dumps({"context": probe_context(lab, scenario, "fwisp", {}), "concurrency": 2}),
+        jobs = [json.dumps({"context": probe_context(lab, scenario, "fwisp", {}).to_dict(), "concurrency": 2}),
                 json.dumps({"id": 1, "probe": "web", "url": "https://example.org/"}),
                 json.dumps({"id": 2, "probe": "web", "url": "http://93.184.216.34/"})]
         res = subprocess.run(cmd, input="\n".join(jobs) + "\n", capture_output=True, text=True, timeout=60)
