@@ -26,7 +26,7 @@ from typing import Any
 
 from harness.errors import AnalysisCrashed, CallError, ResultsError
 from harness.results import RunOracle, ScoredRun, run_oracle
-from harness.score import TECHNIQUES, VerdictRow, iter_measurements, measurement_files
+from harness.score import TECHNIQUES, VerdictRow, iter_measurements, measurement_files, measurement_vantage
 from netlab.capabilities import STAGES, WEB, Capabilities
 from netlab.oracle import Expectation, expected_verdicts
 from netlab.target import Target
@@ -235,7 +235,7 @@ def score_analysis(dirs: list[Path], command: str, timeout: float = 600.0) -> Sc
     measurement, by measurement_uid; a missing, unknown or repeated uid is a CallError naming it."""
     oracle = run_oracle(dirs)
     files = measurement_files(dirs)
-    measured = {str(m.get("measurement_uid")): (m.get("x_vantage") or m.get("probe_network_name"), m["input"])
+    measured = {str(m.get("measurement_uid")): (measurement_vantage(m), str(m["input"]))
                 for m in iter_measurements(files)}
     calls: dict[str, Call] = {}
     for call in run_analysis(command, files, timeout):

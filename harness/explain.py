@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import partial
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -176,21 +177,22 @@ def idle_rules(scenario: Scenario, expectations: dict[tuple[str, str], Expectati
         for stage, rules in _stage_lists(isp).items():
             for r in rules:
                 groups.setdefault((stage, r.line), []).append(r)
-        for (stage, line), rules in groups.items():
+        for (stage, line), group in groups.items():
             if stage == "shaping":
                 if line in used_shaping:
                     continue
-            elif any(id(r) in used for r in rules):
+            elif any(id(r) in used for r in group):
                 continue
-            hits = [t for t in scenario.targets for r in rules if _matches(stage, r, t, scenario, site_addresses, isp)]
+            hits = [t for t in scenario.targets for r in group if _matches(stage, r, t, scenario, site_addresses, isp)]
             if stage == "resolver" and any(
-                    r.action == "proxy" and first_rule(effective, lambda e, t=t: resolver_rule_matches(e, t.host)) is r
-                    for r in rules for t in hits):
+                    isinstance(r, Rule) and r.action == "proxy"
+                    and first_rule(effective, partial(resolver_rule_matches, name=t.host)) is r
+                    for r in group for t in hits):
                 continue
             shadows = _deciders(stage_of, [(t, mine[t.url]) for t in hits if t.url in mine],
                                 isp, scenario, site_addresses, stage, line)
-            out.append({"isp": isp.name, "stage": stage, "line": line, "rule": rules[0].describe(),
-                        "why": _idle_why(stage, rules[0], hits, shadows), "shadowed_by": sorted(
+            out.append({"isp": isp.name, "stage": stage, "line": line, "rule": group[0].describe(),
+                        "why": _idle_why(stage, group[0], hits, shadows), "shadowed_by": sorted(
                             k for k in shadows if k.split(" rule line ")[0] in STAGES)})
     return out
 
@@ -205,7 +207,8 @@ def _deciders(stage_of: dict[int, str], exps: list[tuple[Target, Expectation]], 
         r = e.rule
         shaper = None
         if stage == "shaping":  # first match wins in shaping too
-            shaper = first_rule(isp.shaping, lambda x, t=target: _matches("shaping", x, t, scenario, sites, isp))
+            shaper = first_rule(isp.shaping, partial(_matches, "shaping", target=target, scenario=scenario,
+                                                     sites=sites, isp=isp))
         if e.verdict == Verdict.SITE_DOWN:
             name = "the site itself fails"
         elif r is not None:

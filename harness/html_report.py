@@ -23,6 +23,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from harness.calls import OoniCall
 from harness.errors import ResultsError
 from harness.results import ScoredRun, score_results
 from harness.score import NO_MEASUREMENT_REASONS, Score, VerdictRow, iter_measurements, measurement_files
@@ -47,7 +48,7 @@ def anchor(vantage: str, url: str) -> str:
     return "m-" + "".join(c if c.isalnum() else "-" for c in f"{vantage}-{url}")
 
 
-def family(v: Verdict) -> str:
+def family(v: Verdict | OoniCall) -> str:
     return v.value if v in (Verdict.SITE_DOWN, Verdict.CONTROL_FAILED, Verdict.NO_MEASUREMENT) else v.technique
 
 
@@ -331,7 +332,8 @@ def render(run: ScoredRun, measurements: Iterable[dict[str, Any]], title: str,
     summary = summary_html(score)
     # Expected verdicts without a measurement first, then the other mismatches: what a reader must see.
     sections = [unmeasured_html(r) for r in score.rows if r.no_measurement]
-    later, measured = [], []
+    later: list[str] = []
+    measured: list[dict[str, Any]] = []
     for m in measurements:
         measured.append({k: m.get(k) for k in ("annotations", "test_version", "test_name", "measurement_start_time",
                                                 "software_name", "software_version")})

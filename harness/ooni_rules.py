@@ -14,8 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from netlab.addressing import INTERNET_ASN, LAB_INTERNET, is_lab_bogon, isp_asn
-from netlab.model import PROXY_BLOCK
+from netlab.addressing import INTERNET_ASN, LAB_INTERNET, PROXY_BLOCK, is_lab_bogon, isp_asn
 from netlab.target import Target, host_is_ip
 from probes.streams import endpoint
 from probes.th import helper_ports
@@ -193,7 +192,8 @@ class ControlView:
         else:
             resp = (tk.get("requests") or [{}])[0].get("response") or {}
             v.status_code = resp.get("code") or -1
-            v.body_length = tk.get("x_body_length") if tk.get("x_body_length") is not None else -1
+            length = tk.get("x_body_length")
+            v.body_length = int(length) if length is not None else -1
             v.title = ooni_title(resp.get("body"))
             v.headers = dict(resp.get("headers") or {})
             v.body_sha256 = tk.get("x_body_sha256")
@@ -324,7 +324,8 @@ def compare_http(resp: dict[str, Any] | None, c: ControlView) -> dict[str, Any]:
 
 
 def _final_url(tk: dict[str, Any], url: str) -> str:
-    return (tk.get("x_redirects") or [url])[-1]
+    hops: list[str] = tk.get("x_redirects") or [url]
+    return hops[-1]
 
 
 def decide(tk: dict[str, Any], c: ControlView | None, consistency: str | None, url: str) -> Pair:
@@ -363,9 +364,9 @@ def _classic(tk: dict[str, Any], c: ControlView, stage: str | None, https_final:
         return ("http-failure", False) if th_http_ok else UNKNOWN
     if stage == "tcp":
         tried = [e for e in tk.get("tcp_connect") or [] if depth_of(e) == depth and classic_flow(e)]
-        th = [c.tcp[k] for e in tried if (k := f"{e['ip']}:{e['port']}") in c.tcp] if depth == 0 else []
-        if th:
-            return ("tcp_ip", False) if any(t["status"] for t in th) else DOWN
+        th_tcp = [c.tcp[k] for e in tried if (k := f"{e['ip']}:{e['port']}") in c.tcp] if depth == 0 else []
+        if th_tcp:
+            return ("tcp_ip", False) if any(t["status"] for t in th_tcp) else DOWN
         return ("http-failure", False) if th_http_ok else UNKNOWN
     # stage == "dns"
     if failure == DNS_BOGON:  # the probe resolved loopback addresses only

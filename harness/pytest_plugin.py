@@ -169,7 +169,7 @@ def scenario_path(session: pytest.Session) -> Path:
         return marked.pop()
     ini = config.getini("lab_scenario")
     if ini:
-        return (Path(str(config.rootpath)) / ini).resolve()
+        return (Path(str(config.rootpath)) / str(ini)).resolve()
     raise pytest.UsageError("the `lab` fixture needs a scenario: @pytest.mark.lab_scenario(\"path.yaml\"), "
                             "the ini option lab_scenario, or --lab-scenario")
 
@@ -269,11 +269,12 @@ def verdict_diff(got: Verdicts, expected: Verdicts, run: LabRun | None = None, d
     rows = {(r.vantage, r.url): r for r in run.rows} if run is not None else {}
     for v, u in sorted(bad, key=lambda k: (urls.index(k[1]), vantages.index(k[0]))):
         lines.append(f"  {v} {u}: got {got.get((v, u), 'missing')}, expected {expected[(v, u)]}")
-        row = rows.get((v, u))
-        if row is not None:
-            lines.append(f"      lab's verdict: {row.label} ({row.why})" if detector else f"      why: {row.why}")
-            if row.expected is not None:
-                lines.append(f"      oracle: {row.expected.verdict.value} ({row.expected.reason})")
+        scored = rows.get((v, u))
+        if scored is not None:
+            lines.append(f"      lab's verdict: {scored.label} ({scored.why})" if detector
+                         else f"      why: {scored.why}")
+            if scored.expected is not None:
+                lines.append(f"      oracle: {scored.expected.verdict.value} ({scored.expected.reason})")
         if run is not None:
             m = run.measurement(v, u)
             uid = m.get("measurement_uid") if m else "-"

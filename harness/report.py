@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from harness.calls import OoniCall
 from harness.results import ScoredRun
 from harness.score import NO_MEASUREMENT_REASONS, Score
 from netlab.model import CONTROL
@@ -17,7 +18,7 @@ FAMILY_STYLE = {"ok": "green", "dns": "magenta", "tcp": "red", "tls": "yellow", 
                 "no_measurement": "bold red"}
 
 
-def _style(v: Verdict) -> str:
+def _style(v: Verdict | OoniCall) -> str:
     return FAMILY_STYLE.get(v.technique, "white")
 
 

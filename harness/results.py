@@ -15,9 +15,9 @@ from harness import ooni
 from harness.analysis import load_fingerprints
 from harness.campaign import shard_targets
 from harness.digest import RunDigest
+from harness.errors import ResultsError
 from harness.score import (
     TECHNIQUES,
-    ResultsError,
     Score,
     VerdictRow,
     measurement_files,

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import re
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from harness.analysis import Fingerprint, analyse
 from harness.errors import ResultsError
@@ -17,6 +15,9 @@ from netlab import jsonl
 from netlab.model import CONTROL
 from netlab.oracle import Expectation
 from netlab.verdict import Verdict
+
+if TYPE_CHECKING:  # harness.calls imports this module
+    from harness.calls import OoniCall
 
 TECHNIQUES = ("dns", "tcp", "tls", "http", "throttled")
 
@@ -32,7 +33,7 @@ NO_MEASUREMENT_REASONS = (PROBE_ERROR, TIMEOUT, MISSING)
 class VerdictRow:
     vantage: str
     url: str
-    observed: Verdict
+    observed: Verdict | OoniCall  # OONI's pair when an analysis is scored at OONI's level
     expected: Expectation | None
     why: str
     measurement_uid: str = ""
@@ -116,10 +117,6 @@ class Score:
         }
 
 
-# A line of measurements.jsonl starts with its vantage (harness.campaign.tag_measurement).
-_VANTAGE_HEAD = re.compile(rb'^\{"x_vantage": ?("(?:[^"\\]|\\.)*")')
-
-
 def iter_measurements(paths: Iterable[Path], vantage: str | None = None) -> Iterator[dict[str, Any]]:
     """The measurements in ``paths``; with ``vantage``, only that vantage's: the others' lines are
     skipped by their first bytes, unparsed (a 60 KiB measurement costs far more to parse).
@@ -129,13 +126,20 @@ def iter_measurements(paths: Iterable[Path], vantage: str | None = None) -> Iter
     for path in paths:
         with _open(path) as f:
             for number, line in enumerate(f, 1):
-                if vantage is not None and (head := _VANTAGE_HEAD.match(line)) \
-                        and json.loads(head.group(1)) != vantage:
+                if vantage is not None and jsonl.other_vantage(line, vantage):
                     continue
                 if line.strip():
                     m = _parse_line(path, number, line)
                     if vantage is None or m.get("x_vantage") == vantage:
                         yield m
+
+
+def measurement_vantage(m: dict[str, Any]) -> str:
+    """The vantage a measurement was taken from: the lab's x_vantage, else OONI's probe_network_name."""
+    vantage = m.get("x_vantage") or m.get("probe_network_name")
+    if not isinstance(vantage, str):
+        raise ResultsError(f"measurement {m.get('measurement_uid')} names no vantage (x_vantage, probe_network_name)")
+    return vantage
 
 
 #: Read buffer for measurements.jsonl: a measurement line (a 64 KiB body) then comes in one read, not
@@ -196,7 +200,7 @@ def verdict_rows(files: list[Path], expectations: dict[tuple[str, str], Expectat
     seen: dict[tuple[str, str], Path] = {}
     for path in files:
         for m in iter_measurements([path]):
-            vantage = sys.intern(m.get("x_vantage", m.get("probe_network_name")))
+            vantage = sys.intern(measurement_vantage(m))
             url = sys.intern(m["input"])
             if (vantage, url) in seen:
                 first = seen[(vantage, url)]

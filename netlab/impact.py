@@ -16,11 +16,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
+from typing import Any, Protocol
 
 from netlab.addressing import addresses_of
 from netlab.model import Rule, Scenario
 from netlab.target import Target
-from netlab.verdict import Verdict
 
 NAME_KEYS = ("domain", "exact", "sni", "http_host", "dns_query")
 
@@ -42,6 +42,14 @@ def intended(rule: Rule | None, target: Target, scenario: Scenario, sites: Mappi
     return False
 
 
+class Call(Protocol):
+    """What impact reads of an observed call: a netlab.verdict.Verdict, or OONI's pair as a label
+    (harness.calls.OoniCall) when an analysis is scored at OONI's level."""
+
+    @property
+    def is_censorship(self) -> bool: ...
+
+
 @dataclass
 class IspImpact:
     isp: str
@@ -49,12 +57,12 @@ class IspImpact:
     collateral: list[str] = field(default_factory=list)  # of those, the ones no rule meant to hit
     effectiveness: dict[str, float] = field(default_factory=dict)  # service -> fraction of its targets blocked
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"isp": self.isp, "blocked": len(self.blocked), "collateral": sorted(self.collateral),
                 "effectiveness": self.effectiveness}
 
 
-def impact(scenario: Scenario, sites: Mapping[str, IPv4Address], verdicts: Mapping[tuple[str, str], Verdict],
+def impact(scenario: Scenario, sites: Mapping[str, IPv4Address], verdicts: Mapping[tuple[str, str], Call],
            rules: Mapping[tuple[str, str], Rule | None]) -> dict[str, IspImpact]:
     """Per ISP, from a verdict table and, for each (vantage, url), the rule the oracle says decides it."""
     services = sorted({s.service for s in scenario.sites if s.service})

@@ -13,9 +13,11 @@ probe, which reaches everything).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from ipaddress import IPv4Address, IPv6Address
+from typing import TypeVar
 
 from netlab.addons import installed_servers, serves
 from netlab.addressing import (
@@ -90,7 +92,7 @@ NO_RULE = Expectation(Verdict.OK, "no rule applies")
 CONTROL_OK = Expectation(Verdict.OK, "control vantage")
 
 
-def flow_matches(match: Match, addr: IPv4Address, port: int, proto: str,
+def flow_matches(match: Match, addr: IPv4Address | IPv6Address, port: int, proto: str,
                  site_addresses: dict[str, IPv4Address]) -> bool:
     """The address keys of a match (site, ip, cidr, port, proto, family) against one flow (to an
     address of either family: dual stack)."""
@@ -109,18 +111,28 @@ def flow_matches(match: Match, addr: IPv4Address, port: int, proto: str,
     return not (match.proto is not None and match.proto != proto)
 
 
-def first_rule(rules: tuple[Rule, ...] | list[Rule], pred: Callable[[Rule], bool]) -> Rule | None:
+AnyRule = TypeVar("AnyRule", Rule, ShapingRule)
+
+
+def first_rule(rules: Sequence[AnyRule], pred: Callable[[AnyRule], bool]) -> AnyRule | None:
     return next((r for r in rules if pred(r)), None)
 
 
-def intercepts(rule: Rule, target: Target, addr: IPv4Address, site_addresses: dict[str, IPv4Address]) -> bool:
+def firewall_rule(isp: Isp, addr: IPv4Address | IPv6Address, port: int, proto: str,
+                  site_addresses: dict[str, IPv4Address]) -> Rule | None:
+    """The first of ``isp``'s firewall rules that acts on a flow to ``addr``:``port``/``proto``."""
+    return first_rule(isp.firewall_rules, lambda r: flow_matches(r.match, addr, port, proto, site_addresses))
+
+
+def intercepts(rule: Rule, target: Target, addr: IPv4Address | IPv6Address,
+               site_addresses: dict[str, IPv4Address]) -> bool:
     """Does an ``intercept`` rule take the TLS flow that fetches ``target``: its SNI, its server
     addresses, and port 443 unless the rule names another (netlab.compile.intercept)?"""
     return (rule.action == "intercept" and target.is_https and target.port == (rule.match.port or INTERCEPTED_PORT)
             and dpi_rule_matches(rule, target, addr, site_addresses))
 
 
-def dpi_rule_matches(rule: Rule, target: Target, addr: IPv4Address,
+def dpi_rule_matches(rule: Rule, target: Target, addr: IPv4Address | IPv6Address,
                      site_addresses: dict[str, IPv4Address], reassembly: Reassembly | None = None) -> bool:
     """Does a DPI rule fire on the TCP flow that fetches ``target`` from ``addr``? With
     ``reassembly`` (the middlebox's ``dpi.reassembly``), only if what the rule matches lies within
@@ -148,7 +160,8 @@ QUIC_PORT = 443  # where the middlebox reads QUIC unless a rule names a port (ne
 QUIC_DATAGRAM = 1200
 
 
-def quic_rule_matches(rule: Rule, target: Target, addr: IPv4Address, site_addresses: dict[str, IPv4Address],
+def quic_rule_matches(rule: Rule, target: Target, addr: IPv4Address | IPv6Address,
+                      site_addresses: dict[str, IPv4Address],
                       version: int = 1, split_hello: bool = False) -> bool:
     """Does a DPI rule fire on the QUIC Initial of the quic probe's fetch of ``target``?
     ``split_hello``: the client's ClientHello spans two datagrams (a post-quantum key share)."""
@@ -176,7 +189,7 @@ def _quic_verdict(rule: Rule) -> Expectation:
     return Expectation(Verdict.QUIC_TIMEOUT, why, rule=rule)
 
 
-def _quic_censored(scenario: Scenario, isp: Isp, target: Target, addr: IPv4Address,
+def _quic_censored(scenario: Scenario, isp: Isp, target: Target, addr: IPv4Address | IPv6Address,
                    site_addresses: dict[str, IPv4Address]) -> Expectation | None:
     """The ISP's firewall on UDP, then the middlebox's QUIC rules, on the quic probe's flow (to every
     address of a CDN site: the probe keeps the first that works)."""
@@ -295,9 +308,9 @@ def _expect_hop(scenario: Scenario, isp: Isp, target: Target, site_addresses: di
     the site's own behaviour, then the redirect it sends the client on; each as far as ``caps``
     lets the probe see."""
     host = target.host
-    addr = site_addresses[host]
+    addr: IPv4Address | IPv6Address = site_addresses[host]
     ctrl = control_fault(scenario, target, hops, caps=caps) if depth == 0 else None
-    via_proxy = False
+    proxy: Rule | None = None  # the resolver rule sending the fetch to the ISP's transparent proxy
     leak: str | None = None  # dual stack: how the fetch got past a censor of the other family
 
     censored: Expectation | None = None
@@ -307,7 +320,7 @@ def _expect_hop(scenario: Scenario, isp: Isp, target: Target, site_addresses: di
             censored = Expectation(RESOLVER_VERDICTS[rule.action], f"resolver rule line {rule.line}", rule=rule)
         elif rule.action == "proxy":
             # The ISP's transparent proxy relays the fetch to the site: only its address differs.
-            addr, via_proxy = proxy_address(scenario.isps.index(isp) + 1), True
+            addr, proxy = proxy_address(scenario.isps.index(isp) + 1), rule
         else:
             assert rule.address is not None
             if rule.address != addr or _dns_broken(scenario, host):
@@ -332,8 +345,7 @@ def _expect_hop(scenario: Scenario, isp: Isp, target: Target, site_addresses: di
         dns_rule = first_rule(isp.dpi_rules, lambda r: r.match.dns_query is not None
                               and name_matches(host, r.match.dns_query)
                               and flow_matches(r.match, PUBLIC_RESOLVER, 53, "udp", site_addresses))
-        fw = first_rule(isp.firewall_rules, lambda r: flow_matches(r.match, PUBLIC_RESOLVER, 53, "udp",
-                                                                  site_addresses))
+        fw = firewall_rule(isp, PUBLIC_RESOLVER, 53, "udp", site_addresses)
         if fw is not None:
             censored = Expectation(Verdict.DNS_TIMEOUT, f"firewall rule line {fw.line} (public resolver)", rule=fw)
         elif dns_rule is not None:
@@ -357,8 +369,7 @@ def _expect_hop(scenario: Scenario, isp: Isp, target: Target, site_addresses: di
         first = addr
         fw, addr = _connected(isp, _addresses(target, addr, site_addresses), target.port, site_addresses)
         if fw is None and addr.version != first.version:
-            blocker = first_rule(isp.firewall_rules, lambda r: flow_matches(r.match, first, target.port, "tcp",
-                                                                            site_addresses))
+            blocker = firewall_rule(isp, first, target.port, "tcp", site_addresses)
             if blocker is not None:
                 leak = (f"firewall rule line {blocker.line} blocks IPv{first.version}; the fetch goes over "
                         f"IPv{addr.version} ({addr})")
@@ -402,30 +413,30 @@ def _expect_hop(scenario: Scenario, isp: Isp, target: Target, site_addresses: di
         return Expectation(Verdict.SITE_DOWN, f"the site itself fails: {ctrl}",
                            rule=censored.rule if censored else None)
     if censored is not None:
-        if via_proxy and censored.verdict != Verdict.HTTP_BLOCKPAGE:
+        if proxy is not None and censored.verdict != Verdict.HTTP_BLOCKPAGE:
             # Seen from the vantage: another address than the control's, then a failure.
-            return Expectation(Verdict.DNS_MISMATCH, f"resolver rule line {rule.line} (proxy), then {censored.reason}",
+            return Expectation(Verdict.DNS_MISMATCH, f"resolver rule line {proxy.line} (proxy), then {censored.reason}",
                                rule=censored.rule)
         return censored
 
     site = scenario.canonical_site(host)
     assert site is not None
     path = site.path(target.path)  # a path's own response is everyone's: no server-side blocking there
-    if site.only_for and site.misbehaves_for(isp.name) and not via_proxy and path is None:
+    if site.only_for and site.misbehaves_for(isp.name) and proxy is None and path is None:
         return _server_side(scenario, isp, site, target, site_addresses, depth, hops, caps)
     redirect = path.redirect if path is not None else None if site.only_for else site.redirect
     if redirect is not None and redirect.to is not None and caps.redirects:
-        nxt = Target.parse(redirect.to)
-        return _expect_hop(scenario, isp, nxt, site_addresses, depth=depth + 1, hops=hops + redirect.hops,
+        redirected = Target.parse(redirect.to)
+        return _expect_hop(scenario, isp, redirected, site_addresses, depth=depth + 1, hops=hops + redirect.hops,
                            caps=caps)
-    if via_proxy:
+    if proxy is not None:
         if caps.quic:  # the transparent proxy relays TCP only: nothing answers QUIC at its address
-            return Expectation(Verdict.DNS_MISMATCH, f"resolver rule line {rule.line} (proxy), which relays "
-                               "TCP only", rule=rule)
+            return Expectation(Verdict.DNS_MISMATCH, f"resolver rule line {proxy.line} (proxy), which relays "
+                               "TCP only", rule=proxy)
         if not caps.fetches_page:
             # The proxy's address differs from the control's, and no page shows that it is the same site.
-            return Expectation(Verdict.DNS_MISMATCH, f"resolver rule line {rule.line} (proxy); this probe "
-                               "does not fetch the page", rule=rule)
+            return Expectation(Verdict.DNS_MISMATCH, f"resolver rule line {proxy.line} (proxy); this probe "
+                               "does not fetch the page", rule=proxy)
         return Expectation(Verdict.OK, "the ISP's transparent proxy relays the site unchanged")
     if not caps.fetches_page:
         return NO_RULE if leak is None else Expectation(Verdict.OK, leak)
@@ -451,7 +462,7 @@ def border_forged_answer(scenario: Scenario, isp: Isp, host: str, site_addresses
     the resolver asks for every name of the CNAME chain in turn, and the first forged answer is
     final. None at placement access, or when no rule answers."""
     for name in scenario.cname_chain(host):
-        rule = first_rule(isp.dpi_rules, lambda r, n=name: on_recursion_path(r, isp, n, site_addresses))
+        rule = first_rule(isp.dpi_rules, partial(on_recursion_path, isp=isp, name=name, site_addresses=site_addresses))
         if rule is not None:
             return rule
     return None
@@ -484,7 +495,7 @@ def _server_side(scenario: Scenario, isp: Isp, site: Site, target: Target, site_
     return Expectation(Verdict.HTTP_DIFF, why)
 
 
-def shaping_matches(shaping: ShapingRule, isp: Isp, target: Target, addr: IPv4Address,
+def shaping_matches(shaping: ShapingRule, isp: Isp, target: Target, addr: IPv4Address | IPv6Address,
                     site_addresses: dict[str, IPv4Address]) -> bool:
     """Does a shaping rule take the TCP flow that fetches ``target`` from ``addr``? A rule on names
     (sni, http_host) only where the middlebox reads the name (netlab.compile.shaping)."""
@@ -498,7 +509,7 @@ def shaping_matches(shaping: ShapingRule, isp: Isp, target: Target, addr: IPv4Ad
     return (m.sni is None and m.http_host is None) or within(isp.dpi_reassembly, shaping, target)
 
 
-def _shaped(scenario: Scenario, isp: Isp, site: Site, target: Target, addr: IPv4Address,
+def _shaped(scenario: Scenario, isp: Isp, site: Site, target: Target, addr: IPv4Address | IPv6Address,
             site_addresses: dict[str, IPv4Address], caps: Capabilities = WEB) -> Expectation:
     """The final page through this ISP's shaping: slow (throttled), or too slow to finish at all."""
     body = p.body if (p := site.path(target.path)) is not None else site.body
@@ -534,7 +545,7 @@ def _dpi_verdict(rule: Rule, target: Target) -> Verdict:
     return Verdict.TLS_TIMEOUT if target.is_https else Verdict.HTTP_TIMEOUT
 
 
-def _addresses(target: Target, addr: IPv4Address, site_addresses: dict[str, IPv4Address]
+def _addresses(target: Target, addr: IPv4Address | IPv6Address, site_addresses: dict[str, IPv4Address]
                ) -> tuple[IPv4Address | IPv6Address, ...]:
     """The addresses a probe connects to for ``target``: every one of its site's (a CDN has several),
     IPv4 then IPv6 in a dual-stack lab (the A answer, then the AAAA one: probes.dns.lookup_both), of
@@ -555,8 +566,7 @@ def _past_middlebox(isp: Isp, target: Target, site_addresses: dict[str, IPv4Addr
     if 6 not in families:
         return None
     for a in addresses_v6(site_addresses, target.host):
-        if first_rule(isp.firewall_rules, lambda r, a=a: flow_matches(r.match, a, target.port, proto,
-                                                                      site_addresses)) is None:
+        if firewall_rule(isp, a, target.port, proto, site_addresses) is None:
             return a
     return None
 
@@ -590,8 +600,7 @@ def _connected(isp: Isp, addrs: tuple[IPv4Address | IPv6Address, ...], port: int
     resolvers keep): the probe connects to each and keeps the first that answers, so the fetch is
     blocked only when every address is, and then the first address's rule is what it reports.
     Returns (that rule or None, the address the fetch goes on with)."""
-    rules = [first_rule(isp.firewall_rules, lambda r, a=a: flow_matches(r.match, a, port, proto, site_addresses))
-             for a in addrs]
+    rules = [firewall_rule(isp, a, port, proto, site_addresses) for a in addrs]
     for a, r in zip(addrs, rules, strict=True):
         if r is None:
             return None, a

@@ -10,7 +10,7 @@ from harness import inlab
 from harness.cli.common import lab_name
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("ca", help="print the path of a lab's CA certificate",
                        description="Print the path of the running lab's CA certificate (PEM), for tools run "
                        "outside `harness exec`.",

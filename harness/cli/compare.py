@@ -46,7 +46,7 @@ class Difference:
                 "a": self.a.to_json() if self.a else None, "b": self.b.to_json() if self.b else None}
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("compare", help="compare two runs of one scenario against the ground truth",
                        description="Score two results folders of the same scenario (e.g. two probe types, or "
                        "two versions of one) and show, per technique, each side's precision and recall, then "

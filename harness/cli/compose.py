@@ -15,7 +15,7 @@ from netlab.loader import load_scenario
 from netlab.names import check_lab_name
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("compose", help="write a docker-compose.yml for a scenario",
                        description="Write the scenario's lab as a Compose file: `docker compose up "
                        "--exit-code-from score` brings it up, measures, and leaves the verdicts in ./results.",

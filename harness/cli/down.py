@@ -12,7 +12,7 @@ from netlab.backends.base import read_state
 from netlab.errors import LabError, NoSuchLab
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("down", help="remove a lab (or --all)",
                        description="Stop a lab's services and remove its namespaces or containers and "
                        "files. Works after a crash too: leftovers are found by the lab's exact name, and "

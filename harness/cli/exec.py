@@ -22,7 +22,7 @@ CURL_CA_BUNDLE and REQUESTS_CA_BUNDLE name it, and HOME holds an NSS database (.
 trusts it, for Chromium and Firefox. Its exit status is the command's."""
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("exec", help="run a program inside a lab, from a vantage or host",
                        description="Run PROGRAM inside the running lab LAB, in the host of VANTAGE (an ISP "
                        "name or `control`; also a host such as `isp-a.gw` or `inet`, or a site name: the lab "

@@ -26,7 +26,7 @@ EPILOG = """examples:
 Nothing is brought up: the scenario is compiled, never run. Exit codes: 0 ok, 2 scenario error."""
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("explain", help="show expected verdicts and the compiled dataplane",
                        description="Show what the lab makes of a scenario: the oracle's expected verdict "
                        "for every vantage and target, with the rule that decides it, and for each ISP the "
@@ -71,7 +71,7 @@ def expected_table(ex: Explanation) -> Table:
     for v in cols:
         t.add_column(v)
     for url in urls:
-        row = [url]
+        row: list[str | Text] = [url]
         for v in cols:
             e = cells.get((url, v))
             if e is None:
@@ -107,7 +107,7 @@ def findings(ex: Explanation) -> list[Text]:
 
 
 def isp_panel(isp: IspDataplane) -> Panel:
-    parts: list = []
+    parts: list[Text | Syntax] = []
 
     def section(title: str, body: str, lexer: str = "text") -> None:
         parts.append(Text(title, style="bold"))

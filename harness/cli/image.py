@@ -9,7 +9,7 @@ from rich.console import Console
 from netlab.deploy import images
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("image", help="build the lab's container image (cached)",
                        description="Build fauxisp/base, the image every lab container runs. Uses "
                        "images/Dockerfile where a registry is reachable, else debootstrap from the Debian "

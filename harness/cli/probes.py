@@ -21,7 +21,7 @@ A probe type is registered by any installed package under the entry-point group
 {ENTRY_POINT_GROUP!r} (see docs/writing-a-probe.md); `harness run --probe NAME` runs it."""
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("probes", help="list the installed probe types",
                        description="List the probe types found through the entry-point group "
                        f"{ENTRY_POINT_GROUP!r}, with their version, module and distribution.",
@@ -38,10 +38,10 @@ def discover() -> list[dict[str, Any]]:
         dist = ep.dist
         specs[ep.name] = (ep.value, f"{dist.metadata['Name']} {dist.version}" if dist is not None else "?")
     rows = []
-    for name, (spec, dist) in sorted(specs.items()):
+    for name, (spec, distribution) in sorted(specs.items()):
         module, _, cls = spec.partition(":")
         row: dict[str, Any] = {"name": name, "version": None, "module": module, "class": cls,
-                               "test_name": None, "distribution": dist, "error": None, "capabilities": None,
+                               "test_name": None, "distribution": distribution, "error": None, "capabilities": None,
                                "cannot_see": None, "servers": []}
         try:
             probe = load_probe(name)

@@ -25,7 +25,7 @@ timeout, missing) are mismatches. Exit codes: 0 ok, 1 mismatches or nothing scor
 2 bad input, 3 the run ended in a lab fault."""
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("report", help="write a self-contained HTML report of saved results",
                        description="Score one or more results folders of `harness run` (shards merge) and "
                        "write the verdicts, the score and every measurement's timeline as one HTML file.",

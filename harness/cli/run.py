@@ -11,6 +11,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -43,7 +44,7 @@ from probes.base import load_probe
 MAX_CONCURRENCY = 256
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "run", help="measure a scenario and score the verdicts",
         description="Measure every target of the scenario from every ISP vantage and the control "
@@ -225,9 +226,9 @@ def _report_outcome(args: argparse.Namespace, console: Console, probe: str, outc
     return 0
 
 
-def json_summary(outcome: RunOutcome, skipped: list[Skipped]) -> dict:
+def json_summary(outcome: RunOutcome, skipped: list[Skipped]) -> dict[str, Any]:
     result = outcome.campaign
-    summary: dict = {"out": str(outcome.out_dir), "measurements": result.measurements,
+    summary: dict[str, Any] = {"out": str(outcome.out_dir), "measurements": result.measurements,
                      "seconds": round(result.seconds, 3), "errors": result.errors, "lab_faults": result.lab_faults,
                      "skipped_targets": [s.to_json() for s in skipped], "score": None, "verdicts": []}
     if outcome.scored is not None:
@@ -237,7 +238,7 @@ def json_summary(outcome: RunOutcome, skipped: list[Skipped]) -> dict:
 
 
 @contextlib.contextmanager
-def _progress(console: Console, total: int, quiet: bool) -> Iterator[Callable[[str, dict], None]]:
+def _progress(console: Console, total: int, quiet: bool) -> Iterator[Callable[[str, dict[str, Any]], None]]:
     if quiet:
         yield lambda _v, _l: None
         return

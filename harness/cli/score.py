@@ -35,7 +35,7 @@ malformed line of the analysis, named by measurement_uid), 3 the run ended in a 
 analysis program crashed."""
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("score", help="score saved results (or another detector's calls) against the ground truth",
                        description="Analyse the measurements of one or more results folders (e.g. the "
                        "shards of one campaign) and score the verdicts against the scenario's oracle; or score "

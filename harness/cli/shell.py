@@ -13,7 +13,7 @@ from harness.cli.common import lab_name
 SHELL = ["sh", "-c", 'if command -v bash >/dev/null 2>&1; then exec bash --norc -i; else exec sh -i; fi']
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("shell", help="an interactive shell inside a lab, at a vantage or host",
                        description="Open an interactive shell in the running lab LAB, in the host of VANTAGE "
                        "(as `harness exec`: its resolver, the lab CA trusted). Leave it with `exit`.",

@@ -14,7 +14,7 @@ from netlab.backends.base import LabState, lab_folders, pid_alive, read_state
 from netlab.errors import LabError
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("status", help="list running labs", description="List the labs on this machine, "
                        "of every backend, with their hosts and whether their services run.",
                        epilog="examples:\n  harness status\n  harness status --json | jq '.[].lab'",
@@ -54,10 +54,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
                          "age_s": round(time.time() - st.created, 1) if st.created else None})
     for name in lab_folders():
         if name not in seen:
-            st = read_state(name)
-            rows.append({"lab": name, "backend": st.backend if st else "?",
+            left = read_state(name)
+            rows.append({"lab": name, "backend": left.backend if left else "?",
                          "state": "leftover (no running hosts: `harness down` removes it)",
-                         "hosts": 0, "scenario": st.scenario_source if st else "?", "age_s": None})
+                         "hosts": 0, "scenario": left.scenario_source if left else "?", "age_s": None})
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0

@@ -22,7 +22,7 @@ from netlab.loader import load_scenario
 START_TIMEOUT = 120.0  # a compose lab may first build its image
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("up", help="bring a lab up and leave it running",
                        description="Bring the scenario's lab up and leave it running; `harness run` "
                        "attaches to it, `harness down NAME` removes it. A name already in use is refused "
