@@ -10,7 +10,7 @@ PY ?= $(VENV)/bin/python
 TEST_WORKERS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test unit lint bench clean
+.PHONY: setup demo test unit lint typecheck bench clean
 
 setup:
 	./scripts/setup.sh
@@ -26,6 +26,10 @@ unit: setup
 
 lint:
 	$(PY) -m ruff check .
+
+# mypy, strict on netlab, probes and harness ([tool.mypy] in pyproject.toml).
+typecheck: setup
+	$(PY) -m mypy
 
 bench: setup
 	$(PY) bench/run.py
