@@ -224,7 +224,8 @@ class QuicCensor:
         self.rules = rules
         self._server_ok = server_ok  # (rule index, proto, server address, port): the rule's address keys
         self.flows: dict[tuple[str, int, str, int], _Flow] = {}
-        self.blocks: dict[tuple, tuple[float, float, int]] = {}  # key -> (since, until, rule)
+        # key -> (since, until, rule, the triggering flows a late block spares)
+        self.blocks: dict[tuple, tuple[float, float, int, frozenset[tuple]]] = {}
 
     def expire(self, now: float) -> None:
         for k in [k for k, f in self.flows.items() if now - f.last > FLOW_STATE]:
@@ -236,9 +237,10 @@ class QuicCensor:
         """The rule of a live server_port or flow residual block covering this datagram."""
         if not self.blocks:
             return None
-        for key in ((pkt.src, pkt.dst, pkt.dport), (pkt.src, pkt.sport, pkt.dst, pkt.dport)):
+        flow = (pkt.src, pkt.sport, pkt.dst, pkt.dport)
+        for key in ((pkt.src, pkt.dst, pkt.dport), flow):
             block = self.blocks.get(key)
-            if block is not None and block[0] <= now < block[1]:
+            if block is not None and block[0] <= now < block[1] and flow not in block[3]:
                 return block[2]
         return None
 
@@ -300,19 +302,23 @@ class QuicCensor:
         k = rule.knobs
         start = now + (k.delay or 0.0)
         flow = (pkt.src, pkt.sport, pkt.dst, pkt.dport)
-        # The rest of the flow is blocked from `start` on. The kernel's conntrack mark cannot do it
-        # for UDP: the entry of a flow whose first datagram is dropped dies with that datagram, so a
-        # retransmitted Initial comes back here as a new flow.
-        self._block(flow, start, start + FLOW_STATE, rule.index, now)
+        # A late block (delay > 0) spares the triggering connection, which the lab's fetch ends before
+        # the block starts (the oracle cannot race them); the connections after it meet the block.
+        spared = frozenset({flow}) if k.delay else frozenset()
+        if not spared:
+            # The rest of the flow is blocked from `start` on. The kernel's conntrack mark cannot do it
+            # for UDP: the entry of a flow whose first datagram is dropped dies with that datagram, so
+            # a retransmitted Initial comes back here as a new flow.
+            self._block(flow, start, start + FLOW_STATE, rule.index, now, spared)
         if rule.residual and k.residual_on != "addresses":
             key = (pkt.src, pkt.dst, pkt.dport) if k.residual_on == "server_port" else flow
-            self._block(key, start, start + rule.residual, rule.index, now)
+            self._block(key, start, start + rule.residual, rule.index, now, spared)
         return QuicHit(rule.index, drop=k.delay is None, trigger=True, why=why, start=start)
 
-    def _block(self, key: tuple, start: float, until: float, rule: int, now: float) -> None:
-        """Block ``key`` from ``start`` to ``until``; a live or pending block keeps its earlier start
-        (a new trigger during the delay does not postpone it)."""
+    def _block(self, key: tuple, start: float, until: float, rule: int, now: float, spared: frozenset[tuple]) -> None:
+        """Block ``key`` from ``start`` to ``until``, but not the ``spared`` flows; a live or pending
+        block keeps its earlier start (a new trigger during the delay does not postpone it)."""
         old = self.blocks.get(key)
         if old is not None and old[1] > now:
-            start, until = min(start, old[0]), max(until, old[1])
-        self.blocks[key] = (start, until, rule)
+            start, until, spared = min(start, old[0]), max(until, old[1]), spared | old[3]
+        self.blocks[key] = (start, until, rule, spared)

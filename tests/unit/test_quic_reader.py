@@ -171,6 +171,7 @@ def test_late_block_lets_the_trigger_through_then_blocks_the_server_port() -> No
     assert send(e, d, sport=50006, now=10.0) == ACCEPT  # the trigger passes
     assert send(e, d, sport=50007, now=11.0) == ACCEPT  # before the block starts (a 2nd trigger)
     assert send(e, b"any datagram", sport=50008, now=12.5) == KILL  # same client, server and port
+    assert send(e, b"the trigger's own flow", sport=50006, now=12.5) == ACCEPT  # spared: it ends first
     assert send(e, b"any datagram", sport=50008, dport=8443, now=12.5) == ACCEPT  # another port
     assert send(e, b"any datagram", sport=50009, now=11.0 + 2.0 + 180.0) == ACCEPT  # expired (the 2nd trigger)
 

@@ -70,7 +70,7 @@ def test_gfw_replay_blocks_the_second_fetch_and_a_split_hello_evades_it() -> Non
     assert set(verdicts("scenarios/gfw-quic-2024.yaml", quic_split_hello=True).values()) == {"ok"}
     assert set(verdicts("scenarios/gfw-quic-2024.yaml", quic_version=2).values()) == {"ok"}
     scenario = load_scenario(ROOT / "scenarios/gfw-quic-2024.yaml")
-    assert late_block_delay(scenario.isp("gfw")) == 1.0 and late_block_delay(scenario.isp("open")) == 0.0
+    assert late_block_delay(scenario.isp("gfw")) == 3.0 and late_block_delay(scenario.isp("open")) == 0.0
 
 
 def test_tspu_replay_drops_v1_whatever_the_name() -> None:
@@ -110,6 +110,7 @@ targets: [https://a.test/]
     ("{match: {sni: a.test}, action: drop, quic: {datagrams: first}}", "quic", "need transport: quic"),
     ("{match: {sni: a.test}, transport: quic, action: drop, quic: {versions: [3]}}", "quic.versions", "1 and 2"),
     ("{match: {sni: a.test}, transport: quic, action: drop, quic: {delay: 0.3}}", "quic.delay", "races"),
+    ("{match: {sni: a.test}, transport: quic, action: drop, quic: {delay: 2}}", "quic.delay", "server_port"),
     ("{match: {sni: a.test}, transport: quic, action: drop, quic: {residual_on: flow}}", "quic.residual_on",
      "needs the rule's residual"),
     ("{match: {sni: a.test}, transport: quic, action: drop, quic: {datagrams: some}}", "quic.datagrams",
