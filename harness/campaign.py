@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
+from netlab import jsonl
 from netlab.backends.base import RunningLab, ServiceFault
 from netlab.errors import LabFault
 from netlab.model import Scenario
@@ -100,7 +100,7 @@ async def run_campaign(lab: RunningLab, scenario: Scenario, out_dir: Path, confi
         def record(vantage: str, line: dict[str, Any], raw: bytes | None) -> None:
             nonlocal count
             if raw is not None:
-                sink.buffer.write(tag_measurement(vantage, raw))
+                sink.buffer.write(jsonl.vantage_line(vantage, raw))
                 count += 1
                 if on_measurement:
                     on_measurement(vantage, raw)
@@ -150,28 +150,6 @@ async def _watch(lab: RunningLab, faults: list[ServiceFault]) -> None:
         await asyncio.sleep(0.2)
 
 
-def tag_measurement(vantage: str, raw: bytes) -> bytes:
-    """One line of measurements.jsonl: the worker's bytes as they are, tagged with the lab vantage
-    (also when probe_* fields say something else): no second encoding of 64 KiB bodies."""
-    return b'{"x_vantage":' + json.dumps(vantage).encode() + b"," + raw[1:] + b"\n"
-
-
-_RESULT_HEAD = re.compile(rb'^\{"id": ?(\d+), ?"measurement": ?')
-
-
-def parse_result(raw: bytes) -> tuple[dict[str, Any], bytes | None]:
-    """(the line without its measurement, the measurement's JSON bytes or None). The worker writes
-    ``{"id": N, "measurement": {...}}``: the fast path slices the measurement out unparsed."""
-    head = _RESULT_HEAD.match(raw)
-    body = raw.rstrip()
-    if head and body.endswith(b"}}"):
-        return {"id": int(head.group(1))}, body[head.end():-1]
-    line = json.loads(raw)
-    if "measurement" in line:
-        return {"id": line["id"]}, json.dumps(line.pop("measurement"), ensure_ascii=False).encode()
-    return line, None
-
-
 async def _drive_worker(lab: RunningLab, scenario: Scenario, vantage: str, targets: list[Target],
                         config: CampaignConfig, record: Callable[[str, dict[str, Any], bytes | None], None]) -> None:
     proc = await lab.spawn(lab.state.vantages[vantage]["host"], WORKER_ARGV)
@@ -214,7 +192,7 @@ async def _drive_worker(lab: RunningLab, scenario: Scenario, vantage: str, targe
                                "its event loop; the worker was killed") from None
             if not raw.endswith(b"\n"):
                 break  # the end, or a line cut short: the worker died writing it (its lab host went down)
-            line, measurement = parse_result(raw)
+            line, measurement = jsonl.split_result(raw)
             job_id = line.get("id")
             if type(job_id) is not int or not 0 <= job_id < len(targets):
                 continue  # not an answer to one of our jobs (the worker says why on stderr)

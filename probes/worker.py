@@ -246,7 +246,8 @@ class Worker:
 
     async def _emit(self, result: dict[str, Any]) -> None:
         try:
-            data = jsonl.dumps(result)
+            measured = result.keys() == {"id", "measurement"}
+            data = jsonl.result_line(result["id"], result["measurement"]) if measured else jsonl.dumps(result)
         except (TypeError, ValueError) as exc:  # e.g. a plugin put a non-JSON value in its keys
             log.error("result of job %r is not JSON: %s", result.get("id"), exc)
             error = {"id": result.get("id"), "error": f"result is not JSON: {exc}", "kind": "crash"}
@@ -280,8 +281,8 @@ class JobSource:
         if not _is_pipe(self._stream):
             return
         loop = asyncio.get_running_loop()
-        self._reader = asyncio.StreamReader(limit=MAX_LINE)
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(self._reader), self._stream)
+        reader = self._reader = asyncio.StreamReader(limit=MAX_LINE)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), self._stream)
 
     async def readline(self) -> str:
         """The next line, "" at the end of input."""
