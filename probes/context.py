@@ -64,7 +64,8 @@ class ProbeContext:
     def __post_init__(self) -> None:
         # Accept any iterable (a JSON list, a set) and normalise it, so membership tests
         # against Target.host (lower-case A-labels) behave the same however the context was built.
-        if isinstance(self.lab_names, str):
+        given: object = self.lab_names  # from JSON or a caller: anything iterable
+        if isinstance(given, str):
             raise TypeError("lab_names must be a collection of names, not one string")
         self.lab_names = frozenset(name.rstrip(".").lower() for name in self.lab_names)
 

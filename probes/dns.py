@@ -323,6 +323,8 @@ def _chain(response: dns.message.Message) -> dns.message.ChainingResult | None:
     """The answer for the name asked, through its CNAME chain (dnspython follows it from the
     question, so records for other names in the answer section are not taken), or None when the
     response has no usable chain (too long, or NXDOMAIN yet with an answer)."""
+    if not isinstance(response, dns.message.QueryMessage):  # an answer to another opcode: no chain
+        return None
     try:
         return response.resolve_chaining()
     except dns.exception.DNSException:

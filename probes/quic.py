@@ -23,7 +23,7 @@ import contextlib
 import socket
 from typing import Any, ClassVar
 
-from aioquic.asyncio import QuicConnectionProtocol
+from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
@@ -176,7 +176,8 @@ async def _handshake(protocol: _H3Client, timeout: float) -> None:
     # It fails too when the connection ends first (an ICMP error, a TLS alert): already reported.
     connected.add_done_callback(lambda f: f.cancelled() or f.exception())
     try:
-        done, _ = await asyncio.wait({connected, protocol.ended}, timeout=timeout,
+        waiting: set[asyncio.Future[Any]] = {connected, protocol.ended}
+        done, _ = await asyncio.wait(waiting, timeout=timeout,
                                      return_when=asyncio.FIRST_COMPLETED)
     finally:
         if not connected.done() and not protocol.ended.done():
@@ -263,7 +264,7 @@ async def _get(protocol: _H3Client, target: Target, address: str, ctx: ProbeCont
     status = next((int(v) for k, v in headers if k == b":status" and v.isdigit()), None)
     kept = body[:ctx.body_limit]
     sent = [(k.decode(), v.decode()) for k, v in request_headers(target)]
-    entry = {
+    entry: dict[str, Any] = {
         "network": "udp", "address": address, "alpn": "h3", "failure": failure,
         "request": {"url": target.url, "method": "GET", "headers": dict(sent), "headers_list": [list(h) for h in sent],
                     "body": "", "body_is_truncated": False,

@@ -20,7 +20,8 @@ def location_of(entry: dict[str, Any]) -> str | None:
     response = entry.get("response") or {}
     if entry.get("failure") is not None or response.get("code") not in REDIRECT_CODES:
         return None
-    for key, value in response.get("headers_list") or []:
+    headers: list[tuple[str, str]] = response.get("headers_list") or []
+    for key, value in headers:
         if key.lower() == "location":
             return value
     return None  # a 3xx without Location is the final response, as browsers and Go treat it

@@ -93,8 +93,9 @@ async def connect_each(
 def first_connect_failure(entries: list[dict[str, Any]]) -> str | None:
     """The failure to report when no connect succeeded: the first address's, like a dialer."""
     for entry in entries:
-        if entry["status"]["failure"] is not None:
-            return entry["status"]["failure"]
+        failure: str | None = entry["status"]["failure"]
+        if failure is not None:
+            return failure
     return None
 
 

@@ -79,6 +79,7 @@ class WebProbe(Probe):
             return await fetch_chain(target, ctx, public_lookup=True, tags=WEB_TAGS, max_redirects=MAX_REDIRECTS,
                                      ooni_flows=True)
         # OONI asks its test helper while it measures; reaching it crosses the same censor.
+        keys: dict[str, Any]
         keys, th_failure = await asyncio.gather(
             fetch_chain(target, ctx, public_lookup=True, tags=WEB_TAGS, max_redirects=MAX_REDIRECTS, ooni_flows=True),
             reach_test_helper(ctx.test_helper, ctx))
@@ -106,4 +107,5 @@ async def reach_test_helper(url: str, ctx: ProbeContext) -> str | None:
                                    transaction_id=connection.transaction_id)
     finally:
         await connection.stream.close()
-    return entry["failure"]
+    failure: str | None = entry["failure"]
+    return failure
