@@ -652,7 +652,7 @@ def _build_rootfs(cache: Path, digest: str, images_dir: Path, mirror: str, clock
         with clock.stage("checking the rootfs"):
             _chroot(root, ["python3", "-c", "import dns, httpx, httpcore, trustme, cryptography, rich, "
                            "pyroute2, netfilterqueue, yaml"], clock, log, what="import check")
-            for tool in ("unbound", "nsd", "nft", "iptables", "tc", "ps", "dig"):
+            for tool in ("unbound", "nsd", "nft", "iptables", "tc", "ps", "dig", "curl"):
                 if not any((root / d / tool).exists() for d in ("usr/sbin", "usr/bin", "sbin", "bin")):
                     raise ImageError(f"rootfs check: {tool} missing after the build; see {log}")
     _remove_tree(inner)
