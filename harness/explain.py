@@ -11,7 +11,7 @@ from functools import partial
 from ipaddress import IPv4Address
 from typing import Any
 
-from netlab.addressing import PUBLIC_RESOLVER, addresses_of
+from netlab.addressing import PUBLIC_RESOLVER, both_families
 from netlab.compile import compile_lab, router_host
 from netlab.compile.dns import ResolverPolicy, effective_resolver_rules, resolver_policy
 from netlab.dnsname import name_matches
@@ -142,9 +142,9 @@ def _matches(stage: str, rule: Rule | ShapingRule, target: Target, scenario: Sce
         return shaping_matches(rule, isp, target, addr, sites)
     assert isinstance(rule, Rule)
     on_dns_path = scenario.public_resolver and flow_matches(rule.match, PUBLIC_RESOLVER, 53, "udp", sites)
-    if stage == "firewall":  # any address of the name (a CDN has several)
+    if stage == "firewall":  # any address of the name (a CDN has several; dual stack: of both families)
         return on_dns_path or any(flow_matches(rule.match, a, target.port, "tcp", sites)
-                                  for a in addresses_of(sites, target.host))
+                                  for a in both_families(sites, target.host))
     if rule.match.dns_query is not None:
         # At placement border the ISP resolver's own recursion crosses the middlebox too.
         return ((on_dns_path and name_matches(target.host, rule.match.dns_query))

@@ -366,12 +366,13 @@ def _expect_hop(scenario: Scenario, isp: Isp, target: Target, site_addresses: di
             # The trigger of a late block: the fetch is fine; later ones meet the block (residual).
             return censored if ctrl is None else Expectation(Verdict.SITE_DOWN, f"the site itself fails: {ctrl}")
     elif censored is None and not _dns_broken(scenario, host) and caps.reaches("tcp", target):
-        first = addr
-        fw, addr = _connected(isp, _addresses(target, addr, site_addresses), target.port, site_addresses)
-        if fw is None and addr.version != first.version:
-            blocker = firewall_rule(isp, first, target.port, "tcp", site_addresses)
+        candidates = _addresses(target, addr, site_addresses)
+        fw, addr = _connected(isp, candidates, target.port, site_addresses)
+        if fw is None:  # dual stack: a rule that blocks the other family's addresses only
+            blocker = next((r for a in candidates if a.version != addr.version
+                            and (r := firewall_rule(isp, a, target.port, "tcp", site_addresses)) is not None), None)
             if blocker is not None:
-                leak = (f"firewall rule line {blocker.line} blocks IPv{first.version}; the fetch goes over "
+                leak = (f"firewall rule line {blocker.line} blocks IPv{10 - addr.version}; the fetch goes over "
                         f"IPv{addr.version} ({addr})")
         if fw is not None:
             censored = Expectation(FIREWALL_VERDICTS[fw.action], f"firewall rule line {fw.line}", rule=fw)
