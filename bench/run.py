@@ -134,8 +134,8 @@ def raw_baseline(lab, scenario, vantages: list[str], concurrency: int) -> tuple[
     procs = []
     for name in vantages:
         v = lab.state.vantages[name]
-        cmd = lab.command(v["host"], ["python3", str(REPO / "bench" / "raw_baseline.py"), v["resolver"],
-                                      v["public_resolver"], str(lab.inner_path(lab.state.ca_file)), str(concurrency),
+        cmd = lab.command(v.host, ["python3", str(REPO / "bench" / "raw_baseline.py"), str(v.resolver),
+                                   str(v.public_resolver), str(lab.inner_path(lab.state.ca_file)), str(concurrency),
                                       *[t.url for t in scenario.targets]])
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
     done, seconds = 0, 0.0

@@ -65,16 +65,17 @@ def probe_context(lab: RunningLab, scenario: Scenario, vantage: str, overrides: 
     (the scenario's probe settings, the run's) by field name. It crosses to the worker as to_dict()."""
     v = lab.state.vantages[vantage]
     # A vantage may trust more than the lab CA (an ISP's interception CA its users installed).
-    ca_file = str(lab.inner_path(v.get("ca_file") or lab.state.ca_file))
+    ca_file = str(lab.inner_path(v.ca_file or lab.state.ca_file))
     ctx = ProbeContext(
         vantage=vantage,
-        resolver=v["resolver"],
-        public_resolver=v["public_resolver"] if (scenario.public_resolver or vantage == "control") else None,
+        resolver=str(v.resolver),
+        public_resolver=str(v.public_resolver) if v.public_resolver is not None
+        and (scenario.public_resolver or vantage == "control") else None,
         ca_file=ca_file,
         lab_names=frozenset(s.name for s in scenario.sites),
-        probe_ip=v["address"],
-        probe_asn=v["asn"],
-        resolver_asn=v["asn"],
+        probe_ip=str(v.address),
+        probe_asn=v.asn,
+        resolver_asn=v.asn,
         probe_network_name=vantage,
         resolver_network_name=vantage,
         ipv6=scenario.ipv6,  # dual stack: AAAA lookups, and both families measured
@@ -152,7 +153,7 @@ async def _watch(lab: RunningLab, faults: list[ServiceFault]) -> None:
 
 async def _drive_worker(lab: RunningLab, scenario: Scenario, vantage: str, targets: list[Target],
                         config: CampaignConfig, record: Callable[[str, dict[str, Any], bytes | None], None]) -> None:
-    proc = await lab.spawn(lab.state.vantages[vantage]["host"], WORKER_ARGV)
+    proc = await lab.spawn(lab.state.vantages[vantage].host, WORKER_ARGV)
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     header = {"context": probe_context(lab, scenario, vantage, config.context_overrides).to_dict(),
               "concurrency": config.concurrency, "job_timeout": config.job_timeout}

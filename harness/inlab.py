@@ -53,7 +53,7 @@ def host_of(lab: RunningLab, where: str) -> str:
     or a site (its origin lives in the lab internet, ``inet``). UsageError naming the choices."""
     state = lab.state
     if where in state.vantages:
-        return str(state.vantages[where]["host"])
+        return state.vantages[where].host
     if where in state.hosts:
         return where
     if where in state.site_addresses:
@@ -66,7 +66,7 @@ def host_of(lab: RunningLab, where: str) -> str:
 def environment(lab: RunningLab, host: str) -> dict[str, str]:
     """The variables a program in ``host`` gets: the lab CA trusted (and, at a vantage whose users
     installed their ISP's interception CA, that one too), HOME with an NSS database."""
-    own = next((v.get("ca_file") for v in lab.state.vantages.values() if v["host"] == host), None)
+    own = next((v.ca_file for v in lab.state.vantages.values() if v.host == host), None)
     ca = str(lab.inner_path(own or lab.state.ca_file))
     home = nss_home(lab)
     env = {"SSL_CERT_FILE": ca, "CURL_CA_BUNDLE": ca, "REQUESTS_CA_BUNDLE": ca, "NODE_EXTRA_CA_CERTS": ca,

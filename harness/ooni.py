@@ -109,7 +109,7 @@ async def measure_th_endpoints(lab: RunningLab, context: dict[str, Any], out_dir
     if not jobs:
         target.unlink(missing_ok=True)
         return 0
-    proc = await lab.spawn(lab.state.vantages[CONTROL]["host"], TH_ARGV)
+    proc = await lab.spawn(lab.state.vantages[CONTROL].host, TH_ARGV)
     try:
         stdout, stderr = await asyncio.wait_for(
             proc.communicate(json.dumps({"context": context, "jobs": jobs}).encode()), TH_TIMEOUT)

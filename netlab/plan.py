@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
+from typing import Any
 
 from netlab.model import Scenario
 
@@ -85,16 +86,25 @@ class Vantage:
     host: str
     address: IPv4Address
     resolver: IPv4Address
-    public_resolver: IPv4Address
+    public_resolver: IPv4Address | None  # None: the vantage asks no public resolver
     asn: int
     # The CA bundle the vantage trusts, relative to the lab folder, when not the lab CA alone
     # (its users installed their ISP's interception CA: netlab.compile.intercept.trust_store).
     ca_file: str | None = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
+        """As a lab's state.json keeps it (netlab.backends.base.LabState); from_dict reads it back."""
         out = {"name": self.name, "host": self.host, "address": str(self.address), "resolver": str(self.resolver),
-               "public_resolver": str(self.public_resolver), "asn": self.asn}
+               "public_resolver": None if self.public_resolver is None else str(self.public_resolver),
+               "asn": self.asn}
         return out | ({"ca_file": self.ca_file} if self.ca_file else {})
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Vantage:
+        public = d.get("public_resolver")
+        return cls(name=d["name"], host=d["host"], address=IPv4Address(d["address"]),
+                   resolver=IPv4Address(d["resolver"]), public_resolver=None if public is None else IPv4Address(public),
+                   asn=int(d["asn"]), ca_file=d.get("ca_file"))
 
 
 @dataclass
@@ -118,7 +128,7 @@ class LabPlan:
         return content.replace(LAB_DIR, lab_dir)
 
 
-def host_to_dict(host: Host) -> dict:
+def host_to_dict(host: Host) -> dict[str, Any]:
     """A host as JSON, for the programs that set it up from inside (netlab.services.hostd)."""
     return {
         "name": host.name, "role": host.role, "forwarding": host.forwarding, "resolv_conf": host.resolv_conf,
@@ -135,7 +145,7 @@ def host_to_dict(host: Host) -> dict:
     }
 
 
-def host_from_dict(d: dict) -> Host:
+def host_from_dict(d: dict[str, Any]) -> Host:
     """The inverse of host_to_dict (interfaces without their peers, which hosts.json omits)."""
     return Host(
         name=d["name"], role=d["role"], forwarding=d["forwarding"], resolv_conf=d["resolv_conf"],
@@ -150,7 +160,7 @@ def host_from_dict(d: dict) -> Host:
     )
 
 
-def ready_check_from_dict(d: dict | None) -> ReadyCheck | None:
+def ready_check_from_dict(d: dict[str, Any] | None) -> ReadyCheck | None:
     if d is None:
         return None
     return ReadyCheck(kind=d["kind"], address=IPv4Address(d["address"]), port=d["port"], qname=d["qname"],

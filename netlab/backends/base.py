@@ -27,7 +27,7 @@ from netlab.backends.kernel import probe_host
 from netlab.errors import LabInUse, LabMismatch
 from netlab.hostcaps import HostCapabilities
 from netlab.names import check_lab_name, lab_name_problem
-from netlab.plan import LabPlan, host_to_dict
+from netlab.plan import LabPlan, Vantage, host_to_dict
 
 Progress = Callable[[str], None]
 LAB_ROOT = Path(os.environ.get("FAUXISP_RUN_DIR", "/run/netlab"))
@@ -73,7 +73,7 @@ class LabState:
     owner_pid: int  # the process whose children the services are (the supervisor)
     hosts: dict[str, str]  # host -> namespace or container name
     services: list[dict[str, Any]] = field(default_factory=list)  # {host, name, pid, critical, role}
-    vantages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    vantages: dict[str, Vantage] = field(default_factory=dict)
     site_addresses: dict[str, str] = field(default_factory=dict)
     ca_file: str = "pki/ca.pem"
     created: float = 0.0
@@ -81,9 +81,16 @@ class LabState:
     scenario_digest: str = ""  # sha256 of the scenario file the lab was built from
     faults: list[dict[str, Any]] = field(default_factory=list)  # ServiceFault dicts, recorded by the owner
 
+    def __post_init__(self) -> None:
+        # Read back from state.json (load): every vantage is a plan.Vantage again.
+        self.vantages = {k: v if isinstance(v, Vantage) else Vantage.from_dict(v) for k, v in self.vantages.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.__dict__ | {"vantages": {k: v.to_dict() for k, v in self.vantages.items()}}
+
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.__dict__, indent=1))
+        tmp.write_text(json.dumps(self.to_dict(), indent=1))
         tmp.replace(path)
 
     @classmethod

@@ -134,7 +134,7 @@ def probe_plugins(names: Iterable[str] | None = None) -> list[Mount]:
             continue
         dist_info = getattr(ep.dist, "_path", None)  # PathDistribution: its .dist-info folder
         spec = importlib.util.find_spec(ep.module.split(".")[0])  # finds it without importing it
-        if dist_info is None or spec is None or spec.origin is None:
+        if ep.dist is None or dist_info is None or spec is None or spec.origin is None:
             continue  # not a package on the file system (a zip, a custom loader): not mountable
         code = Path(spec.submodule_search_locations[0]) if spec.submodule_search_locations else Path(spec.origin)
         folder = f"{INNER_PLUGINS}/{re.sub(r'[^A-Za-z0-9_.-]', '_', ep.dist.name)}"
@@ -150,7 +150,7 @@ def lab_state(plan: LabPlan, folder: str, scenario_source: str) -> LabState:
                     owner_pid=os.getpid(), hosts={h: container_name(plan.lab) for h in plan.hosts},
                     services=[{"host": h.name, "name": svc.name, "pid": 0, "critical": svc.critical,
                                "role": h.role} for h in plan.hosts.values() for svc in h.services],
-                    vantages={k: v.to_dict() for k, v in plan.vantages.items()},
+                    vantages=dict(plan.vantages),
                     site_addresses={k: str(v) for k, v in plan.site_addresses.items()},
                     ca_file=plan.ca_file, created=time.time(), scenario_digest=scenario_digest(scenario_source))
 
@@ -331,5 +331,5 @@ def _exited(client: Any, name: str) -> str | None:
         return "its container is gone"
     if c.status != "exited":
         return None
-    return f"its container exited with status {c.attrs['State']['ExitCode']}:\n" + c.logs(tail=20).decode(
-        errors="replace")
+    logs: bytes = c.logs(tail=20)
+    return f"its container exited with status {c.attrs['State']['ExitCode']}:\n" + logs.decode(errors="replace")

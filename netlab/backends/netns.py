@@ -58,7 +58,7 @@ def ns_name(lab: str, host: str) -> str:
 
 
 class NetnsLab(RunningLab):
-    def __init__(self, state: LabState, children: dict[tuple[str, str], subprocess.Popen] | None = None
+    def __init__(self, state: LabState, children: dict[tuple[str, str], subprocess.Popen[bytes]] | None = None
                  ) -> None:
         super().__init__(state)
         self.children = children or {}
@@ -107,7 +107,7 @@ class NetnsBackend(Backend):
         state = LabState(lab=plan.lab, backend=self.name, lab_dir=str(folder),
                          scenario_source=plan.scenario.source, owner_pid=os.getpid(),
                          hosts={h: ns_name(plan.lab, h) for h in plan.hosts},
-                         vantages={k: v.to_dict() for k, v in plan.vantages.items()},
+                         vantages=dict(plan.vantages),
                          site_addresses={k: str(v) for k, v in plan.site_addresses.items()},
                          ca_file=plan.ca_file, created=time.time(),
                          scenario_digest=scenario_digest(plan.scenario.source))
@@ -201,7 +201,7 @@ class NetnsBackend(Backend):
                 self._wait_ready(lab, host_name, svc.name, svc.ready, proc)
 
     def _wait_ready(self, lab: NetnsLab, host: str, name: str, check: ReadyCheck,
-                    proc: subprocess.Popen) -> None:
+                    proc: subprocess.Popen[bytes]) -> None:
         ns = lab.state.hosts[host]
         deadline = time.monotonic() + READY_TIMEOUT
         last = "not tried"
@@ -220,7 +220,8 @@ class NetnsBackend(Backend):
                        + log_tail(Path(lab.state.lab_dir) / "logs" / f"{host}.{name}.log"))
 
     @deferred()  # an interrupt must not cut a teardown in half (netlab.interrupts)
-    def _teardown(self, lab: str, state: LabState | None, children: dict) -> None:
+    def _teardown(self, lab: str, state: LabState | None,
+                  children: dict[tuple[str, str], subprocess.Popen[bytes]]) -> None:
         pids = [p.pid for p in children.values()]
         if state is not None:
             pids += [s["pid"] for s in state.services]
@@ -236,9 +237,9 @@ class NetnsBackend(Backend):
         for ns in namespaces:
             # Anything still inside (a stuck service, a probe worker) goes with its namespace.
             res = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
-            for pid in res.stdout.split():
+            for inside in res.stdout.split():
                 with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.kill(int(pid), signal.SIGKILL)
+                    os.kill(int(inside), signal.SIGKILL)
         for proc in children.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=STOP_TIMEOUT)
@@ -269,8 +270,8 @@ def build_topology(hosts: dict[str, Host], links: Iterable[Link], namespaces: di
         for link in links:
             handles[link.a_host].link("add", ifname=link.a_name, kind="veth",
                                       peer={"ifname": link.b_name, "net_ns_fd": namespaces[link.b_host]})
-        for host in hosts.values():
-            configure_host(handles[host.name], host)
+        for spec in hosts.values():
+            configure_host(handles[spec.name], spec)
     finally:
         for h in handles.values():
             h.close()

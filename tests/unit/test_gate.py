@@ -10,6 +10,7 @@ import asyncio
 import json
 import shutil
 import sys
+from ipaddress import IPv4Address
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -27,6 +28,7 @@ from netlab.addressing import allocate_sites
 from netlab.errors import LabFault
 from netlab.loader import load_scenario
 from netlab.oracle import Expectation
+from netlab.plan import Vantage
 from netlab.verdict import Verdict
 
 SCENARIO = """version: 1
@@ -276,8 +278,8 @@ class FakeLab:
         self.script = script
         sites = allocate_sites({"a.test": None, "b.test": None})
         self.state = SimpleNamespace(
-            vantages={v: {"name": v, "host": f"{v}-client", "resolver": "127.0.0.1", "public_resolver": None,
-                          "address": "127.0.0.1", "asn": 64500} for v in VANTAGES},
+            vantages={v: Vantage(name=v, host=f"{v}-client", resolver=IPv4Address("127.0.0.1"), public_resolver=None,
+                                 address=IPv4Address("127.0.0.1"), asn=64500) for v in VANTAGES},
             site_addresses={k: str(a) for k, a in sites.items()}, ca_file="pki/ca.pem")
         self.name = "gate"
 

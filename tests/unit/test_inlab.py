@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from harness import inlab
 from harness.cli import main
 from netlab.backends.base import LabState, RunningLab, ServiceFault
 from netlab.errors import UsageError
+from netlab.plan import Vantage
 
 
 class FakeLab(RunningLab):
@@ -32,7 +34,12 @@ def fake_lab(tmp_path: Path) -> FakeLab:
     (tmp_path / "pki" / "ca.pem").write_text("not a certificate\n")
     return FakeLab(LabState(lab="demo", backend="netns", lab_dir=str(tmp_path), scenario_source="demo.yaml",
                             owner_pid=0, hosts=hosts, site_addresses={"news.test": "198.18.1.1"},
-                            vantages={"isp-a": {"host": "isp-a"}, "control": {"host": "control"}}))
+                            vantages={v: _vantage(v) for v in ("isp-a", "control")}))
+
+
+def _vantage(name: str) -> Vantage:
+    return Vantage(name=name, host=name, address=IPv4Address("10.1.0.2"), resolver=IPv4Address("10.1.255.1"),
+                   public_resolver=IPv4Address("198.18.0.2"), asn=64501)
 
 
 def test_names_mean_hosts(tmp_path: Path) -> None:
