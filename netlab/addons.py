@@ -129,14 +129,14 @@ def installed_servers() -> tuple[Declared, ...]:
     that does not import, or declares something else than Servers, is skipped with a warning (as
     `harness probes list` shows it broken): it never stops a lab that does not need it. Cached:
     the entry points of a process do not change (a test that installs a package clears it)."""
-    from probes.base import BUILTIN_PROBES, _import, _probe_specs
+    from probes.base import BUILTIN_PROBES, import_probe, probe_specs
 
     declared = []
-    for name, spec in sorted(_probe_specs().items()):
+    for name, spec in sorted(probe_specs().items()):
         if BUILTIN_PROBES.get(name) == spec:
             continue  # the built-in probe types use the lab's own services
         try:
-            servers = tuple(getattr(_import(spec), "servers", ()) or ())
+            servers = tuple(getattr(import_probe(spec), "servers", ()) or ())
         except Exception as exc:
             log.warning("probe %r (%s) does not import, its servers are not started: %s", name, spec, exc)
             continue

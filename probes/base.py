@@ -55,7 +55,7 @@ class Probe:
         raise NotImplementedError
 
 
-def _probe_specs() -> dict[str, str]:
+def probe_specs() -> dict[str, str]:
     """name -> "module:Class" for every known probe; installed entry points win over built-ins."""
     specs = dict(BUILTIN_PROBES)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
@@ -63,7 +63,7 @@ def _probe_specs() -> dict[str, str]:
     return specs
 
 
-def _import(spec: str) -> type[Probe]:
+def import_probe(spec: str) -> type[Probe]:
     module_name, _, attr = spec.partition(":")
     obj: Any = importlib.import_module(module_name)
     for part in attr.split("."):
@@ -75,10 +75,10 @@ def _import(spec: str) -> type[Probe]:
 
 def load_probe(name: str) -> type[Probe]:
     """Import just one probe type (the worker uses this to keep its start-up cheap)."""
-    specs = _probe_specs()
+    specs = probe_specs()
     if name not in specs:
         raise KeyError(f"unknown probe {name!r}; known: {', '.join(sorted(specs))}")
-    return _import(specs[name])
+    return import_probe(specs[name])
 
 
 def installed_capabilities(name: str) -> Capabilities | None:
@@ -93,9 +93,9 @@ def installed_capabilities(name: str) -> Capabilities | None:
 def load_probes() -> dict[str, type[Probe]]:
     """Every available probe type by name. A plugin that fails to import is logged and skipped."""
     probes: dict[str, type[Probe]] = {}
-    for name, spec in _probe_specs().items():
+    for name, spec in probe_specs().items():
         try:
-            probes[name] = _import(spec)
+            probes[name] = import_probe(spec)
         except Exception as exc:
             if name in BUILTIN_PROBES and spec == BUILTIN_PROBES[name]:
                 raise  # our own probes must always load

@@ -21,7 +21,6 @@ from pathlib import Path
 
 from pyroute2 import netns
 
-from netlab.backends._netns import NETNS_DIR, create_netns, iproute_in_netns, socket_in_netns, write_sysctl
 from netlab.backends.base import (
     STATE_FILE,
     Backend,
@@ -41,6 +40,7 @@ from netlab.backends.base import (
     wait_until,
     write_lab_files,
 )
+from netlab.backends.namespaces import NETNS_DIR, create_netns, iproute_in_netns, socket_in_netns, write_sysctl
 from netlab.errors import LabError, LabInUse, NoSuchLab
 from netlab.hostsetup import configure_host, ipv6_sysctls, start_rank
 from netlab.interrupts import deferred

@@ -17,15 +17,11 @@ import struct
 from dataclasses import dataclass
 
 from netlab.dnsname import wire_name
+from netlab.first_flight import MAX_HELLO, MAX_HTTP_HEAD  # what the middlebox waits for at most
 
 NEED_MORE = "need_more"
 NOT_THIS = "not_this"
 DONE = "done"
-
-# A ClientHello larger than this is not waited for (real ones are < 2 KiB; post-quantum key
-# shares push them to ~1.8 KiB, which already spans two segments on a 1500-byte link).
-MAX_HELLO = 16 * 1024
-MAX_HTTP_HEAD = 8 * 1024
 
 TCP_FIN = 0x01
 TCP_SYN = 0x02

@@ -35,9 +35,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from netlab.backends._netns import iproute_in_netns
 from netlab.backends.base import LabState, ServiceFault
 from netlab.backends.netns import NetnsBackend, NetnsLab, build_topology, ns_name, run_setup
+from netlab.backends.namespaces import iproute_in_netns
 from netlab.plan import Host, Link, host_from_dict
 from netlab.services.hostexec import ExecServer
 
