@@ -153,15 +153,15 @@ def wanted(scenario: Scenario, declared: Sequence[Declared]) -> list[tuple[Decla
     two of them collide (a name, a port): only then, so an unused plugin never stops a lab."""
     key = tuple(declared)
     # The oracle asks for every (vantage, target): remember the last answer (scenarios are immutable).
-    if _last and _last[0] is scenario and _last[1] == key:
-        return _last[2]
+    if _last and _last[0][0] is scenario and _last[0][1] == key:
+        return _last[0][2]
     asked = [d for d in key if d.server.site_names(scenario)]
     out = [(d, d.server.site_names(scenario)) for d in check_servers(asked)]
-    _last[:] = [scenario, key, out]
+    _last[:] = [(scenario, key, out)]
     return out
 
 
-_last: list = []
+_last: list[tuple[Scenario, tuple[Declared, ...], list[tuple[Declared, list[str]]]]] = []  # wanted's last answer
 
 
 def serves(scenario: Scenario, site: str, port: int, declared: Sequence[Declared]) -> bool:

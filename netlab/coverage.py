@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import replace
 from ipaddress import IPv4Address
+from typing import Any
 
 from netlab.addressing import addresses_of
 from netlab.dnsname import name_matches
@@ -43,20 +44,23 @@ def expand_rule(rule: Rule, isp: str, scenario: Scenario, sites: dict[str, IPv4A
     out: list[Rule] = []
     if key is not None:
         pattern = getattr(m, key)
-        units = [s.name for s in scenario.sites if name_matches(s.name, pattern, key == "exact")]
-        for name in units:
+        names = [s.name for s in scenario.sites if name_matches(s.name, pattern, key == "exact")]
+        units = len(names)
+        for name in names:
             if chosen(scenario.seed, isp, rule, name):
                 if resolver and rule.action not in ("servfail", "refused"):
                     new = replace(m, domain=None, exact=name)
                 else:
-                    new = replace(m, **{key: name})
+                    narrowed: dict[str, Any] = {key: name}  # the same name key, one name
+                    new = replace(m, **narrowed)
                 out.append(replace(rule, match=new, coverage=None))
     else:
-        units = sorted({a for n in sites for a in addresses_of(sites, n) if _address_matches(m, a, sites)})
-        for addr in units:
+        addrs = sorted({a for n in sites for a in addresses_of(sites, n) if _address_matches(m, a, sites)})
+        units = len(addrs)
+        for addr in addrs:
             if chosen(scenario.seed, isp, rule, str(addr)):
                 out.append(replace(rule, match=replace(m, site=None, cidr=None, ip=addr), coverage=None))
-    note = f"line {rule.line}: coverage {rule.coverage:g} hits {len(out)} of {len(units)}"
+    note = f"line {rule.line}: coverage {rule.coverage:g} hits {len(out)} of {units}"
     return [replace(r, covered_from=note) for r in out]
 
 

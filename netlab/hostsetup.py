@@ -33,7 +33,7 @@ def ipv6_sysctls(host: Host) -> dict[str, str]:
     gives every address and route) and forwarding on routers."""
     if not host.ipv6:
         return {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
-    out = {}
+    out: dict[str, str] = {}
     for conf in ("all", "default"):
         out |= {f"net.ipv6.conf.{conf}.disable_ipv6": "0", f"net.ipv6.conf.{conf}.accept_dad": "0",
                 f"net.ipv6.conf.{conf}.accept_ra": "0", f"net.ipv6.conf.{conf}.autoconf": "0",

@@ -16,10 +16,14 @@ fixed layout, written by the functions that read them.
 from __future__ import annotations
 
 import json
+from types import ModuleType
 from typing import Any
 
+_orjson: ModuleType | None  # orjson when installed (the fast extra); tests set it to None
 try:
-    import orjson as _orjson
+    import orjson
+
+    _orjson = orjson
 except ImportError:  # pragma: no cover - the lab image runs without it
     _orjson = None
 
@@ -27,7 +31,8 @@ except ImportError:  # pragma: no cover - the lab image runs without it
 def dumps(obj: Any) -> bytes:
     """One line's JSON (without the newline). Raises TypeError or ValueError for non-JSON values."""
     if _orjson is not None:
-        return _orjson.dumps(obj)
+        line: bytes = _orjson.dumps(obj)
+        return line
     return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 

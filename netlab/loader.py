@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import idna
 import yaml
@@ -60,6 +60,10 @@ from netlab.model import (
 from netlab.names import lab_name_problem
 from netlab.target import Target, TargetError, in_address_plan
 from netlab.verdict import Verdict
+
+_T = TypeVar("_T")
+_U = TypeVar("_U")
+_V = TypeVar("_V")
 
 RESOLVER_ACTIONS = ("nxdomain", "servfail", "refused", "timeout", "proxy")  # plus {answer: IP}
 SITE_KEYS = ("name", "address", "addresses", "paths", "body_size", "service", "state", "tls", "redirect",
@@ -199,8 +203,8 @@ def _precount(ctx: _Ctx, text: str) -> None:
                     top[4] += 1
                     key = _COUNTED.get(top[0])
                     if key and top[4] > _LIMITS[key]:
-                        raise ScenarioError(str(_too_many(key, None)), file=ctx.file, line=ev.start_mark.line + 1,
-                                            key=key)
+                        line = ev.start_mark.line + 1 if ev.start_mark is not None else None
+                        raise ScenarioError(str(_too_many(key, None)), file=ctx.file, line=line, key=key)
                     path = (*top[0], "[]")
             if isinstance(ev, yaml.MappingStartEvent | yaml.SequenceStartEvent):
                 stack.append([path, isinstance(ev, yaml.MappingStartEvent), True, None, 0])
@@ -292,7 +296,15 @@ class _Loader:
             raise self.ctx.fail(node, key, f"expected a list, got {_kind(node)}")
         return list(node.value)
 
-    def value(self, node: yaml.Node, key: str, typ: type | tuple[type, ...], what: str) -> Any:
+    @overload
+    def value(self, node: yaml.Node, key: str, typ: type[_T], what: str) -> _T: ...
+    @overload
+    def value(self, node: yaml.Node, key: str, typ: tuple[type[_T], type[_U]], what: str) -> _T | _U: ...
+    @overload
+    def value(self, node: yaml.Node, key: str, typ: tuple[type[_T], type[_U], type[_V]], what: str
+              ) -> _T | _U | _V: ...
+
+    def value(self, node: yaml.Node, key: str, typ: type[Any] | tuple[type[Any], ...], what: str) -> Any:
         v = _scalar(node) if isinstance(node, yaml.ScalarNode) else node
         if isinstance(v, bool) and bool not in (typ if isinstance(typ, tuple) else (typ,)):
             raise self.ctx.fail(node, key, f"expected {what}, got a boolean")
@@ -1254,7 +1266,7 @@ class _Loader:
         return verb, None
 
     def shaping(self, node: yaml.Node, key: str) -> tuple[ShapingRule, ...]:
-        out = []
+        out: list[ShapingRule] = []
         rule_nodes = self.sequence(node, key)
         if len(rule_nodes) > MAX_RULES:
             raise self.ctx.fail(node, key, f"{len(rule_nodes)} rules; at most {MAX_RULES} per list")

@@ -6,6 +6,7 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import Any
 
 from netlab.addressing import PROXY_BLOCK, SiteAddresses, allocate_sites, v6_of  # with the rest of the address plan
 from netlab.blockpage import Blockpage
@@ -69,7 +70,7 @@ class QuicKnobs:
                 "residual_on": self.residual_on}
 
     @classmethod
-    def from_json(cls, d: dict | None) -> QuicKnobs:
+    def from_json(cls, d: dict[str, Any] | None) -> QuicKnobs:
         d = dict(d or {})
         if "versions" in d:
             d["versions"] = tuple(d["versions"])

@@ -29,10 +29,10 @@ def netem_available() -> bool:
         r = subprocess.run(["ip", "-n", ns, "link", "add", "d0", "type", "dummy"], capture_output=True)
         if r.returncode:
             return False
-        r = subprocess.run(
+        netem = subprocess.run(
             ["tc", "-n", ns, "qdisc", "add", "dev", "d0", "root", "netem", "delay", "1ms"],
             capture_output=True, text=True,
         )
-        return r.returncode == 0
+        return netem.returncode == 0
     finally:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)

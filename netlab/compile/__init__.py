@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from typing import Any
 
 from netlab.addons import Declared, ServerError, addon_additions, installed_servers, taken_ports
 from netlab.addressing import (
@@ -221,7 +222,7 @@ def _check_cohosted_servers(scenario: Scenario, sites: SiteAddresses, taken: dic
 
 
 def _origin_site(site: Site, sites: SiteAddresses, isp_nets: dict[str, str], taken: set[int],
-                 aliases: Sequence[str] = (), isp_nets6: dict[str, str] | None = None) -> dict:
+                 aliases: Sequence[str] = (), isp_nets6: dict[str, str] | None = None) -> dict[str, Any]:
     """One site as the origin program (netlab.services.origin) sees it; ``taken``: ports an add-on
     server answers on instead of the origin; ``aliases``: names whose CNAME leads to it."""
     r = site.redirect

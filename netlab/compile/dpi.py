@@ -12,7 +12,9 @@ priority -10) first, then iptables' ``filter FORWARD`` (priority 0) where chain 
 3. queues the first client->internet packets of every flow to NFQUEUE (``dpi.reassembly.packets``,
    default 10, the SYN and the handshake's ACK included; the program keeps at most
    ``dpi.reassembly.bytes`` of each client stream, default 16 KiB),
-   with ``--queue-bypass`` only when the scenario says ``dpi_fail: open``.
+   with ``--queue-bypass`` only when the scenario says ``dpi_fail: open``. UDP keyword rules are
+   matched by the kernel itself where they are the only rules that can act (``kernel_keyword_rules``),
+   so those datagrams never cross to userspace.
 
 With ``workers`` > 1 (default ``DPI_WORKERS``) step 3 spreads packets over that many queues with
 ``--queue-balance``, one worker process per queue. The kernel picks the queue by a hash of the
@@ -34,7 +36,8 @@ from __future__ import annotations
 
 import base64
 import json
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any
 
 from netlab.addressing import IspAddresses
 from netlab.compile.router import (
@@ -47,6 +50,7 @@ from netlab.compile.router import (
     SPLICE_MARK,
     UP_IF,
     RouterAdditions,
+    intersect,
     server_networks,
 )
 from netlab.compile.shaping import named_shaping, shape_mark
@@ -119,7 +123,7 @@ def middlebox_rules(isp: Isp) -> tuple[Rule, ...]:
 
 
 def dpi_config(isp: Isp, addrs: IspAddresses, site_addresses: dict[str, IPv4Address],
-               workers: int = DPI_WORKERS) -> dict:
+               workers: int = DPI_WORKERS) -> dict[str, Any]:
     """The JSON config of the middlebox program."""
     rules = []
     for rule in middlebox_rules(isp):
@@ -166,20 +170,62 @@ def dpi_config(isp: Isp, addrs: IspAddresses, site_addresses: dict[str, IPv4Addr
     }
 
 
+STRING_MAX = 128  # the longest pattern the kernel's string match takes (XT_STRING_MAX_PATTERN_SIZE)
+UDP_PAYLOAD = 28  # where a UDP datagram's payload starts (IPv4 header without options + UDP header)
+
+
+def kernel_keyword_rules(isp: Isp, site_addresses: dict[str, IPv4Address] | None = None,
+                         ) -> list[tuple[Rule, list[IPv4Network] | None]] | None:
+    """The UDP keyword rules the kernel matches itself (iptables ``string``), each with the server
+    networks it is narrowed to (None: any); None when UDP keywords must stay in the middlebox.
+
+    On UDP a keyword is looked for in each datagram on its own (no stream to reassemble), and every
+    action of a keyword rule is a drop there (reset, blockpage and close have no UDP form), so the
+    kernel can do it without queueing the datagram: the flow gets the drop mark in its conntrack
+    entry, as when the middlebox drops it. The middlebox keeps the UDP ports other rules read
+    (DNS 53, QUIC), where rule order decides between a keyword and a name, and all of UDP when a
+    rule has a residual block (its table, in the middlebox, covers every protocol of a pair) or a
+    keyword rule is narrowed in a way one iptables rule per server network cannot say."""
+    rules = middlebox_rules(isp)
+    if any(r.residual for r in rules):
+        return None
+    out = []
+    for rule in rules:
+        m = rule.match
+        if "udp" not in _rule_proto(rule) or m.dns_query or rule.reads_quic:
+            continue
+        if m.family is not None or m.keyword is None or len(m.keyword.encode()) > STRING_MAX or \
+                (m.site is not None and m.site not in (site_addresses or {})):
+            return None
+        nets = intersect(server_networks(m, site_addresses or {}))
+        if nets is not None and not all(isinstance(n, IPv4Network) for n in nets):
+            return None
+        out.append((rule, nets))
+    return out
+
+
+def _string_match(keyword: str) -> str:
+    """iptables' string match on a UDP datagram's payload, the pattern in hex (any byte goes)."""
+    return f"-m string --algo bm --from {UDP_PAYLOAD} --hex-string |{keyword.encode().hex()}|"
+
+
 def _queue_target(workers: int) -> str:
     if workers == 1:
         return f"NFQUEUE --queue-num {DPI_QUEUE}"
     return f"NFQUEUE --queue-balance {DPI_QUEUE}:{DPI_QUEUE + workers - 1}"
 
 
-def dpi_iptables_rules(isp: Isp, workers: int = DPI_WORKERS) -> str:
-    """An ``iptables-restore --noflush`` input for the router."""
+def dpi_iptables_rules(isp: Isp, workers: int = DPI_WORKERS,
+                       site_addresses: dict[str, IPv4Address] | None = None, kernel_keywords: bool = True) -> str:
+    """An ``iptables-restore --noflush`` input for the router (``kernel_keywords=False``: every
+    rule in the middlebox, as before UDP keywords moved to the kernel; bench/bench_dpi.py)."""
     protos: set[str] = set()
     udp_ports: set[int] | None = set()  # None: every UDP port
+    in_kernel = (kernel_keyword_rules(isp, site_addresses) if kernel_keywords else None) or []
     for rule in middlebox_rules(isp):
         p = _rule_proto(rule)
         protos |= p
-        if "udp" not in p or udp_ports is None:
+        if "udp" not in p or udp_ports is None or any(rule is k for k, _ in in_kernel):
             continue
         if rule.match.dns_query:
             udp_ports.add(53)
@@ -224,7 +270,19 @@ def dpi_iptables_rules(isp: Isp, workers: int = DPI_WORKERS) -> str:
                 port = f" --dport {min(udp_ports)}" if len(udp_ports) == 1 else \
                     f" -m multiport --dports {','.join(map(str, sorted(udp_ports)))}"
             where = f"{ifaces} " if ifaces else ""
-            lines.append(f"-A {chain} {where}-p {proto}{port} {window} -j {_queue_target(workers)}{bypass}")
+            if proto == "udp" and udp_ports == set():
+                pass  # only keywords on UDP, all in the kernel (below): no datagram is queued
+            else:
+                lines.append(f"-A {chain} {where}-p {proto}{port} {window} -j {_queue_target(workers)}{bypass}")
+            if proto == "udp" and in_kernel:
+                # after the queue rule: the ports the middlebox reads never get here
+                for rule, nets in in_kernel:
+                    assert rule.match.keyword is not None  # kernel_keyword_rules takes keyword rules only
+                    dport = f" --dport {rule.match.port}" if rule.match.port is not None else ""
+                    for dst in [f" -d {n}" for n in nets] if nets is not None else [""]:
+                        lines.append(f"-A {chain} {where}-p udp{dst}{dport} {window} "
+                                     f"{_string_match(rule.match.keyword)} -j CONNMARK --set-mark {mark}")
+                lines.append(f"-A {chain} -m connmark --mark {mark} -j DROP")
     if isp.dpi_placement == "border" or splices:
         # The answers to the router's own blackholed flows (forwarded ones are dropped in FORWARD).
         lines.append(f"-I INPUT 1 -i {UP_IF} -m connmark --mark {mark} -j DROP")
@@ -244,11 +302,11 @@ def compile_dpi(isp: Isp, addrs: IspAddresses, site_addresses: dict[str, IPv4Add
         raise ValueError(f"isp {isp.name}: the middlebox needs at least one worker")
     cfg = dpi_config(isp, addrs, site_addresses, workers)
     base = f"{isp.name}/"
-    files = {
+    files: dict[str, str | bytes] = {
         base + "dpi.json": json.dumps(cfg, indent=2) + "\n",
-        base + "dpi.rules": dpi_iptables_rules(isp, workers),
+        base + "dpi.rules": dpi_iptables_rules(isp, workers, site_addresses),
     }
-    setup = [("iptables-restore", "--noflush", f"{LAB_DIR}/{isp.name}/dpi.rules")]
+    setup: list[tuple[str, ...]] = [("iptables-restore", "--noflush", f"{LAB_DIR}/{isp.name}/dpi.rules")]
     service = Service(
         "dpi",
         ("python3", "-m", "netlab.services.dpi", "--config", f"{LAB_DIR}/{isp.name}/dpi.json"),
@@ -273,8 +331,11 @@ def compile_dpi(isp: Isp, addrs: IspAddresses, site_addresses: dict[str, IPv4Add
         "DNS answer before letting the real query through.",
         PLACEMENT_NOTES[isp.dpi_placement].format(isp=isp.name),
     ]
+    in_kernel = [k for k, _ in kernel_keyword_rules(isp, site_addresses) or []]
     for rule in middlebox_rules(isp):
         extra = f", residual {rule.residual:g}s for the client-server pair" if rule.residual else ""
+        if any(rule is k for k in in_kernel):
+            extra += "; on UDP matched in the kernel (iptables string match, no datagram queued)"
         if rule.reads_quic:
             extra = quic_note(rule)
         notes.append(f"{isp.name}: dpi {rule.describe()}{extra}")

@@ -20,10 +20,10 @@ def match_exprs(match: Match, site_addresses: dict[str, IPv4Address]) -> list[st
     """nft match expressions for the address keys of a Match (site, ip, cidr, port, proto, family):
     one per IP version the rule can match (an inet table sees both; dual stack: a site has addresses
     of both, an ip or cidr is of one, and ``family`` keeps one)."""
-    if match.family is None and not (match.site or match.ip or match.cidr):
-        return [match_expr(match, site_addresses)]  # no address: one expression matches both families
+    # No address and no family: one expression (written for IPv4) matches both families.
+    families = (4,) if match.family is None and not (match.site or match.ip or match.cidr) else (4, 6)
     out = []
-    for family in (4, 6):
+    for family in families:
         expr = match_expr(match, site_addresses, family)
         if expr is not None:
             out.append(expr)

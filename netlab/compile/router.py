@@ -54,7 +54,7 @@ class RouterAdditions:
     host after its interfaces are up (they may also use LAB_DIR). ``services``: long-running
     programs of the router. ``notes``: human explanations for ``harness explain``."""
 
-    files: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str | bytes] = field(default_factory=dict)
     setup: list[tuple[str, ...]] = field(default_factory=list)
     services: list[Service] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -82,6 +82,8 @@ def server_networks(match: Match, site_addresses: dict[str, IPv4Address]) -> lis
     if match.ip is not None:
         groups.append([IPv4Network(f"{match.ip}/32")])
     if match.cidr is not None:
+        # DPI, shaping and interception rules: the loader admits IPv4 CIDRs only (the middlebox reads IPv4)
+        assert isinstance(match.cidr, IPv4Network), match.cidr
         groups.append([match.cidr])
     return groups
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from ipaddress import IPv4Address, IPv4Network
+from typing import Any
 
 from netlab.addressing import IspAddresses
 from netlab.compile.router import (
@@ -82,7 +83,8 @@ def _u32(direction: str, net: IPv4Network | None, rule: ShapingRule) -> list[str
     return args
 
 
-def shaper_config(isp: Isp, site_addresses: dict[str, IPv4Address], client_network: str | None = None) -> dict:
+def shaper_config(isp: Isp, site_addresses: dict[str, IPv4Address],
+                  client_network: str | None = None) -> dict[str, Any]:
     rules = []
     for i, r in enumerate(isp.shaping):
         rules.append(

@@ -304,7 +304,7 @@ def parse_ipv4(raw: bytes) -> Packet | None:
 def _checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\x00"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    s: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while s >> 16:
         s = (s & 0xFFFF) + (s >> 16)
     return ~s & 0xFFFF

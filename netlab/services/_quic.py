@@ -22,6 +22,7 @@ import functools
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aioquic.buffer import Buffer, BufferReadError
 from aioquic.quic.crypto import CryptoError, CryptoPair
@@ -225,7 +226,7 @@ class QuicCensor:
         self._server_ok = server_ok  # (rule index, proto, server address, port): the rule's address keys
         self.flows: dict[tuple[str, int, str, int], _Flow] = {}
         # key -> (since, until, rule, the triggering flows a late block spares)
-        self.blocks: dict[tuple, tuple[float, float, int, frozenset[tuple]]] = {}
+        self.blocks: dict[tuple[Any, ...], tuple[float, float, int, frozenset[tuple[Any, ...]]]] = {}
 
     def expire(self, now: float) -> None:
         for k in [k for k, f in self.flows.items() if now - f.last > FLOW_STATE]:
@@ -260,7 +261,7 @@ class QuicCensor:
         elif not first:
             return None  # nothing new to read on this flow
         pending = waiting = False
-        parsed: dict[tuple, Parsed] = {}
+        parsed: dict[tuple[Any, ...], Parsed] = {}
         version = datagram_version(pkt.payload)
         for rule in self.rules:
             k = rule.knobs
@@ -315,7 +316,8 @@ class QuicCensor:
             self._block(key, start, start + rule.residual, rule.index, now, spared)
         return QuicHit(rule.index, drop=k.delay is None, trigger=True, why=why, start=start)
 
-    def _block(self, key: tuple, start: float, until: float, rule: int, now: float, spared: frozenset[tuple]) -> None:
+    def _block(self, key: tuple[Any, ...], start: float, until: float, rule: int, now: float,
+               spared: frozenset[tuple[Any, ...]]) -> None:
         """Block ``key`` from ``start`` to ``until``, but not the ``spared`` flows; a live or pending
         block keeps its earlier start (a new trigger during the delay does not postpone it)."""
         old = self.blocks.get(key)

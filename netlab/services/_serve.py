@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 
 def listener(address: str, port: int) -> socket.socket:
@@ -18,7 +20,13 @@ def listener(address: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve_until_stopped(servers: list[asyncio.Server], ready_file: str | None = None) -> None:
+class Listening(Protocol):
+    """A server serve_until_stopped closes: an asyncio.Server, or aioquic's QuicServer (HTTP/3)."""
+
+    def close(self) -> None: ...
+
+
+async def serve_until_stopped(servers: Sequence[Listening], ready_file: str | None = None) -> None:
     """Write ``ready_file`` (the backend's readiness check), then serve until SIGTERM or SIGINT."""
     if ready_file:
         Path(ready_file).write_text("ready\n")

@@ -24,9 +24,10 @@ import json
 import logging
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from netlab.services._serve import listener, serve_until_stopped
 
@@ -123,7 +124,7 @@ async def forward_dns(query: bytes, upstream: tuple[str, int]) -> bytes:
         transport.close()
 
 
-def main_for(serve: Callable[[ServerConfig], Awaitable[None]], argv: list[str] | None = None) -> int:
+def main_for(serve: Callable[[ServerConfig], Coroutine[Any, Any, None]], argv: list[str] | None = None) -> int:
     """The command line of a server program: ``--config FILE [--verbose]``, then ``serve(config)``."""
     parser = argparse.ArgumentParser(description="An add-on server of the lab internet (netlab.addons).")
     parser.add_argument("--config", required=True, help="the JSON file netlab.addons wrote for this server")

@@ -17,7 +17,9 @@ import base64
 import contextlib
 import json
 import logging
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from netlab.services._serve import listener, serve_until_stopped
 
@@ -45,11 +47,11 @@ async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pag
             await writer.wait_closed()
 
 
-async def serve(config: dict) -> None:
+async def serve(config: dict[str, Any]) -> None:
     servers = []
     for address, encoded in config["pages"].items():
         page = base64.b64decode(encoded)
-        servers.append(await asyncio.start_server(lambda r, w, p=page: answer(r, w, p), sock=listener(address, 80)))
+        servers.append(await asyncio.start_server(partial(answer, page=page), sock=listener(address, 80)))
     await serve_until_stopped(servers, config.get("ready_file"))
 
 

@@ -62,6 +62,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
+from typing import Any
 
 import dns.flags
 import dns.message
@@ -143,7 +144,7 @@ class CRule:
     quic: QuicKnobs = field(default_factory=QuicKnobs)  # how it reads QUIC (netlab.services._quic)
 
     @classmethod
-    def from_json(cls, index: int, d: dict) -> CRule:
+    def from_json(cls, index: int, d: dict[str, Any]) -> CRule:
         kw = d.get("keyword")
         delay = d.get("delay_ms")
         return cls(
@@ -331,11 +332,12 @@ class ResidualTable:
 class Engine:
     """The decision logic, free of NFQUEUE and sockets (so the unit tests drive it directly)."""
 
-    def __init__(self, cfg: dict, rng: random.Random | None = None, residual: ResidualTable | None = None) -> None:
+    def __init__(self, cfg: dict[str, Any], rng: random.Random | None = None,
+                 residual: ResidualTable | None = None) -> None:
         self.mode = cfg.get("mode", "dpi")
         items = cfg.get("rules") if self.mode == "dpi" else cfg.get("shaping")
         self.rules = [CRule.from_json(i, d) for i, d in enumerate(items or [])]
-        self.flows: dict[tuple, Flow] = {}
+        self.flows: dict[tuple[Any, ...], Flow] = {}
         self.has_residual = any(r.residual for r in self.rules)
         # the workers of one middlebox share it (see ResidualTable); alone, an engine has its own
         self.residual = residual or ResidualTable()
@@ -617,6 +619,7 @@ class NfQueue:
         self.sock.setsockopt(SOL_NETLINK, NETLINK_NO_ENOBUFS, 1)
         self.sock.bind((0, 0))
         self.buf = bytearray(256 * 1024)
+        self.view = memoryview(self.buf)
         self._config(_attr(NFQA_CFG_CMD, struct.pack("!BxH", NFQNL_CFG_CMD_BIND, socket.AF_INET)))
         self._config(_attr(NFQA_CFG_PARAMS, struct.pack("!IB", 0xFFFF, NFQNL_COPY_PACKET))
                      + _attr(NFQA_CFG_QUEUE_MAXLEN, struct.pack("!I", maxlen)))
@@ -658,25 +661,27 @@ class NfQueue:
             n = self.sock.recv_into(self.buf, 0, socket.MSG_DONTWAIT)
         except BlockingIOError:
             return None
-        buf, out, off = self.buf, [], 0
+        # Runs for every packet (the kernel sends one per datagram): locals, one copy of the payload.
+        buf, view, out, off = self.buf, self.view, [], 0
+        unpack_head, unpack_attr, unpack_be32 = _NLHEAD.unpack_from, _NLATTR.unpack_from, _BE32.unpack_from
         while off + 20 <= n:
-            mlen, kind = _NLHEAD.unpack_from(buf, off)
+            mlen, kind = unpack_head(buf, off)
             if mlen < 20 or off + mlen > n:
                 break
             if kind == _PACKET:
                 a, end = off + 20, off + mlen
                 pid, mark, payload = -1, 0, b""
                 while a + 4 <= end:
-                    alen, atype = _NLATTR.unpack_from(buf, a)
+                    alen, atype = unpack_attr(buf, a)
                     if alen < 4:
                         break
                     atype &= 0x3FFF  # without the nested / byte-order flags
                     if atype == NFQA_PACKET_HDR:
-                        pid = _BE32.unpack_from(buf, a + 4)[0]
+                        pid = unpack_be32(buf, a + 4)[0]
                     elif atype == NFQA_MARK:
-                        mark = _BE32.unpack_from(buf, a + 4)[0]
+                        mark = unpack_be32(buf, a + 4)[0]
                     elif atype == NFQA_PAYLOAD:
-                        payload = bytes(buf[a + 4 : a + alen])
+                        payload = bytes(view[a + 4 : a + alen])
                     a += (alen + 3) & ~3
                 if pid >= 0:
                     out.append((pid, mark, payload))
@@ -687,7 +692,7 @@ class NfQueue:
 class Middlebox:
     """One worker: binds one queue and applies the engine's decisions."""
 
-    def __init__(self, cfg: dict, queue: int | None = None, residual: ResidualTable | None = None) -> None:
+    def __init__(self, cfg: dict[str, Any], queue: int | None = None, residual: ResidualTable | None = None) -> None:
         self.cfg = cfg
         self.queue = int(cfg["queue"] if queue is None else queue)
         self.engine = Engine(cfg, residual=residual)
@@ -701,11 +706,13 @@ class Middlebox:
 
     def judge(self, payload: bytes, mark: int = 0) -> Decision:
         try:
-            dec = self.engine.process(payload, mark=mark)
+            dec = self.engine.process(payload, None, mark)
         except Exception:  # never let a packet kill the program
             self.errors += 1
             log.exception("engine error; packet accepted")
             return PASS
+        if dec is PASS:
+            return dec
         for out in dec.send:  # before the verdict, so the forged packets arrive first
             try:
                 self.raw.sendto(out, (socket.inet_ntoa(out[16:20]), 0))
@@ -717,13 +724,16 @@ class Middlebox:
         """Judge what is waiting; verdicts go out every BATCH packets and when the queue is empty."""
         msgs: list[bytes] = []
         accepted: list[int] = []
+        judge = self.judge
         while True:
             pkts = q.read()
             if pkts is None:
                 break
             for pid, mark, payload in pkts:
-                dec = self.judge(payload, mark)
-                if dec.verdict == KILL:
+                dec = judge(payload, mark)
+                if dec is PASS:  # most packets: nothing to send, accepted in the batch verdict
+                    accepted.append(pid)
+                elif dec.verdict == KILL:
                     msgs.append(q.verdict(pid, NF_REPEAT, (mark | self.drop_mark) & 0xFFFFFFFF))
                 elif dec.verdict == DROP:
                     msgs.append(q.verdict(pid, NF_DROP))
@@ -761,7 +771,7 @@ class Middlebox:
             except OSError:
                 log.exception("delayed verdict failed")
 
-    def run(self, on_ready: Callable[[], None] | None = None) -> dict:
+    def run(self, on_ready: Callable[[], None] | None = None) -> dict[str, Any]:
         q = NfQueue(self.queue, maxlen=int(self.cfg.get("queue_len", 8192)))
         log.info("%s %s: bound to NFQUEUE %d, %d rules", self.cfg.get("isp"), self.engine.mode, self.queue,
                  len(self.engine.rules))
@@ -810,7 +820,7 @@ class Service:
     the service is not stopping, the service kills the other workers and exits 1: the lab records
     the dead critical service as a fault, and no queue is left half served."""
 
-    def __init__(self, cfg: dict) -> None:
+    def __init__(self, cfg: dict[str, Any]) -> None:
         self.cfg = cfg
         self.queues = [int(q) for q in cfg.get("queues") or [cfg["queue"]]]
         self.workers: dict[int, tuple[int, int]] = {}  # pid -> (queue, read end of its pipe)
@@ -835,7 +845,10 @@ class Service:
 
             signal.signal(signal.SIGTERM, _stop)
             signal.signal(signal.SIGINT, _stop)
-            stats = box.run(on_ready=lambda: os.write(w, b"ready\n"))
+            def _ready() -> None:
+                os.write(w, b"ready\n")
+
+            stats = box.run(on_ready=_ready)
             os.write(w, (json.dumps(stats) + "\n").encode())
             code = 0
         except BaseException:
@@ -913,9 +926,9 @@ class Service:
         self._kill_all(signal.SIGTERM)
 
 
-def load_config(path: str) -> dict:
+def load_config(path: str) -> dict[str, Any]:
     with open(path) as f:
-        cfg = json.load(f)
+        cfg: dict[str, Any] = json.load(f)
     # a config the backend did not render: the lab folder is two levels above <isp>/dpi.json
     lab = os.path.dirname(os.path.dirname(os.path.abspath(path)))
     for k in ("ready_file",):

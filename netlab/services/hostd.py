@@ -33,11 +33,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 from netlab.backends.base import LabState, ServiceFault
-from netlab.backends.netns import NetnsBackend, NetnsLab, build_topology, ns_name, run_setup
 from netlab.backends.namespaces import iproute_in_netns
+from netlab.backends.netns import NetnsBackend, NetnsLab, build_topology, ns_name, run_setup
 from netlab.plan import Host, Link, host_from_dict
 from netlab.services.hostexec import ExecServer
 
@@ -96,11 +97,11 @@ def serve(lab_dir: Path, stopping: list[bool]) -> int:
         Path("/etc/resolv.conf").write_text("nameserver 127.0.0.1\n")
         with writable_proc_sys():
             build_topology(hosts, links, state.hosts)
+        log.info("%d hosts' namespaces and links built", len(hosts))
         run_setup(state, hosts.values(), lab_dir)
-        log.info("configured %d hosts", len(hosts))
-        server = ExecServer({lab_dir / "run" / f"{h}.sock": (lambda argv, h=h: lab.command(h, argv))
-                             for h in hosts}).start()
-        backend.start_services(lab, hosts.values(), lab_dir)
+        log.info("set-up commands run")
+        server = ExecServer({lab_dir / "run" / f"{h}.sock": partial(lab.command, h) for h in hosts}).start()
+        backend.start_services(lab, hosts.values(), lab_dir, lambda: log.info("services started"))
         (lab_dir / "ready").mkdir(exist_ok=True)
         for h in hosts:
             (lab_dir / "ready" / h).write_text(str(os.getpid()))

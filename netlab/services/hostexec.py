@@ -89,7 +89,7 @@ class ExecServer:
             sock.listen(64)
             self.sel.register(sock, selectors.EVENT_READ, ("listen", wrap))
             self.listeners[path] = sock
-        self.procs: dict[socket.socket, subprocess.Popen] = {}
+        self.procs: dict[socket.socket, subprocess.Popen[bytes]] = {}
         self.wraps: dict[socket.socket, Wrap] = {}
         self._closing: queue.SimpleQueue[Path] = queue.SimpleQueue()
         self._ctl_r, self._ctl_w = os.pipe()
@@ -203,7 +203,7 @@ def _reply(conn: socket.socket, status: int) -> None:
         conn.sendall(json.dumps({"status": status}).encode() + b"\n")
 
 
-def _kill(proc: subprocess.Popen) -> None:
+def _kill(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
 

@@ -36,6 +36,7 @@ import struct
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
+from typing import Any
 
 from netlab.dnsname import name_matches, wire_name
 from netlab.services._parsers import DONE, NEED_MORE, parse_client_hello
@@ -66,7 +67,7 @@ class InterceptRule:
         return all(any(ip in n for n in grp) for grp in self.servers)
 
     @classmethod
-    def from_json(cls, d: dict) -> InterceptRule:
+    def from_json(cls, d: dict[str, Any]) -> InterceptRule:
         return cls(sni=d["sni"], servers=[[IPv4Network(n) for n in grp] for grp in d.get("servers") or []],
                    port=d["port"], page=d.get("page"), line=d.get("line", 0))
 
@@ -80,8 +81,13 @@ def original_destination(sock: socket.socket) -> tuple[str, int]:
 
 async def _readable(sock: socket.socket, timeout: float) -> None:
     loop = asyncio.get_running_loop()
-    ready = loop.create_future()
-    loop.add_reader(sock.fileno(), lambda: ready.done() or ready.set_result(None))
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def _wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(sock.fileno(), _wake)
     try:
         await asyncio.wait_for(ready, timeout)
     finally:
@@ -111,7 +117,7 @@ async def peek_server_name(sock: socket.socket) -> str | None:
 
 
 class Interceptor:
-    def __init__(self, config: dict) -> None:
+    def __init__(self, config: dict[str, Any]) -> None:
         self.rules = [InterceptRule.from_json(r) for r in config["rules"]]
         self.certs: dict[str, str] = config["certs"]  # name -> PEM (chain + key) for that name
         self.source = config["source"]  # onward connections leave from here
@@ -235,7 +241,7 @@ async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                 await w.wait_closed()
 
 
-async def serve(config: dict) -> None:
+async def serve(config: dict[str, Any]) -> None:
     interceptor = Interceptor(config)
     sock = listener(config["listen"], int(config["port"]))
     loop = asyncio.get_running_loop()

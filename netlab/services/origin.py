@@ -27,12 +27,13 @@ import socket
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import h11
 
 from netlab.blockpage import bodiless, reason
 from netlab.services import h3
-from netlab.services._serve import listener, serve_until_stopped
+from netlab.services._serve import Listening, listener, serve_until_stopped
 from netlab.target import display_name
 
 log = logging.getLogger("origin")
@@ -46,7 +47,7 @@ class PathConfig:
     status: int = 200
     headers: list[list[str]] = field(default_factory=list)
     body_path: str | None = None
-    redirect: dict | None = None  # {"to", "location"}: a Location for everyone
+    redirect: dict[str, Any] | None = None  # {"to", "location"}: a Location for everyone
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,8 @@ class SiteConfig:
     status: int = 200
     body_path: str | None = None
     headers: list[list[str]] = field(default_factory=list)  # `response.headers`
-    paths: list[dict] = field(default_factory=list)
-    redirect: dict | None = None
+    paths: list[dict[str, Any]] = field(default_factory=list)
+    redirect: dict[str, Any] | None = None
     only_for: list[str] = field(default_factory=list)
 
     @property
@@ -169,7 +170,7 @@ class Address:
                 if ctx is not None:
                     sslobj.context = ctx
             if len(handlers) > 1:
-                self.tls.sni_callback = choose  # type: ignore[assignment]
+                self.tls.sni_callback = choose
 
     def handler(self, host: str | None) -> SiteHandler:
         return self.by_name.get(_normalise(host), self.handlers[0])
@@ -242,7 +243,8 @@ async def _respond(conn: h11.Connection, writer: asyncio.StreamWriter, request: 
     if request.method != b"HEAD" and not bodiless(reply.status):
         view = memoryview(reply.body)
         for i in range(0, len(view), WRITE_CHUNK):
-            writer.write(conn.send(h11.Data(data=view[i:i + WRITE_CHUNK])))
+            # h11 frames any bytes-like object; its hints say bytes, but a slice of the view copies nothing
+            writer.write(conn.send(h11.Data(data=view[i:i + WRITE_CHUNK])))  # type: ignore[arg-type]
             await writer.drain()
     writer.write(conn.send(h11.EndOfMessage()))
     await writer.drain()
@@ -264,16 +266,16 @@ def addresses(sites: list[SiteConfig]) -> list[Address]:
     return [Address(a, hs) for a, hs in by_addr.items()]
 
 
-def site_config(d: dict) -> SiteConfig:
+def site_config(d: dict[str, Any]) -> SiteConfig:
     d = dict(d)
     if "address" in d:  # one address, as configs before shared hosting gave it
         d["addresses"] = [d.pop("address")]
     return SiteConfig(**d)
 
 
-async def serve(config: dict) -> None:
+async def serve(config: dict[str, Any]) -> None:
     sites = [site_config(s) for s in config["sites"]]
-    servers = []
+    servers: list[Listening] = []
     for where in addresses(sites):
         async def on_connect(r: asyncio.StreamReader, w: asyncio.StreamWriter, a: Address = where) -> None:
             # Nagle plus delayed ACK stalls small TLS 1.3 writes by ~40 ms: send at once.

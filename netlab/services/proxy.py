@@ -15,7 +15,9 @@ import asyncio
 import contextlib
 import json
 import logging
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from netlab.services._parsers import DONE, NEED_MORE, parse_client_hello, parse_http_host
 from netlab.services._relay import CHUNK, pipe
@@ -73,13 +75,12 @@ class Proxy:
                         await w.wait_closed()
 
 
-async def serve(config: dict) -> None:
+async def serve(config: dict[str, Any]) -> None:
     proxy = Proxy(config["sites"])
     servers = []
     for address in config["listen"]:
         for port in (80, 443):
-            servers.append(await asyncio.start_server(
-                lambda r, w, p=port: proxy.handle(r, w, p), sock=listener(address, port)))
+            servers.append(await asyncio.start_server(partial(proxy.handle, port=port), sock=listener(address, port)))
     await serve_until_stopped(servers, config.get("ready_file"))
 
 

@@ -48,7 +48,7 @@ def answer(query: bytes, peer: str, zone: dns.name.Name, ns: dns.name.Name, ns_a
         response.set_rcode(dns.rcode.REFUSED)
         return response.to_wire()
     response.flags |= dns.flags.AA
-    records: list[tuple[dns.name.Name, int, str]] = []
+    records: list[tuple[dns.name.Name, dns.rdatatype.RdataType, str]] = []
     if q.name == zone:
         if q.rdtype in (dns.rdatatype.TXT, dns.rdatatype.ANY):
             records.append((zone, dns.rdatatype.TXT, f'"{peer}"'))
