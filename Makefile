@@ -1,5 +1,6 @@
 # `make demo`: set up, bring the demo lab up, measure, print verdicts and the score, tear down.
-# `make test`: set up, run every test (unit, lab, docker). Both need root on Debian 12 / Ubuntu 24.04.
+# `make test`: set up, type-check (make typecheck), run every test (unit, lab, docker).
+# Both need root on Debian 12 / Ubuntu 24.04.
 # scripts/setup.sh installs the project into the virtual environment .venv (the system python3 is
 # externally managed, PEP 668), so every target runs that venv's python.
 VENV ?= .venv
@@ -18,7 +19,7 @@ setup:
 demo: setup
 	$(PY) -m harness run scenarios/demo.yaml --check
 
-test: setup
+test: setup typecheck
 	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup --durations=15 $(PYTEST_ARGS)
 
 unit: setup

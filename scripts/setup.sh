@@ -92,7 +92,7 @@ fi
 
 stamp="$VENV/.fauxisp-setup-stamp"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -nt "$stamp" ] \
-    || ! "$PY" -c "import netlab, probes, harness, pytest, xdist, fauxisp_dot, fauxisp_doh, oonidata, netfilterqueue" 2>/dev/null; then
+    || ! "$PY" -c "import netlab, probes, harness, pytest, xdist, mypy, fauxisp_dot, fauxisp_doh, oonidata, netfilterqueue" 2>/dev/null; then
   echo "setup: installing the project and its Python dependencies into $VENV"
   pipi=("$PY" -m pip install -q --disable-pip-version-check)
   "${pipi[@]}" -e ".[test,compose,fast]"
