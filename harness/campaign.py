@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from netlab.oracle import has_residual, late_block_delay, residual_waves
 from netlab.target import Target
 from probes.base import installed_capabilities
 from probes.context import ProbeContext
+from probes.worker import Job, header_line
 
 # Jobs in flight per vantage: enough to keep a worker busy while measurements wait on the network
 # (a job's DNS window, probes.dns, no longer holds its slot: the worker hands it on).
@@ -155,8 +155,8 @@ async def _drive_worker(lab: RunningLab, scenario: Scenario, vantage: str, targe
                         config: CampaignConfig, record: Callable[[str, dict[str, Any], bytes | None], None]) -> None:
     proc = await lab.spawn(lab.state.vantages[vantage].host, WORKER_ARGV)
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-    header = {"context": probe_context(lab, scenario, vantage, config.context_overrides).to_dict(),
-              "concurrency": config.concurrency, "job_timeout": config.job_timeout}
+    header = header_line(probe_context(lab, scenario, vantage, config.context_overrides), config.concurrency,
+                         config.job_timeout)
 
     waves = _waves(scenario, vantage, targets, lab)
     isp = next((i for i in scenario.isps if i.name == vantage), None)
@@ -167,11 +167,10 @@ async def _drive_worker(lab: RunningLab, scenario: Scenario, vantage: str, targe
 
     async def feed() -> None:
         assert proc.stdin is not None
-        proc.stdin.write((json.dumps(header) + "\n").encode())
+        proc.stdin.write(header)
         for k, wave in enumerate(waves):
             for i in wave:
-                job = {"id": i, "probe": config.probe, "url": targets[i].url}
-                proc.stdin.write((json.dumps(job) + "\n").encode())
+                proc.stdin.write(Job(i, config.probe, targets[i].url).line())
                 await proc.stdin.drain()
             if k + 1 < len(waves):
                 await wave_done[k].wait()

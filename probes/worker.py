@@ -42,6 +42,7 @@ import os
 import stat
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -203,11 +204,9 @@ class Worker:
         except BaseException as exc:
             return None, exc
 
-    async def _measure(self, job: dict[str, Any], slot: JobSlot) -> dict[str, Any]:
-        probe_name = job.get("probe")
-        url = job.get("url")
-        if not isinstance(probe_name, str) or not isinstance(url, str):
-            raise BadJob('job needs string fields "probe" and "url"')
+    async def _measure(self, line: dict[str, Any], slot: JobSlot) -> dict[str, Any]:
+        job = Job.of(line)
+        probe_name, url = job.probe, job.url
         probe_class = self._probe_class(probe_name)
         target = Target.parse(url)
         probe = probe_class()
@@ -253,6 +252,30 @@ class Worker:
             error = {"id": result.get("id"), "error": f"result is not JSON: {exc}", "kind": "crash"}
             data = json.dumps(error).encode()
         await self._out.write(data + b"\n")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One measurement job: the harness writes it (line), the worker reads it (of)."""
+
+    id: Any  # the harness's job number, echoed in the answer as given
+    probe: str
+    url: str
+
+    def line(self) -> bytes:
+        return jsonl.dumps({"id": self.id, "probe": self.probe, "url": self.url}) + b"\n"
+
+    @classmethod
+    def of(cls, job: dict[str, Any]) -> Job:
+        probe, url = job.get("probe"), job.get("url")
+        if not isinstance(probe, str) or not isinstance(url, str):
+            raise BadJob('job needs string fields "probe" and "url"')
+        return cls(job.get("id"), probe, url)
+
+
+def header_line(ctx: ProbeContext, concurrency: int, job_timeout: float) -> bytes:
+    """The worker's first stdin line, which parse_header reads."""
+    return jsonl.dumps({"context": ctx.to_dict(), "concurrency": concurrency, "job_timeout": job_timeout}) + b"\n"
 
 
 def parse_header(line: str) -> tuple[ProbeContext, int, float]:
