@@ -52,6 +52,7 @@ def measure_and_score(lab: RunningLab, scenario: Scenario, out: Path, config: Ca
         # OONI's test helper also connects to the probes' addresses: the control does, lab still up.
         control = probe_context(lab, scenario, CONTROL, config.context_overrides)
         run_async(ooni.measure_th_endpoints(lab, control.to_dict(), out, digest))
+    digest.forget_addresses()
     write_run_info(out, scenario, {
         "lab": lab.name, "backend": backend, "scenario_name": scenario.name, "probe": config.probe,
         "shard": list(config.shard), "vantages": list(lab.state.vantages), "campaign_vantages": result.vantages,
