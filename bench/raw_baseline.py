@@ -1,7 +1,9 @@
 """The raw baseline: the same four steps as the web probe (DNS, TCP, TLS, HTTP GET) with the same
 libraries (dnspython, asyncio + ssl, httpcore) and nothing else: no harness, no worker protocol,
 no OONI bookkeeping. Like the probe, it asks the vantage's resolver and the public resolver at
-once (the probe needs both to see injected answers) and connects to the first one's answer.
+once (the probe needs both to see injected answers) and connects to the first one's answer; for
+an ``http://`` URL it also connects to 443 and completes a TLS handshake beside the fetch, as the
+web probe does for OONI's web_connectivity 0.5 (probes.http._side_flows).
 Run inside a vantage: ``python raw_baseline.py RESOLVER PUBLIC CA CONCURRENCY URL...``
 Prints one JSON line: {"done": n, "seconds": s}."""
 
@@ -25,8 +27,18 @@ async def fetch(url: str, resolver: str, public: str, ctx: ssl.SSLContext) -> in
     answer, _ = await asyncio.gather(dns.asyncquery.udp(dns.message.make_query(host, "A"), resolver, timeout=2),
                                      dns.asyncquery.udp(dns.message.make_query(host, "A"), public, timeout=2))
     ip = next(r.address for rr in answer.answer for r in rr if hasattr(r, "address"))
-    port = 443 if parts.scheme == "https" else 80
-    return await _get(ip, port, host, parts.scheme == "https", ctx)
+    if parts.scheme == "https":
+        return await _get(ip, 443, host, True, ctx)
+    size, _ = await asyncio.gather(_get(ip, 80, host, False, ctx), _handshake(ip, host, ctx))
+    return size
+
+
+async def _handshake(ip: str, host: str, ctx: ssl.SSLContext) -> None:
+    _, writer = await asyncio.wait_for(asyncio.open_connection(ip, 443), 2)
+    try:
+        await asyncio.wait_for(writer.start_tls(ctx, server_hostname=host), 3)
+    finally:
+        writer.close()
 
 
 async def _get(ip: str, port: int, host: str, tls: bool, ctx: ssl.SSLContext) -> int:

@@ -3,6 +3,8 @@ and memory, each printed beside the baseline measured in the same run.
 
     python bench/run.py                 # quick: what a developer runs (a few minutes)
     python bench/run.py --full          # the figures of the targets: 1000 sites, 100,000 measurements
+    python bench/run.py --issue16 --full   # the web probe vs the raw Python and curl baselines, and
+                                           # 100,000 measurements end to end (--measurements N: fewer)
     python bench/run.py --only lifecycle,throughput --json out.json
 
 Needs root (network namespaces). Every lab it brings up is removed at the end.
@@ -15,6 +17,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -93,17 +96,18 @@ def raw_topology(plan, lab: str) -> tuple[float, float]:  # type: ignore[no-unty
     return up, time.perf_counter() - t0
 
 
-def bench_lifecycle(tmp: Path, full: bool, backends: list[str]) -> None:
+def bench_lifecycle(tmp: Path, opts: argparse.Namespace) -> None:
     """Up and down against scenario size, per backend: the curve over ISPs, then over sites.
     The baseline is the bare netns topology (namespaces, veths, addresses, routes) of the same
     plan: what any lab of that shape costs before a single config or service."""
-    sizes = [(1, 10), (5, 10), (20, 10), (1, 100), (1, 1000 if full else 300)]
+    backends = [b.strip() for b in opts.backends.split(",")]
+    sizes = [(1, 10), (5, 10), (20, 10), (1, 100), (1, 1000 if opts.full else 300)]
     if "compose" in backends:
         from netlab.deploy.images import build_image
 
         build_image()  # a cache hit after the first build; never part of the up time below
     for isps, sites in sizes:
-        name = f"bl{isps}x{sites}"
+        name = f"{opts.prefix}l{isps}x{sites}"
         scenario = load(scenario_text(name, sites=sites, isps=isps), tmp, name)
         t0 = time.perf_counter()
         plan = compile_lab(scenario, name)
@@ -128,6 +132,11 @@ def campaign(lab, scenario, out: Path, **kw) -> tuple[int, float, list]:  # type
     return result.measurements, result.seconds, result.errors
 
 
+def load_average() -> float:
+    """The 1-minute load average: the machine is shared, so every figure says how busy it was."""
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
 def raw_baseline(lab, scenario, vantages: list[str], concurrency: int) -> tuple[int, float]:  # type: ignore[no-untyped-def]
     """The raw script in each vantage at once (as the harness runs a worker per vantage): the
     successes, and the longest in-script time (it starts after the script's imports)."""
@@ -146,41 +155,94 @@ def raw_baseline(lab, scenario, vantages: list[str], concurrency: int) -> tuple[
     return done, seconds
 
 
-def bench_throughput(tmp: Path, full: bool) -> None:
-    sites, conc = 500, 64
-    name = "bthru"
+def native_baseline(lab, scenario, vantage: str, concurrency: int, tmp: Path) -> tuple[int, float]:  # type: ignore[no-untyped-def]
+    """The same targets fetched by curl (compiled C, libcurl + OpenSSL) in the vantage, ``concurrency``
+    transfers at once: name lookup through the vantage's resolver, TCP, TLS with the lab CA, HTTP/1.1
+    GET. The successes (status 200) and the wall time of the curl process."""
+    config = tmp / f"curl-{vantage}.conf"
+    config.write_text("".join(f'url = "{t.url}"\noutput = "/dev/null"\n' for t in scenario.targets))
+    cmd = lab.command(lab.state.vantages[vantage].host, [
+        "curl", "-q", "--parallel", "--parallel-immediate", "--parallel-max", str(concurrency), "--silent",
+        "--ipv4", "--http1.1", "--cacert", str(lab.inner_path(lab.state.ca_file)), "--connect-timeout", "2",
+        "--max-time", "10", "--write-out", "%{http_code}\n", "--config", str(config)])
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False).stdout
+    seconds = time.perf_counter() - t0
+    return sum(1 for line in out.split() if line == "200"), seconds
+
+
+def median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def bench_throughput(tmp: Path, opts: argparse.Namespace) -> None:
+    """The web probe against what the machine can do (issue 16 items 3 and 6), in one lab: the raw
+    asyncio script doing the same DNS/TCP/TLS/HTTP steps, curl --parallel over the same targets, and
+    the harness (default settings: the 0.3 s DNS injection window included; and the window off).
+    Interleaved: every round measures each of them once, after a warm-up round that fills the
+    resolvers' caches; the figure is the median round, with the load average beside it."""
+    conc = 64
+    sites = (opts.targets or 1000) // 2
+    rounds = opts.rounds or (5 if opts.full else 3)
+    name = f"{opts.prefix}thru"
     scenario = load(scenario_text(name, sites=sites, isps=1), tmp, name)
     lab = NetnsBackend().up(compile_lab(scenario, name))
+    everywhere = list(lab.state.vantages)
+    n = len(scenario.targets)
+    kinds = {
+        "raw": lambda k: raw_baseline(lab, scenario, ["isp0"], conc),
+        "curl": lambda k: native_baseline(lab, scenario, "isp0", conc, tmp),
+        "harness": lambda k: campaign(lab, scenario, tmp / "h", vantages=["isp0"], concurrency=conc)[:2],
+        "harness_w0": lambda k: campaign(lab, scenario, tmp / "w", vantages=["isp0"], concurrency=conc,
+                                         context_overrides={"dns_window": 0.0})[:2],
+        "raw_all": lambda k: raw_baseline(lab, scenario, everywhere, conc),
+        "harness_all": lambda k: campaign(lab, scenario, tmp / "a", concurrency=conc)[:2],
+    }
+    rates: dict[str, list[float]] = {k: [] for k in kinds}
+    loads: list[float] = []
     try:
-        n = len(scenario.targets)
-        done, secs = raw_baseline(lab, scenario, ["isp0"], conc)
-        raw_rate = done / secs
-        row("throughput", f"raw baseline, {n} targets, one vantage", f"{raw_rate:.0f}/s",
-            note=f"{done} ok in {secs:.2f}s (timed inside the script, after its imports)")
-        m, s, err = campaign(lab, scenario, tmp / "t0", vantages=["isp0"], concurrency=conc,
-                             context_overrides={"dns_window": 0.0})
-        row("throughput", f"harness, {n} targets, one vantage, same work (dns_window 0)", f"{m / s:.0f}/s",
-            f"{raw_rate:.0f}/s", f"ratio {raw_rate / (m / s):.2f}x; {len(err)} errors; includes starting the worker")
-        m, s, err = campaign(lab, scenario, tmp / "t1", vantages=["isp0"], concurrency=conc)
-        row("throughput", f"harness, {n} targets, one vantage, default (listens 0.3s for injected DNS)",
-            f"{m / s:.0f}/s", f"{raw_rate:.0f}/s", f"{len(err)} errors")
-        everywhere = list(lab.state.vantages)
-        done, secs = raw_baseline(lab, scenario, everywhere, conc)
-        raw_all = done / secs
-        row("throughput", f"raw baseline, {n} targets, all {len(everywhere)} vantages at once", f"{raw_all:.0f}/s",
-            note=f"{done} ok in {secs:.2f}s")
-        m, s, err = campaign(lab, scenario, tmp / "t2", concurrency=conc, context_overrides={"dns_window": 0.0})
-        row("throughput", f"harness, {n} targets, all {len(everywhere)} vantages, same work", f"{m / s:.0f}/s",
-            f"{raw_all:.0f}/s", f"ratio {raw_all / (m / s):.2f}x; {m} measurements in {s:.1f}s, {len(err)} errors")
+        raw_baseline(lab, scenario, everywhere, conc)  # warm-up: the resolvers' caches
+        for k in range(rounds):
+            for kind, measure in kinds.items():
+                done, secs = measure(k)
+                rates[kind].append(done / secs)
+                loads.append(load_average())
     finally:
         lab.down()
+    med = {k: median(v) for k, v in rates.items()}
+    busy = f"load avg {min(loads):.1f}-{max(loads):.1f}"
+
+    def each(kind: str) -> str:
+        return "rounds " + " / ".join(f"{r:.0f}" for r in rates[kind])
+
+    def paired(base: str, kind: str) -> str:
+        """The median of the rounds' own ratios: each pair ran back to back, under the same load."""
+        return f"per-round ratio median {median([b / k for b, k in zip(rates[base], rates[kind], strict=True)]):.2f}x"
+
+    row("throughput", f"raw Python baseline, {n} targets, one vantage", f"{med['raw']:.0f}/s",
+        note=f"{each('raw')}; timed inside the script, after its imports; {busy}")
+    row("throughput", f"native baseline: curl --parallel-max {conc}, same {n} targets, one vantage",
+        f"{med['curl']:.0f}/s", f"raw Python {med['raw']:.0f}/s",
+        f"raw Python is {med['curl'] / med['raw']:.2f}x slower; {each('curl')}; curl's own DNS cache answers the "
+        f"second scheme of a site; {busy}")
+    row("throughput", f"harness, {n} targets, one vantage, default (0.3 s DNS injection window)",
+        f"{med['harness']:.0f}/s", f"raw {med['raw']:.0f}/s; curl {med['curl']:.0f}/s",
+        f"{med['raw'] / med['harness']:.2f}x the raw baseline ({paired('raw', 'harness')}), "
+        f"{med['curl'] / med['harness']:.2f}x curl; {each('harness')}; includes starting the worker; {busy}")
+    row("throughput", f"harness, {n} targets, one vantage, DNS window off", f"{med['harness_w0']:.0f}/s",
+        f"raw {med['raw']:.0f}/s", f"{med['raw'] / med['harness_w0']:.2f}x ({paired('raw', 'harness_w0')}); "
+        f"{each('harness_w0')}; {busy}")
+    row("throughput", f"harness, {n} targets, all {len(everywhere)} vantages, default", f"{med['harness_all']:.0f}/s",
+        f"raw scripts {med['raw_all']:.0f}/s", f"{med['raw_all'] / med['harness_all']:.2f}x "
+        f"({paired('raw_all', 'harness_all')}); "
+        f"{each('harness_all')} vs {each('raw_all')}; {busy}")
 
 
-def bench_scaling(tmp: Path, full: bool) -> None:
+def bench_scaling(tmp: Path, opts: argparse.Namespace) -> None:
     """Cost against work: the same campaign at growing sizes; linear means flat ms per target."""
     conc = 64
-    sizes = (125, 250, 500, 1000) if full else (125, 250, 500)
-    name = "bscale"
+    sizes = (125, 250, 500, 1000) if opts.full else (125, 250, 500)
+    name = f"{opts.prefix}scale"
     scenario = load(scenario_text(name, sites=max(sizes), isps=1), tmp, name)
     lab = NetnsBackend().up(compile_lab(scenario, name))
     try:
@@ -192,7 +254,7 @@ def bench_scaling(tmp: Path, full: bool) -> None:
         lab.down()
 
 
-def bench_backends(tmp: Path, full: bool) -> None:
+def bench_backends(tmp: Path, opts: argparse.Namespace) -> None:
     """The demo on both backends, in one run: image (cached), up, campaign, down."""
     from netlab.deploy.images import build_image
     from netlab.loader import load_scenario
@@ -203,7 +265,7 @@ def bench_backends(tmp: Path, full: bool) -> None:
         note=f"{info.tag}, {info.size / 2**20:.0f} MiB" if info.size else info.tag)
     scenario = load_scenario(REPO / "scenarios" / "demo.yaml")
     for backend in ("netns", "compose"):
-        name = f"bk{backend[:3]}"
+        name = f"{opts.prefix}k{backend[:3]}"
         t0 = time.perf_counter()
         lab = get_backend(backend).up(compile_lab(scenario, name))
         up = time.perf_counter() - t0
@@ -217,10 +279,10 @@ def bench_backends(tmp: Path, full: bool) -> None:
             f"{up:.2f}s / {s:.2f}s / {down:.2f}s")
 
 
-def bench_blocked(tmp: Path, full: bool) -> None:
+def bench_blocked(tmp: Path, opts: argparse.Namespace) -> None:
     conc = 64
-    for sites in ((125, 250, 500) if full else (125, 250)):
-        name = f"bblk{sites}"
+    for sites in ((125, 250, 500) if opts.full else (125, 250)):
+        name = f"{opts.prefix}blk{sites}"
         scenario = load(scenario_text(name, sites=sites, isps=1, blocked=0.3), tmp, name)
         lab = NetnsBackend().up(compile_lab(scenario, name))
         try:
@@ -244,22 +306,32 @@ def peak_rss_kib(pid: int) -> int:
     return 0
 
 
-def bench_memory(tmp: Path, full: bool) -> None:
-    sites, paths = (500, 50) if full else (250, 10)
-    name = "bmem"
+def bench_memory(tmp: Path, opts: argparse.Namespace) -> None:
+    """`harness run` end to end (issue 16 item 4): lab up, campaign, scoring with OONI's keys, down,
+    with the peak RSS of the harness process. Beside it, what one plain read of the results costs
+    (every line read and parsed once): the floor of any pass over them."""
+    n = opts.measurements or (100_000 if opts.full else 10_000)
+    sites = 500 if n >= 20_000 else 250
+    paths = max(1, n // (sites * 4))  # https and http, two vantages
+    name = f"{opts.prefix}mem"
     path = tmp / f"{name}.yaml"
     path.write_text(scenario_text(name, sites=sites, isps=1, paths=paths, rules=False))
     expected = sites * paths * 2 * 2
+    out = tmp / "mem"
+    load_before = load_average()
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", str(path), "--quiet", "--concurrency", "64",
-                             "--out", str(tmp / "mem")], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             "--out", str(out)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env={**os.environ, "CI": "true"})
     peak = 0
+    loads: list[float] = [load_before]
     stop = threading.Event()
 
     def poll() -> None:
         nonlocal peak
         while not stop.wait(0.5):
             peak = max(peak, peak_rss_kib(proc.pid))
+            if len(loads) < 10_000:
+                loads.append(load_average())
 
     t = threading.Thread(target=poll, daemon=True)
     t.start()
@@ -268,16 +340,31 @@ def bench_memory(tmp: Path, full: bool) -> None:
     secs = time.perf_counter() - t0
     stop.set()
     t.join()
-    with open(tmp / "mem" / "measurements.jsonl", "rb") as f:
-        lines = sum(1 for _ in f)
-    size = (tmp / "mem" / "measurements.jsonl").stat().st_size
-    row("memory", f"peak RSS of `harness run`, {lines} measurements ({expected} planned)", f"{peak / 1024:.0f} MiB",
-        note=f"{secs:.0f}s, results {size / 2**20:.0f} MiB on disk (streamed)")
+    info = json.loads((out / "run.json").read_text())
+    results = out / "measurements.jsonl"
+    # run.json is written when the campaign is over, score.json when scoring (and OONI's keys) is.
+    after = max((out / "score.json").stat().st_mtime, results.stat().st_mtime) - (out / "run.json").stat().st_mtime
+    size = results.stat().st_size
+    from netlab import jsonl
+
+    t0 = time.perf_counter()
+    with open(results, "rb") as f:
+        lines = sum(1 for line in f if jsonl.loads(line))
+    parse_once = time.perf_counter() - t0
+    busy = f"load avg {min(loads):.1f}-{max(loads):.1f}"
+    row("end to end", f"`harness run`, {lines} measurements ({expected} planned): time / peak RSS",
+        f"{secs:.0f} s / {peak / 1024:.0f} MiB", f"one read+parse of the results {parse_once:.0f} s",
+        f"up {info.get('up_seconds', 0):.1f} s, campaign {info['campaign_seconds']:.0f} s "
+        f"({lines / info['campaign_seconds']:.0f}/s), then scoring + OONI keys {after:.0f} s; "
+        f"results {size / 2**30:.1f} GiB; {busy}")
+    shutil.rmtree(out, ignore_errors=True)
 
 
 SECTIONS = {"lifecycle": bench_lifecycle, "throughput": bench_throughput, "scaling": bench_scaling,
             "blocked": bench_blocked, "backends": bench_backends,
             "memory": bench_memory}
+#: `--issue16`: the figures of issue 16 items 3, 4 and 6, each beside its baseline.
+ISSUE16 = "throughput,memory"
 
 
 def main() -> int:
@@ -287,14 +374,21 @@ def main() -> int:
     ap.add_argument("--backends", default="netns,compose",
                     help="backends of the lifecycle section, comma-separated (default: both)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--issue16", action="store_true",
+                    help=f"only the web probe against its baselines and the end-to-end run (--only {ISSUE16})")
+    ap.add_argument("--targets", type=int, default=0,
+                    help="throughput: targets per round (default 1000)")
+    ap.add_argument("--rounds", type=int, default=0, help="throughput: interleaved rounds (default 3; 5 with --full)")
+    ap.add_argument("--measurements", type=int, default=0,
+                    help="memory: measurements of the end-to-end run (default 10,000; 100,000 with --full)")
+    ap.add_argument("--prefix", default="b", help="start of the names of the labs the benchmark brings up")
     args = ap.parse_args()
-    console.print(f"cores: {os.cpu_count()}, python {sys.version.split()[0]}")
+    if args.issue16:
+        args.only = ISSUE16
+    console.print(f"cores: {os.cpu_count()}, python {sys.version.split()[0]}, load avg {load_average():.1f}")
     with tempfile.TemporaryDirectory(prefix="fauxisp-bench-") as d:
         for name in args.only.split(","):
-            if name == "lifecycle":
-                bench_lifecycle(Path(d), args.full, [b.strip() for b in args.backends.split(",")])
-            else:
-                SECTIONS[name.strip()](Path(d), args.full)
+            SECTIONS[name.strip()](Path(d), args)
     table = Table(title=f"fauxisp benchmark ({os.cpu_count()} cores)")
     for col in ("section", "what", "value", "baseline (same run)", "note"):
         table.add_column(col)
