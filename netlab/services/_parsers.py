@@ -251,6 +251,10 @@ def _strip_port(host: bytes) -> bytes:
 # --- IPv4 / TCP / UDP --------------------------------------------------------------------
 
 
+#: A flow as the middlebox keys it: (source address, source port, destination address, destination port).
+FlowKey = tuple[str, int, str, int]
+
+
 @dataclass(slots=True)  # built for every queued packet: slots make that and its reads cheaper
 class Packet:
     src: str

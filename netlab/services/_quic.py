@@ -22,7 +22,6 @@ import functools
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from aioquic.buffer import Buffer, BufferReadError
 from aioquic.quic.crypto import CryptoError, CryptoPair
@@ -30,7 +29,10 @@ from aioquic.quic.packet import QuicPacketType, pull_quic_header
 
 from netlab.dnsname import name_matches
 from netlab.model import QuicKnobs
-from netlab.services._parsers import DONE, NEED_MORE, NOT_THIS, Packet, Parsed, parse_client_hello
+from netlab.services._parsers import DONE, NEED_MORE, NOT_THIS, FlowKey, Packet, Parsed, parse_client_hello
+
+#: What a block holds: one flow, or (client, server, port) for a residual block on the server's port.
+BlockKey = FlowKey | tuple[str, str, int]
 
 VERSION_1 = 0x00000001
 VERSION_2 = 0x6B3343CF
@@ -224,15 +226,15 @@ class QuicCensor:
     def __init__(self, rules: list[QuicRule], server_ok: Callable[[int, int, str, int], bool]) -> None:
         self.rules = rules
         self._server_ok = server_ok  # (rule index, proto, server address, port): the rule's address keys
-        self.flows: dict[tuple[str, int, str, int], _Flow] = {}
+        self.flows: dict[FlowKey, _Flow] = {}
         # key -> (since, until, rule, the triggering flows a late block spares)
-        self.blocks: dict[tuple[Any, ...], tuple[float, float, int, frozenset[tuple[Any, ...]]]] = {}
+        self.blocks: dict[BlockKey, tuple[float, float, int, frozenset[FlowKey]]] = {}
 
     def expire(self, now: float) -> None:
         for k in [k for k, f in self.flows.items() if now - f.last > FLOW_STATE]:
             del self.flows[k]
-        for k in [k for k, b in self.blocks.items() if b[1] <= now]:
-            del self.blocks[k]
+        for bk in [bk for bk, b in self.blocks.items() if b[1] <= now]:
+            del self.blocks[bk]
 
     def blocked(self, pkt: Packet, now: float) -> int | None:
         """The rule of a live server_port or flow residual block covering this datagram."""
@@ -261,7 +263,7 @@ class QuicCensor:
         elif not first:
             return None  # nothing new to read on this flow
         pending = waiting = False
-        parsed: dict[tuple[Any, ...], Parsed] = {}
+        parsed: dict[tuple[int, frozenset[int], bool], Parsed] = {}  # (datagrams, versions, reassemble)
         version = datagram_version(pkt.payload)
         for rule in self.rules:
             k = rule.knobs
@@ -316,8 +318,8 @@ class QuicCensor:
             self._block(key, start, start + rule.residual, rule.index, now, spared)
         return QuicHit(rule.index, drop=k.delay is None, trigger=True, why=why, start=start)
 
-    def _block(self, key: tuple[Any, ...], start: float, until: float, rule: int, now: float,
-               spared: frozenset[tuple[Any, ...]]) -> None:
+    def _block(self, key: BlockKey, start: float, until: float, rule: int, now: float,
+               spared: frozenset[FlowKey]) -> None:
         """Block ``key`` from ``start`` to ``until``, but not the ``spared`` flows; a live or pending
         block keeps its earlier start (a new trigger during the delay does not postpone it)."""
         old = self.blocks.get(key)

@@ -82,6 +82,7 @@ from netlab.services._parsers import (
     TCP_PSH,
     TCP_RST,
     TCP_SYN,
+    FlowKey,
     Packet,
     Parsed,
     build_tcp,
@@ -337,7 +338,7 @@ class Engine:
         self.mode = cfg.get("mode", "dpi")
         items = cfg.get("rules") if self.mode == "dpi" else cfg.get("shaping")
         self.rules = [CRule.from_json(i, d) for i, d in enumerate(items or [])]
-        self.flows: dict[tuple[Any, ...], Flow] = {}
+        self.flows: dict[FlowKey, Flow] = {}
         self.has_residual = any(r.residual for r in self.rules)
         # the workers of one middlebox share it (see ResidualTable); alone, an engine has its own
         self.residual = residual or ResidualTable()
