@@ -100,6 +100,11 @@ def test_dig_answers_aaaa(lab: Lab) -> None:
     assert res.stdout.split() == ["2001:2::60:6"], res.stdout + res.stderr
     res = lab.exec(ISP, "dig", "+tries=1", "+time=5", "AAAA", "gone.test")  # the ISP's resolver lies for both
     assert "status: NXDOMAIN" in res.stdout, res.stdout + res.stderr
+    # A forged answer is an A record only (RPZ local data): the AAAA query gets NOERROR, no answer.
+    res = lab.exec(ISP, "dig", "+tries=1", "+time=5", "AAAA", "forged.test")
+    assert "status: NOERROR" in res.stdout and "ANSWER: 0" in res.stdout, res.stdout + res.stderr
+    res = lab.exec(ISP, "dig", "+short", "+tries=1", "+time=5", "A", "forged.test")
+    assert res.stdout.split() == ["10.10.34.35"], res.stdout + res.stderr
 
 
 @pytest.mark.parametrize("url", ["https://v4blocked.test/", "https://v6blocked.test/", "https://ownv6.test/",
