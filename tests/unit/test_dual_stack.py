@@ -161,8 +161,8 @@ def test_oracle_one_family_blocked_leaks() -> None:
     assert {u: e.verdict.value for u, e in got.items()} == {
         "https://v4blocked.test/": "ok", "https://v6blocked.test/": "ok", "https://ownv6.test/": "ok",
         "https://bothblocked.test/": "tcp.timeout", "https://range.test/": "tcp.reset", "https://sni.test/": "ok",
-        "http://hostname.test/": "http.reset", "https://gone.test/": "dns.nxdomain", "https://forged.test/": "dns.bogon",
-        "https://clean.test/": "ok"}
+        "http://hostname.test/": "http.reset", "https://gone.test/": "dns.nxdomain",
+        "https://forged.test/": "dns.bogon", "https://clean.test/": "ok"}
     assert "blocks IPv4; the fetch goes over IPv6" in got["https://v4blocked.test/"].reason
     assert "acts on IPv4; the IPv6 handshake" in got["https://sni.test/"].reason
     assert "blocks IPv6; the fetch goes over IPv4" in got["https://v6blocked.test/"].reason
