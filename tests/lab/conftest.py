@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -60,3 +61,9 @@ def docker_ok() -> bool:
     """A Docker Engine answers (tests of the compose backend skip without one)."""
     return shutil.which("docker") is not None and subprocess.run(["docker", "info"],
                                                                  capture_output=True).returncode == 0
+
+
+def harness_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """`harness ARGS...` as a user runs it (this interpreter, the project's folder, CI output)."""
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=timeout, env={**os.environ, "CI": "true"}, stdin=subprocess.DEVNULL)

@@ -7,15 +7,13 @@ per-family view (netlab.oracle.expect_family) says a client limited to that fami
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from conftest import ROOT, docker_ok, lab_name_prefix
+from conftest import ROOT, docker_ok, harness_cli, lab_name_prefix
 
 from netlab.addressing import v6_of
 from netlab.loader import load_scenario
@@ -31,11 +29,6 @@ CURL_FAILURES = {Verdict.TCP_RESET: {7}, Verdict.TCP_UNREACHABLE: {7}, Verdict.T
                  Verdict.TLS_RESET: {35}}
 
 
-def harness(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=timeout, env={**os.environ, "CI": "true"}, stdin=subprocess.DEVNULL)
-
-
 @dataclass
 class Lab:
     name: str
@@ -44,7 +37,7 @@ class Lab:
     keys: dict[tuple[str, str], dict]  # (vantage, url) -> OONI test keys
 
     def exec(self, vantage: str, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return harness("exec", self.name, vantage, "--", *argv, timeout=timeout)
+        return harness_cli("exec", self.name, vantage, "--", *argv, timeout=timeout)
 
 
 @pytest.fixture(scope="module", params=["netns", pytest.param("compose", marks=pytest.mark.docker)])
@@ -53,18 +46,18 @@ def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     if backend == "compose" and not docker_ok():
         pytest.skip("no Docker Engine")
     name = f"{lab_name_prefix()}{uuid.uuid4().hex[:6]}"
-    up = harness("up", str(DUAL), "--name", name, "--backend", backend, timeout=1200)
+    up = harness_cli("up", str(DUAL), "--name", name, "--backend", backend, timeout=1200)
     assert up.returncode == 0, up.stdout + up.stderr
     try:
         out = tmp_path_factory.mktemp(f"dual-{backend}")
-        res = harness("run", str(DUAL), "--name", name, "--backend", backend, "--json", "--out", str(out))
+        res = harness_cli("run", str(DUAL), "--name", name, "--backend", backend, "--json", "--out", str(out))
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
         rows = json.loads(res.stdout)["verdicts"]
         lines = (out / "measurements.jsonl").read_text().splitlines()
         yield Lab(name, backend, {(v["vantage"], v["url"]): v["verdict"] for v in rows},
                   {(m["x_vantage"], m["input"]): m["test_keys"] for m in map(json.loads, lines)})
     finally:
-        down = harness("down", name)
+        down = harness_cli("down", name)
         assert down.returncode == 0, down.stdout + down.stderr
 
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import dns.message
 import dns.rrset
 import pytest
+from test_loader import err
 from test_probes_support import DnsServer, make_context, run
 
 from netlab.addressing import SITES_V6, is_lab_bogon, link_v6, v6_of
 from netlab.compile import compile_lab
 from netlab.compile.firewall import match_exprs
-from netlab.errors import ScenarioError
 from netlab.loader import load_scenario, parse_scenario
 from netlab.model import Match
 from netlab.oracle import expect_family, expected_verdicts
@@ -35,12 +35,6 @@ internet:
     - name: a.test
     - name: b.test
 """
-
-
-def err(text: str) -> ScenarioError:
-    with pytest.raises(ScenarioError) as info:
-        parse_scenario(text, source="s.yaml")
-    return info.value
 
 
 def test_address_plan() -> None:
