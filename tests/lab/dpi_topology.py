@@ -500,9 +500,9 @@ def cmd_udp_rtt(args: argparse.Namespace) -> dict:
     rtts = []
     for _ in range(args.count):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.settimeout(2)
+        s.settimeout(args.timeout)
         t0 = time.perf_counter()
-        s.sendto(b"ping" * 8, target)
+        s.sendto(args.payload.encode(), target)
         try:
             s.recvfrom(2048)
             rtts.append((time.perf_counter() - t0) * 1e6)
@@ -513,7 +513,7 @@ def cmd_udp_rtt(args: argparse.Namespace) -> dict:
 
 
 def cmd_flood(args: argparse.Namespace) -> dict:
-    """Raw UDP datagrams to the discard port, ``per_flow`` per flow, as fast as possible. Flows
+    """Raw UDP datagrams to the discard port (or ``--dport``), ``per_flow`` per flow, as fast as possible. Flows
     differ by source port and go to ``--dsts`` servers (SITES[0] alone, or that many addresses of
     ``--net``, which the router forwards to the server: several client-server pairs, as a client
     talking to many sites, so a fan-out by address pair has something to spread)."""
@@ -528,7 +528,7 @@ def cmd_flood(args: argparse.Namespace) -> dict:
     for i in range(args.packets):
         f = i % flows
         dst = dsts[f % len(dsts)]
-        pkts.append((build_udp(CLIENT_IP, dst, 10000 + (f // len(dsts)) % 55000, 9, payload), (dst, 0)))
+        pkts.append((build_udp(CLIENT_IP, dst, 10000 + (f // len(dsts)) % 55000, args.dport, payload), (dst, 0)))
     raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     # Every destination has the same next hop (the router) and the kernel sends a header-included
     # packet as it is: one connected socket, and sendmmsg, so that the sender spends its CPU in
@@ -620,8 +620,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("udp-rtt")
     p.add_argument("--count", type=int, default=500)
     p.add_argument("--addr", default=SITES[0])
+    p.add_argument("--payload", default="ping" * 8)
+    p.add_argument("--timeout", type=float, default=2)
     p = sub.add_parser("flood")
     p.add_argument("--packets", type=int, default=50000)
+    p.add_argument("--dport", type=int, default=9)  # discard; 443: a port the middlebox reads QUIC on
     p.add_argument("--per-flow", type=int, default=10)
     p.add_argument("--dsts", type=int, default=0)
     p.add_argument("--net", default="198.18.2.0")

@@ -165,3 +165,22 @@ def test_delay_and_loss_emulation(lab):
     assert slow["result"] == fast["result"] == "ok"
     assert slow["seconds"] >= 0.16 > fast["seconds"]  # two round trips (connect, handshake)
     assert lab.client_cmd("tls", "ok.test", NEWS, "--timeout", "1")["result"] == "connect:timeout"
+
+
+def test_udp_keyword_in_the_kernel(lab):
+    """A UDP keyword rule is an iptables string match: the datagram is dropped (and its flow with
+    it) without reaching the middlebox; on the ports the middlebox reads (DNS 53 here) the rules
+    keep their order there, so the keyword is still matched by the middlebox."""
+    isp = with_dpi(lab, Rule(Match(dns_query="video.test"), "inject", address=IPv4Address("10.10.34.35")),
+                   Rule(Match(keyword="falun"), "drop"))
+    rules = compile_dpi(isp, isp_addresses(1), SITE_ADDRESSES).files["isp-b/dpi.rules"]
+    assert "--dport 53" in rules and "-m string" in rules
+    assert lab.client_cmd("udp-rtt", "--count", "2", "--payload", "about falun gong", "--timeout", "1")["rtts_us"] == []
+    assert len(lab.client_cmd("udp-rtt", "--count", "2", "--payload", "about tai chi")["rtts_us"]) == 2
+    counters = lab.exec(lab.router, ["iptables", "-v", "-x", "-n", "-L", "NETLAB-DPI"]).stdout
+    (line,) = [x for x in counters.splitlines() if "STRING match" in x]
+    assert int(line.split()[0]) == 2  # both datagrams met the kernel's match
+    assert lab.client_cmd("dns", "video.test")["responses"][0]["answers"] == ["10.10.34.35"]  # the middlebox
+    lab.stop("dpi", signal.SIGTERM)
+    judged = int(lab.log("dpi").split("stopped after ")[-1].split()[0])
+    assert judged <= 2  # the DNS query (and its retransmission at most); no echo datagram

@@ -8,7 +8,7 @@ from ipaddress import IPv4Address, IPv4Network
 import pytest
 
 from netlab.addressing import isp_addresses
-from netlab.compile.dpi import RouterAdditions, compile_dpi
+from netlab.compile.dpi import RouterAdditions, compile_dpi, dpi_iptables_rules, kernel_keyword_rules
 from netlab.compile.shaping import compile_shaping
 from netlab.model import Isp, Match, Rule, ShapingRule
 from netlab.plan import LAB_DIR
@@ -93,3 +93,32 @@ def test_shaping_delay_loss_emulated_or_netem():
     cmds = [" ".join(c) for c in net.setup]
     assert any("netem delay 100ms loss 1%" in c and "down0" in c for c in cmds)
     assert any("netem loss 1%" in c and "up0" in c for c in cmds)
+
+
+def test_udp_keywords_in_the_kernel():
+    kw = Rule(Match(keyword="falun"), "drop")
+    rules = dpi_iptables_rules(Isp("isp-b", dpi_rules=(kw,)))
+    # no datagram is queued: the string match (on the payload, in hex) marks and drops the flow
+    assert "-p udp -m connbytes" in rules and "NFQUEUE" in rules.split("-p udp")[0]
+    assert "-j NFQUEUE" not in rules.split("-p udp", 1)[1]
+    assert f"--from 28 --hex-string |{b'falun'.hex()}| -j CONNMARK --set-mark 0x40000000/0x40000000" in rules
+    # names read on UDP (DNS 53, QUIC 443) keep the middlebox, keywords included, so order holds there
+    isp = Isp("isp-b", dpi_rules=(Rule(Match(dns_query="v.test"), "inject", address=IPv4Address("10.0.0.1")),
+                                  Rule(Match(sni="s.test"), "reset"), kw))
+    rules = dpi_iptables_rules(isp)
+    queue = [x for x in rules.splitlines() if "-p udp" in x and "NFQUEUE" in x]
+    assert queue and all("--dports 53,443" in x for x in queue)
+    assert rules.index("--dports 53,443") < rules.index("-m string")
+    add = compile_dpi(isp, isp_addresses(1), SITES)
+    assert any("keyword=falun" in n and "matched in the kernel" in n for n in add.notes)
+    # narrowed to a site and port: one rule per address
+    narrow = Rule(Match(keyword="falun", site="ok.test", port=5000), "drop")
+    assert kernel_keyword_rules(Isp("i", dpi_rules=(narrow,)), SITES)[0][1] == [IPv4Network("198.18.1.5/32")]
+    assert "-d 198.18.1.5/32 --dport 5000" in dpi_iptables_rules(Isp("i", dpi_rules=(narrow,)), 1, SITES)
+    # what stays in the middlebox: residual blocks (they cover every protocol of a pair), long patterns
+    for rules_ in ((Rule(Match(sni="s.test"), "reset", residual=5), kw),
+                   (Rule(Match(keyword="x" * 129), "drop"),)):
+        assert kernel_keyword_rules(Isp("i", dpi_rules=rules_), SITES) is None
+        assert "-m string" not in dpi_iptables_rules(Isp("i", dpi_rules=rules_), 1, SITES)
+        assert "-p udp -m connbytes --connbytes 0:10 --connbytes-dir original --connbytes-mode packets -j NFQUEUE" \
+            in dpi_iptables_rules(Isp("i", dpi_rules=rules_), 1, SITES)
