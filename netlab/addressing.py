@@ -4,13 +4,12 @@ Lab internet: 198.18.0.0/15 (infrastructure in 198.18.0.1-9: root DNS, public re
 authoritative DNS; sites from 198.18.1.1 upward).
 ISP number i (1-based): access network 10.i.0.0/24 (router .1, client .2), uplink 10.i.255.0/24
 (router .1, internet .2). Control vantage: 10.0.0.0/24 (internet .1, client .2), no router.
-Several labs may use the same plan at once: each lab's namespaces (or containers) are joined only to
-each other. Container labs also need Docker subnets of their own (carrier subnets, at the end).
+Several labs may use the same plan at once: each lab's namespaces are joined only to each other
+(a container lab's are inside its container).
 """
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -196,30 +195,3 @@ def is_lab_bogon(addr: str | IPv4Address | IPv6Address) -> bool:
     """A DNS answer outside the lab internet (either family's) is a bogon: private, loopback, reserved..."""
     ip = ipaddress.ip_address(addr)
     return ip not in (LAB_INTERNET if ip.version == 4 else SITES_V6)
-
-
-# Container labs: every lab link is a Docker network, and Docker networks on one host must not
-# share a subnet. The lab's own addresses (above) are the same in every lab and never given to
-# Docker: hostd replaces Docker's address on each interface with the plan's. Docker's addresses
-# only carry a network to its containers ("carrier" subnets); the compose backend takes them from
-# this range, one /29 per link (the bridge and two containers), one aligned block per lab.
-CARRIER_RANGE = IPv4Network("100.64.0.0/10")
-CARRIER_PREFIX = 29
-
-
-def carrier_subnets(count: int, taken: list[IPv4Network], seed: str) -> list[IPv4Network]:
-    """``count`` carrier subnets in one block of CARRIER_RANGE that overlaps nothing in ``taken``
-    (other Docker networks, the host's routes). The search starts at a block chosen by ``seed``
-    (the lab name), so labs brought up at the same moment seldom reach for the same block."""
-    per_link = 2 ** (32 - CARRIER_PREFIX)
-    prefix = 32 - max(count * per_link - 1, 1).bit_length()
-    if prefix < CARRIER_RANGE.prefixlen:
-        raise ValueError(f"{count} links do not fit in {CARRIER_RANGE}")
-    blocks = 2 ** (prefix - CARRIER_RANGE.prefixlen)
-    start = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "big") % blocks
-    size = 2 ** (32 - prefix)
-    for k in range(blocks):
-        block = IPv4Network((int(CARRIER_RANGE.network_address) + ((start + k) % blocks) * size, prefix))
-        if not any(block.overlaps(t) for t in taken):
-            return list(block.subnets(new_prefix=CARRIER_PREFIX))[:count]
-    raise ValueError(f"no free block of {size} addresses left in {CARRIER_RANGE}")

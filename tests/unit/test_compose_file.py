@@ -4,14 +4,12 @@ top-level docker-compose.yml is the demo's, as `harness compose` writes it."""
 from __future__ import annotations
 
 from importlib.metadata import entry_points
-from ipaddress import IPv4Network
 from pathlib import Path
 
 import pytest
 import yaml
 
 from harness.compose_file import compose_dict, compose_yaml
-from netlab.addressing import CARRIER_RANGE, LAB_INTERNET, carrier_subnets
 from netlab.backends.compose import INNER_PLUGINS, lab_spec
 from netlab.compile import compile_lab
 from netlab.loader import load_scenario
@@ -75,13 +73,3 @@ def test_a_third_party_probe_is_mounted_with_its_entry_point() -> None:
     assert inet["environment"]["PYTHONPATH"] == f"/opt/fauxisp:{INNER_PLUGINS}/fauxisp-dot-probe"
     assert doc["services"]["score"]["command"][-2:] == ["--probe", "dot"]
     assert not any(INNER_PLUGINS in v for v in demo_file()["services"]["lab"]["volumes"])
-
-
-def test_carrier_subnets_avoid_what_is_taken_and_the_lab_addresses() -> None:
-    first = carrier_subnets(5, [], "demo")
-    assert first == carrier_subnets(5, [], "demo") and len(set(first)) == 5
-    assert all(n.prefixlen == 29 and n.subnet_of(CARRIER_RANGE) and not n.overlaps(LAB_INTERNET)
-               and not n.overlaps(IPv4Network("10.0.0.0/8")) for n in first)
-    second = carrier_subnets(5, first, "demo")  # another lab got there first
-    assert not any(a.overlaps(b) for a in first for b in second)
-    assert len(carrier_subnets(499, [], "big")) == 499  # the most links a scenario can have
