@@ -17,6 +17,7 @@ from test_probes_support import DnsServer, make_context, run
 from netlab.addressing import SITES_V6, is_lab_bogon, link_v6, v6_of
 from netlab.compile import compile_lab
 from netlab.compile.firewall import match_exprs
+from netlab.hostsetup import ipv6_sysctls
 from netlab.loader import load_scenario, parse_scenario
 from netlab.model import Match
 from netlab.oracle import expect_family, expected_verdicts
@@ -117,6 +118,17 @@ def test_compiled_hosts_links_and_routes() -> None:
     # A v4-only lab: no IPv6 anywhere.
     plain = compile_lab(load_scenario(ROOT / "scenarios" / "firewall.yaml"), servers=[])
     assert not any(h.ipv6 or any(i.address6 for i in h.interfaces) for h in plain.hosts.values())
+
+
+def test_ipv6_switches_per_host() -> None:
+    plan = compile_lab(load_scenario(DUAL), servers=[])
+    router, inet = ipv6_sysctls(plan.hosts["v4censor.gw"]), ipv6_sysctls(plan.hosts["inet"])
+    assert router["net.ipv6.conf.all.disable_ipv6"] == "0" and router["net.ipv6.conf.all.forwarding"] == "1"
+    assert router["net.ipv6.conf.default.accept_dad"] == "0" and router["net.ipv6.conf.default.accept_ra"] == "0"
+    assert inet["net.ipv6.ip_nonlocal_bind"] == "1" and "net.ipv6.ip_nonlocal_bind" not in router
+    plain = compile_lab(load_scenario(ROOT / "scenarios" / "firewall.yaml"), servers=[])
+    assert ipv6_sysctls(plain.hosts["inet"]) == {"net.ipv6.conf.all.disable_ipv6": "1",
+                                                  "net.ipv6.conf.default.disable_ipv6": "1"}
 
 
 def test_compiled_firewall_zones_and_origins() -> None:
