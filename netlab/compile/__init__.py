@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
-from typing import Any
 
 from netlab.addons import Declared, ServerError, addon_additions, installed_servers, taken_ports
 from netlab.addressing import (
@@ -32,6 +30,7 @@ from netlab.compile.shaping import compile_shaping
 from netlab.hostcaps import HostCapabilities
 from netlab.model import CONTROL, Isp, Scenario, Site, proxy_address
 from netlab.plan import LAB_DIR, Host, Interface, LabPlan, Link, ReadyCheck, Route, Service, Vantage
+from netlab.services.configs import OriginConfig, PathConfig, ProxyConfig, SiteConfig
 
 INET = "inet"
 # Bogon ranges an ISP client sends to its router (which drops them, see _BLACKHOLE): a resolver that
@@ -73,7 +72,7 @@ def compile_lab(scenario: Scenario, lab: str | None = None, servers: Sequence[De
     notes.append(dns.hierarchy_note(dns_tiers))
     whoami = dns.whoami_config(scenario)
     if whoami is not None:
-        files["inet/whoami.json"] = json.dumps(whoami, indent=1)
+        files["inet/whoami.json"] = whoami.to_json()
         inet.services.append(Service("whoami", ("python3", "-m", "netlab.services.whoami", "--config",
                                                 f"{LAB_DIR}/inet/whoami.json"),
                                      ready=ReadyCheck("file", WHOAMI_DNS, 0, path="inet/whoami.ready")))
@@ -101,11 +100,11 @@ def compile_lab(scenario: Scenario, lab: str | None = None, servers: Sequence[De
         for i, p in enumerate(s.paths):
             if p.body is not None:
                 files[f"inet/pages/{s.name}.path{i}.body"] = p.body
-    files["inet/origin.json"] = json.dumps({
-        "ready_file": f"{LAB_DIR}/inet/origin.ready",
-        "sites": [_origin_site(s, sites, isp_nets, taken.get(s.name, set()), aliases[s.name], isp_nets6)
-                  for s in origins],
-    }, indent=1)
+    files["inet/origin.json"] = OriginConfig(
+        ready_file=f"{LAB_DIR}/inet/origin.ready",
+        sites=[_origin_site(s, sites, isp_nets, taken.get(s.name, set()), aliases[s.name], isp_nets6)
+               for s in origins],
+    ).to_json()
     site_rules = firewall.site_ruleset([(s.name, a, s.state, [isp_nets[i] for i in s.only_for])
                                         for s in origins for a in sites.all(s.name)]
                                        + [(s.name, a, s.state, [isp_nets6[i] for i in s.only_for])
@@ -136,9 +135,9 @@ def compile_lab(scenario: Scenario, lab: str | None = None, servers: Sequence[De
     proxies = [str(proxy_address(i)) for i, isp in enumerate(scenario.isps, start=1) if isp.has_proxy]
     if proxies:
         # One program serves every ISP's proxy address: the lab internet owns the whole range (AnyIP).
-        files["inet/proxy.json"] = json.dumps({
-            "ready_file": f"{LAB_DIR}/inet/proxy.ready", "listen": proxies,
-            "sites": {s.name: str(sites[s.name]) for s in scenario.sites}}, indent=1)
+        files["inet/proxy.json"] = ProxyConfig(
+            ready_file=f"{LAB_DIR}/inet/proxy.ready", listen=proxies,
+            sites={s.name: str(sites[s.name]) for s in scenario.sites}).to_json()
         inet.services.append(Service(
             "proxy", ("python3", "-m", "netlab.services.proxy", "--config", f"{LAB_DIR}/inet/proxy.json"),
             ready=ReadyCheck("file", IPv4Address(proxies[0]), 0, path="inet/proxy.ready")))
@@ -222,26 +221,27 @@ def _check_cohosted_servers(scenario: Scenario, sites: SiteAddresses, taken: dic
 
 
 def _origin_site(site: Site, sites: SiteAddresses, isp_nets: dict[str, str], taken: set[int],
-                 aliases: Sequence[str] = (), isp_nets6: dict[str, str] | None = None) -> dict[str, Any]:
+                 aliases: Sequence[str] = (), isp_nets6: dict[str, str] | None = None) -> SiteConfig:
     """One site as the origin program (netlab.services.origin) sees it; ``taken``: ports an add-on
     server answers on instead of the origin; ``aliases``: names whose CNAME leads to it."""
     r = site.redirect
-    return {
-        "name": site.name, "aliases": list(aliases),
-        "addresses": [str(a) for a in (*sites.all(site.name), *sites.all6(site.name))],
-        "pem": f"{LAB_DIR}/pki/{site.name}.pem", "headers": [list(h) for h in site.headers],
-        "paths": [{"path": p.path, "status": p.status, "headers": [list(h) for h in p.headers],
-                   "body_path": f"{LAB_DIR}/inet/pages/{site.name}.path{i}.body" if p.body is not None else None,
-                   "redirect": None if p.redirect is None else {"to": p.redirect.to, "location": p.redirect.location}}
-                  for i, p in enumerate(site.paths)],
-        "bad_pem": f"{LAB_DIR}/pki/{site.name}.bad.pem" if site.cert != "valid" else None,
-        "body_size": site.body_size, "https": site.https and 443 not in taken, "http": 80 not in taken,
-        "quic": site.https and site.quic and 443 not in taken,
-        "status": site.status,
-        "body_path": f"{LAB_DIR}/inet/pages/{site.name}.body" if site.body is not None else None,
-        "redirect": None if r is None else {"to": r.to, "hops": r.hops, "status": r.status, "location": r.location},
-        "only_for": [isp_nets[i] for i in site.only_for] + [isp_nets6[i] for i in site.only_for if isp_nets6],
-    }
+    return SiteConfig(
+        name=site.name, aliases=list(aliases),
+        addresses=[str(a) for a in (*sites.all(site.name), *sites.all6(site.name))],
+        pem=f"{LAB_DIR}/pki/{site.name}.pem", headers=[list(h) for h in site.headers],
+        paths=[PathConfig(path=p.path, status=p.status, headers=[list(h) for h in p.headers],
+                          body_path=f"{LAB_DIR}/inet/pages/{site.name}.path{i}.body" if p.body is not None else None,
+                          redirect=None if p.redirect is None else {"to": p.redirect.to,
+                                                                    "location": p.redirect.location})
+               for i, p in enumerate(site.paths)],
+        bad_pem=f"{LAB_DIR}/pki/{site.name}.bad.pem" if site.cert != "valid" else None,
+        body_size=site.body_size, https=site.https and 443 not in taken, http=80 not in taken,
+        quic=site.https and site.quic and 443 not in taken,
+        status=site.status,
+        body_path=f"{LAB_DIR}/inet/pages/{site.name}.body" if site.body is not None else None,
+        redirect=None if r is None else {"to": r.to, "hops": r.hops, "status": r.status, "location": r.location},
+        only_for=[isp_nets[i] for i in site.only_for] + [isp_nets6[i] for i in site.only_for if isp_nets6],
+    )
 
 
 def _router_additions(isp: Isp, addrs: IspAddresses, sites: dict[str, IPv4Address],

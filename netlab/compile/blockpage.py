@@ -4,13 +4,12 @@ route, and netlab.services.blockpage answers the page on port 80 of it."""
 
 from __future__ import annotations
 
-import base64
-import json
 from ipaddress import IPv4Address
 
 from netlab.compile.router import RouterAdditions
 from netlab.model import Isp
 from netlab.plan import LAB_DIR, ReadyCheck, Service
+from netlab.services.configs import BlockpageConfig
 
 
 def compile_blockpage_servers(isp: Isp) -> RouterAdditions:
@@ -21,9 +20,8 @@ def compile_blockpage_servers(isp: Isp) -> RouterAdditions:
     out = RouterAdditions()
     if not pages:
         return out
-    out.files[f"{isp.name}/blockpage.json"] = json.dumps({
-        "ready_file": f"{LAB_DIR}/{isp.name}/blockpage.ready",
-        "pages": {str(a): base64.b64encode(p).decode() for a, p in pages.items()}}, indent=1)
+    out.files[f"{isp.name}/blockpage.json"] = BlockpageConfig(
+        ready_file=f"{LAB_DIR}/{isp.name}/blockpage.ready", pages={str(a): p for a, p in pages.items()}).to_json()
     out.setup += [("ip", "addr", "add", f"{a}/32", "dev", "lo") for a in pages]
     first = next(iter(pages))
     out.services.append(Service(

@@ -23,6 +23,7 @@ from netlab.dnstree import (
 )
 from netlab.model import Isp, Rule, Scenario, Site
 from netlab.plan import LAB_DIR
+from netlab.services.configs import WhoamiConfig
 
 SOA_TIMERS = "1 3600 600 86400 60"  # serial refresh retry expire minimum
 
@@ -86,12 +87,12 @@ def dns_hierarchy(scenario: Scenario, site_addresses: dict[str, IPv4Address]) ->
     ]
 
 
-def whoami_config(scenario: Scenario) -> dict[str, str] | None:
+def whoami_config(scenario: Scenario) -> WhoamiConfig | None:
     """The whoami server's configuration (netlab.services.whoami), None without `internet.whoami`."""
     if scenario.whoami is None:
         return None
-    return {"name": f"{scenario.whoami}.", "ns": f"{default_zone_ns(scenario.whoami)}.", "address": str(WHOAMI_DNS),
-            "ready_file": f"{LAB_DIR}/inet/whoami.ready"}
+    return WhoamiConfig(name=f"{scenario.whoami}.", ns=f"{default_zone_ns(scenario.whoami)}.",
+                        address=str(WHOAMI_DNS), ready_file=f"{LAB_DIR}/inet/whoami.ready")
 
 
 def hierarchy_note(tiers: list[DnsTier]) -> str:

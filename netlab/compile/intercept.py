@@ -13,7 +13,6 @@ firewall, interception, the other DPI rules.
 
 from __future__ import annotations
 
-import json
 from ipaddress import IPv4Address
 
 from netlab.addressing import IspAddresses
@@ -32,6 +31,7 @@ from netlab.compile.router import (
 from netlab.dnsname import name_matches
 from netlab.model import Isp, Rule
 from netlab.plan import LAB_DIR, ReadyCheck, Service
+from netlab.services.configs import InterceptConfig, InterceptRule
 
 TABLE = "netlab_intercept"
 
@@ -87,21 +87,20 @@ def compile_intercept(isp: Isp, addrs: IspAddresses, site_addresses: dict[str, I
     for name, pem in pki.leaf_pems.items():
         files[f"{base}/{name}.pem"] = pem
         certs[name] = f"{LAB_DIR}/{base}/{name}.pem"
-    config_rules = []
+    config_rules: list[InterceptRule] = []
     for i, rule in enumerate(rules):
         page = None
         if rule.blockpage is not None:
             files[f"{base}/page-{i}.http"] = rule.blockpage.response()
             page = f"{LAB_DIR}/{base}/page-{i}.http"
-        config_rules.append({
-            "sni": rule.match.sni, "port": intercept_port(rule), "page": page, "line": rule.line,
-            "servers": [[str(n) for n in grp] for grp in server_networks(rule.match, site_addresses)],
-        })
-    files[f"{base}.json"] = json.dumps({
-        "isp": isp.name, "listen": str(addrs.router_down.ip), "port": INTERCEPT_PORT,
-        "source": str(addrs.router_down.ip), "splice_mark": SPLICE_MARK, "pass_mark": PASS_MARK,
-        "ready_file": f"{LAB_DIR}/{base}.ready", "certs": certs, "rules": config_rules,
-    }, indent=1) + "\n"
+        config_rules.append(InterceptRule(
+            sni=rule.match.sni or "", port=intercept_port(rule), page=page, line=rule.line,
+            servers=server_networks(rule.match, site_addresses)))
+    files[f"{base}.json"] = InterceptConfig(
+        isp=isp.name, listen=str(addrs.router_down.ip), port=INTERCEPT_PORT,
+        source=str(addrs.router_down.ip), splice_mark=SPLICE_MARK, pass_mark=PASS_MARK,
+        ready_file=f"{LAB_DIR}/{base}.ready", certs=certs, rules=config_rules,
+    ).to_json()
     files[f"{base}.nft"] = nat_ruleset(isp, site_addresses)
     service = Service(
         "intercept", ("python3", "-m", "netlab.services.intercept", "--config", f"{LAB_DIR}/{base}.json"),

@@ -1,5 +1,6 @@
-"""What the lab's asyncio servers (origin, proxy, DoT) share: listening sockets, and running until
-the backend stops them (SIGTERM) after saying they are ready."""
+"""What the lab's asyncio servers (origin, proxy, DoT, blockpage, interceptor) share: listening
+sockets, answering a fixed page, and running until the backend stops them (SIGTERM) after saying
+they are ready."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+HEAD_TIMEOUT = 10.0  # how long a client may take to send its request head (or ClientHello)
+MAX_HEAD = 16 * 1024
+
 
 def listener(address: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
@@ -18,6 +22,21 @@ def listener(address: str, port: int) -> socket.socket:
     sock.listen(1024)
     sock.setblocking(False)
     return sock
+
+
+async def answer_page(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, page: bytes) -> None:
+    """Read the client's request head (to its blank line, MAX_HEAD bytes or the end of its stream,
+    within HEAD_TIMEOUT) and answer ``page``, whatever was asked: a blockpage server's answer, or an
+    interceptor's page for a rule that has one. The caller closes the connection."""
+    head = b""
+    async with asyncio.timeout(HEAD_TIMEOUT):
+        while b"\r\n\r\n" not in head and len(head) < MAX_HEAD:
+            chunk = await reader.read(4096)
+            if not chunk:
+                break
+            head += chunk
+    writer.write(page)
+    await writer.drain()
 
 
 class Listening(Protocol):

@@ -13,32 +13,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
-import json
 import logging
 from functools import partial
-from pathlib import Path
-from typing import Any
 
-from netlab.services._serve import listener, serve_until_stopped
+from netlab.services._serve import answer_page, listener, serve_until_stopped
+from netlab.services.configs import BlockpageConfig, read_text
 
 log = logging.getLogger("blockpage")
-HEAD_TIMEOUT = 10.0
-MAX_HEAD = 16 * 1024
 
 
 async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, page: bytes) -> None:
     try:
-        head = b""
-        async with asyncio.timeout(HEAD_TIMEOUT):
-            while b"\r\n\r\n" not in head and len(head) < MAX_HEAD:
-                chunk = await reader.read(4096)
-                if not chunk:
-                    break
-                head += chunk
-        writer.write(page)
-        await writer.drain()
+        await answer_page(reader, writer, page)
     except (TimeoutError, ConnectionError, OSError) as exc:
         log.debug("blockpage: %s", exc)
     finally:
@@ -47,12 +34,11 @@ async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pag
             await writer.wait_closed()
 
 
-async def serve(config: dict[str, Any]) -> None:
+async def serve(config: BlockpageConfig) -> None:
     servers = []
-    for address, encoded in config["pages"].items():
-        page = base64.b64decode(encoded)
+    for address, page in config.pages.items():
         servers.append(await asyncio.start_server(partial(answer, page=page), sock=listener(address, 80)))
-    await serve_until_stopped(servers, config.get("ready_file"))
+    await serve_until_stopped(servers, config.ready_file)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="blockpage.json written by the lab compiler")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="blockpage: %(message)s")
-    asyncio.run(serve(json.loads(Path(args.config).read_text())))
+    asyncio.run(serve(BlockpageConfig.from_json(read_text(args.config))))
     return 0
 
 

@@ -28,48 +28,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import socket
 import ssl
 import struct
-from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
-from typing import Any
 
-from netlab.dnsname import name_matches, wire_name
+from netlab.dnsname import wire_name
 from netlab.services._parsers import DONE, NEED_MORE, parse_client_hello
 from netlab.services._relay import abort, pipe
-from netlab.services._serve import listener, serve_until_stopped
+from netlab.services._serve import HEAD_TIMEOUT, MAX_HEAD, answer_page, listener, serve_until_stopped
+from netlab.services.configs import InterceptConfig, InterceptRule, read_text
 
 log = logging.getLogger("intercept")
-HEAD_TIMEOUT = 10.0  # how long a client may take to send its ClientHello, or its request for the page
-MAX_HEAD = 16 * 1024
 PEEK_POLL = 0.005  # a partial ClientHello stays queued (peeked), so readiness cannot tell more came
 CONNECT_TIMEOUT = 10.0
 LINGER = 30.0  # after one direction of a relay ends, how long the other may go on
 SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h
-
-
-@dataclass(frozen=True)
-class InterceptRule:
-    sni: str
-    servers: list[list[IPv4Network]]  # ANDed groups, as the middlebox's rules
-    port: int
-    page: str | None  # file holding the whole HTTP response served instead of relaying
-    line: int
-
-    def matches(self, name: str | None, address: str, port: int) -> bool:
-        if name is None or port != self.port or not name_matches(name, self.sni):
-            return False
-        ip = IPv4Address(address)
-        return all(any(ip in n for n in grp) for grp in self.servers)
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> InterceptRule:
-        return cls(sni=d["sni"], servers=[[IPv4Network(n) for n in grp] for grp in d.get("servers") or []],
-                   port=d["port"], page=d.get("page"), line=d.get("line", 0))
 
 
 def original_destination(sock: socket.socket) -> tuple[str, int]:
@@ -117,12 +92,12 @@ async def peek_server_name(sock: socket.socket) -> str | None:
 
 
 class Interceptor:
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.rules = [InterceptRule.from_json(r) for r in config["rules"]]
-        self.certs: dict[str, str] = config["certs"]  # name -> PEM (chain + key) for that name
-        self.source = config["source"]  # onward connections leave from here
-        self.mark = int(config["splice_mark"])
-        self.pass_mark = int(config.get("pass_mark", 0))
+    def __init__(self, config: InterceptConfig) -> None:
+        self.rules = config.rules
+        self.certs = config.certs  # name -> PEM (chain + key) for that name
+        self.source = config.source  # onward connections leave from here
+        self.mark = config.splice_mark
+        self.pass_mark = config.pass_mark
         self._contexts: dict[str, ssl.SSLContext] = {}
         self.upstream_tls = ssl.create_default_context()
         # The censor's box relays whatever the site presents: its client never sees that certificate.
@@ -197,7 +172,7 @@ class Interceptor:
         writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         try:
             if rule.page is not None:
-                await serve_page(reader, writer, Path(rule.page).read_bytes())
+                await answer_page(reader, writer, Path(rule.page).read_bytes())
                 return
             # The middlebox's pass mark: the censor's own connection is not for its middlebox to judge.
             up_reader, up_writer = await self._onward(address, port, self.pass_mark, tls_name=name)
@@ -206,14 +181,6 @@ class Interceptor:
             writer.close()
             with contextlib.suppress(ConnectionError, OSError, ssl.SSLError):
                 await writer.wait_closed()
-
-
-async def serve_page(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, response: bytes) -> None:
-    """Answer the client's first request (whatever it asks) with ``response``, then close."""
-    async with asyncio.timeout(HEAD_TIMEOUT):
-        await reader.readuntil(b"\r\n\r\n")
-    writer.write(response)
-    await writer.drain()
 
 
 async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
@@ -241,9 +208,9 @@ async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                 await w.wait_closed()
 
 
-async def serve(config: dict[str, Any]) -> None:
+async def serve(config: InterceptConfig) -> None:
     interceptor = Interceptor(config)
-    sock = listener(config["listen"], int(config["port"]))
+    sock = listener(config.listen, config.port)
     loop = asyncio.get_running_loop()
     tasks: set[asyncio.Task[None]] = set()
 
@@ -257,7 +224,7 @@ async def serve(config: dict[str, Any]) -> None:
 
     acceptor = asyncio.create_task(accept())
     try:
-        await serve_until_stopped([], config.get("ready_file"))
+        await serve_until_stopped([], config.ready_file)
     finally:
         acceptor.cancel()
         sock.close()
@@ -268,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="intercept.json written by the lab compiler")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="intercept: %(message)s")
-    asyncio.run(serve(json.loads(Path(args.config).read_text())))
+    asyncio.run(serve(InterceptConfig.from_json(read_text(args.config))))
     return 0
 
 

@@ -20,12 +20,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ipaddress
-import json
 import logging
 import socket
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,53 +32,11 @@ import h11
 from netlab.blockpage import bodiless, reason
 from netlab.services import h3
 from netlab.services._serve import Listening, listener, serve_until_stopped
-from netlab.target import display_name
+from netlab.services.configs import OriginConfig, SiteConfig, read_text
 
 log = logging.getLogger("origin")
 READ_TIMEOUT = 10.0
 WRITE_CHUNK = 256 * 1024  # large bodies go out in pieces, so memory per connection stays flat
-
-
-@dataclass(frozen=True)
-class PathConfig:
-    path: str
-    status: int = 200
-    headers: list[list[str]] = field(default_factory=list)
-    body_path: str | None = None
-    redirect: dict[str, Any] | None = None  # {"to", "location"}: a Location for everyone
-
-
-@dataclass(frozen=True)
-class SiteConfig:
-    name: str
-    pem: str
-    body_size: int
-    addresses: list[str] = field(default_factory=list)
-    aliases: list[str] = field(default_factory=list)  # names whose CNAME leads here (same content)
-    bad_pem: str | None = None
-    https: bool = True
-    http: bool = True  # False: an add-on server (netlab.addons) answers on port 80 of this site
-    quic: bool = True  # HTTP/3 on UDP 443 (netlab.services.h3)
-    status: int = 200
-    body_path: str | None = None
-    headers: list[list[str]] = field(default_factory=list)  # `response.headers`
-    paths: list[dict[str, Any]] = field(default_factory=list)
-    redirect: dict[str, Any] | None = None
-    only_for: list[str] = field(default_factory=list)
-
-    @property
-    def display_name(self) -> str:
-        return display_name(self.name)
-
-    def misbehaves_for(self, peer: str | None) -> bool:
-        """Does the client at ``peer`` get the misbehaviour? Everyone does, unless only_for narrows it."""
-        if not self.only_for:
-            return True
-        try:
-            ip = ipaddress.ip_address(peer or "")
-        except ValueError:
-            return False
-        return any(ip in ipaddress.ip_network(n) for n in self.only_for)  # either family (dual stack)
 
 
 def page(site: SiteConfig) -> bytes:
@@ -111,7 +67,7 @@ class SiteHandler:
         self.normal = page(site)
         self.special = Path(site.body_path).read_bytes() if site.body_path else None
         self.paths = {p.path: (p, Path(p.body_path).read_bytes() if p.body_path else None)
-                      for p in (PathConfig(**d) for d in site.paths)}
+                      for p in site.paths}
 
     def reply(self, target: str, scheme: str, peer: str | None) -> Reply:
         site = self.site
@@ -267,14 +223,12 @@ def addresses(sites: list[SiteConfig]) -> list[Address]:
 
 
 def site_config(d: dict[str, Any]) -> SiteConfig:
-    d = dict(d)
-    if "address" in d:  # one address, as configs before shared hosting gave it
-        d["addresses"] = [d.pop("address")]
-    return SiteConfig(**d)
+    """One site of origin.json (tests build sites this way)."""
+    return SiteConfig.from_dict(d)
 
 
-async def serve(config: dict[str, Any]) -> None:
-    sites = [site_config(s) for s in config["sites"]]
+async def serve(config: OriginConfig) -> None:
+    sites = config.sites
     servers: list[Listening] = []
     for where in addresses(sites):
         async def on_connect(r: asyncio.StreamReader, w: asyncio.StreamWriter, a: Address = where) -> None:
@@ -298,7 +252,7 @@ async def serve(config: dict[str, Any]) -> None:
             certs = [([q.name, *q.aliases], q.bad_pem or q.pem) for q in quic]
             servers.append(await h3.serve_site(where.address, certs, where.handler))
     log.info("serving %d sites", len(sites))
-    await serve_until_stopped(servers, config.get("ready_file"))
+    await serve_until_stopped(servers, config.ready_file)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -308,8 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="origin: %(message)s")
-    config = json.loads(Path(args.config).read_text())
-    asyncio.run(serve(config))
+    asyncio.run(serve(OriginConfig.from_json(read_text(args.config))))
     return 0
 
 

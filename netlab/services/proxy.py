@@ -13,15 +13,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 from functools import partial
-from pathlib import Path
-from typing import Any
 
 from netlab.services._parsers import DONE, NEED_MORE, parse_client_hello, parse_http_host
 from netlab.services._relay import CHUNK, pipe
 from netlab.services._serve import listener, serve_until_stopped
+from netlab.services.configs import ProxyConfig, read_text
 
 log = logging.getLogger("proxy")
 HEAD_TIMEOUT = 10.0  # how long a client may take to show its Host header or ClientHello
@@ -75,13 +73,13 @@ class Proxy:
                         await w.wait_closed()
 
 
-async def serve(config: dict[str, Any]) -> None:
-    proxy = Proxy(config["sites"])
+async def serve(config: ProxyConfig) -> None:
+    proxy = Proxy(config.sites)
     servers = []
-    for address in config["listen"]:
+    for address in config.listen:
         for port in (80, 443):
             servers.append(await asyncio.start_server(partial(proxy.handle, port=port), sock=listener(address, port)))
-    await serve_until_stopped(servers, config.get("ready_file"))
+    await serve_until_stopped(servers, config.ready_file)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="proxy.json written by the lab compiler")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="proxy: %(message)s")
-    asyncio.run(serve(json.loads(Path(args.config).read_text())))
+    asyncio.run(serve(ProxyConfig.from_json(read_text(args.config))))
     return 0
 
 

@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import socket
-from pathlib import Path
-from typing import Any
 
 import dns.exception
 import dns.flags
@@ -29,6 +26,7 @@ import dns.rdatatype
 import dns.rrset
 
 from netlab.services._serve import serve_until_stopped
+from netlab.services.configs import WhoamiConfig, read_text
 
 log = logging.getLogger(__name__)
 TTL = 0  # every resolver asks again: the answer is the asker, never a cached one
@@ -71,10 +69,10 @@ def answer(query: bytes, peer: str, zone: dns.name.Name, ns: dns.name.Name, ns_a
 
 
 class _Server(asyncio.DatagramProtocol):
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.zone = dns.name.from_text(config["name"])
-        self.ns = dns.name.from_text(config["ns"])
-        self.ns_address = config["address"]
+    def __init__(self, config: WhoamiConfig) -> None:
+        self.zone = dns.name.from_text(config.name)
+        self.ns = dns.name.from_text(config.ns)
+        self.ns_address = config.address
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -86,12 +84,12 @@ class _Server(asyncio.DatagramProtocol):
             self.transport.sendto(reply, addr)
 
 
-async def serve(config: dict[str, Any]) -> None:
+async def serve(config: WhoamiConfig) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind((config["address"], 53))
+    sock.bind((config.address, 53))
     transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(lambda: _Server(config), sock=sock)
     try:
-        await serve_until_stopped([], config.get("ready_file"))
+        await serve_until_stopped([], config.ready_file)
     finally:
         transport.close()
 
@@ -101,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="whoami.json written by the lab compiler")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="whoami: %(message)s")
-    asyncio.run(serve(json.loads(Path(args.config).read_text())))
+    asyncio.run(serve(WhoamiConfig.from_json(read_text(args.config))))
     return 0
 
 

@@ -5,6 +5,7 @@ interceptor's SNI peek, rule choice, page and reset relay on local sockets."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import ssl
 import struct
@@ -24,6 +25,7 @@ from netlab.loader import load_scenario, parse_scenario
 from netlab.oracle import expected_verdicts, intercepts
 from netlab.plan import LAB_DIR
 from netlab.services import intercept as service
+from netlab.services.configs import InterceptConfig
 from netlab.target import Target
 from netlab.verdict import Verdict
 
@@ -183,9 +185,10 @@ def test_peek_reads_the_sni_and_leaves_the_bytes() -> None:
 
 
 def test_rule_choice_by_name_address_and_port() -> None:
-    icp = service.Interceptor({"certs": {}, "source": "127.0.0.1", "splice_mark": 0, "rules": [
-        {"sni": "a.test", "port": 443, "servers": [["198.18.1.0/24"]], "line": 3},
-        {"sni": "test", "port": 8443, "line": 5}]})
+    icp = service.Interceptor(InterceptConfig.from_json(json.dumps({
+        "listen": "127.0.0.1", "port": 0, "certs": {}, "source": "127.0.0.1", "splice_mark": 0, "rules": [
+            {"sni": "a.test", "port": 443, "servers": [["198.18.1.0/24"]], "line": 3},
+            {"sni": "test", "port": 8443, "line": 5}]})))
     assert icp.rule_for("www.a.test", "198.18.1.7", 443).line == 3  # type: ignore[union-attr]
     assert icp.rule_for("www.a.test", "198.18.2.7", 443) is None
     assert icp.rule_for("b.test", "198.18.2.7", 8443).line == 5  # type: ignore[union-attr]
