@@ -120,7 +120,7 @@ class Lab:
         out = self.workdir / f"run-{self._runs}-{probe}"
         scenario = self.scenario
         if targets is not None:
-            scenario = scenario_with_targets(self.scenario, list(targets), self.workdir / f"scenario-{self._runs}.yaml")
+            scenario = scenario_with_targets(self.scenario, list(targets))
         wanted = list(vantages) if vantages is not None else self.vantages
         unknown = sorted(set(wanted) - set(self.vantages))
         if unknown:
@@ -128,7 +128,8 @@ class Lab:
                              f"(vantages: {', '.join(self.vantages)})")
         run_vantages = list(dict.fromkeys([*wanted, "control"]))
         config = CampaignConfig(probe=probe, concurrency=concurrency, vantages=run_vantages)
-        outcome = measure_and_score(self.running, scenario, out, config, backend=self.backend)
+        outcome = measure_and_score(self.running, scenario, out, config, backend=self.backend,
+                                    record_targets=targets is not None)
         if outcome.scored is None:
             raise RuntimeError(f"lab fault in {self.name}: {', '.join(outcome.campaign.lab_faults)}; "
                                "the measurements cannot be trusted")

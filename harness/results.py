@@ -28,11 +28,12 @@ from harness.score import (
 from netlab import jsonl
 from netlab.blockpage import declared_fingerprints
 from netlab.capabilities import WEB, Capabilities
-from netlab.errors import LabFault
+from netlab.errors import LabFault, NetlabError
 from netlab.impact import IspImpact, impact
 from netlab.loader import load_scenario
 from netlab.model import Scenario
 from netlab.oracle import Expectation, expected_verdicts
+from netlab.target import Target
 from probes.base import installed_capabilities
 
 
@@ -171,10 +172,26 @@ class RunOracle:
                          probe=self.probe, capabilities=self.caps, infos=self.infos)
 
 
+def folder_scenario(folder: Path, infos: list[dict[str, Any]]) -> Scenario:
+    """The scenario a results folder measured: its copy of the scenario file, with the targets
+    run.json records when the run measured others than the file's (`harness run --targets`)."""
+    scenario = load_scenario(Path(folder) / "scenario.yaml")
+    recorded = {tuple(i["targets"]) if isinstance(i.get("targets"), list) else None for i in infos}
+    if len(recorded) > 1:
+        raise ResultsError("these folders measured different targets (run.json \"targets\"): score each on its own")
+    urls = recorded.pop()
+    if urls is None:
+        return scenario
+    try:
+        return scenario.with_targets([Target.parse(u) for u in urls])
+    except NetlabError as exc:
+        raise ResultsError(f"{folder}/run.json: targets: {exc}") from None
+
+
 def run_oracle(dirs: list[Path], scenario: Scenario | None = None) -> RunOracle:
     """The oracle of results folders (checked by read_run_infos first)."""
     infos = read_run_infos(dirs)
-    scenario = scenario or load_scenario(Path(dirs[0]) / "scenario.yaml")
+    scenario = scenario or folder_scenario(dirs[0], infos)
     sites = {k: IPv4Address(v) for k, v in infos[0]["site_addresses"].items()}
     caps = run_capabilities(infos)
     expectations = expected_verdicts(scenario, sites, caps)

@@ -42,7 +42,10 @@ class RunOutcome:
 def measure_and_score(lab: RunningLab, scenario: Scenario, out: Path, config: CampaignConfig, *,
                       backend: str = "netns", fingerprints: list[Path] | None = None,
                       on_result: Callable[[str, dict[str, Any]], None] | None = None,
-                      up_seconds: float = 0.0) -> RunOutcome:
+                      up_seconds: float = 0.0, record_targets: bool = False) -> RunOutcome:
+    """Measure and score ``scenario`` in ``lab`` into ``out``. ``record_targets``: the scenario's
+    targets are not its file's (a test list's, Scenario.with_targets): run.json records them, and
+    rescoring the folder (harness.results.run_oracle) measures against them."""
     config = with_scenario_probe_settings(config, scenario)
     # What scoring, OONI's keys and the test helper's pass need of the measurements, kept as they
     # are written: after the campaign the results are read once, by the pass that scores them.
@@ -58,7 +61,8 @@ def measure_and_score(lab: RunningLab, scenario: Scenario, out: Path, config: Ca
         "shard": list(config.shard), "vantages": list(lab.state.vantages), "campaign_vantages": result.vantages,
         "site_addresses": lab.state.site_addresses, "measurements": result.measurements,
         "errors": result.errors, "lab_faults": result.lab_faults,
-        "campaign_seconds": round(result.seconds, 3), "up_seconds": round(up_seconds, 3)})
+        "campaign_seconds": round(result.seconds, 3), "up_seconds": round(up_seconds, 3),
+        **({"targets": [t.url for t in scenario.targets]} if record_targets else {})})
     copy_scenario_files(scenario, out)
     if result.lab_faults:
         ooni.finalize(out)  # OONI's keys need no verdicts; x_verdict stays unset

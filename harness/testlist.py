@@ -3,23 +3,17 @@ source,notes``), replayed inside the lab.
 
 Only URLs whose host is a site of the scenario are measured: the lab serves its own names and
 nothing else. Every other row is reported as skipped, with the reason, and never measured.
-The scenario's own targets are replaced by the selected ones; ``scenario_with_targets`` writes
-the result as a scenario file (the original text with only ``targets`` and ``expect`` replaced,
-so comments and the line numbers of every rule stay as they were).
+The scenario's own targets are replaced by the selected ones (``scenario_with_targets``, a model
+operation: the scenario file is not rewritten, so the line numbers of every rule stay as they were).
 """
 
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from harness.runner import copy_scenario_files
 from netlab.errors import NetlabError
-from netlab.loader import load_scenario
 from netlab.model import Scenario
 from netlab.target import Target, TargetError
 
@@ -93,38 +87,11 @@ def select_targets(entries: list[TestListEntry], scenario: Scenario) -> tuple[li
     return targets, skipped
 
 
-def scenario_with_targets(scenario: Scenario, urls: list[str], dest: Path) -> Scenario:
-    """Write ``scenario``'s file with its targets replaced by ``urls`` to ``dest`` and load it.
-
-    Pins in ``expect`` for URLs that are no longer targets are dropped. Every other line of the
-    file keeps its number, so the oracle's reasons ("firewall rule line 12") stay true.
-    """
-    if not urls:
-        raise NetlabError("no targets to measure")
-    text = Path(scenario.source).read_text(encoding="utf-8")
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
-    assert isinstance(root, yaml.MappingNode)
-    nodes = {k.value: v for k, v in root.value}
-    wanted = set(urls)
-    expect = {v: {u: verdict for u, verdict in pins.items() if u in wanted}
-              for v, pins in scenario.expect.items()}
-    expect = {v: pins for v, pins in expect.items() if pins}
-    edits: list[tuple[int, int, str]] = []
-    appended = ""
-    flow_targets = "[" + ", ".join(json.dumps(u, ensure_ascii=False) for u in urls) + "]"
-    flow_expect = json.dumps(expect, ensure_ascii=False)
-    for key, flow in (("targets", flow_targets), ("expect", flow_expect)):
-        if key in nodes:
-            node = nodes[key]
-            pad = " " if node.start_mark.column == 0 else ""  # a flow value must be indented
-            edits.append((node.start_mark.index, node.end_mark.index, pad + flow))
-        elif key == "targets":
-            appended = f"\ntargets: {flow}\n"
-    for start, end, flow in sorted(edits, reverse=True):
-        old = text[start:end]
-        # Block collections end where the next key starts: keep their line count.
-        text = text[:start] + flow + "\n" * old.count("\n") + text[end:]
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(text + appended, encoding="utf-8")
-    copy_scenario_files(scenario, dest.parent)
-    return load_scenario(dest)
+def scenario_with_targets(scenario: Scenario, urls: list[str]) -> Scenario:
+    """``scenario`` measuring ``urls`` instead of its own targets (Scenario.with_targets: pins for
+    URLs that are no longer targets dropped, every rule and its line number as it was). A results
+    folder records them in run.json ("targets"), so it rescores with the same targets."""
+    try:
+        return scenario.with_targets([Target.parse(u) for u in urls])
+    except TargetError as exc:
+        raise NetlabError(f"not a measurable URL: {exc}") from None

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
-from typing import Any
+from typing import Any, TypeVar
 
 from netlab.addressing import PROXY_BLOCK, SiteAddresses, allocate_sites, v6_of  # with the rest of the address plan
 from netlab.blockpage import Blockpage
+from netlab.errors import ScenarioError
 from netlab.target import Target, display_name
 
 CONTROL = "control"  # the name of the uncensored vantage
+_Pin = TypeVar("_Pin")  # what a pin holds: a verdict (expect), OONI keys (expect_ooni)
 
 
 def proxy_address(isp_index: int) -> IPv4Address:
@@ -287,6 +289,30 @@ class Scenario:
     def vantages(self) -> list[str]:
         """Every ISP's client vantage, then the control vantage."""
         return [isp.name for isp in self.isps] + [CONTROL]
+
+    def with_targets(self, targets: Sequence[Target]) -> Scenario:
+        """The same scenario measuring ``targets`` instead of its own (`harness run --targets`):
+        pins (``expect``, ``expect_ooni``) for URLs that are no longer targets are dropped; the
+        rules, and the line numbers the oracle's reasons name, stay as they are. The targets are
+        held to the loader's rules: at least one, each on a site of the scenario, no URL twice."""
+        if not targets:
+            raise ScenarioError("no targets to measure", file=self.source)
+        names = {s.name for s in self.sites}
+        seen: dict[str, str] = {}
+        for t in targets:
+            if t.host not in names:
+                raise ScenarioError(f"target {t.url}: {t.host!r} is not a site of this scenario", file=self.source)
+            if t.canonical in seen:
+                raise ScenarioError(f"duplicate target {t.url} (the same URL as {seen[t.canonical]})",
+                                    file=self.source)
+            seen[t.canonical] = t.url
+        urls = {t.url for t in targets}
+
+        def pinned(pins: Mapping[str, Mapping[str, _Pin]]) -> dict[str, dict[str, _Pin]]:
+            kept = {v: {u: p for u, p in by_url.items() if u in urls} for v, by_url in pins.items()}
+            return {v: by_url for v, by_url in kept.items() if by_url}
+
+        return replace(self, targets=tuple(targets), expect=pinned(self.expect), expect_ooni=pinned(self.expect_ooni))
 
     def site(self, name: str) -> Site | None:
         return self._sites_by_name.get(name)

@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -105,17 +104,11 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         console = stderr_console()
     skipped: list[Skipped] = []
-    # A test list's scenario is written inside the results folder (never a temporary folder
-    # elsewhere that a killed run would leave behind), and removed when the run ends.
-    work = out / ".targets"
-    try:
-        if args.targets:
-            scenario, skipped = _from_test_list(scenario, args.targets, work)
-            for s in skipped:
-                console.print(f"[dim]skipped[/] {s.url} (line {s.line}): {s.reason}", highlight=False)
-        return _run(args, console, scenario, skipped, name, out, shard)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    if args.targets:
+        scenario, skipped = _from_test_list(scenario, args.targets)
+        for s in skipped:
+            console.print(f"[dim]skipped[/] {s.url} (line {s.line}): {s.reason}", highlight=False)
+    return _run(args, console, scenario, skipped, name, out, shard)
 
 
 def check_probe(name: str) -> None:
@@ -136,12 +129,12 @@ def check_out_dir(out: Path) -> None:
         raise UsageError(f"--out {out}: cannot create it ({parent} is not a writable folder)")
 
 
-def _from_test_list(scenario: Scenario, path: Path, tmp: Path) -> tuple[Scenario, list[Skipped]]:
+def _from_test_list(scenario: Scenario, path: Path) -> tuple[Scenario, list[Skipped]]:
     targets, skipped = select_targets(read_test_list(path), scenario)
     if not targets:
         raise NetlabError(f"{path}: no URL of the test list is a site of scenario {scenario.name} "
                           f"({len(skipped)} skipped); the lab only measures names it serves")
-    return scenario_with_targets(scenario, [t.url for t in targets], tmp / "scenario.yaml"), skipped
+    return scenario_with_targets(scenario, [t.url for t in targets]), skipped
 
 
 def attach_or_up(args: argparse.Namespace, console: Console, scenario: Scenario, name: str,
@@ -183,7 +176,7 @@ def _run(args: argparse.Namespace, console: Console, scenario: Scenario, skipped
             with _progress(console, total, args.quiet) as advance:
                 outcomes[probe] = measure_and_score(lab, scenario, outs[probe], config, backend=args.backend,
                                                     fingerprints=args.fingerprints,
-                                                    on_result=advance,
+                                                    on_result=advance, record_targets=bool(args.targets),
                                                     up_seconds=up_seconds)
             if outcomes[probe].scored is None:
                 break  # a lab fault: the lab cannot be trusted for the next probe either

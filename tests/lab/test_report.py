@@ -104,6 +104,10 @@ def test_replay_a_test_list_then_report(lab_name: str, tmp_path: Path) -> None:
     assert verdicts[("isp-b", "https://social.test/")] == "tls.reset"
     assert summary["score"]["mismatches"] == 0 and summary["measurements"] == 9
     assert (out / "skipped-targets.json").exists()
+    # The folder rescores with the targets it measured (run.json records them), not the scenario file's.
+    rescored = harness("score", str(out), "--json", "--check")
+    assert rescored.returncode == 0, rescored.stdout + rescored.stderr
+    assert {(v["vantage"], v["url"]): v["verdict"] for v in json.loads(rescored.stdout)["verdicts"]} == verdicts
     page = tmp_path / "list.html"
     assert harness("report", str(out), "-o", str(page), "--check").returncode == 0
     assert 'data-vantage="isp-a" data-url="https://news.test/politics" data-verdict="dns.nxdomain"' in page.read_text()

@@ -1,12 +1,14 @@
 """Citizen Lab test lists: which rows the lab measures, which it skips and why, and the
-scenario written with the selected targets."""
+scenario with the selected targets (a model operation; a results folder records them)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from harness.runner import copy_scenario_files
 from harness.testlist import read_test_list, scenario_with_targets, select_targets
 from netlab.compile import compile_lab
 from netlab.errors import NetlabError
@@ -51,7 +53,7 @@ def test_not_a_test_list(tmp_path: Path) -> None:
 
 def test_scenario_with_targets_keeps_rule_lines_and_drops_orphan_pins(tmp_path: Path) -> None:
     original = load_scenario(DEMO)
-    s = scenario_with_targets(original, ["http://news.test/", "https://social.test/feed"], tmp_path / "s.yaml")
+    s = scenario_with_targets(original, ["http://news.test/", "https://social.test/feed"])
     assert [t.url for t in s.targets] == ["http://news.test/", "https://social.test/feed"]
     assert s.expect == {"isp-b": {"http://news.test/": "http.blockpage"}}  # isp-a's pin was for https://
     assert [r.line for i in s.isps for r in i.resolver_rules + i.firewall_rules + i.dpi_rules] == \
@@ -63,10 +65,10 @@ def test_scenario_with_targets_keeps_rule_lines_and_drops_orphan_pins(tmp_path: 
 def test_scenario_without_targets_gets_them_appended(tmp_path: Path) -> None:
     src = tmp_path / "a.yaml"
     src.write_text("version: 1\nname: a\ninternet:\n  sites:\n  - name: a.test\n")
-    s = scenario_with_targets(load_scenario(src), ["https://a.test/x"], tmp_path / "b.yaml")
+    s = scenario_with_targets(load_scenario(src), ["https://a.test/x"])
     assert [t.url for t in s.targets] == ["https://a.test/x"]
     with pytest.raises(NetlabError):
-        scenario_with_targets(s, [], tmp_path / "c.yaml")
+        scenario_with_targets(s, [])
 
 
 def test_files_the_scenario_refers_to_come_along(tmp_path: Path) -> None:
@@ -79,7 +81,8 @@ def test_files_the_scenario_refers_to_come_along(tmp_path: Path) -> None:
     (src / "pages" / "captcha.html").write_text("<title>captcha</title>")
     (src / "s.yaml").write_text("version: 1\nname: a\ninternet:\n  sites:\n  - name: a.test\n"
                                 "    response: {status: 503, body_file: pages/captcha.html}\n")
-    s = scenario_with_targets(load_scenario(src / "s.yaml"), ["https://a.test/x"], tmp_path / "new" / "s.yaml")
+    s = scenario_with_targets(load_scenario(src / "s.yaml"), ["https://a.test/x"])
+    copy_scenario_files(s, tmp_path / "new")  # as into a results folder
     assert (tmp_path / "new" / "pages" / "captcha.html").read_text() == "<title>captcha</title>"
     assert [t.url for t in s.targets] == ["https://a.test/x"]
 
@@ -95,5 +98,20 @@ def test_duplicates_differing_in_case_or_default_port_are_one_target(tmp_path: P
         (3, "duplicate of an earlier row (HTTP://News.test/)"), (4, "duplicate of an earlier row (HTTP://News.test/)"),
         (6, "duplicate of an earlier row (https://NEWS.TEST./)")]
     # ... and the scenario written with them loads (the loader refuses such duplicates too).
-    s = scenario_with_targets(load_scenario(DEMO), [t.url for t in targets], tmp_path / "s.yaml")
+    s = scenario_with_targets(load_scenario(DEMO), [t.url for t in targets])
     assert len(s.targets) == 4
+
+
+def test_a_results_folder_rescores_with_the_targets_it_measured(tmp_path: Path) -> None:
+    """run.json's "targets" (harness run --targets) are what rescoring the folder expects: its
+    copy of the scenario file still lists the file's own."""
+    from harness.results import folder_scenario, write_run_info
+
+    original = load_scenario(DEMO)
+    s = scenario_with_targets(original, ["http://news.test/", "https://social.test/feed"])
+    info = {"scenario_name": "demo", "vantages": [], "site_addresses": {}, "targets": [t.url for t in s.targets]}
+    write_run_info(tmp_path, s, info)
+    assert replace(folder_scenario(tmp_path, [info]), source=s.source) == s  # the copy is another file
+    assert folder_scenario(tmp_path, [{**info, "targets": None}]).targets == original.targets
+    with pytest.raises(NetlabError, match="different targets"):
+        folder_scenario(tmp_path, [info, {**info, "targets": ["http://news.test/"]}])
