@@ -85,9 +85,9 @@ NAME_KEYS = ("domain", "exact", "sni", "http_host", "dns_query")
 ADDRESS_KEYS = ("site", "ip", "cidr", "port", "proto")
 MATCH_KEYS = {
     "resolver": ("domain", "exact"),
-    "firewall": (*ADDRESS_KEYS, "family"),  # family: 4 or 6, dual stack (the middlebox reads IPv4 only)
-    "dpi": ("sni", "http_host", "dns_query", "keyword", *ADDRESS_KEYS),
-    "shaping": ("sni", "http_host", *ADDRESS_KEYS),  # names: the middlebox reads them (compile.shaping)
+    "firewall": (*ADDRESS_KEYS, "family"),  # family: 4 or 6, dual stack
+    "dpi": ("sni", "http_host", "dns_query", "keyword", *ADDRESS_KEYS, "family"),
+    "shaping": ("sni", "http_host", *ADDRESS_KEYS, "family"),  # names: the middlebox reads them (compile.shaping)
 }
 # Limits (documented in docs/scenario-limits.md). Each one keeps a value the lab cannot honour from
 # becoming a lab fault, or a traceback, long after the scenario was accepted.
@@ -1161,7 +1161,7 @@ class _Loader:
                     raise self.ctx.fail(v, kk, f"no site named {name!r} in internet.sites")
                 fields[k] = name
             elif k == "ip":
-                fields[k] = self.any_ip(v, kk) if kind == "firewall" else self.ip(v, kk)
+                fields[k] = self.any_ip(v, kk)
             elif k == "cidr":
                 raw = self.string(v, kk)
                 try:
@@ -1169,9 +1169,6 @@ class _Loader:
                 except ValueError:
                     raise self.ctx.fail(v, kk, f"{raw!r} is not an {'IPv4 or IPv6' if self.ipv6 else 'IPv4'} CIDR "
                                         "(e.g. 198.18.0.0/24)") from None
-                if net.version == 6 and kind != "firewall":
-                    raise self.ctx.fail(v, kk, f"{net} is IPv6: the lab's middlebox reads IPv4 only (firewall "
-                                        "rules match IPv6 addresses)")
                 fields[k] = net
             elif k == "family":
                 fam = self.value(v, kk, int, "4 or 6")
@@ -1345,11 +1342,11 @@ class _Loader:
         return tuple(out)
 
     def expect(self, node: yaml.Node, isps: tuple[Isp, ...], targets: tuple[Target, ...]
-               ) -> dict[str, dict[str, str]]:
+               ) -> dict[str, dict[str, Verdict]]:
         vantages = [i.name for i in isps] + [CONTROL]
         urls = {t.url for t in targets}
         verdicts = {v.value for v in Verdict}
-        out: dict[str, dict[str, str]] = {}
+        out: dict[str, dict[str, Verdict]] = {}
         top = self.mapping(node, "expect", tuple(vantages))
         for vantage, vnode in top.items():
             key = f"expect.{vantage}"
@@ -1360,7 +1357,7 @@ class _Loader:
                 if verdict not in verdicts:
                     raise self.ctx.fail(unode, f"{key}.{url}", f"unknown verdict {verdict!r}; expected one "
                                         f"of: {', '.join(sorted(verdicts))}")
-                out[vantage][url] = verdict
+                out[vantage][url] = Verdict(verdict)
         return out
 
 

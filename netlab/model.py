@@ -12,6 +12,7 @@ from netlab.addressing import PROXY_BLOCK, SiteAddresses, allocate_sites, v6_of 
 from netlab.blockpage import Blockpage
 from netlab.errors import ScenarioError
 from netlab.target import Target, display_name
+from netlab.verdict import Verdict
 
 CONTROL = "control"  # the name of the uncensored vantage
 _Pin = TypeVar("_Pin")  # what a pin holds: a verdict (expect), OONI keys (expect_ooni)
@@ -276,7 +277,7 @@ class Scenario:
     public_resolver: bool = True
     whoami: str | None = None  # a name whose authority answers who asks (netlab.services.whoami)
     ipv6: bool = False  # `internet.ipv6`: dual stack, every host and site has an IPv6 address too
-    expect: dict[str, dict[str, str]] = field(default_factory=dict)  # vantage -> url -> verdict
+    expect: dict[str, dict[str, Verdict]] = field(default_factory=dict)  # vantage -> url -> pinned verdict
     source: str = "<scenario>"
     version: int = 1
     seed: int = 0  # chooses, deterministically, what a rule with `coverage` hits

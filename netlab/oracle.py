@@ -674,7 +674,7 @@ def expected_verdicts(scenario: Scenario, site_addresses: dict[str, IPv4Address]
         for target in (t for wave in residual_waves(targets, site_addresses) for t in wave):
             exp = expect_isp(scenario, isp, target, site_addresses, caps)
             addr = site_addresses[target.host]
-            connects = exp.verdict.technique not in ("dns",) and not exp.verdict.value.startswith("tcp.")
+            connects = exp.verdict.technique not in ("dns", "tcp")
             # A residual block acts on the first data packet of a later flow: only probes that send one see it.
             residual = None
             if connects and addr in blocked and caps.sends_data(target):
@@ -687,8 +687,8 @@ def expected_verdicts(scenario: Scenario, site_addresses: dict[str, IPv4Address]
             out[(isp.name, target.url)] = exp
     for vantage, pins in scenario.expect.items():
         for url, verdict in pins.items():
-            if caps == WEB or ((vantage, url) in out and pin_visible(Verdict(verdict), Target.parse(url), caps)):
-                out[(vantage, url)] = pin(out.get((vantage, url)), Verdict(verdict))
+            if caps == WEB or ((vantage, url) in out and pin_visible(verdict, Target.parse(url), caps)):
+                out[(vantage, url)] = pin(out.get((vantage, url)), verdict)
     return out
 
 

@@ -12,7 +12,7 @@ import base64
 import ipaddress
 import json
 from dataclasses import asdict, dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any, Self
 
@@ -78,7 +78,7 @@ class BlockpageConfig:
 class InterceptRule:
     """One intercept rule as the interceptor applies it."""
     sni: str
-    servers: list[list[IPv4Network]]  # ANDed groups, as the middlebox's rules
+    servers: list[list[IPv4Network | IPv6Network]]  # ANDed groups, as the middlebox's rules
     port: int
     page: str | None  # file holding the whole HTTP response served instead of relaying
     line: int
@@ -86,8 +86,8 @@ class InterceptRule:
     def matches(self, name: str | None, address: str, port: int) -> bool:
         if name is None or port != self.port or not name_matches(name, self.sni):
             return False
-        ip = IPv4Address(address)
-        return all(any(ip in n for n in grp) for grp in self.servers)
+        ip = ipaddress.ip_address(address)
+        return all(any(ip in n for n in grp) for grp in self.servers)  # another family's network: no
 
     def to_dict(self) -> dict[str, Any]:
         return {"sni": self.sni, "port": self.port, "page": self.page, "line": self.line,
@@ -95,7 +95,7 @@ class InterceptRule:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Self:
-        return cls(sni=d["sni"], servers=[[IPv4Network(n) for n in grp] for grp in d.get("servers") or []],
+        return cls(sni=d["sni"], servers=[[ipaddress.ip_network(n) for n in grp] for grp in d.get("servers") or []],
                    port=d["port"], page=d.get("page"), line=d.get("line", 0))
 
 
