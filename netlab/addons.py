@@ -18,7 +18,6 @@ and the lab's resolvers. A server that takes port 80 or 443 of a site takes it f
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import re
 from collections.abc import Iterable, Sequence
@@ -30,6 +29,7 @@ from netlab.addressing import PUBLIC_RESOLVER, ROOT_DNS
 from netlab.errors import UsageError
 from netlab.model import Scenario
 from netlab.plan import LAB_DIR, ReadyCheck, Service
+from netlab.services.addon import ServerConfig, SiteEntry
 from netlab.target import Target
 
 log = logging.getLogger(__name__)
@@ -198,14 +198,14 @@ def addon_additions(scenario: Scenario, sites: dict[str, IPv4Address], declared:
         s = d.server
         config_path = f"{CONFIG_DIR}/{s.name}.json"
         ready_file = f"{CONFIG_DIR}/{s.name}.ready"
-        config = {
-            "name": s.name, "port": s.port, "ready_file": f"{LAB_DIR}/{ready_file}",
+        config = ServerConfig(
+            name=s.name, port=s.port, ready_file=f"{LAB_DIR}/{ready_file}",
             # Answers come from the lab's recursive resolver, as a DoT/DoH service's would.
-            "upstream": str(upstream), "public_resolver": str(PUBLIC_RESOLVER) if scenario.public_resolver else None,
-            "root_dns": str(ROOT_DNS), "ca": f"{LAB_DIR}/pki/ca.pem",
-            "sites": [{"name": n, "address": str(sites[n]), "pem": f"{LAB_DIR}/pki/{n}.pem"} for n in names],
-        }
-        add.files[config_path] = json.dumps(config, indent=1) + "\n"
+            upstream=str(upstream), public_resolver=str(PUBLIC_RESOLVER) if scenario.public_resolver else None,
+            root_dns=str(ROOT_DNS), ca=f"{LAB_DIR}/pki/ca.pem",
+            sites=[SiteEntry(n, str(sites[n]), f"{LAB_DIR}/pki/{n}.pem") for n in names],
+        )
+        add.files[config_path] = config.to_json()
         first = sites[names[0]]
         check = (ReadyCheck("tcp", first, s.port) if s.ready == "tcp"
                  else ReadyCheck("file", first, 0, path=ready_file))

@@ -7,7 +7,9 @@ relative to the token ``LAB_DIR``; each backend substitutes the folder where it 
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+import json
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
 from typing import Any
@@ -158,6 +160,25 @@ def host_from_dict(d: dict[str, Any]) -> Host:
         services=[Service(s["name"], tuple(s["argv"]), ready_check_from_dict(s["ready"]), s["critical"])
                   for s in d["services"]],
     )
+
+
+@dataclass(frozen=True)
+class LabHosts:
+    """A lab folder's ``hosts.json``: the hosts and links the backend sets up, as the programs that
+    set them up from inside read them (netlab.services.hostd). Interfaces carry no peers."""
+    lab: str
+    hosts: dict[str, Host]
+    links: list[Link]
+
+    def to_json(self) -> str:
+        return json.dumps({"lab": self.lab, "hosts": {n: host_to_dict(h) for n, h in self.hosts.items()},
+                           "links": [dataclasses.asdict(link) for link in self.links]}, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> LabHosts:
+        doc = json.loads(text)
+        return cls(doc["lab"], {name: host_from_dict(d) for name, d in doc["hosts"].items()},
+                   [Link(**link) for link in doc["links"]])
 
 
 def ready_check_from_dict(d: dict[str, Any] | None) -> ReadyCheck | None:

@@ -27,7 +27,7 @@ from netlab.backends.kernel import probe_host
 from netlab.errors import LabInUse, LabMismatch
 from netlab.hostcaps import HostCapabilities
 from netlab.names import check_lab_name, lab_name_problem
-from netlab.plan import LabPlan, Vantage, host_to_dict
+from netlab.plan import LabHosts, LabPlan, Vantage
 
 Progress = Callable[[str], None]
 LAB_ROOT = Path(os.environ.get("FAUXISP_RUN_DIR", "/run/netlab"))
@@ -221,9 +221,8 @@ def write_lab_files(plan: LabPlan, lab_dir: Path, inner_dir: str) -> None:
             p.write_text(rendered)
     for host in plan.hosts.values():
         (lab_dir / host.name).mkdir(exist_ok=True)
-    hosts = {"lab": plan.lab, "hosts": {h.name: host_to_dict(h) for h in plan.hosts.values()},
-             "links": [dataclasses.asdict(link) for link in plan.links]}
-    (lab_dir / "hosts.json").write_text(json.dumps(hosts, indent=1))
+    hosts = LabHosts(plan.lab, {h.name: h for h in plan.hosts.values()}, list(plan.links))
+    (lab_dir / "hosts.json").write_text(hosts.to_json())
 
 
 class RunningLab(abc.ABC):

@@ -55,6 +55,14 @@ class ServerConfig:
     ca: str | None = None
     _contexts: dict[str, ssl.SSLContext] = field(default_factory=dict, repr=False)
 
+    def to_json(self) -> str:
+        """The file's text, as netlab.addons.addon_additions writes it (``load`` reads it)."""
+        return json.dumps({
+            "name": self.name, "port": self.port, "ready_file": self.ready_file, "upstream": self.upstream,
+            "public_resolver": self.public_resolver, "root_dns": self.root_dns, "ca": self.ca,
+            "sites": [{"name": s.name, "address": s.address, "pem": s.pem} for s in self.sites],
+        }, indent=1) + "\n"
+
     @classmethod
     def load(cls, path: str | Path) -> ServerConfig:
         doc = json.loads(Path(path).read_text())

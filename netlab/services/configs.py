@@ -170,6 +170,14 @@ class SiteConfig:
             return False
         return any(ip in ipaddress.ip_network(n) for n in self.only_for)  # either family (dual stack)
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "aliases": self.aliases, "addresses": self.addresses, "pem": self.pem,
+            "headers": self.headers, "paths": [asdict(p) for p in self.paths], "bad_pem": self.bad_pem,
+            "body_size": self.body_size, "https": self.https, "http": self.http, "quic": self.quic,
+            "status": self.status, "body_path": self.body_path, "redirect": self.redirect, "only_for": self.only_for,
+        }
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Self:
         d = dict(d)
@@ -186,7 +194,7 @@ class OriginConfig:
     ready_file: str | None = None
 
     def to_json(self) -> str:
-        return json.dumps({"ready_file": self.ready_file, "sites": [asdict(s) for s in self.sites]}, indent=1)
+        return json.dumps({"ready_file": self.ready_file, "sites": [s.to_dict() for s in self.sites]}, indent=1)
 
     @classmethod
     def from_json(cls, text: str) -> Self:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -39,7 +38,7 @@ from pathlib import Path
 from netlab.backends.base import LabState, ServiceFault
 from netlab.backends.namespaces import iproute_in_netns
 from netlab.backends.netns import NetnsBackend, NetnsLab, build_topology, ns_name, run_setup
-from netlab.plan import Host, Link, host_from_dict
+from netlab.plan import Host, LabHosts, Link
 from netlab.services.hostexec import ExecServer
 
 log = logging.getLogger("hostd")
@@ -58,9 +57,8 @@ def writable_proc_sys() -> Iterator[None]:
 
 def load_hosts(lab: Path) -> tuple[str, dict[str, Host], list[Link]]:
     """The lab's name, hosts and links as the backend wrote them (netlab.backends.base.write_lab_files)."""
-    doc = json.loads((lab / "hosts.json").read_text())
-    hosts = {name: host_from_dict(d) for name, d in doc["hosts"].items()}
-    return doc["lab"], hosts, [Link(**link) for link in doc["links"]]
+    doc = LabHosts.from_json((lab / "hosts.json").read_text())
+    return doc.lab, doc.hosts, doc.links
 
 
 def take_down(lab: NetnsLab, host: Host) -> None:

@@ -1,0 +1,86 @@
+"""The typed contracts between the lab compiler and the in-lab services (netlab.services.configs,
+the add-on servers' ServerConfig, hosts.json's LabHosts): what the compiler writes is what the
+service parses, and the one page answerer the blockpage server and the interceptor share."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from netlab.compile import compile_lab
+from netlab.loader import load_scenario
+from netlab.plan import LabHosts
+from netlab.services._serve import answer_page
+from netlab.services.addon import ServerConfig, SiteEntry
+from netlab.services.configs import (
+    BlockpageConfig,
+    InterceptConfig,
+    OriginConfig,
+    ProxyConfig,
+    WhoamiConfig,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+PARSERS = {"origin.json": OriginConfig, "proxy.json": ProxyConfig, "whoami.json": WhoamiConfig,
+           "blockpage.json": BlockpageConfig, "intercept.json": InterceptConfig}
+
+
+def test_every_config_the_compiler_writes_parses_and_writes_back_the_same() -> None:
+    seen = set()
+    for name in ("demo", "interception", "paths-blockpages", "shared-hosting", "dns-hierarchy", "misbehaving"):
+        plan = compile_lab(load_scenario(ROOT / "scenarios" / f"{name}.yaml"), "x")
+        for path, text in plan.files.items():
+            parser = PARSERS.get(path.rsplit("/", 1)[-1])
+            if parser is None:
+                continue
+            assert isinstance(text, str)
+            config = parser.from_json(text)
+            assert config.to_json() == text, path
+            seen.add(parser.__name__)
+    assert seen == {p.__name__ for p in PARSERS.values()}
+
+
+def test_blockpage_pages_travel_as_bytes() -> None:
+    config = BlockpageConfig(pages={"10.10.34.34": b"HTTP/1.1 403 Forbidden\r\n\r\n\xff"}, ready_file=None)
+    assert BlockpageConfig.from_json(config.to_json()) == config
+
+
+def test_addon_server_config_round_trips(tmp_path: Path) -> None:
+    config = ServerConfig(name="dot", port=853, upstream="198.51.100.2", ready_file="/lab/dot.ready",
+                          sites=[SiteEntry("dns.test", "203.0.113.5", "/lab/pki/dns.test.pem")], ca="/lab/ca.pem")
+    (tmp_path / "dot.json").write_text(config.to_json())
+    assert ServerConfig.load(tmp_path / "dot.json") == config
+
+
+def test_hosts_json_round_trips() -> None:
+    plan = compile_lab(load_scenario(ROOT / "scenarios" / "demo.yaml"), "x")
+    hosts = LabHosts(plan.lab, dict(plan.hosts), list(plan.links))
+    again = LabHosts.from_json(hosts.to_json())
+    assert again.to_json() == hosts.to_json()
+    assert again.links == hosts.links and set(again.hosts) == set(plan.hosts)
+
+
+def test_answer_page_answers_a_head_and_a_client_that_stops_early() -> None:
+    page = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
+
+    async def fetch(request: bytes, close_early: bool) -> bytes:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                await answer_page(reader, writer, page)
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(request)
+            if close_early:
+                writer.write_eof()  # the head never ends: the page comes at the end of the stream
+            await writer.drain()
+            got = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            return got
+
+    assert asyncio.run(fetch(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n", False)) == page
+    assert asyncio.run(fetch(b"GET / HTTP/1.1\r\n", True)) == page
