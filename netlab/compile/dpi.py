@@ -50,6 +50,8 @@ from netlab.compile.router import (
     SPLICE_MARK,
     UP_IF,
     RouterAdditions,
+    dual_stack,
+    family_networks,
     intersect,
     server_networks,
 )
@@ -194,14 +196,20 @@ def kernel_keyword_rules(isp: Isp, site_addresses: dict[str, IPv4Address] | None
         m = rule.match
         if "udp" not in _rule_proto(rule) or m.dns_query or rule.reads_quic:
             continue
-        if m.family is not None or m.keyword is None or len(m.keyword.encode()) > STRING_MAX or \
+        if m.keyword is None or len(m.keyword.encode()) > STRING_MAX or \
                 (m.site is not None and m.site not in (site_addresses or {})):
             return None
-        nets = intersect(server_networks(m, site_addresses or {}))
-        if nets is not None and not all(isinstance(n, IPv4Network) for n in nets):
-            return None
-        out.append((rule, nets))
+        # iptables (IPv4) rules: a dual-stack lab's IPv6 flows all go to the middlebox (dpi6.rules)
+        nets = family_networks(intersect(server_networks(m, site_addresses or {})), 4)
+        out.append((rule, [n for n in nets if isinstance(n, IPv4Network)] if nets is not None else None))
     return out
+
+
+def reads_ipv6(isp: Isp, site_addresses: dict[str, IPv4Address]) -> bool:
+    """Does the middlebox read IPv6 flows: a dual-stack lab where a rule (DPI, or shaping by name)
+    is not limited to ``family: 4``?"""
+    return dual_stack(site_addresses) and (any(r.match.family != 4 for r in middlebox_rules(isp))
+                                           or any(r.match.family != 4 for _, r in named_shaping(isp)))
 
 
 def _string_match(keyword: str) -> str:
@@ -307,6 +315,11 @@ def compile_dpi(isp: Isp, addrs: IspAddresses, site_addresses: dict[str, IPv4Add
         base + "dpi.rules": dpi_iptables_rules(isp, workers, site_addresses),
     }
     setup: list[tuple[str, ...]] = [("iptables-restore", "--noflush", f"{LAB_DIR}/{isp.name}/dpi.rules")]
+    if reads_ipv6(isp, site_addresses):
+        # The same chains for IPv6 flows, the same queues and marks (conntrack's marks and NFQUEUE
+        # serve both families); UDP keywords stay in the middlebox there (no kernel string match).
+        files[base + "dpi6.rules"] = dpi_iptables_rules(isp, workers, site_addresses, kernel_keywords=False)
+        setup.append(("ip6tables-restore", "--noflush", f"{LAB_DIR}/{isp.name}/dpi6.rules"))
     service = Service(
         "dpi",
         ("python3", "-m", "netlab.services.dpi", "--config", f"{LAB_DIR}/{isp.name}/dpi.json"),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address
 
-from netlab.addressing import IspAddresses
+from netlab.addressing import IspAddresses, link_v6
 from netlab.compile import firewall
 from netlab.compile.pki import make_censor_pki
 from netlab.compile.router import (
@@ -25,6 +25,8 @@ from netlab.compile.router import (
     PASS_MARK,
     SPLICE_MARK,
     RouterAdditions,
+    dual_stack,
+    family_networks,
     intersect,
     server_networks,
 )
@@ -44,29 +46,31 @@ def intercept_port(rule: Rule) -> int:
     return rule.match.port or INTERCEPTED_PORT
 
 
-def nat_ruleset(isp: Isp, site_addresses: dict[str, IPv4Address]) -> str:
-    """The nft input that redirects the flows the interceptor may take."""
-    lines = [f"table ip {TABLE} {{", "  chain prerouting {",
+def nat_ruleset(isp: Isp, site_addresses: dict[str, IPv4Address], family: int = 4) -> str:
+    """The nft input that redirects the flows of IP version ``family`` the interceptor may take
+    (a table of its own per family: nat redirects to the address of the family's packet)."""
+    ip, table = ("ip", TABLE) if family == 4 else ("ip6", TABLE + "6")
+    lines = [f"table {ip} {table} {{", "  chain prerouting {",
              "    type nat hook prerouting priority dstnat; policy accept;"]
     for rule in isp.firewall_rules:
-        expr = firewall.match_expr(rule.match, site_addresses)  # IPv4 (the interceptor's table is)
+        expr = firewall.match_expr(rule.match, site_addresses, family)
         if expr is None:
             continue
         lines.append(f"    # firewall line {rule.line}: the firewall stops this flow first")
         lines.append(f"    {expr} return")
     for rule in intercept_rules(isp):
-        nets = intersect(server_networks(rule.match, site_addresses))
+        nets = family_networks(intersect(server_networks(rule.match, site_addresses)), family)
         lines.append(f"    # dpi line {rule.line}: {rule.describe()}")
         if nets == []:
-            lines.append("    # (its address keys contradict each other: no flow)")
+            lines.append(f"    # (no IPv{family} flow: its address keys exclude the family or each other)")
             continue
-        daddr = f" ip daddr {{ {', '.join(str(n) for n in nets)} }}" if nets else ""
+        daddr = f" {ip} daddr {{ {', '.join(str(n) for n in nets)} }}" if nets else ""
         redirect = (f'    iifname "{DOWN_IF}"{daddr} tcp dport {intercept_port(rule)} counter '
                     f"redirect to :{INTERCEPT_PORT}")
         if redirect not in lines:  # rules that differ only by name take the same flows
             lines.append(redirect)
     lines += ["  }", "}"]
-    return f"add table ip {TABLE}\ndelete table ip {TABLE}\n" + "\n".join(lines) + "\n"
+    return f"add table {ip} {table}\ndelete table {ip} {table}\n" + "\n".join(lines) + "\n"
 
 
 def compile_intercept(isp: Isp, addrs: IspAddresses, site_addresses: dict[str, IPv4Address]) -> RouterAdditions:
@@ -100,8 +104,13 @@ def compile_intercept(isp: Isp, addrs: IspAddresses, site_addresses: dict[str, I
         isp=isp.name, listen=str(addrs.router_down.ip), port=INTERCEPT_PORT,
         source=str(addrs.router_down.ip), splice_mark=SPLICE_MARK, pass_mark=PASS_MARK,
         ready_file=f"{LAB_DIR}/{base}.ready", certs=certs, rules=config_rules,
+        listen6=str(link_v6(addrs.router_down).ip) if dual_stack(site_addresses) else None,
     ).to_json()
     files[f"{base}.nft"] = nat_ruleset(isp, site_addresses)
+    setup = [("nft", "-f", f"{LAB_DIR}/{base}.nft")]
+    if dual_stack(site_addresses):
+        files[f"{base}6.nft"] = nat_ruleset(isp, site_addresses, 6)
+        setup.append(("nft", "-f", f"{LAB_DIR}/{base}6.nft"))
     service = Service(
         "intercept", ("python3", "-m", "netlab.services.intercept", "--config", f"{LAB_DIR}/{base}.json"),
         ready=ReadyCheck(kind="file", address=addrs.router_down.ip, port=0, path=f"{base}.ready"),
@@ -119,8 +128,7 @@ def compile_intercept(isp: Isp, addrs: IspAddresses, site_addresses: dict[str, I
     if isp.ca_installed:
         notes.append(f"{isp.name}: its clients trust the interception CA (dpi.ca_installed): their CA bundle is "
                      f"{base}/trust.pem, the lab CA and the ISP's; interception succeeds silently")
-    return RouterAdditions(files=files, setup=[("nft", "-f", f"{LAB_DIR}/{base}.nft")], services=[service],
-                           notes=notes)
+    return RouterAdditions(files=files, setup=list(setup), services=[service], notes=notes)
 
 
 def trust_store(isp: Isp, lab_ca: bytes, files: dict[str, str | bytes]) -> str | None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
-from netlab.addressing import addresses_of
+from netlab.addressing import addresses_of, addresses_v6
 from netlab.model import Match
 from netlab.plan import Service
 
@@ -71,35 +71,60 @@ class RouterAdditions:
         return self
 
 
-def server_networks(match: Match, site_addresses: dict[str, IPv4Address]) -> list[list[IPv4Network]]:
+Network = IPv4Network | IPv6Network
+#: What ``family: 4|6`` narrows a rule to: a group of one network that holds that family's every address.
+FAMILY_NETWORKS: dict[int, Network] = {4: IPv4Network("0.0.0.0/0"), 6: IPv6Network("::/0")}
+
+
+def dual_stack(site_addresses: dict[str, IPv4Address]) -> bool:
+    """Is the lab dual stack (its sites have IPv6 addresses: netlab.addressing.SiteAddresses.v6)?"""
+    return bool(getattr(site_addresses, "v6", None))
+
+
+def server_networks(match: Match, site_addresses: dict[str, IPv4Address]) -> list[list[Network]]:
     """The server-side address constraints of a match, as groups that are ANDed (a packet's
-    server address must lie in one network of every group). Empty list: any address."""
-    groups: list[list[IPv4Network]] = []
+    server address must lie in one network of every group; never in one of the other family).
+    Empty list: any address. Dual stack: a site's addresses of both families, ``family`` a group of
+    its own."""
+    groups: list[list[Network]] = []
     if match.site is not None:
         if match.site not in site_addresses:
             raise ValueError(f"rule references unknown site {match.site!r}")
-        groups.append([IPv4Network(f"{a}/32") for a in addresses_of(site_addresses, match.site)])  # a CDN: several
+        groups.append([IPv4Network(f"{a}/32") for a in addresses_of(site_addresses, match.site)]  # a CDN: several
+                      + [IPv6Network(f"{a}/128") for a in addresses_v6(site_addresses, match.site)])
     if match.ip is not None:
-        groups.append([IPv4Network(f"{match.ip}/32")])
+        groups.append([IPv4Network(f"{match.ip}/32") if match.ip.version == 4 else IPv6Network(f"{match.ip}/128")])
     if match.cidr is not None:
-        # DPI, shaping and interception rules: the loader admits IPv4 CIDRs only (the middlebox reads IPv4)
-        assert isinstance(match.cidr, IPv4Network), match.cidr
         groups.append([match.cidr])
+    if match.family is not None:
+        groups.append([FAMILY_NETWORKS[match.family]])
     return groups
 
 
-def intersect(groups: list[list[IPv4Network]]) -> list[IPv4Network] | None:
+def family_networks(nets: list[Network] | None, family: int) -> list[Network] | None:
+    """The networks of ``intersect``'s answer in IP version ``family`` (None: any address)."""
+    return None if nets is None else [n for n in nets if n.version == family]
+
+
+def _within(a: Network, b: Network) -> bool:
+    """Is ``a`` inside ``b`` (never, for networks of two families)?"""
+    if isinstance(a, IPv4Network):
+        return isinstance(b, IPv4Network) and a.subnet_of(b)
+    return isinstance(b, IPv6Network) and a.subnet_of(b)
+
+
+def intersect(groups: list[list[Network]]) -> list[Network] | None:
     """The networks an ANDed group list allows (None: any address; []: nothing at all)."""
     if not groups:
         return None
     cur = list(groups[0])
     for grp in groups[1:]:
-        nxt: list[IPv4Network] = []
+        nxt: list[Network] = []
         for a in cur:
             for b in grp:
-                if a.subnet_of(b):
+                if _within(a, b):
                     nxt.append(a)
-                elif b.subnet_of(a):
+                elif _within(b, a):
                     nxt.append(b)
         cur = nxt
     return cur

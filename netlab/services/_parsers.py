@@ -1,4 +1,4 @@
-"""Wire parsers for the DPI middlebox: IPv4/TCP/UDP headers, the TLS ClientHello's SNI and the
+"""Wire parsers for the DPI middlebox: IPv4/IPv6, TCP and UDP headers, the TLS ClientHello's SNI and the
 HTTP/1.x Host header (DNS goes through dnspython). Hand-written because no maintained library
 parses a *partial* ClientHello incrementally; every function here takes arbitrary bytes and
 never raises (the unit tests fuzz them with hypothesis).
@@ -248,7 +248,7 @@ def _strip_port(host: bytes) -> bytes:
     return host.split(b":", 1)[0]
 
 
-# --- IPv4 / TCP / UDP --------------------------------------------------------------------
+# --- IPv4 / IPv6 / TCP / UDP ---------------------------------------------------------------
 
 
 #: A flow as the middlebox keys it: (source address, source port, destination address, destination port).
@@ -305,6 +305,57 @@ def parse_ipv4(raw: bytes) -> Packet | None:
         return None
 
 
+_IPV6_EXTENSIONS = (0, 43, 60)  # hop-by-hop, routing, destination options: skipped to the transport
+_IPV6_FRAGMENT = 44
+
+
+def parse_ipv6(raw: bytes) -> Packet | None:
+    """Headers of an IPv6 packet as the kernel hands it to NFQUEUE (extension headers skipped);
+    None if malformed; a non-first fragment has no transport header (proto -1). Never raises.
+    Called only for what parse_ipv4 refuses, so IPv4 traffic pays nothing for it."""
+    try:
+        if len(raw) < 40 or raw[0] >> 4 != 6:
+            return None
+        end = 40 + int.from_bytes(raw[4:6], "big")
+        if end > len(raw):
+            return None
+        src = socket.inet_ntop(socket.AF_INET6, raw[8:24])
+        dst = socket.inet_ntop(socket.AF_INET6, raw[24:40])
+        proto, pos = raw[6], 40
+        while proto in _IPV6_EXTENSIONS or proto == _IPV6_FRAGMENT:
+            if pos + 8 > end:
+                return None
+            if proto == _IPV6_FRAGMENT:
+                if int.from_bytes(raw[pos + 2 : pos + 4], "big") & 0xFFF8:  # a later fragment
+                    return Packet(src, dst, -1)
+                proto, pos = raw[pos], pos + 8
+            else:
+                proto, pos = raw[pos], pos + (raw[pos + 1] + 1) * 8
+        seg = raw[pos:end]
+        if proto == 6:
+            if len(seg) < 20:
+                return None
+            sport, dport, seq, ack, off = struct.unpack_from("!HHIIB", seg)
+            doff = (off >> 4) * 4
+            if doff < 20 or doff > len(seg):
+                return None
+            return Packet(src, dst, 6, sport, dport, seq, ack, seg[13], seg[doff:])
+        if proto == 17:
+            if len(seg) < 8:
+                return None
+            sport, dport, ulen = struct.unpack_from("!HHH", seg)
+            stop = ulen if 8 <= ulen <= len(seg) else len(seg)
+            return Packet(src, dst, 17, sport, dport, payload=seg[8:stop])
+        return Packet(src, dst, proto)
+    except Exception:
+        return None
+
+
+def parse_ip(raw: bytes) -> Packet | None:
+    """An IPv4 or IPv6 packet's headers (parse_ipv4, else parse_ipv6)."""
+    return parse_ipv4(raw) or parse_ipv6(raw)
+
+
 def _checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\x00"
@@ -322,19 +373,46 @@ def _ip_header(src: str, dst: str, proto: int, length: int, ttl: int = 64) -> by
     return hdr[:10] + struct.pack("!H", _checksum(hdr)) + hdr[12:]
 
 
+def _ip6_header(src: str, dst: str, proto: int, length: int, hop_limit: int = 64) -> bytes:
+    return (struct.pack("!IHBB", 6 << 28, length, proto, hop_limit)
+            + socket.inet_pton(socket.AF_INET6, src) + socket.inet_pton(socket.AF_INET6, dst))
+
+
+def _pseudo_header(src: str, dst: str, proto: int, length: int) -> bytes:
+    """The checksum's pseudo-header (RFC 793 for IPv4, RFC 8200 section 8.1 for IPv6)."""
+    if ":" in src:
+        return (socket.inet_pton(socket.AF_INET6, src) + socket.inet_pton(socket.AF_INET6, dst)
+                + struct.pack("!IxxxB", length, proto))
+    return socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, proto, length)
+
+
+def _ip_packet(src: str, dst: str, proto: int, segment: bytes) -> bytes:
+    """``segment`` behind an IPv4 or IPv6 header, the family of ``src``'s."""
+    if ":" in src:
+        return _ip6_header(src, dst, proto, len(segment)) + segment
+    return _ip_header(src, dst, proto, len(segment)) + segment
+
+
 def build_tcp(src: str, dst: str, sport: int, dport: int, seq: int, ack: int, flags: int,
               payload: bytes = b"", window: int = 65535) -> bytes:
+    """A TCP segment in an IPv4 or IPv6 packet (the family of the addresses)."""
     tcp = struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, 5 << 4,
                       flags, window, 0, 0) + payload
-    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, len(tcp))
-    csum = _checksum(pseudo + tcp)
+    csum = _checksum(_pseudo_header(src, dst, 6, len(tcp)) + tcp)
     tcp = tcp[:16] + struct.pack("!H", csum) + tcp[18:]
-    return _ip_header(src, dst, 6, len(tcp)) + tcp
+    return _ip_packet(src, dst, 6, tcp)
 
 
 def build_udp(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
+    """A UDP datagram in an IPv4 or IPv6 packet (the family of the addresses)."""
     udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
-    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 17, len(udp))
-    csum = _checksum(pseudo + udp) or 0xFFFF
+    csum = _checksum(_pseudo_header(src, dst, 17, len(udp)) + udp) or 0xFFFF
     udp = udp[:6] + struct.pack("!H", csum) + udp[8:]
-    return _ip_header(src, dst, 17, len(udp)) + udp
+    return _ip_packet(src, dst, 17, udp)
+
+
+def packet_destination(raw: bytes) -> tuple[int, str]:
+    """The address family and destination of a built IP packet (where a raw socket sends it)."""
+    if raw[0] >> 4 == 6:
+        return socket.AF_INET6, socket.inet_ntop(socket.AF_INET6, raw[24:40])
+    return socket.AF_INET, socket.inet_ntoa(raw[16:20])

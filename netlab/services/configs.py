@@ -111,12 +111,13 @@ class InterceptConfig:
     certs: dict[str, str]  # name -> PEM file (chain + key) presented for that name
     rules: list[InterceptRule]
     ready_file: str | None = None
+    listen6: str | None = None  # dual stack: the router's IPv6 access address (listen and source of IPv6 flows)
 
     def to_json(self) -> str:
         return json.dumps({
             "isp": self.isp, "listen": self.listen, "port": self.port, "source": self.source,
             "splice_mark": self.splice_mark, "pass_mark": self.pass_mark, "ready_file": self.ready_file,
-            "certs": self.certs, "rules": [r.to_dict() for r in self.rules],
+            "certs": self.certs, "rules": [r.to_dict() for r in self.rules], "listen6": self.listen6,
         }, indent=1) + "\n"
 
     @classmethod
@@ -124,7 +125,8 @@ class InterceptConfig:
         d = json.loads(text)
         return cls(isp=d.get("isp", ""), listen=d["listen"], port=int(d["port"]), source=d["source"],
                    splice_mark=int(d["splice_mark"]), pass_mark=int(d.get("pass_mark", 0)), certs=dict(d["certs"]),
-                   rules=[InterceptRule.from_json(r) for r in d["rules"]], ready_file=d.get("ready_file"))
+                   rules=[InterceptRule.from_json(r) for r in d["rules"]], ready_file=d.get("ready_file"),
+                   listen6=d.get("listen6"))
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 from typing import Any
 
 import dns.flags
@@ -87,9 +87,11 @@ from netlab.services._parsers import (
     Parsed,
     build_tcp,
     build_udp,
+    packet_destination,
     parse_client_hello,
     parse_http_host,
     parse_ipv4,
+    parse_ipv6,
 )
 from netlab.services._quic import QuicCensor, QuicRule
 
@@ -131,7 +133,7 @@ class CRule:
     http_host: str | None = None
     dns_query: str | None = None
     keyword: bytes | None = None
-    servers: list[list[IPv4Network]] = field(default_factory=list)
+    servers: list[list[IPv4Network | IPv6Network]] = field(default_factory=list)  # family 4|6: 0.0.0.0/0 or ::/0
     port: int | None = None
     proto: str | None = None
     address: str | None = None
@@ -155,7 +157,7 @@ class CRule:
             http_host=d.get("http_host"),
             dns_query=d.get("dns_query"),
             keyword=kw.encode("utf-8") if isinstance(kw, str) else None,
-            servers=[[IPv4Network(n) for n in grp] for grp in d.get("servers") or []],
+            servers=[[ip_network(n) for n in grp] for grp in d.get("servers") or []],
             port=d.get("port"),
             proto=d.get("proto"),
             address=d.get("address"),
@@ -179,8 +181,8 @@ class CRule:
             return False
         if self.port is not None and port != self.port:
             return False
-        if self.servers:
-            ip = IPv4Address(addr)
+        if self.servers:  # an address is never in a network of the other family
+            ip = IPv6Address(addr) if ":" in addr else IPv4Address(addr)
             return all(any(ip in n for n in grp) for grp in self.servers)
         return True
 
@@ -260,6 +262,14 @@ def dns_query_name(payload: bytes) -> str | None:
     return wire_name(q.question[0].name.to_text(omit_final_dot=True))
 
 
+_V4_MAPPED = b"\0" * 10 + b"\xff\xff"
+
+
+def _packed(addr: str) -> bytes:
+    """An address as 16 bytes, an IPv4 one mapped into IPv6 (::ffff:a.b.c.d): one key for both families."""
+    return socket.inet_pton(socket.AF_INET6, addr) if ":" in addr else _V4_MAPPED + socket.inet_aton(addr)
+
+
 class ResidualTable:
     """Residual blocks keyed by (client, server), in memory shared by the workers of a middlebox.
 
@@ -275,7 +285,7 @@ class ResidualTable:
     sequence number (odd while writing), so a reader never acts on a half-written slot.
     """
 
-    SLOT = struct.Struct("=I4s4sddi4x")  # seq, client, server, since, until, rule
+    SLOT = struct.Struct("=I16s16sddi4x")  # seq, client, server (IPv6, IPv4-mapped), since, until, rule
     SLOTS = 4096
     PROBE = 8
 
@@ -304,7 +314,7 @@ class ResidualTable:
 
     def get(self, client: str, server: str, now: float) -> int | None:
         """The rule index of the latest live block of the pair, or None."""
-        c, s = socket.inet_aton(client), socket.inet_aton(server)
+        c, s = _packed(client), _packed(server)
         best: tuple[float, int] | None = None
         for seg in range(self.segments):
             for slot in self._slots(seg, c + s):
@@ -314,7 +324,7 @@ class ResidualTable:
         return None if best is None else best[1]
 
     def put(self, client: str, server: str, since: float, until: float, rule: int) -> None:
-        c, s = socket.inet_aton(client), socket.inet_aton(server)
+        c, s = _packed(client), _packed(server)
         victim, victim_until = -1, float("inf")
         for slot in self._slots(self.own, c + s):
             e = self.SLOT.unpack_from(self.mem, slot * self.SLOT.size)  # own segment: no writer but us
@@ -349,6 +359,8 @@ class Engine:
         self.mark_mask = int(cfg.get("mark_mask") or 0)
         client = cfg.get("client_network")
         self.client_net = IPv4Network(client) if client else None
+        client6 = cfg.get("client_network6")  # dual stack: the access link's IPv6 /64
+        self.client_net6 = IPv6Network(client6) if client6 else None
         self.max_stream = int(cfg.get("max_stream") or MAX_STREAM)
         self.inspect_packets = int(cfg.get("inspect_packets") or INSPECT_PACKETS)
         quic_rules = [QuicRule(r.index, r.sni, r.quic, r.residual) for r in self.rules if r.reads_quic]
@@ -370,7 +382,7 @@ class Engine:
         """The decision on one IP packet; ``mark``: its packet mark (the shaper reads it)."""
         now = time.monotonic() if now is None else now
         self.packets += 1
-        pkt = parse_ipv4(raw)
+        pkt = parse_ipv4(raw) or parse_ipv6(raw)  # IPv6 only tried where IPv4's parse fails
         if pkt is None or pkt.proto not in (6, 17):
             return PASS
         if self.mode == "shaper":
@@ -381,12 +393,18 @@ class Engine:
 
     # --- shaper --------------------------------------------------------------------------
 
+    def _to_client(self, addr: str) -> bool:
+        """Is ``addr`` one of the ISP's clients (a packet to it goes downstream)?"""
+        if ":" in addr:
+            return self.client_net6 is not None and IPv6Address(addr) in self.client_net6
+        return self.client_net is not None and IPv4Address(addr) in self.client_net
+
     def _shape(self, pkt: Packet, mark: int = 0) -> Decision:
         for rule in self.rules:
             if rule.mark is not None:  # a rule on names: the DPI middlebox marked its flows
                 if mark & self.mark_mask != rule.mark:
                     continue
-                downstream = self.client_net is not None and IPv4Address(pkt.dst) in self.client_net
+                downstream = self._to_client(pkt.dst)
             elif rule.server_ok(pkt.proto, pkt.dst, pkt.dport):
                 downstream = False
             elif rule.server_ok(pkt.proto, pkt.src, pkt.sport):
@@ -701,6 +719,7 @@ class Middlebox:
         self.pass_mark = int(cfg.get("pass_mark", 0))  # 0: the rules have no pass mark (shaper)
         self.held: list[tuple[float, int]] = []  # (release time, packet id), shaper mode
         self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        self.raw6: socket.socket | None = None  # opened for the first forged IPv6 packet (dual stack)
         self.stop = False
         self.errors = 0
         self.busy = 0.0  # seconds spent receiving and judging packets
@@ -716,10 +735,20 @@ class Middlebox:
             return dec
         for out in dec.send:  # before the verdict, so the forged packets arrive first
             try:
-                self.raw.sendto(out, (socket.inet_ntoa(out[16:20]), 0))
+                family, dst = packet_destination(out)
+                self._raw(family).sendto(out, (dst, 0))
             except OSError as e:
                 log.warning("sending a forged packet failed: %s", e)
         return dec
+
+    def _raw(self, family: int) -> socket.socket:
+        """The raw socket that sends a forged packet of ``family`` whole, its IP header included (an
+        IPv6 raw socket of protocol IPPROTO_RAW takes the header from the packet, as IPv4's does)."""
+        if family == socket.AF_INET:
+            return self.raw
+        if self.raw6 is None:
+            self.raw6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        return self.raw6
 
     def drain(self, q: NfQueue) -> None:
         """Judge what is waiting; verdicts go out every BATCH packets and when the queue is empty."""

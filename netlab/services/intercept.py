@@ -45,10 +45,15 @@ PEEK_POLL = 0.005  # a partial ClientHello stays queued (peeked), so readiness c
 CONNECT_TIMEOUT = 10.0
 LINGER = 30.0  # after one direction of a relay ends, how long the other may go on
 SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h
+IP6T_SO_ORIGINAL_DST = 80  # linux/netfilter_ipv6/ip6_tables.h (on level SOL_IPV6)
 
 
 def original_destination(sock: socket.socket) -> tuple[str, int]:
-    """Where the client meant to connect before the router's redirect (struct sockaddr_in)."""
+    """Where the client meant to connect before the router's redirect: conntrack's original
+    destination, a struct sockaddr_in, or (dual stack) a sockaddr_in6 for an IPv6 flow."""
+    if sock.family == socket.AF_INET6:
+        raw = sock.getsockopt(socket.IPPROTO_IPV6, IP6T_SO_ORIGINAL_DST, 28)
+        return socket.inet_ntop(socket.AF_INET6, raw[8:24]), struct.unpack("!H", raw[2:4])[0]
     raw = sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
     port = struct.unpack("!H", raw[2:4])[0]
     return socket.inet_ntoa(raw[4:8]), port
@@ -96,6 +101,7 @@ class Interceptor:
         self.rules = config.rules
         self.certs = config.certs  # name -> PEM (chain + key) for that name
         self.source = config.source  # onward connections leave from here
+        self.source6 = config.listen6  # and those of IPv6 flows from here (dual stack)
         self.mark = config.splice_mark
         self.pass_mark = config.pass_mark
         self._contexts: dict[str, ssl.SSLContext] = {}
@@ -139,12 +145,13 @@ class Interceptor:
 
     async def _onward(self, address: str, port: int, mark: int, tls_name: str | None = None
                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        up = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        six = ":" in address
+        up = socket.socket(socket.AF_INET6 if six else socket.AF_INET, socket.SOCK_STREAM)
         try:
             up.setblocking(False)
             if mark:
                 up.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
-            up.bind((self.source, 0))
+            up.bind((self.source6 if six and self.source6 else self.source, 0))
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 await asyncio.get_running_loop().sock_connect(up, (address, port))
                 return await asyncio.open_connection(
@@ -210,11 +217,12 @@ async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
 
 async def serve(config: InterceptConfig) -> None:
     interceptor = Interceptor(config)
-    sock = listener(config.listen, config.port)
+    # dual stack: the nat redirect of an IPv6 flow goes to the router's IPv6 access address
+    socks = [listener(a, config.port) for a in (config.listen, config.listen6) if a]
     loop = asyncio.get_running_loop()
     tasks: set[asyncio.Task[None]] = set()
 
-    async def accept() -> None:
+    async def accept(sock: socket.socket) -> None:
         while True:
             conn, _ = await loop.sock_accept(sock)
             conn.setblocking(False)
@@ -222,12 +230,14 @@ async def serve(config: InterceptConfig) -> None:
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
-    acceptor = asyncio.create_task(accept())
+    acceptors = [asyncio.create_task(accept(sock)) for sock in socks]
     try:
         await serve_until_stopped([], config.ready_file)
     finally:
-        acceptor.cancel()
-        sock.close()
+        for acceptor in acceptors:
+            acceptor.cancel()
+        for sock in socks:
+            sock.close()
 
 
 def main(argv: list[str] | None = None) -> int:

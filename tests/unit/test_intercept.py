@@ -197,11 +197,22 @@ def test_rule_choice_by_name_address_and_port() -> None:
 
 def test_original_destination_reads_sockaddr_in() -> None:
     class Fake:
+        family = socket.AF_INET
+
         def getsockopt(self, level: int, opt: int, size: int) -> bytes:
             assert (level, opt, size) == (socket.SOL_IP, 80, 16)
             return struct.pack("!HH4s8x", socket.AF_INET, 443, IPv4Address("198.18.1.2").packed)
 
+    class Fake6:  # dual stack: a redirected IPv6 flow, struct sockaddr_in6 from SOL_IPV6
+        family = socket.AF_INET6
+
+        def getsockopt(self, level: int, opt: int, size: int) -> bytes:
+            assert (level, opt, size) == (socket.IPPROTO_IPV6, 80, 28)
+            addr = socket.inet_pton(socket.AF_INET6, "2001:2::c612:102")
+            return struct.pack("!HHI16sI", socket.AF_INET6, 8443, 0, addr, 0)
+
     assert service.original_destination(Fake()) == ("198.18.1.2", 443)  # type: ignore[arg-type]
+    assert service.original_destination(Fake6()) == ("2001:2::c612:102", 8443)  # type: ignore[arg-type]
 
 
 def test_relay_passes_a_reset_on_as_a_reset() -> None:
