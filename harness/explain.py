@@ -139,7 +139,8 @@ def _matches(stage: str, rule: Rule | ShapingRule, target: Target, scenario: Sce
         assert isinstance(rule, ShapingRule)
         if isp is None:
             return flow_matches(rule.match, addr, target.port, "tcp", sites)
-        return shaping_matches(rule, isp, target, addr, sites)
+        # dual stack: the middlebox and the shaper act on both families' addresses
+        return any(shaping_matches(rule, isp, target, a, sites) for a in both_families(sites, target.host))
     assert isinstance(rule, Rule)
     on_dns_path = scenario.public_resolver and flow_matches(rule.match, PUBLIC_RESOLVER, 53, "udp", sites)
     if stage == "firewall":  # any address of the name (a CDN has several; dual stack: of both families)
@@ -150,8 +151,9 @@ def _matches(stage: str, rule: Rule | ShapingRule, target: Target, scenario: Sce
         return ((on_dns_path and name_matches(target.host, rule.match.dns_query))
                 or (isp is not None and on_recursion_path(rule, isp, target.host, sites)))
     if rule.action == "intercept":
-        return intercepts(rule, target, addr, sites)
-    return dpi_rule_matches(rule, target, addr, sites, isp.dpi_reassembly if isp is not None else None)
+        return any(intercepts(rule, target, a, sites) for a in both_families(sites, target.host))
+    return any(dpi_rule_matches(rule, target, a, sites, isp.dpi_reassembly if isp is not None else None)
+               for a in both_families(sites, target.host))
 
 
 def idle_rules(scenario: Scenario, expectations: dict[tuple[str, str], Expectation],

@@ -138,8 +138,8 @@ def dpi_rule_matches(rule: Rule, target: Target, addr: IPv4Address | IPv6Address
     ``reassembly`` (the middlebox's ``dpi.reassembly``), only if what the rule matches lies within
     the part of the flow the middlebox reads (netlab.first_flight): else the client evades it."""
     m = rule.match
-    if m.dns_query is not None or not rule.reads_tcp or addr.version != 4:
-        return False  # the middlebox reads IPv4 only: an IPv6 flow passes it (netlab.compile.dpi)
+    if m.dns_query is not None or not rule.reads_tcp:
+        return False
     if not flow_matches(m, addr, target.port, "tcp", site_addresses):
         return False
     if m.sni is not None and not (target.is_https and name_matches(target.host, m.sni)):
@@ -166,7 +166,7 @@ def quic_rule_matches(rule: Rule, target: Target, addr: IPv4Address | IPv6Addres
     """Does a DPI rule fire on the QUIC Initial of the quic probe's fetch of ``target``?
     ``split_hello``: the client's ClientHello spans two datagrams (a post-quantum key share)."""
     m = rule.match
-    if not rule.reads_quic or not target.is_https or addr.version != 4:
+    if not rule.reads_quic or not target.is_https:
         return False
     if not flow_matches(m, addr, target.port, "udp", site_addresses) or target.port != (m.port or QUIC_PORT):
         return False
@@ -201,9 +201,12 @@ def _quic_censored(scenario: Scenario, isp: Isp, target: Target, addr: IPv4Addre
         return Expectation(verdict, f"firewall rule line {fw.line} (UDP)", rule=fw)
     version = int(scenario.probe.get("quic_version", 1))  # type: ignore[call-overload]
     split = bool(scenario.probe.get("quic_split_hello", False))
-    dpi = first_rule(isp.dpi_rules, lambda r: quic_rule_matches(r, target, addr, site_addresses, version, split))
-    if dpi is not None and _past_middlebox(isp, target, site_addresses, "udp") is not None:
-        return None  # the probe keeps the address that works: an IPv6 one the middlebox never reads
+    def quic_rule(a: IPv4Address | IPv6Address) -> Rule | None:
+        return first_rule(isp.dpi_rules, lambda r: quic_rule_matches(r, target, a, site_addresses, version, split))
+
+    dpi = quic_rule(addr)
+    if dpi is not None and _past_middlebox(isp, target, addr, site_addresses, "udp", quic_rule) is not None:
+        return None  # the probe keeps the address that works: one of the other family no rule reads
     return _quic_verdict(dpi) if dpi is not None else None
 
 
@@ -393,11 +396,14 @@ def _expect_hop(scenario: Scenario, isp: Isp, target: Target, site_addresses: di
                                            f"dpi rule line {dpi.line} (intercept, CA installed: its page)", rule=dpi)
                 dpi = None
             if dpi is not None and caps == WEB and target.is_https and (
-                    v6 := _past_middlebox(isp, target, site_addresses, "tcp")) is not None:
+                    other := _past_middlebox(isp, target, addr, site_addresses, "tcp", lambda a: first_rule(
+                        isp.dpi_rules, lambda r: dpi_rule_matches(r, target, a, site_addresses,
+                                                                  isp.dpi_reassembly)))) is not None:
                 # The web probe shakes hands on every address it connected to and fetches through the
-                # first that succeeds: an IPv6 one, which the middlebox never reads (dual stack).
-                leak = f"dpi rule line {dpi.line} acts on IPv4; the IPv6 handshake ({v6}) succeeds and fetches"
-                dpi, addr = None, v6
+                # first that succeeds: one of the other family no rule acts on (a rule's family: 4|6).
+                leak = (f"dpi rule line {dpi.line} acts on IPv{addr.version}; the IPv{other.version} handshake "
+                        f"({other}) succeeds and fetches")
+                dpi, addr = None, other
             if dpi is not None:
                 censored = Expectation(_dpi_verdict(dpi, target), f"dpi rule line {dpi.line}", rule=dpi)
                 warning = dpi.blockpage.location if dpi.blockpage is not None and not target.is_https else None
@@ -501,8 +507,8 @@ def shaping_matches(shaping: ShapingRule, isp: Isp, target: Target, addr: IPv4Ad
     """Does a shaping rule take the TCP flow that fetches ``target`` from ``addr``? A rule on names
     (sni, http_host) only where the middlebox reads the name (netlab.compile.shaping)."""
     m = shaping.match
-    if addr.version != 4 or not flow_matches(m, addr, target.port, "tcp", site_addresses):
-        return False  # the shaper, like the middlebox, acts on IPv4 only
+    if not flow_matches(m, addr, target.port, "tcp", site_addresses):
+        return False
     if m.sni is not None and not (target.is_https and name_matches(target.host, m.sni)):
         return False
     if m.http_host is not None and not (not target.is_https and name_matches(target.host, m.http_host)):
@@ -559,15 +565,18 @@ def _addresses(target: Target, addr: IPv4Address | IPv6Address, site_addresses: 
     return (v4 if 4 in families else ()) + (addresses_v6(site_addresses, target.host) if 6 in families else ())
 
 
-def _past_middlebox(isp: Isp, target: Target, site_addresses: dict[str, IPv4Address], proto: str
-                    ) -> IPv6Address | None:
-    """Dual stack: the first IPv6 address of ``target`` the firewall lets ``proto`` reach, where
-    the middlebox and the shaper, which read IPv4 only, never act. None without one."""
-    families = getattr(site_addresses, "families", (4, 6))
-    if 6 not in families:
+def _past_middlebox(isp: Isp, target: Target, addr: IPv4Address | IPv6Address,
+                    site_addresses: dict[str, IPv4Address], proto: str,
+                    acts: Callable[[IPv4Address | IPv6Address], Rule | None]) -> IPv4Address | IPv6Address | None:
+    """Dual stack: the first address of ``target`` of the other family than ``addr`` that the
+    firewall lets ``proto`` reach and no DPI rule acts on (``acts``: the rule that fires on a flow to
+    an address; a rule limited to ``family: 4`` leaks over IPv6). None without one."""
+    other = 10 - addr.version
+    if other not in getattr(site_addresses, "families", (4, 6)):
         return None
-    for a in addresses_v6(site_addresses, target.host):
-        if firewall_rule(isp, a, target.port, proto, site_addresses) is None:
+    pool = addresses_v6(site_addresses, target.host) if other == 6 else addresses_of(site_addresses, target.host)
+    for a in pool:
+        if firewall_rule(isp, a, target.port, proto, site_addresses) is None and acts(a) is None:
             return a
     return None
 

@@ -73,10 +73,10 @@ def test_ipv6_needs_the_switch(snippet: str, key: str, words: str) -> None:
      "          action: drop\n", "isps[0].firewall.rules[0].match.family", "could never match"),
     ("isps:\n  - name: x\n    firewall:\n      rules:\n        - match: {site: a.test, family: 5}\n"
      "          action: drop\n", "isps[0].firewall.rules[0].match.family", "4 or 6"),
-    ("isps:\n  - name: x\n    dpi:\n      rules:\n        - match: {sni: a.test, cidr: '2001:2::/64'}\n"
-     "          action: reset\n", "isps[0].dpi.rules[0].match.cidr", "reads IPv4 only"),
-    ("isps:\n  - name: x\n    dpi:\n      rules:\n        - match: {sni: a.test, family: 6}\n"
-     "          action: reset\n", "isps[0].dpi.rules[0].match.family", "unknown key"),
+    ("isps:\n  - name: x\n    dpi:\n      rules:\n        - match: {sni: a.test, cidr: '2001:2::/64', family: 4}\n"
+     "          action: reset\n", "isps[0].dpi.rules[0].match.family", "could never match"),
+    ("isps:\n  - name: x\n    shaping:\n      - match: {sni: a.test, family: 7}\n"
+     "        rate: 1mbit\n", "isps[0].shaping[0].match.family", "4 or 6"),
 ])
 def test_bad_dual_stack_input(snippet: str, key: str, words: str) -> None:
     e = err(BASE + snippet)
@@ -167,6 +167,8 @@ def test_oracle_one_family_blocked_leaks() -> None:
     assert {u: e.verdict.value for u, e in got.items()} == {
         "https://v4blocked.test/": "ok", "https://v6blocked.test/": "ok", "https://ownv6.test/": "ok",
         "https://bothblocked.test/": "tcp.timeout", "https://range.test/": "tcp.reset", "https://sni.test/": "ok",
+        "https://sniboth.test/": "tls.reset", "http://page.test/": "http.blockpage", "https://slow.test/": "ok",
+        "https://intercepted.test/": "tls.cert_invalid",
         "http://hostname.test/": "http.reset", "https://gone.test/": "dns.nxdomain",
         "https://forged.test/": "dns.bogon", "https://clean.test/": "ok"}
     assert "blocks IPv4; the fetch goes over IPv6" in got["https://v4blocked.test/"].reason
@@ -175,13 +177,17 @@ def test_oracle_one_family_blocked_leaks() -> None:
     isp = s.isp("v4censor")
     per_family = {(url, fam): expect_family(s, isp, Target.parse(url), addrs, fam).verdict
                   for url in ("https://v4blocked.test/", "https://v6blocked.test/", "https://ownv6.test/",
-                              "https://sni.test/", "https://clean.test/") for fam in (4, 6)}
+                              "https://sni.test/", "https://clean.test/", "https://sniboth.test/",
+                              "http://page.test/", "https://slow.test/") for fam in (4, 6)}
     assert per_family == {
         ("https://v4blocked.test/", 4): Verdict.TCP_TIMEOUT, ("https://v4blocked.test/", 6): Verdict.OK,
         ("https://v6blocked.test/", 4): Verdict.OK, ("https://v6blocked.test/", 6): Verdict.TCP_RESET,
         ("https://ownv6.test/", 4): Verdict.OK, ("https://ownv6.test/", 6): Verdict.TCP_UNREACHABLE,
         ("https://sni.test/", 4): Verdict.TLS_RESET, ("https://sni.test/", 6): Verdict.OK,
-        ("https://clean.test/", 4): Verdict.OK, ("https://clean.test/", 6): Verdict.OK}
+        ("https://clean.test/", 4): Verdict.OK, ("https://clean.test/", 6): Verdict.OK,
+        ("https://sniboth.test/", 4): Verdict.TLS_RESET, ("https://sniboth.test/", 6): Verdict.TLS_RESET,
+        ("http://page.test/", 4): Verdict.HTTP_BLOCKPAGE, ("http://page.test/", 6): Verdict.HTTP_BLOCKPAGE,
+        ("https://slow.test/", 4): Verdict.OK, ("https://slow.test/", 6): Verdict.THROTTLED}
 
 
 def _both(query: dns.message.Message) -> list[bytes]:
