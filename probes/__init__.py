@@ -7,3 +7,7 @@ the helpers ``streams``, ``safety`` and ``trace``.
 
 Importing this package imports nothing else, so the worker starts fast.
 """
+
+#: The project's version: the package metadata is built from it (pyproject.toml), and every
+#: measurement carries it as software_version.
+__version__ = "0.1.0"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import secrets
 import sys
 import uuid
@@ -21,14 +20,12 @@ PROBE_CC = "ZZ"
 EXTENSIONS = {"dnst": 0, "httpt": 0, "tcpconnect": 0, "tlshandshake": 0}
 
 
-@functools.cache
 def software_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    """The project's version (probes.__version__, which the package metadata is built from), the
+    same whether the project is installed or runs from a mounted source tree."""
+    from probes import __version__
 
-    try:
-        return version(SOFTWARE_NAME)
-    except PackageNotFoundError:  # running from a source tree that is not installed
-        return "0.0.0+source"
+    return __version__
 
 
 def ooni_time(moment: datetime) -> str:
