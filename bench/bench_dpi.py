@@ -50,6 +50,7 @@ import statistics
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import ModuleType
@@ -237,10 +238,9 @@ def main() -> int:
     fan = f"{DPI_WORKERS} workers"
     results: dict[str, list[dict]] = {}
     loops: list[dict[str, float]] = []
-    tmp = Path(f"/tmp/bench-dpi-{os.getpid()}")
-    tmp.mkdir(exist_ok=True)
     if args.loop:
-        loops.append(loop_figures(args, tmp) | {"load": load()})
+        with tempfile.TemporaryDirectory(prefix="bench-dpi-") as tmp:
+            loops.append(loop_figures(args, Path(tmp)) | {"load": load()})
     if not args.no_lab:
         with DpiLab(suffix="bench") as lab:
             lab.start_server()
