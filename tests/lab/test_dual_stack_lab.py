@@ -2,7 +2,8 @@
 each backend, measured by the web probe (verdicts equal the oracle's; both families resolved and
 connected to, as OONI measures them), and looked at with real tools inside the vantages through
 `harness exec`: dig's AAAA answers, and curl -4 / curl -6, which fail exactly where the oracle's
-per-family view (netlab.oracle.expect_family) says a client limited to that family is blocked."""
+per-family view (netlab.oracle.expect_family) says a client limited to that family is blocked; the
+middlebox (resets, blockpage, DNS inject), the interceptor and the shaper acting on IPv6 flows."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from conftest import ROOT, docker_ok, harness_cli, lab_name_prefix
 
 from netlab.addressing import v6_of
+from netlab.blockpage import MARKER as BLOCKPAGE_MARKER
 from netlab.loader import load_scenario
 from netlab.oracle import expect_family, expected_verdicts
 from netlab.target import Target
@@ -26,7 +28,7 @@ ISP = "v4censor"
 # curl's exit status for what a blocked family does: 7 no connection (reset, ICMP), 28 a timeout
 # (a dropped SYN), 35 a TLS handshake the middlebox reset.
 CURL_FAILURES = {Verdict.TCP_RESET: {7}, Verdict.TCP_UNREACHABLE: {7}, Verdict.TCP_TIMEOUT: {28},
-                 Verdict.TLS_RESET: {35}}
+                 Verdict.TLS_RESET: {35}, Verdict.TLS_CERT_INVALID: {60}}
 
 
 @dataclass
@@ -101,7 +103,8 @@ def test_dig_answers_aaaa(lab: Lab) -> None:
 
 
 @pytest.mark.parametrize("url", ["https://v4blocked.test/", "https://v6blocked.test/", "https://ownv6.test/",
-                                 "https://sni.test/", "https://bothblocked.test/", "https://clean.test/"])
+                                 "https://sni.test/", "https://bothblocked.test/", "https://clean.test/",
+                                 "https://sniboth.test/", "https://intercepted.test/"])
 def test_curl_per_family_as_the_oracle_says(lab: Lab, url: str) -> None:
     scenario = load_scenario(DUAL)
     addrs = scenario.site_addresses()
@@ -118,3 +121,40 @@ def test_curl_per_family_as_the_oracle_says(lab: Lab, url: str) -> None:
     for family in (4, 6):
         assert lab.exec("control", "curl", f"-{family}", "-sS", "-o", "/dev/null", "--max-time", "8",
                         url).returncode == 0
+
+
+def test_blockpage_over_both_families(lab: Lab) -> None:
+    """The middlebox forges its page into an IPv6 flow as into an IPv4 one (http_host rule, no family)."""
+    for family in (4, 6):
+        res = lab.exec(ISP, "curl", f"-{family}", "-sS", "-w", "\n%{http_code} %{remote_ip}", "--max-time", "8",
+                       "http://page.test/")
+        assert res.returncode == 0, (family, res.stderr)
+        status, remote = res.stdout.rsplit("\n", 1)[1].split()
+        assert status == "451" and BLOCKPAGE_MARKER in res.stdout and (":" in remote) == (family == 6), res.stdout
+
+
+def test_dns_inject_over_ipv6_transport(lab: Lab) -> None:
+    """A query that crosses the router over IPv6 gets the middlebox's forged A record first. An
+    unconnected socket (dnspython's): nothing answers on the site's port 53, and a connected one
+    (dig) would report the ICMP port unreachable before reading the queued forged answer."""
+    addrs = load_scenario(DUAL).site_addresses()
+    for server in (str(addrs.all6("clean.test")[0]), str(addrs["clean.test"])):
+        res = lab.exec(ISP, "python3", "-c", "import sys, dns.message, dns.query; "
+                       "r = dns.query.udp(dns.message.make_query('injected.test', 'A'), sys.argv[1], timeout=5); "
+                       "print(*[rd.address for rr in r.answer for rd in rr])", server)
+        assert res.returncode == 0 and res.stdout.split() == ["10.10.34.35"], (server, res.stdout, res.stderr)
+
+
+def test_shaping_by_name_on_ipv6_only(lab: Lab) -> None:
+    """shaping {sni: slow.test, family: 6} at 256 kbit/s: the 64 KiB page takes about 2 s over
+    IPv6 (the middlebox marks the IPv6 flow, ip6tables CLASSIFY puts it in the htb class) and
+    comes at once over IPv4."""
+    took = {}
+    for family in (4, 6):
+        res = lab.exec(ISP, "curl", f"-{family}", "-sS", "-o", "/dev/null", "-w", "%{size_download} %{time_total}",
+                       "--max-time", "20", "https://slow.test/")
+        assert res.returncode == 0, (family, res.stderr)
+        size, seconds = res.stdout.split()
+        assert int(size) == 65536
+        took[family] = float(seconds)
+    assert took[6] > 1.2 and took[4] < took[6] / 2, took
