@@ -15,7 +15,7 @@ from typing import Any
 
 from harness.ooni import WEB, control_endpoints, probe_addresses
 from harness.ooni_rules import ControlView
-from harness.score import control_summary
+from harness.score import ControlSummary
 from netlab import jsonl
 from netlab.model import CONTROL
 
@@ -23,7 +23,7 @@ from netlab.model import CONTROL
 @dataclass
 class RunDigest:
     #: url -> harness.score's summary of the control's measurement (every probe type)
-    controls: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    controls: dict[str, ControlSummary] = field(default_factory=dict)
     #: url -> OONI's view of the control's web measurement
     views: dict[str, ControlView] = field(default_factory=dict)
     #: url -> the endpoints ("ip:port") the control's web measurement connected to, depth 0
@@ -41,7 +41,7 @@ class RunDigest:
     def add_measurement(self, vantage: str, m: dict[str, Any]) -> None:
         url, tk, web = self._share(m["input"]), m["test_keys"], m.get("test_name") == WEB
         if vantage == CONTROL:
-            self.controls[url] = self._share(control_summary(tk))
+            self.controls[url] = ControlSummary(*self._share(tuple(ControlSummary.of(tk))))
             if web:
                 view = ControlView.of(tk, url)
                 for f in fields(view):

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 from harness.analysis import Fingerprint, analyse
 from harness.errors import ResultsError
@@ -177,7 +177,7 @@ def verdict_rows(files: list[Path], expectations: dict[tuple[str, str], Expectat
                  errors: Iterable[dict[str, Any]] = (), *,
                  on_control: Callable[[dict[str, Any]], None] | None = None,
                  on_row: Callable[[dict[str, Any], VerdictRow], None] | None = None,
-                 controls: dict[str, tuple[Any, ...]] | None = None) -> list[VerdictRow]:
+                 controls: dict[str, ControlSummary] | None = None) -> list[VerdictRow]:
     """One row per measurement, and one no_measurement row (a mismatch) for every pair of
     ``expected`` (default: every pair of ``expectations``) that has none, with the reason from
     the campaign's ``errors`` (run.json): probe_error, timeout, or missing when the worker never
@@ -188,12 +188,12 @@ def verdict_rows(files: list[Path], expectations: dict[tuple[str, str], Expectat
     so memory holds one control measurement per target, not the whole run. Whatever else needs the
     measurements rides along, so they are not read again: ``on_control`` sees each control
     measurement of the first pass, ``on_row`` each measurement of the second with its row.
-    ``controls``: the control summaries (``control_summary`` per URL) gathered while the campaign
+    ``controls``: the control summaries (a ControlSummary per URL) gathered while the campaign
     wrote the measurements (harness.digest); then there is no first pass."""
     if controls is None:
         controls = {}
         for m in iter_measurements(files, vantage=CONTROL):
-            controls[sys.intern(m["input"])] = control_summary(m["test_keys"])
+            controls[sys.intern(m["input"])] = ControlSummary.of(m["test_keys"])
             if on_control is not None:
                 on_control(m)
     rows = []
@@ -209,7 +209,7 @@ def verdict_rows(files: list[Path], expectations: dict[tuple[str, str], Expectat
                                    "folder once, and only shards of one campaign together")
             seen[(vantage, url)] = path
             control = controls.get(url)
-            result = analyse(m["test_keys"], None if control is None else _unslim(control), fingerprints)
+            result = analyse(m["test_keys"], None if control is None else control.test_keys(), fingerprints)
             rows.append(VerdictRow(vantage, url, result.verdict, expectations.get((vantage, url)), result.why,
                                    m.get("measurement_uid", "")))
             if on_row is not None:
@@ -246,27 +246,43 @@ def no_measurement_reason(error: dict[str, Any] | None) -> tuple[str, str]:
     return PROBE_ERROR, f"the probe failed ({error.get('kind') or 'error'}): {text}"
 
 
-# What the analysis needs of a control measurement. Memory holds one per target for the whole
-# scoring pass, so it is kept as a tuple (no bodies, no certificates, of the DNS queries only
-# which engine answered and how) and made a dict again only while one measurement is analysed.
+# The control's test keys ControlSummary keeps, in its fields' order.
 CONTROL_KEYS = ("x_failed_stage", "failure", "x_status_code", "x_title", "x_body_length", "x_body_seconds",
-                "x_body_sha256",  # the digest: a blockpage fingerprint never counts on the control's own page
-                "x_quic_failure")  # the web probe's QUIC step (web_quic): did the control's HTTP/3 work?
+                "x_body_sha256", "x_quic_failure")
 
 
-def control_summary(keys: dict[str, Any]) -> tuple[Any, ...]:
-    resolved = keys.get("x_resolved") or {}
-    queries = tuple((q.get("engine"), q.get("failure")) for q in keys.get("queries") or [])
-    return (*(keys.get(k) for k in CONTROL_KEYS), tuple(resolved.get("system") or ()),
-            tuple(resolved.get("public") or ()), queries)
+class ControlSummary(NamedTuple):
+    """What the analysis (harness.analysis.analyse) needs of the control's measurement of a URL,
+    for every probe type. Memory holds one per target for the whole scoring pass, so it is a tuple
+    (no bodies, no certificates, of the DNS queries only which engine answered and how), made test
+    keys again (``test_keys``) only while one measurement is analysed. (OONI's keys need another
+    view of the control's web measurements: harness.ooni_rules.ControlView, the test helper's.)"""
+    failed_stage: str | None
+    failure: str | None
+    status_code: int | None
+    title: str | None
+    body_length: int | None
+    body_seconds: float | None
+    body_sha256: str | None  # a blockpage fingerprint never counts on the control's own page
+    quic_failure: str | None  # the web probe's QUIC step (web_quic): did the control's HTTP/3 work?
+    system: tuple[str, ...]  # x_resolved: the addresses each resolver gave
+    public: tuple[str, ...]
+    queries: tuple[tuple[str | None, str | None], ...]  # (engine, failure) of each DNS query
 
+    @classmethod
+    def of(cls, keys: dict[str, Any]) -> ControlSummary:
+        resolved = keys.get("x_resolved") or {}
+        get = keys.get
+        return cls(get("x_failed_stage"), get("failure"), get("x_status_code"), get("x_title"), get("x_body_length"),
+                   get("x_body_seconds"), get("x_body_sha256"), get("x_quic_failure"),
+                   tuple(resolved.get("system") or ()), tuple(resolved.get("public") or ()),
+                   tuple((q.get("engine"), q.get("failure")) for q in keys.get("queries") or []))
 
-def _unslim(slim: tuple[Any, ...]) -> dict[str, Any]:
-    n = len(CONTROL_KEYS)
-    control = dict(zip(CONTROL_KEYS, slim[:n], strict=True))
-    control["x_resolved"] = {"system": list(slim[n]), "public": list(slim[n + 1])}
-    control["queries"] = [{"engine": e, "failure": f} for e, f in slim[n + 2]]
-    return control
+    def test_keys(self) -> dict[str, Any]:
+        control: dict[str, Any] = dict(zip(CONTROL_KEYS, self[:len(CONTROL_KEYS)], strict=True))
+        control["x_resolved"] = {"system": list(self.system), "public": list(self.public)}
+        control["queries"] = [{"engine": e, "failure": f} for e, f in self.queries]
+        return control
 
 
 def score(rows: list[VerdictRow], techniques: tuple[str, ...] = TECHNIQUES) -> Score:

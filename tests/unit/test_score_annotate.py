@@ -105,3 +105,19 @@ def test_technique_tallies_per_row_as_the_definition_says() -> None:
         assert ts.tp == sum(1 for e, o in pairs if e == o and e.technique == tech)
         assert ts.fp == sum(1 for e, o in pairs if e != o and o.technique == tech)
         assert ts.fn == sum(1 for e, o in pairs if e != o and e.technique == tech)
+
+
+def test_control_summary_gives_back_the_keys_the_analysis_reads() -> None:
+    from harness.score import ControlSummary
+
+    keys = {"x_failed_stage": None, "failure": None, "x_status_code": 200, "x_title": "t", "x_body_length": 5,
+            "x_body_seconds": 0.1, "x_body_sha256": "ab", "x_quic_failure": None, "requests": [{"body": "x" * 99}],
+            "x_resolved": {"system": ["198.18.1.1"], "public": []},
+            "queries": [{"engine": "system", "failure": None, "answers": [{"ipv4": "198.18.1.1"}]}]}
+    summary = ControlSummary.of(keys)
+    assert summary.status_code == 200 and summary.system == ("198.18.1.1",)
+    assert summary.test_keys() == {**{k: v for k, v in keys.items() if k not in ("requests", "queries")},
+                                   "queries": [{"engine": "system", "failure": None}]}
+    digest = RunDigest()
+    digest.add_measurement("control", {"input": "https://a.test/", "test_name": "x", "test_keys": keys})
+    assert type(digest.controls["https://a.test/"]) is ControlSummary and digest.controls["https://a.test/"] == summary
