@@ -14,7 +14,7 @@ from netlab.verdict import Verdict
 MAX_MISMATCHES_SHOWN = 200
 MAX_TABLE_TARGETS = 500  # larger runs print the score and mismatches, not the whole matrix
 FAMILY_STYLE = {"ok": "green", "dns": "magenta", "tcp": "red", "tls": "yellow", "http": "cyan",
-                "throttled": "blue", "site_down": "dim", "control_failed": "bold red",
+                "quic": "bright_magenta", "throttled": "blue", "site_down": "dim", "control_failed": "bold red",
                 "no_measurement": "bold red"}
 
 

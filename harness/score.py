@@ -19,7 +19,7 @@ from netlab.verdict import Verdict
 if TYPE_CHECKING:  # harness.calls imports this module
     from harness.calls import OoniCall
 
-TECHNIQUES = ("dns", "tcp", "tls", "http", "throttled")
+TECHNIQUES = ("dns", "tcp", "tls", "http", "quic", "throttled")
 
 
 # Why an expected (vantage, target) has no measurement (VerdictRow.no_measurement).
