@@ -953,10 +953,27 @@ class _Loader:
                         raise self.ctx.fail(dm["ca_installed"], f"{key}.dpi.ca_installed", "the ISP's interception "
                                             "CA is made for intercept rules: this ISP has none")
             shaping = self.shaping(m["shaping"], f"{key}.shaping") if "shaping" in m else ()
+            self.check_intercept_and_named_shaping(m, key, dpi, shaping)
             out.append(Isp(name=name, resolver_rules=resolver, firewall_rules=firewall, dpi_rules=dpi,
                            shaping=shaping, dpi_fail=dpi_fail, dpi_placement=placement, dpi_reassembly=reassembly,
                            ca_installed=ca_installed, line=inode.start_mark.line + 1))
         return tuple(out)
+
+    def check_intercept_and_named_shaping(self, m: dict[str, yaml.Node], key: str, dpi: tuple[Rule, ...],
+                                          shaping: tuple[ShapingRule, ...]) -> None:
+        """An intercept rule without an address (site, ip, cidr) takes every TLS flow of the ISP's
+        clients through the interceptor, whose onward connections the middlebox never marks: shaping
+        by name would miss their downloads, so the two are refused together."""
+        wide = next((r for r in dpi if r.action == "intercept"
+                     and r.match.site is None and r.match.ip is None and r.match.cidr is None), None)
+        named = next((i for i, r in enumerate(shaping) if r.match.sni is not None or r.match.http_host is not None),
+                     None)
+        if wide is not None and named is not None:
+            node = self.sequence(m["shaping"], f"{key}.shaping")[named]
+            raise self.ctx.fail(node, f"{key}.shaping[{named}].match", "shaping by sni or http_host cannot be "
+                                f"combined with an intercept rule that names no site, ip or cidr (line {wide.line}): "
+                                "the interceptor carries every TLS flow and the shaper would not see them; give the "
+                                "intercept rule a site")
 
     def reassembly(self, node: yaml.Node, key: str) -> Reassembly:
         """`dpi.reassembly`: how much of each flow the middlebox reads (docs/scenario.md)."""

@@ -75,6 +75,18 @@ def test_bad_intercept_rules(rules: str, key: str, words: str) -> None:
     assert e.line is not None and e.line >= 10
 
 
+def test_wide_intercept_and_shaping_by_name_are_refused_together() -> None:
+    shaping = "    shaping:\n      - match: {sni: b.test}\n        rate: 1mbit\n"
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(BASE + "    dpi:\n      rules:\n        - match: {sni: a.test}\n          action: intercept\n"
+                       + shaping, source="s.yaml")
+    assert info.value.key == "isps[0].shaping[0].match" and "give the intercept rule a site" in str(info.value)
+    # an intercept rule limited to its site leaves other flows to the middlebox, which marks them
+    s = parse_scenario(BASE + "    dpi:\n      rules:\n        - match: {sni: a.test, site: a.test}\n"
+                       "          action: intercept\n" + shaping, source="s.yaml")
+    assert s.isps[0].shaping[0].match.sni == "b.test"
+
+
 def test_intercept_page_forms() -> None:
     s = scenario("        - match: {sni: a.test}\n          action: intercept\n"
                  "        - match: {sni: b.test}\n          action: {intercept: {page: }}\n"
