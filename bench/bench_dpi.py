@@ -195,7 +195,11 @@ def loop_cost(mod: ModuleType, packets: int, rounds: int = 5) -> float:
     """CPU microseconds per packet of ``mod``'s worker loop on the 443 flood's datagrams."""
     from netlab.compile.dpi import dpi_config
 
-    cfg = dpi_config(ISP, isp_addresses(1), {}, workers=1)
+    # through the file, as the service reads it: the file format is what both revisions share
+    with tempfile.TemporaryDirectory(prefix="bench-dpi-") as tmp:
+        path = Path(tmp) / "dpi.json"
+        path.write_text(dpi_config(ISP, isp_addresses(1), {}, workers=1).to_json())
+        cfg = mod.load_config(str(path))
     flows = packets // 10
     datagrams = [build_udp(CLIENT_IP, f"198.18.2.{1 + f % 64}", 10000 + f // 64, 443, b"f" * 32)
                  for f in (i % flows for i in range(packets))]

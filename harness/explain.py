@@ -30,6 +30,7 @@ from netlab.oracle import (
     shaping_matches,
 )
 from netlab.plan import LabPlan
+from netlab.services.configs import DpiConfig
 from netlab.target import Target
 from netlab.verdict import Verdict
 
@@ -41,7 +42,7 @@ class IspDataplane:
     unbound_policy: str = ""  # local-zone / stub-zone lines besides the RPZ
     nftables: str = ""
     dpi_iptables: str = ""
-    dpi_config: dict[str, Any] | None = None
+    dpi_config: DpiConfig | None = None  # dpi.json, as the middlebox reads it
     intercept_nft: str = ""  # the nat rules bringing flows to the TLS interceptor (DPI `intercept`)
     intercept_config: dict[str, Any] | None = None
     shaper_iptables: str = ""
@@ -49,7 +50,7 @@ class IspDataplane:
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {**self.__dict__, "dpi_config": self.dpi_config.to_dict() if self.dpi_config else None}
 
 
 @dataclass
@@ -259,7 +260,7 @@ def _isp_dataplane(plan: LabPlan, scenario: Scenario, isp_model: Isp) -> IspData
         unbound_policy=unbound_policy(resolver_policy(scenario, isp_model)),
         nftables=_text(plan, f"{isp}/firewall.nft"),
         dpi_iptables=_text(plan, f"{isp}/dpi.rules"),
-        dpi_config=json.loads(dpi) if dpi else None,
+        dpi_config=DpiConfig.from_json(dpi) if dpi else None,
         intercept_nft=_text(plan, f"{isp}/intercept.nft"),
         intercept_config=json.loads(icp) if (icp := _text(plan, f"{isp}/intercept.json")) else None,
         shaper_iptables=_text(plan, f"{isp}/shaper.rules"),

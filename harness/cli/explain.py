@@ -121,7 +121,7 @@ def isp_panel(isp: IspDataplane) -> Panel:
     section("resolver: Unbound policy zones (refuse / SERVFAIL stubs)", isp.unbound_policy)
     section("firewall: nftables ruleset (firewall.nft)", isp.nftables)
     section("DPI: iptables rules (dpi.rules)", isp.dpi_iptables)
-    section("DPI: middlebox config (dpi.json)", json.dumps(isp.dpi_config, indent=1) if isp.dpi_config else "",
+    section("DPI: middlebox config (dpi.json)", isp.dpi_config.to_json() if isp.dpi_config else "",
             "json")
     if isp.intercept_nft:
         section("DPI intercept: nat rules to the TLS interceptor (intercept.nft)", isp.intercept_nft)

@@ -34,10 +34,7 @@ the lab internet away: the resolver caches the forged one every time.
 
 from __future__ import annotations
 
-import base64
-import json
 from ipaddress import IPv4Address, IPv4Network
-from typing import Any
 
 from netlab.addressing import IspAddresses
 from netlab.compile.router import (
@@ -58,6 +55,7 @@ from netlab.compile.router import (
 from netlab.compile.shaping import named_shaping, shape_mark
 from netlab.model import Isp, Rule
 from netlab.plan import LAB_DIR, ReadyCheck, Service
+from netlab.services.configs import DpiConfig, DpiRule, NameShapeRule
 
 __all__ = ["PLACEMENTS", "RouterAdditions", "compile_dpi", "dpi_config", "dpi_iptables_rules"]
 
@@ -113,9 +111,10 @@ def _check(rule: Rule, isp: Isp) -> None:
         raise ValueError(f"{where}: proto contradicts the protocol field matched")
 
 
-def _page(rule: Rule) -> str | None:
+def _page(rule: Rule) -> bytes | None:
+    """A page the scenario declares (netlab.blockpage); None: the middlebox's own."""
     bp = rule.blockpage
-    return None if bp is None or bp.is_default else base64.b64encode(bp.response()).decode()
+    return None if bp is None or bp.is_default else bp.response()
 
 
 def middlebox_rules(isp: Isp) -> tuple[Rule, ...]:
@@ -125,51 +124,35 @@ def middlebox_rules(isp: Isp) -> tuple[Rule, ...]:
 
 
 def dpi_config(isp: Isp, addrs: IspAddresses, site_addresses: dict[str, IPv4Address],
-               workers: int = DPI_WORKERS) -> dict[str, Any]:
-    """The JSON config of the middlebox program."""
+               workers: int = DPI_WORKERS) -> DpiConfig:
+    """The config of the middlebox program (dpi.json)."""
     rules = []
     for rule in middlebox_rules(isp):
         _check(rule, isp)
         m = rule.match
-        rules.append(
-            {
-                "sni": m.sni,
-                "http_host": m.http_host,
-                "dns_query": m.dns_query,
-                "keyword": m.keyword,
-                "servers": [[str(n) for n in grp] for grp in server_networks(m, site_addresses)],
-                "port": m.port,
-                "proto": m.proto,
-                "action": rule.action,
-                "address": str(rule.address) if rule.address else None,
-                "residual": rule.residual,
-                # A page the scenario declares (netlab.blockpage), base64; None: the middlebox's own.
-                "page": _page(rule),
-                "transport": rule.transport,
-                "quic": rule.quic.to_json(),
-                "line": rule.line,
-                "describe": rule.describe(),
-            }
-        )
-    return {
-        "isp": isp.name,
-        "mode": "dpi",
-        "placement": isp.dpi_placement,
-        "queue": DPI_QUEUE,
-        "queues": list(range(DPI_QUEUE, DPI_QUEUE + workers)),
-        "drop_mark": DROP_MARK,
-        "pass_mark": PASS_MARK,
-        "inspect_packets": isp.dpi_reassembly.packets,
-        "max_stream": isp.dpi_reassembly.bytes,
-        "client_network": str(addrs.access_network),
-        "ready_file": f"{LAB_DIR}/{isp.name}/dpi.ready",
-        "rules": rules,
+        rules.append(DpiRule(
+            sni=m.sni, http_host=m.http_host, dns_query=m.dns_query, keyword=m.keyword,
+            servers=server_networks(m, site_addresses), port=m.port, proto=m.proto, action=rule.action,
+            address=str(rule.address) if rule.address else None, residual=rule.residual, page=_page(rule),
+            transport=rule.transport, quic=rule.quic, line=rule.line, describe=rule.describe()))
+    return DpiConfig(
+        isp=isp.name,
+        placement=isp.dpi_placement,
+        queue=DPI_QUEUE,
+        queues=list(range(DPI_QUEUE, DPI_QUEUE + workers)),
+        drop_mark=DROP_MARK,
+        pass_mark=PASS_MARK,
+        inspect_packets=isp.dpi_reassembly.packets,
+        max_stream=isp.dpi_reassembly.bytes,
+        client_network=str(addrs.access_network),
+        ready_file=f"{LAB_DIR}/{isp.name}/dpi.ready",
+        rules=rules,
         # Shaping rules that match names: the middlebox reads the name, the flow gets the rule's mark.
-        "shape": [{"sni": r.match.sni, "http_host": r.match.http_host, "port": r.match.port, "proto": r.match.proto,
-                   "servers": [[str(n) for n in grp] for grp in server_networks(r.match, site_addresses)],
-                   "action": "shape", "mark": shape_mark(i), "line": r.line, "describe": r.describe()}
-                  for i, r in named_shaping(isp)],
-    }
+        shape=[NameShapeRule(sni=r.match.sni, http_host=r.match.http_host, port=r.match.port, proto=r.match.proto,
+                             servers=server_networks(r.match, site_addresses), mark=shape_mark(i), line=r.line,
+                             describe=r.describe())
+               for i, r in named_shaping(isp)],
+    )
 
 
 STRING_MAX = 128  # the longest pattern the kernel's string match takes (XT_STRING_MAX_PATTERN_SIZE)
@@ -311,7 +294,7 @@ def compile_dpi(isp: Isp, addrs: IspAddresses, site_addresses: dict[str, IPv4Add
     cfg = dpi_config(isp, addrs, site_addresses, workers)
     base = f"{isp.name}/"
     files: dict[str, str | bytes] = {
-        base + "dpi.json": json.dumps(cfg, indent=2) + "\n",
+        base + "dpi.json": cfg.to_json(),
         base + "dpi.rules": dpi_iptables_rules(isp, workers, site_addresses),
     }
     setup: list[tuple[str, ...]] = [("iptables-restore", "--noflush", f"{LAB_DIR}/{isp.name}/dpi.rules")]

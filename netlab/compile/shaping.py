@@ -21,9 +21,7 @@ address rule; a client whose name the middlebox does not read (``dpi.reassembly`
 
 from __future__ import annotations
 
-import json
 from ipaddress import IPv4Address
-from typing import Any
 
 from netlab.addressing import IspAddresses, link_v6
 from netlab.compile.router import (
@@ -41,6 +39,7 @@ from netlab.compile.router import (
 )
 from netlab.model import Isp, ShapingRule
 from netlab.plan import LAB_DIR, ReadyCheck, Service
+from netlab.services.configs import ShaperConfig, ShaperRule
 
 __all__ = ["compile_shaping", "named_shaping", "shape_mark", "shaper_config"]
 
@@ -96,31 +95,22 @@ def _u32(direction: str, net: Network | None, rule: ShapingRule, family: int = 4
 
 
 def shaper_config(isp: Isp, site_addresses: dict[str, IPv4Address],
-                  client_network: str | None = None, client_network6: str | None = None) -> dict[str, Any]:
-    rules = []
-    for i, r in enumerate(isp.shaping):
-        rules.append(
-            {
-                "servers": [[str(n) for n in g] for g in server_networks(r.match, site_addresses)],
-                "port": r.match.port,
-                "proto": r.match.proto,
-                "delay_ms": r.delay_ms,
-                "loss": r.loss,
-                "mark": shape_mark(i) if is_named(r) else None,  # its flows carry it (the middlebox's)
-                "describe": r.describe(),
-            }
-        )
-    return {
-        "isp": isp.name,
-        "mode": "shaper",
-        "queue": SHAPER_QUEUE,
-        "ready_file": f"{LAB_DIR}/{isp.name}/shaper.ready",
-        "mark_mask": SHAPE_MASK,
-        "client_network": client_network,  # tells the direction of a packet of a rule matched by mark
-        "client_network6": client_network6,  # dual stack: the access link's IPv6 /64
+                  client_network: str | None = None, client_network6: str | None = None) -> ShaperConfig:
+    """The config of the shaper program (shaper.json)."""
+    return ShaperConfig(
+        isp=isp.name,
+        queue=SHAPER_QUEUE,
+        ready_file=f"{LAB_DIR}/{isp.name}/shaper.ready",
+        mark_mask=SHAPE_MASK,
+        client_network=client_network,
+        client_network6=client_network6,
         # rules without delay/loss are kept so first-match order is the scenario's
-        "shaping": rules,
-    }
+        shaping=[ShaperRule(servers=server_networks(r.match, site_addresses), port=r.match.port,
+                            proto=r.match.proto, delay_ms=r.delay_ms, loss=r.loss,
+                            mark=shape_mark(i) if is_named(r) else None,  # its flows carry it (the middlebox's)
+                            describe=r.describe())
+                 for i, r in enumerate(isp.shaping)],
+    )
 
 
 def _iptables_matches(index: int, rule: ShapingRule, nets: list[Network] | None) -> list[tuple[str, str, str]]:
@@ -244,7 +234,7 @@ def compile_shaping(
         base = f"{isp.name}/"
         config = shaper_config(isp, site_addresses, str(addrs.access_network),
                                str(link_v6(addrs.client).network) if 6 in families else None)
-        out.files[base + "shaper.json"] = json.dumps(config, indent=2) + "\n"
+        out.files[base + "shaper.json"] = config.to_json()
         for family in families:
             path = f"{isp.name}/shaper{suffix[family]}.rules"
             out.files[path] = _shaper_iptables(isp, site_addresses, family)

@@ -14,9 +14,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from netlab.dnsname import name_matches
+from netlab.model import QuicKnobs
 from netlab.target import display_name
 
 
@@ -202,3 +203,190 @@ class OriginConfig:
     def from_json(cls, text: str) -> Self:
         d = json.loads(text)
         return cls(sites=[SiteConfig.from_dict(s) for s in d["sites"]], ready_file=d.get("ready_file"))
+
+
+MAX_STREAM = 16 * 1024  # client bytes the middlebox keeps per flow unless dpi.json says (dpi.reassembly.bytes)
+INSPECT_PACKETS = 10  # client packets it reads per flow unless dpi.json says (dpi.reassembly.packets)
+Networks = list[list[IPv4Network | IPv6Network]]  # ANDed groups of ORed networks; [] matches any server
+
+
+def _networks(groups: Networks) -> list[list[str]]:
+    return [[str(n) for n in grp] for grp in groups]
+
+
+def _parse_networks(groups: list[list[str]] | None) -> Networks:
+    return [[ipaddress.ip_network(n) for n in grp] for grp in groups or []]
+
+
+@dataclass(frozen=True)
+class DpiRule:
+    """One ``dpi:`` rule as the middlebox applies it (netlab.services.dpi.CRule)."""
+    action: str  # reset, drop, blockpage, close, inject
+    sni: str | None = None
+    http_host: str | None = None
+    dns_query: str | None = None
+    keyword: str | None = None
+    servers: Networks = field(default_factory=list)
+    port: int | None = None
+    proto: str | None = None  # tcp, udp; None: either
+    address: str | None = None  # inject: the forged answer's address
+    residual: float | None = None  # seconds the client-server pair stays blocked after a hit
+    page: bytes | None = None  # blockpage: the scenario's whole response; None: the middlebox's own
+    transport: str = "any"  # tcp, quic, any: which of TLS over TCP and QUIC an sni rule reads
+    quic: QuicKnobs = field(default_factory=QuicKnobs)
+    line: int = 0
+    describe: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sni": self.sni, "http_host": self.http_host, "dns_query": self.dns_query, "keyword": self.keyword,
+                "servers": _networks(self.servers), "port": self.port, "proto": self.proto, "action": self.action,
+                "address": self.address, "residual": self.residual,
+                "page": base64.b64encode(self.page).decode() if self.page is not None else None,
+                "transport": self.transport, "quic": self.quic.to_json(), "line": self.line,
+                "describe": self.describe}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Self:
+        return cls(action=d["action"], sni=d.get("sni"), http_host=d.get("http_host"), dns_query=d.get("dns_query"),
+                   keyword=d.get("keyword"), servers=_parse_networks(d.get("servers")), port=d.get("port"),
+                   proto=d.get("proto"), address=d.get("address"), residual=d.get("residual"),
+                   page=base64.b64decode(d["page"]) if d.get("page") else None,
+                   transport=d.get("transport") or "any", quic=QuicKnobs.from_json(d.get("quic")),
+                   line=d.get("line", 0), describe=d.get("describe", ""))
+
+
+@dataclass(frozen=True)
+class NameShapeRule:
+    """A shaping rule on names (netlab.compile.shaping): the middlebox reads the name and gives
+    the flow the rule's conntrack mark, which puts its packets in the rule's htb class."""
+    mark: int
+    sni: str | None = None
+    http_host: str | None = None
+    port: int | None = None
+    proto: str | None = None
+    servers: Networks = field(default_factory=list)
+    line: int = 0
+    describe: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sni": self.sni, "http_host": self.http_host, "port": self.port, "proto": self.proto,
+                "servers": _networks(self.servers), "action": "shape", "mark": self.mark, "line": self.line,
+                "describe": self.describe}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Self:
+        return cls(mark=d["mark"], sni=d.get("sni"), http_host=d.get("http_host"), port=d.get("port"),
+                   proto=d.get("proto"), servers=_parse_networks(d.get("servers")), line=d.get("line", 0),
+                   describe=d.get("describe", ""))
+
+
+@dataclass(frozen=True)
+class DpiConfig:
+    """<isp>/dpi.json: the ISP's DPI middlebox (netlab.services.dpi; netlab.compile.dpi writes it)."""
+    isp: str = ""
+    placement: str = "access"  # access, border (the compiler's iptables rules differ; the program does not)
+    queue: int = 0  # the first NFQUEUE
+    queues: list[int] = field(default_factory=list)  # one worker each; []: ``queue`` alone
+    drop_mark: int = 0x40000000  # the packet mark that blackholes a flow (netlab.compile.router.DROP_MARK)
+    pass_mark: int = 0  # the mark of a TCP flow let through for good; 0: none
+    inspect_packets: int = INSPECT_PACKETS
+    max_stream: int = MAX_STREAM
+    client_network: str | None = None
+    ready_file: str | None = None
+    rules: list[DpiRule] = field(default_factory=list)  # first match wins
+    shape: list[NameShapeRule] = field(default_factory=list)
+
+    mode: ClassVar[str] = "dpi"  # written to the file: the service tells dpi.json and shaper.json apart by it
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "isp": self.isp, "mode": self.mode, "placement": self.placement, "queue": self.queue,
+            "queues": self.queues, "drop_mark": self.drop_mark, "pass_mark": self.pass_mark,
+            "inspect_packets": self.inspect_packets, "max_stream": self.max_stream,
+            "client_network": self.client_network, "ready_file": self.ready_file,
+            "rules": [r.to_dict() for r in self.rules], "shape": [s.to_dict() for s in self.shape],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Self:
+        return cls(isp=d.get("isp", ""), placement=d.get("placement", "access"), queue=int(d.get("queue", 0)),
+                   queues=[int(q) for q in d.get("queues") or []], drop_mark=int(d.get("drop_mark", 0x40000000)),
+                   pass_mark=int(d.get("pass_mark", 0)),
+                   inspect_packets=int(d.get("inspect_packets") or INSPECT_PACKETS),
+                   max_stream=int(d.get("max_stream") or MAX_STREAM), client_network=d.get("client_network"),
+                   ready_file=d.get("ready_file"), rules=[DpiRule.from_dict(r) for r in d.get("rules") or []],
+                   shape=[NameShapeRule.from_dict(s) for s in d.get("shape") or []])
+
+    @classmethod
+    def from_json(cls, text: str) -> Self:
+        return cls.from_dict(json.loads(text))
+
+
+@dataclass(frozen=True)
+class ShaperRule:
+    """One ``shaping:`` rule as the shaper emulates it (delay and loss without netem)."""
+    servers: Networks = field(default_factory=list)
+    port: int | None = None
+    proto: str | None = None
+    delay_ms: float | None = None  # added to server -> client packets
+    loss: float | None = None  # share of packets dropped, each direction
+    mark: int | None = None  # a rule on names: its flows carry this mark (the middlebox's); None: by address
+    describe: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"servers": _networks(self.servers), "port": self.port, "proto": self.proto,
+                "delay_ms": self.delay_ms, "loss": self.loss, "mark": self.mark, "describe": self.describe}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Self:
+        return cls(servers=_parse_networks(d.get("servers")), port=d.get("port"), proto=d.get("proto"),
+                   delay_ms=d.get("delay_ms"), loss=d.get("loss"), mark=d.get("mark"),
+                   describe=d.get("describe", ""))
+
+
+@dataclass(frozen=True)
+class ShaperConfig:
+    """<isp>/shaper.json: the shaper (netlab.services.dpi in shaper mode; netlab.compile.shaping
+    writes it), emulating delay and loss on a kernel without netem."""
+    isp: str = ""
+    queue: int = 0
+    ready_file: str | None = None
+    mark_mask: int = 0  # the conntrack mark bits of the rules on names
+    client_network: str | None = None  # tells the direction of a packet of a rule matched by mark
+    client_network6: str | None = None  # dual stack: the access link's IPv6 /64
+    shaping: list[ShaperRule] = field(default_factory=list)  # first match wins; rules without delay/loss too
+
+    mode: ClassVar[str] = "shaper"  # written to the file: the service tells dpi.json and shaper.json apart by it
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "isp": self.isp, "mode": self.mode, "queue": self.queue, "ready_file": self.ready_file,
+            "mark_mask": self.mark_mask, "client_network": self.client_network,
+            "client_network6": self.client_network6, "shaping": [r.to_dict() for r in self.shaping],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Self:
+        return cls(isp=d.get("isp", ""), queue=int(d.get("queue", 0)), ready_file=d.get("ready_file"),
+                   mark_mask=int(d.get("mark_mask") or 0), client_network=d.get("client_network"),
+                   client_network6=d.get("client_network6"),
+                   shaping=[ShaperRule.from_dict(r) for r in d.get("shaping") or []])
+
+    @classmethod
+    def from_json(cls, text: str) -> Self:
+        return cls.from_dict(json.loads(text))
+
+
+MiddleboxConfig = DpiConfig | ShaperConfig  # what netlab.services.dpi runs on
+
+
+def middlebox_config_from_json(text: str) -> MiddleboxConfig:
+    """dpi.json or shaper.json, told apart by their ``mode``."""
+    d = json.loads(text)
+    return ShaperConfig.from_dict(d) if d.get("mode") == "shaper" else DpiConfig.from_dict(d)

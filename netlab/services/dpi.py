@@ -42,10 +42,10 @@ down (a lab fault): no part of the traffic is ever left uninspected. Logs go to 
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import copy
 import ctypes
+import dataclasses
 import heapq
 import json
 import logging
@@ -61,7 +61,7 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
 import dns.flags
@@ -94,12 +94,22 @@ from netlab.services._parsers import (
     parse_ipv6,
 )
 from netlab.services._quic import QuicCensor, QuicRule
+from netlab.services.configs import (
+    INSPECT_PACKETS,
+    MAX_STREAM,
+    DpiConfig,
+    DpiRule,
+    MiddleboxConfig,
+    NameShapeRule,
+    ShaperConfig,
+    ShaperRule,
+    middlebox_config_from_json,
+    read_text,
+)
 
 log = logging.getLogger("netlab.dpi")
 
 BLOCKPAGE_MARKER = MARKER  # the lab's own page (netlab.blockpage) carries it
-MAX_STREAM = 16 * 1024  # client bytes kept per flow, unless the config says (dpi.reassembly.bytes)
-INSPECT_PACKETS = 10  # client packets read per flow, unless the config says (dpi.reassembly.packets)
 FIRST_DATA_PACKET = 3  # after the SYN and the handshake's ACK
 FLOW_IDLE = 30.0  # seconds of silence after which a flow is forgotten
 MAX_OOO = 16  # out-of-order segments kept per flow
@@ -147,29 +157,23 @@ class CRule:
     quic: QuicKnobs = field(default_factory=QuicKnobs)  # how it reads QUIC (netlab.services._quic)
 
     @classmethod
-    def from_json(cls, index: int, d: dict[str, Any]) -> CRule:
-        kw = d.get("keyword")
-        delay = d.get("delay_ms")
-        return cls(
-            index=index,
-            action=d.get("action", "shape"),
-            sni=d.get("sni"),
-            http_host=d.get("http_host"),
-            dns_query=d.get("dns_query"),
-            keyword=kw.encode("utf-8") if isinstance(kw, str) else None,
-            servers=[[ip_network(n) for n in grp] for grp in d.get("servers") or []],
-            port=d.get("port"),
-            proto=d.get("proto"),
-            address=d.get("address"),
-            residual=d.get("residual"),
-            page=base64.b64decode(d["page"]) if d.get("page") else None,
-            delay=delay / 1000.0 if delay else None,
-            loss=d.get("loss"),
-            describe=d.get("describe", ""),
-            mark=d.get("mark"),
-            transport=d.get("transport") or "any",
-            quic=QuicKnobs.from_json(d.get("quic")),
-        )
+    def from_rule(cls, index: int, r: DpiRule) -> CRule:
+        return cls(index=index, action=r.action, sni=r.sni, http_host=r.http_host, dns_query=r.dns_query,
+                   keyword=r.keyword.encode("utf-8") if r.keyword is not None else None, servers=r.servers,
+                   port=r.port, proto=r.proto, address=r.address, residual=r.residual, page=r.page or None,
+                   describe=r.describe, transport=r.transport, quic=r.quic)
+
+    @classmethod
+    def from_shape(cls, index: int, r: NameShapeRule) -> CRule:
+        """A shaping rule on names (dpi mode): its flows get the rule's mark."""
+        return cls(index=index, action="shape", sni=r.sni, http_host=r.http_host, servers=r.servers, port=r.port,
+                   proto=r.proto, describe=r.describe, mark=r.mark)
+
+    @classmethod
+    def from_shaper(cls, index: int, r: ShaperRule) -> CRule:
+        """A shaping rule in shaper mode: delay and loss."""
+        return cls(index=index, action="shape", servers=r.servers, port=r.port, proto=r.proto,
+                   delay=r.delay_ms / 1000.0 if r.delay_ms else None, loss=r.loss, describe=r.describe, mark=r.mark)
 
     @property
     def reads_quic(self) -> bool:
@@ -343,26 +347,30 @@ class ResidualTable:
 class Engine:
     """The decision logic, free of NFQUEUE and sockets (so the unit tests drive it directly)."""
 
-    def __init__(self, cfg: dict[str, Any], rng: random.Random | None = None,
+    def __init__(self, cfg: MiddleboxConfig, rng: random.Random | None = None,
                  residual: ResidualTable | None = None) -> None:
-        self.mode = cfg.get("mode", "dpi")
-        items = cfg.get("rules") if self.mode == "dpi" else cfg.get("shaping")
-        self.rules = [CRule.from_json(i, d) for i, d in enumerate(items or [])]
+        self.mode = cfg.mode
+        if isinstance(cfg, DpiConfig):
+            self.rules = [CRule.from_rule(i, r) for i, r in enumerate(cfg.rules)]
+            # Shaping rules on names (the ones to mark flows for; the shaper reads the marks).
+            self.shapes = [CRule.from_shape(i, s) for i, s in enumerate(cfg.shape)]
+            self.mark_mask = 0
+            self.max_stream, self.inspect_packets = cfg.max_stream, cfg.inspect_packets
+        else:
+            self.rules = [CRule.from_shaper(i, r) for i, r in enumerate(cfg.shaping)]
+            self.shapes = []
+            self.mark_mask = cfg.mark_mask
+            self.max_stream, self.inspect_packets = MAX_STREAM, INSPECT_PACKETS
         self.flows: dict[FlowKey, Flow] = {}
         self.has_residual = any(r.residual for r in self.rules)
         # the workers of one middlebox share it (see ResidualTable); alone, an engine has its own
         self.residual = residual or ResidualTable()
         self.rng = rng or random.Random()
         self.has_keyword = any(r.keyword for r in self.rules)
-        # Shaping rules on names (dpi mode: the ones to mark flows for; the shaper reads the marks).
-        self.shapes = [CRule.from_json(i, d) for i, d in enumerate(cfg.get("shape") or [])]
-        self.mark_mask = int(cfg.get("mark_mask") or 0)
-        client = cfg.get("client_network")
+        client = cfg.client_network
         self.client_net = IPv4Network(client) if client else None
-        client6 = cfg.get("client_network6")  # dual stack: the access link's IPv6 /64
+        client6 = cfg.client_network6 if isinstance(cfg, ShaperConfig) else None  # dual stack: the access /64
         self.client_net6 = IPv6Network(client6) if client6 else None
-        self.max_stream = int(cfg.get("max_stream") or MAX_STREAM)
-        self.inspect_packets = int(cfg.get("inspect_packets") or INSPECT_PACKETS)
         quic_rules = [QuicRule(r.index, r.sni, r.quic, r.residual) for r in self.rules if r.reads_quic]
         self.quic = QuicCensor(quic_rules, lambda i, *flow: self.rules[i].server_ok(*flow)) if quic_rules else None
         self.hits = 0
@@ -711,12 +719,13 @@ class NfQueue:
 class Middlebox:
     """One worker: binds one queue and applies the engine's decisions."""
 
-    def __init__(self, cfg: dict[str, Any], queue: int | None = None, residual: ResidualTable | None = None) -> None:
+    def __init__(self, cfg: MiddleboxConfig, queue: int | None = None, residual: ResidualTable | None = None) -> None:
         self.cfg = cfg
-        self.queue = int(cfg["queue"] if queue is None else queue)
+        self.queue = cfg.queue if queue is None else queue
         self.engine = Engine(cfg, residual=residual)
-        self.drop_mark = int(cfg.get("drop_mark", 0x40000000))
-        self.pass_mark = int(cfg.get("pass_mark", 0))  # 0: the rules have no pass mark (shaper)
+        dpi = cfg if isinstance(cfg, DpiConfig) else DpiConfig()  # the shaper: the default marks
+        self.drop_mark = dpi.drop_mark
+        self.pass_mark = dpi.pass_mark  # 0: the rules have no pass mark (shaper)
         self.held: list[tuple[float, int]] = []  # (release time, packet id), shaper mode
         self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         self.raw6: socket.socket | None = None  # opened for the first forged IPv6 packet (dual stack)
@@ -802,8 +811,8 @@ class Middlebox:
                 log.exception("delayed verdict failed")
 
     def run(self, on_ready: Callable[[], None] | None = None) -> dict[str, Any]:
-        q = NfQueue(self.queue, maxlen=int(self.cfg.get("queue_len", 8192)))
-        log.info("%s %s: bound to NFQUEUE %d, %d rules", self.cfg.get("isp"), self.engine.mode, self.queue,
+        q = NfQueue(self.queue)
+        log.info("%s %s: bound to NFQUEUE %d, %d rules", self.cfg.isp, self.engine.mode, self.queue,
                  len(self.engine.rules))
         if on_ready:
             on_ready()
@@ -850,9 +859,9 @@ class Service:
     the service is not stopping, the service kills the other workers and exits 1: the lab records
     the dead critical service as a fault, and no queue is left half served."""
 
-    def __init__(self, cfg: dict[str, Any]) -> None:
+    def __init__(self, cfg: MiddleboxConfig) -> None:
         self.cfg = cfg
-        self.queues = [int(q) for q in cfg.get("queues") or [cfg["queue"]]]
+        self.queues = (cfg.queues if isinstance(cfg, DpiConfig) else []) or [cfg.queue]
         self.workers: dict[int, tuple[int, int]] = {}  # pid -> (queue, read end of its pipe)
         self.stopping = False
 
@@ -898,7 +907,7 @@ class Service:
                 os.kill(pid, sig)
 
     def run(self) -> int:
-        ready = self.cfg.get("ready_file")
+        ready = self.cfg.ready_file
         if ready:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(ready)
@@ -956,14 +965,13 @@ class Service:
         self._kill_all(signal.SIGTERM)
 
 
-def load_config(path: str) -> dict[str, Any]:
-    with open(path) as f:
-        cfg: dict[str, Any] = json.load(f)
+def load_config(path: str) -> MiddleboxConfig:
+    """dpi.json or shaper.json."""
+    cfg = middlebox_config_from_json(read_text(path))
     # a config the backend did not render: the lab folder is two levels above <isp>/dpi.json
     lab = os.path.dirname(os.path.dirname(os.path.abspath(path)))
-    for k in ("ready_file",):
-        if isinstance(cfg.get(k), str):
-            cfg[k] = cfg[k].replace("@LAB@", lab)
+    if cfg.ready_file is not None:
+        cfg = dataclasses.replace(cfg, ready_file=cfg.ready_file.replace("@LAB@", lab))
     return cfg
 
 

@@ -62,11 +62,11 @@ def test_the_table_is_shared_across_fork():
 def test_fan_out_rules_and_config():
     isp = Isp("isp-b", dpi_rules=RULES)
     cfg = dpi_config(isp, isp_addresses(1), {})
-    assert cfg["queues"] == list(range(DPI_QUEUE, DPI_QUEUE + DPI_WORKERS)) and DPI_WORKERS >= 2
+    assert cfg.queues == list(range(DPI_QUEUE, DPI_QUEUE + DPI_WORKERS)) and DPI_WORKERS >= 2
     rules = dpi_iptables_rules(isp)
     assert f"--queue-balance {DPI_QUEUE}:{DPI_QUEUE + DPI_WORKERS - 1}" in rules
     assert f"--queue-num {DPI_QUEUE}" in dpi_iptables_rules(isp, workers=1)
-    assert dpi_config(isp, isp_addresses(1), {}, workers=1)["queues"] == [DPI_QUEUE]
+    assert dpi_config(isp, isp_addresses(1), {}, workers=1).queues == [DPI_QUEUE]
 
 
 def test_a_flow_decided_to_pass_is_settled_unless_residual_may_still_act():

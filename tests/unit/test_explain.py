@@ -38,7 +38,7 @@ def test_dataplane_per_isp() -> None:
     assert "reject with tcp reset" in a.nftables and "@LAB@" not in a.rpz_zone
     assert not a.dpi_iptables and a.dpi_config is None and not a.tc
     assert "NFQUEUE" in b.dpi_iptables and b.dpi_config is not None
-    assert {r["action"] for r in b.dpi_config["rules"]} == {"reset", "blockpage", "inject", "drop"}
+    assert {r.action for r in b.dpi_config.rules} == {"reset", "blockpage", "inject", "drop"}
     assert any(c.startswith("tc class add dev down0") and "256000bit" in c for c in b.tc)
     assert b.notes and all(not n.startswith("isp-a:") for n in b.notes)
 

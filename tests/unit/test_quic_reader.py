@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from netlab.model import QuicKnobs
 from netlab.services._parsers import DONE, NEED_MORE, NOT_THIS, build_udp
 from netlab.services._quic import VERSION_1, VERSION_2, client_hello_sni, datagram_version, read_initials
+from netlab.services.configs import DpiConfig
 from netlab.services.dpi import ACCEPT, KILL, Engine
 
 SERVER = "198.18.0.20"
@@ -116,7 +117,7 @@ def engine(quic: dict | None = None, residual: float | None = None, sni: str | N
            transport: str = "quic") -> Engine:
     rule = {"sni": sni, "action": "drop", "transport": transport, "residual": residual,
             "quic": QuicKnobs.from_json(quic).to_json()}
-    return Engine({"mode": "dpi", "rules": [rule]})
+    return Engine(DpiConfig.from_dict({"mode": "dpi", "rules": [rule]}))
 
 
 def send(e: Engine, datagram: bytes, sport: int = 50000, dport: int = 443, now: float = 1.0,

@@ -130,8 +130,8 @@ def test_middlebox_queues_udp_443_and_reads_quic() -> None:
     isp = s.isp("gfw")
     assert "-p udp --dport 443" in dpi_iptables_rules(isp)
     assert "-p tcp" not in dpi_iptables_rules(isp)  # QUIC-only rules queue no TCP
-    rule = dpi_config(isp, isp_addresses(1), s.site_addresses())["rules"][0]
-    assert rule["transport"] == "quic" and rule["quic"]["datagrams"] == "first"
+    rule = dpi_config(isp, isp_addresses(1), s.site_addresses()).rules[0]
+    assert rule.transport == "quic" and rule.quic.datagrams == "first"
     # An sni rule for both transports queues TCP and UDP 443, beside DNS on 53.
     both = parse_scenario(HEAD + """        - {match: {sni: a.test}, action: drop}
         - {match: {dns_query: b.test}, action: drop}

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Protocol
 
@@ -16,10 +18,13 @@ from netlab.services._serve import answer_page
 from netlab.services.addon import ServerConfig, SiteEntry
 from netlab.services.configs import (
     BlockpageConfig,
+    DpiConfig,
     InterceptConfig,
     OriginConfig,
     ProxyConfig,
+    ShaperConfig,
     WhoamiConfig,
+    middlebox_config_from_json,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,12 +36,14 @@ class ConfigFile(Protocol):
 
 PARSERS: dict[str, Callable[[str], ConfigFile]] = {
     "origin.json": OriginConfig.from_json, "proxy.json": ProxyConfig.from_json, "whoami.json": WhoamiConfig.from_json,
-    "blockpage.json": BlockpageConfig.from_json, "intercept.json": InterceptConfig.from_json}
+    "blockpage.json": BlockpageConfig.from_json, "intercept.json": InterceptConfig.from_json,
+    "dpi.json": DpiConfig.from_json}
 
 
 def test_every_config_the_compiler_writes_parses_and_writes_back_the_same() -> None:
     seen = set()
-    for name in ("demo", "interception", "paths-blockpages", "shared-hosting", "dns-hierarchy", "misbehaving"):
+    for name in ("demo", "interception", "paths-blockpages", "shared-hosting", "dns-hierarchy", "misbehaving",
+                 "gfw-quic-2024", "shaping-names", "dual-stack"):
         plan = compile_lab(load_scenario(ROOT / "scenarios" / f"{name}.yaml"), "x")
         for path, text in plan.files.items():
             kind = path.rsplit("/", 1)[-1]
@@ -92,3 +99,31 @@ def test_answer_page_answers_a_head_and_a_client_that_stops_early() -> None:
 
     assert asyncio.run(fetch(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n", False)) == page
     assert asyncio.run(fetch(b"GET / HTTP/1.1\r\n", True)) == page
+
+
+def test_every_shipped_middlebox_config_parses_and_writes_back_the_same() -> None:
+    """dpi.json of every shipped scenario, and shaper.json of every one with shaping rules given
+    delay and loss (the shaper runs without netem only): the service's parser and the compiler's
+    serialiser agree on every key."""
+    seen = set()
+    for path in sorted([*ROOT.glob("scenarios/*.yaml"), *ROOT.glob("qa/*.yaml")]):
+        scenario = load_scenario(path)
+        isps = tuple(replace(i, shaping=tuple(replace(r, delay_ms=50, loss=0.5) for r in i.shaping))
+                     for i in scenario.isps)
+        for plan in (compile_lab(scenario, "x"), compile_lab(replace(scenario, isps=isps), "x")):
+            for name, text in plan.files.items():
+                if name.endswith(("/dpi.json", "/shaper.json")):
+                    assert isinstance(text, str)
+                    config = middlebox_config_from_json(text)
+                    assert type(config) is (ShaperConfig if name.endswith("shaper.json") else DpiConfig)
+                    assert config.to_json() == text, name
+                    seen.add(name.rsplit("/", 1)[-1])
+    assert seen == {"dpi.json", "shaper.json"}
+
+
+def test_middlebox_config_carries_pages_keywords_and_networks_typed() -> None:
+    plan = compile_lab(load_scenario(ROOT / "scenarios" / "paths-blockpages.yaml"), "x")
+    configs = [DpiConfig.from_json(t) for n, t in plan.files.items() if n.endswith("/dpi.json") and isinstance(t, str)]
+    rules = [r for c in configs for r in c.rules]
+    assert any(r.page is not None and r.page.startswith(b"HTTP/1.1 ") for r in rules)
+    assert all(isinstance(n, IPv4Network | IPv6Network) for r in rules for grp in r.servers for n in grp)

@@ -83,7 +83,7 @@ def test_an_address_rule_before_a_name_rule_keeps_its_packets() -> None:
     shaper = add.files["i/shaper.rules"]
     assert "-A NETLAB-SHAPE -i up0 -o down0 -m mark --mark 0x30000/0xff0000 -j NFQUEUE --queue-num 101" in shaper
     cfg = shaper_config(isp, SITES, "10.1.0.0/24")
-    assert [r["mark"] for r in cfg["shaping"]] == [None, shape_mark(1), shape_mark(2)]
+    assert [r.mark for r in cfg.shaping] == [None, shape_mark(1), shape_mark(2)]
 
 
 def flow(e: Engine, payload: bytes, dport: int = 443, sport: int = 40000):
