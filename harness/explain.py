@@ -30,7 +30,7 @@ from netlab.oracle import (
     shaping_matches,
 )
 from netlab.plan import LabPlan
-from netlab.services.configs import DpiConfig
+from netlab.services.configs import DpiConfig, InterceptConfig
 from netlab.target import Target
 from netlab.verdict import Verdict
 
@@ -44,13 +44,14 @@ class IspDataplane:
     dpi_iptables: str = ""
     dpi_config: DpiConfig | None = None  # dpi.json, as the middlebox reads it
     intercept_nft: str = ""  # the nat rules bringing flows to the TLS interceptor (DPI `intercept`)
-    intercept_config: dict[str, Any] | None = None
+    intercept_config: InterceptConfig | None = None  # intercept.json, as the interceptor reads it
     shaper_iptables: str = ""
     tc: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.__dict__, "dpi_config": self.dpi_config.to_dict() if self.dpi_config else None}
+        return {**self.__dict__, "dpi_config": self.dpi_config.to_dict() if self.dpi_config else None,
+                "intercept_config": json.loads(self.intercept_config.to_json()) if self.intercept_config else None}
 
 
 @dataclass
@@ -262,7 +263,7 @@ def _isp_dataplane(plan: LabPlan, scenario: Scenario, isp_model: Isp) -> IspData
         dpi_iptables=_text(plan, f"{isp}/dpi.rules"),
         dpi_config=DpiConfig.from_json(dpi) if dpi else None,
         intercept_nft=_text(plan, f"{isp}/intercept.nft"),
-        intercept_config=json.loads(icp) if (icp := _text(plan, f"{isp}/intercept.json")) else None,
+        intercept_config=InterceptConfig.from_json(icp) if (icp := _text(plan, f"{isp}/intercept.json")) else None,
         shaper_iptables=_text(plan, f"{isp}/shaper.rules"),
         tc=[" ".join(argv) for argv in router.setup if argv and argv[0] == "tc"],  # no LAB_DIR in tc
         notes=[n for n in plan.notes if n.startswith(f"{isp}: ")],

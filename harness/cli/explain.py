@@ -125,8 +125,8 @@ def isp_panel(isp: IspDataplane) -> Panel:
             "json")
     if isp.intercept_nft:
         section("DPI intercept: nat rules to the TLS interceptor (intercept.nft)", isp.intercept_nft)
-        section("DPI intercept: interceptor config (intercept.json)", json.dumps(isp.intercept_config, indent=1),
-                "json")
+        section("DPI intercept: interceptor config (intercept.json)",
+                isp.intercept_config.to_json() if isp.intercept_config else "", "json")
     if isp.shaper_iptables:
         section("shaping: delay/loss emulation (shaper.rules)", isp.shaper_iptables)
     section("shaping: tc commands", "\n".join(isp.tc), "bash")
