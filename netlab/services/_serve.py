@@ -4,12 +4,14 @@ they are ready."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import logging
 import signal
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 HEAD_TIMEOUT = 10.0  # how long a client may take to send its request head (or ClientHello)
 MAX_HEAD = 16 * 1024
@@ -56,3 +58,19 @@ async def serve_until_stopped(servers: Sequence[Listening], ready_file: str | No
     await stop.wait()
     for s in servers:
         s.close()
+
+
+Config = TypeVar("Config")
+
+
+def service_main(argv: list[str] | None, *, name: str, description: str, parse: Callable[[str], Config],
+                 serve: Callable[[Config], Coroutine[Any, Any, None]]) -> int:
+    """The command line of a lab service (`python3 -m netlab.services.NAME --config FILE`): read the
+    config the lab compiler wrote with ``parse``, log as ``NAME:``, run ``serve`` until stopped."""
+    parser = argparse.ArgumentParser(prog=f"python3 -m netlab.services.{name}", description=description)
+    parser.add_argument("--config", required=True, help=f"{name}.json written by the lab compiler")
+    parser.add_argument("--verbose", action="store_true", help="log every connection (debug level)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format=f"{name}: %(message)s")
+    asyncio.run(serve(parse(Path(args.config).read_text())))
+    return 0

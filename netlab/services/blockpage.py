@@ -11,14 +11,13 @@ nothing listens on 443 (a client there gets a TCP reset, as from most real block
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
 from functools import partial
 
-from netlab.services._serve import answer_page, listener, serve_until_stopped
-from netlab.services.configs import BlockpageConfig, read_text
+from netlab.services._serve import answer_page, listener, serve_until_stopped, service_main
+from netlab.services.configs import BlockpageConfig
 
 log = logging.getLogger("blockpage")
 
@@ -42,12 +41,8 @@ async def serve(config: BlockpageConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="An ISP's blockpage server (HTTP on port 80).")
-    parser.add_argument("--config", required=True, help="blockpage.json written by the lab compiler")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="blockpage: %(message)s")
-    asyncio.run(serve(BlockpageConfig.from_json(read_text(args.config))))
-    return 0
+    return service_main(argv, name="blockpage", parse=BlockpageConfig.from_json, serve=serve,
+                        description="An ISP's blockpage server (HTTP on port 80).")
 
 
 if __name__ == "__main__":

@@ -13,17 +13,11 @@ import ipaddress
 import json
 from dataclasses import asdict, dataclass, field
 from ipaddress import IPv4Network, IPv6Network
-from pathlib import Path
 from typing import Any, ClassVar, Self
 
 from netlab.dnsname import name_matches
 from netlab.model import QuicKnobs
 from netlab.target import display_name
-
-
-def read_text(path: str | Path) -> str:
-    """A configuration file's text (what ``from_json`` parses)."""
-    return Path(path).read_text()
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from pathlib import Path
 from typing import Any
 
 import dns.flags
@@ -104,7 +105,6 @@ from netlab.services.configs import (
     ShaperConfig,
     ShaperRule,
     middlebox_config_from_json,
-    read_text,
 )
 
 log = logging.getLogger("netlab.dpi")
@@ -967,7 +967,7 @@ class Service:
 
 def load_config(path: str) -> MiddleboxConfig:
     """dpi.json or shaper.json."""
-    cfg = middlebox_config_from_json(read_text(path))
+    cfg = middlebox_config_from_json(Path(path).read_text())
     # a config the backend did not render: the lab folder is two levels above <isp>/dpi.json
     lab = os.path.dirname(os.path.dirname(os.path.abspath(path)))
     if cfg.ready_file is not None:

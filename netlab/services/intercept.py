@@ -25,7 +25,6 @@ sites that treat the ISP's clients differently (``only_for``) still do. Logs go 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
@@ -37,8 +36,8 @@ from pathlib import Path
 from netlab.dnsname import wire_name
 from netlab.services._parsers import DONE, NEED_MORE, parse_client_hello
 from netlab.services._relay import abort, pipe
-from netlab.services._serve import HEAD_TIMEOUT, MAX_HEAD, answer_page, listener, serve_until_stopped
-from netlab.services.configs import InterceptConfig, InterceptRule, read_text
+from netlab.services._serve import HEAD_TIMEOUT, MAX_HEAD, answer_page, listener, serve_until_stopped, service_main
+from netlab.services.configs import InterceptConfig, InterceptRule
 
 log = logging.getLogger("intercept")
 PEEK_POLL = 0.005  # a partial ClientHello stays queued (peeked), so readiness cannot tell more came
@@ -241,12 +240,8 @@ async def serve(config: InterceptConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="An ISP's TLS interceptor (the DPI action intercept).")
-    parser.add_argument("--config", required=True, help="intercept.json written by the lab compiler")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="intercept: %(message)s")
-    asyncio.run(serve(InterceptConfig.from_json(read_text(args.config))))
-    return 0
+    return service_main(argv, name="intercept", parse=InterceptConfig.from_json, serve=serve,
+                        description="An ISP's TLS interceptor (the DPI action intercept).")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ filter rules of the lab internet (netlab.compile.firewall.site_ruleset), not thi
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
@@ -31,8 +30,8 @@ import h11
 
 from netlab.blockpage import bodiless, reason
 from netlab.services import h3
-from netlab.services._serve import Listening, listener, serve_until_stopped
-from netlab.services.configs import OriginConfig, SiteConfig, read_text
+from netlab.services._serve import Listening, listener, serve_until_stopped, service_main
+from netlab.services.configs import OriginConfig, SiteConfig
 
 log = logging.getLogger("origin")
 READ_TIMEOUT = 10.0
@@ -256,14 +255,8 @@ async def serve(config: OriginConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Serve every site of the lab internet (HTTP and HTTPS).")
-    parser.add_argument("--config", required=True, help="origin.json written by the lab compiler")
-    parser.add_argument("--verbose", action="store_true")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="origin: %(message)s")
-    asyncio.run(serve(OriginConfig.from_json(read_text(args.config))))
-    return 0
+    return service_main(argv, name="origin", parse=OriginConfig.from_json, serve=serve,
+                        description="Serve every site of the lab internet (HTTP and HTTPS).")
 
 
 if __name__ == "__main__":

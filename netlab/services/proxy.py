@@ -10,7 +10,6 @@ no site of the lab gets the connection closed: the proxy never leaves the lab.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
@@ -18,8 +17,8 @@ from functools import partial
 
 from netlab.services._parsers import DONE, NEED_MORE, parse_client_hello, parse_http_host
 from netlab.services._relay import CHUNK, pipe
-from netlab.services._serve import listener, serve_until_stopped
-from netlab.services.configs import ProxyConfig, read_text
+from netlab.services._serve import listener, serve_until_stopped, service_main
+from netlab.services.configs import ProxyConfig
 
 log = logging.getLogger("proxy")
 HEAD_TIMEOUT = 10.0  # how long a client may take to show its Host header or ClientHello
@@ -83,12 +82,8 @@ async def serve(config: ProxyConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="An ISP transparent proxy (HTTP by Host, TLS by SNI).")
-    parser.add_argument("--config", required=True, help="proxy.json written by the lab compiler")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="proxy: %(message)s")
-    asyncio.run(serve(ProxyConfig.from_json(read_text(args.config))))
-    return 0
+    return service_main(argv, name="proxy", parse=ProxyConfig.from_json, serve=serve,
+                        description="An ISP transparent proxy (HTTP by Host, TLS by SNI).")
 
 
 if __name__ == "__main__":

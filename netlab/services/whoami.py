@@ -11,7 +11,6 @@ internet, on its own address, which the parent zone delegates to with glue (netl
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import socket
@@ -25,8 +24,8 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from netlab.services._serve import serve_until_stopped
-from netlab.services.configs import WhoamiConfig, read_text
+from netlab.services._serve import serve_until_stopped, service_main
+from netlab.services.configs import WhoamiConfig
 
 log = logging.getLogger(__name__)
 TTL = 0  # every resolver asks again: the answer is the asker, never a cached one
@@ -95,12 +94,8 @@ async def serve(config: WhoamiConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="The lab's whoami DNS server: answers who asks.")
-    parser.add_argument("--config", required=True, help="whoami.json written by the lab compiler")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="whoami: %(message)s")
-    asyncio.run(serve(WhoamiConfig.from_json(read_text(args.config))))
-    return 0
+    return service_main(argv, name="whoami", parse=WhoamiConfig.from_json, serve=serve,
+                        description="The lab's whoami DNS server: answers who asks.")
 
 
 if __name__ == "__main__":
