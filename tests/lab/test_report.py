@@ -36,7 +36,10 @@ def chromium(page: Path, profile: Path, *args: str) -> subprocess.CompletedProce
 
 
 def console_messages(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
+    """What the page's own scripts logged or threw. Chromium's own pages log too (a headless
+    screenshot once logged "Slow network is detected" from chrome://resources/...): not the report."""
+    return [line for line in stderr.splitlines()
+            if (":CONSOLE" in line or "Uncaught" in line) and "source: chrome://" not in line]
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (FAUXISP_EXTRA_APT=chromium)")
