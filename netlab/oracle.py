@@ -142,9 +142,7 @@ def dpi_rule_matches(rule: Rule, target: Target, addr: IPv4Address | IPv6Address
         return False
     if not flow_matches(m, addr, target.port, "tcp", site_addresses):
         return False
-    if m.sni is not None and not (target.is_https and name_matches(target.host, m.sni)):
-        return False
-    if m.http_host is not None and not (not target.is_https and name_matches(target.host, m.http_host)):
+    if not names_match(m, target):
         return False
     if m.keyword is not None:
         # The middlebox sees the SNI in a ClientHello, or the request line and Host header.
@@ -502,6 +500,14 @@ def _server_side(scenario: Scenario, isp: Isp, site: Site, target: Target, site_
     return Expectation(Verdict.HTTP_DIFF, why)
 
 
+def names_match(m: Match, target: Target) -> bool:
+    """The name keys of a match against the fetch of ``target``: ``sni`` is read from an https
+    fetch's ClientHello, ``http_host`` from a plain-HTTP request (no name key: true)."""
+    if m.sni is not None and not (target.is_https and name_matches(target.host, m.sni)):
+        return False
+    return m.http_host is None or (not target.is_https and name_matches(target.host, m.http_host))
+
+
 def shaping_matches(shaping: ShapingRule, isp: Isp, target: Target, addr: IPv4Address | IPv6Address,
                     site_addresses: dict[str, IPv4Address]) -> bool:
     """Does a shaping rule take the TCP flow that fetches ``target`` from ``addr``? A rule on names
@@ -509,9 +515,7 @@ def shaping_matches(shaping: ShapingRule, isp: Isp, target: Target, addr: IPv4Ad
     m = shaping.match
     if not flow_matches(m, addr, target.port, "tcp", site_addresses):
         return False
-    if m.sni is not None and not (target.is_https and name_matches(target.host, m.sni)):
-        return False
-    if m.http_host is not None and not (not target.is_https and name_matches(target.host, m.http_host)):
+    if not names_match(m, target):
         return False
     return (m.sni is None and m.http_host is None) or within(isp.dpi_reassembly, shaping, target)
 

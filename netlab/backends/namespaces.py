@@ -22,24 +22,18 @@ _libc = ctypes.CDLL(None, use_errno=True)
 T = TypeVar("T")
 
 
-def run_in_netns(ns: str, fn: Callable[[], T]) -> T:
-    """Run ``fn`` in a thread that has joined network namespace ``ns``; return its result."""
+def _in_own_thread(name: str, fn: Callable[[], T]) -> T:
+    """``fn``'s result (or its exception) from a short-lived thread of its own: what ``fn`` does
+    to its thread's namespace (setns, unshare) ends with that thread."""
     box: dict[str, object] = {}
 
     def target() -> None:
         try:
-            fd = os.open(os.path.join(NETNS_DIR, ns), os.O_RDONLY)
-            try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"setns({ns}): {os.strerror(err)}")
-            finally:
-                os.close(fd)
             box["result"] = fn()
         except BaseException as exc:
             box["error"] = exc
 
-    t = threading.Thread(target=target, name=f"netns-{ns}", daemon=True)
+    t = threading.Thread(target=target, name=name, daemon=True)
     t.start()
     t.join()
     if "error" in box:
@@ -47,26 +41,36 @@ def run_in_netns(ns: str, fn: Callable[[], T]) -> T:
     return box["result"]  # type: ignore[return-value]
 
 
+def _check(status: int, what: str) -> None:
+    if status != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def run_in_netns(ns: str, fn: Callable[[], T]) -> T:
+    """Run ``fn`` in a thread that has joined network namespace ``ns``; return its result."""
+
+    def joined() -> T:
+        fd = os.open(os.path.join(NETNS_DIR, ns), os.O_RDONLY)
+        try:
+            _check(_libc.setns(fd, CLONE_NEWNET), f"setns({ns})")
+        finally:
+            os.close(fd)
+        return fn()
+
+    return _in_own_thread(f"netns-{ns}", joined)
+
+
 def create_netns(ns: str) -> None:
     """Create network namespace ``ns`` (bound at NETNS_DIR/ns, as `ip netns add` does) without
     forking a process as pyroute2's netns.create does: a short-lived thread unshares its own
     network namespace and pyroute2 binds it there (netns.attach). Only that thread was ever in it."""
-    box: dict[str, BaseException] = {}
 
-    def target() -> None:
-        try:
-            if _libc.unshare(CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"unshare for {ns}: {os.strerror(err)}")
-            netns.attach(ns, "thread-self")
-        except BaseException as exc:
-            box["error"] = exc
+    def unshared() -> None:
+        _check(_libc.unshare(CLONE_NEWNET), f"unshare for {ns}")
+        netns.attach(ns, "thread-self")
 
-    t = threading.Thread(target=target, name=f"netns-create-{ns}", daemon=True)
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]
+    _in_own_thread(f"netns-create-{ns}", unshared)
 
 
 def iproute_in_netns(ns: str) -> IPRoute:
