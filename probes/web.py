@@ -46,7 +46,6 @@ from probes.context import ProbeContext
 from probes.dns import resolve_target
 from probes.errors import TargetRefused
 from probes.http import FetchTags, fetch_chain
-from probes.quic import quic_step
 from probes.redirects import MAX_REDIRECTS
 from probes.safety import ensure_target_allowed
 from probes.tcp import connect_all, first_connect_failure
@@ -71,6 +70,10 @@ class WebProbe(Probe):
     async def run(self, target: Target, ctx: ProbeContext) -> dict[str, Any]:
         keys = await self._fetch(target, ctx)
         if ctx.web_quic:  # the QUIC step (probe setting web_quic): HTTP/3 after the page loaded
+            # Imported here: aioquic takes about a tenth of a second to import, which every worker
+            # would pay at start-up (part of a campaign's time) though only this setting needs it.
+            from probes.quic import quic_step
+
             await quic_step(keys, target, ctx)
         return keys
 

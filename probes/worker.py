@@ -36,6 +36,8 @@ diagnostics go to stderr.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -338,6 +340,12 @@ class ResultSink:
         protocol = asyncio.StreamReaderProtocol(asyncio.StreamReader())
         transport, _ = await loop.connect_write_pipe(lambda: protocol, self._stream)
         transport.set_write_buffer_limits(high=WRITE_BUFFER)
+        # A measurement line (~70 KiB with a page body) is larger than a pipe's default 64 KiB:
+        # each one would take several writes here and several reads in the harness, every partial
+        # write a wakeup of both. A pipe that holds about as much as the transport may buffer takes
+        # a line in one write. (Linux only; a socket or an older kernel keeps its size.)
+        with contextlib.suppress(AttributeError, OSError):
+            fcntl.fcntl(self._stream.fileno(), fcntl.F_SETPIPE_SZ, WRITE_BUFFER)
         self._writer = asyncio.StreamWriter(transport, protocol, None, loop)
 
     async def write(self, data: bytes) -> None:
@@ -419,4 +427,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Every result is written (main returns once stdout's transport has drained): leave without the
+    # interpreter's teardown, which took 50-150 ms on a busy machine, and the harness waits for it.
+    sys.stderr.flush()
+    os._exit(code)
