@@ -161,16 +161,16 @@ async def lookup(
     # The entries list is shared with ``into``: late (injected) responses land there too.
     result = DnsLookup(entries=into.entries if into is not None else [])
 
-    def entry(t0: float, t: float, failure: str | None, response: dns.message.Message | None,
+    def entry(t0: float, t: float, failure: str | None, response: _Response | None,
               raw: bytes | None) -> dict[str, Any]:
         return {
-            "answers": _answers(response) if response is not None else [],
+            "answers": response.answers if response is not None else [],
             "engine": engine,
             "failure": failure,
             "hostname": hostname,
             "query_type": qtype,
             "raw_response": base64.b64encode(raw).decode("ascii") if raw is not None else None,
-            "rcode": response.rcode() if response is not None else None,
+            "rcode": response.rcode if response is not None else None,
             "resolver_address": resolver_address,
             "resolver_hostname": None,
             "resolver_port": None,
@@ -231,7 +231,9 @@ async def _collect(collector: _Collector, query: dns.message.Message, result: Dn
         if remaining <= 0:
             break
         try:
-            item = await asyncio.wait_for(collector.queue.get(), remaining)
+            # asyncio.timeout, not wait_for: no task per wait, and none at all for a queued item.
+            async with asyncio.timeout(remaining):
+                item = await collector.queue.get()
         except TimeoutError:
             break
         if isinstance(item, Exception):
@@ -251,15 +253,15 @@ def _record(result: DnsLookup, query: dns.message.Message, data: bytes, arrived:
             entry: Callable[..., dict[str, Any]], t0: float) -> bool:
     """Record ``data`` as a response of ``result`` (the first one decides its addresses and
     failure); False when it is no answer to ``query``."""
-    response = _parse_response(query, data)
-    if response is None:
+    message = _parse_response(query, data)
+    if message is None:
         return False
-    failure = _response_failure(response)
+    response = _Response.of(message)
     if result.responses == 0:
-        result.addresses = _addresses(response)
-        result.failure = failure
+        result.addresses = response.addresses
+        result.failure = response.failure
     result.responses += 1
-    result.entries.append(entry(t0, arrived, failure, response, data))
+    result.entries.append(entry(t0, arrived, response.failure, response, data))
     return True
 
 
@@ -312,11 +314,24 @@ def _parse_response(query: dns.message.Message, data: bytes) -> dns.message.Mess
     return response
 
 
-def _response_failure(response: dns.message.Message) -> str | None:
-    rcode = response.rcode()
-    if rcode == 0 and _addresses(response):
-        return None
-    return dns_rcode_failure(rcode)  # NOERROR without an address record gives dns_no_answer
+@dataclass(frozen=True)
+class _Response:
+    """What a lookup and its ``queries`` entry take from one response, read once (its CNAME chain
+    is resolved once for the addresses and the answers)."""
+
+    rcode: int
+    addresses: list[str]
+    failure: str | None
+    answers: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, response: dns.message.Message) -> _Response:
+        rcode = response.rcode()
+        chain = _chain(response)
+        addresses = _chain_addresses(response, chain)
+        # NOERROR without an address record gives dns_no_answer.
+        failure = None if rcode == 0 and addresses else dns_rcode_failure(rcode)
+        return cls(rcode, addresses, failure, _chain_answers(response, chain))
 
 
 def _chain(response: dns.message.Message) -> dns.message.ChainingResult | None:
@@ -333,15 +348,25 @@ def _chain(response: dns.message.Message) -> dns.message.ChainingResult | None:
 
 def _addresses(response: dns.message.Message) -> list[str]:
     """The addresses of the type asked (A or AAAA) for the name asked, through its CNAME chain."""
-    chain = _chain(response)
-    if chain is None or chain.answer is None or chain.answer.rdtype != response.question[0].rdtype:
-        return []
-    return [rdata.address for rdata in chain.answer]
+    return _chain_addresses(response, _chain(response))
 
 
 def _answers(response: dns.message.Message) -> list[dict[str, Any]]:
     """The answer section as OONI writes it: the addresses, then one CNAME answer whose hostname is
     the canonical name the chain ends at (with its trailing dot), when the name asked is an alias."""
+    return _chain_answers(response, _chain(response))
+
+
+def _chain_addresses(response: dns.message.Message, chain: dns.message.ChainingResult | None) -> list[str]:
+    """_addresses, given the response's ``_chain``."""
+    if chain is None or chain.answer is None or chain.answer.rdtype != response.question[0].rdtype:
+        return []
+    return [rdata.address for rdata in chain.answer]
+
+
+def _chain_answers(response: dns.message.Message, chain: dns.message.ChainingResult | None
+                   ) -> list[dict[str, Any]]:
+    """_answers, given the response's ``_chain``."""
     answers: list[dict[str, Any]] = []
     for rrset in response.answer:
         for rdata in rrset:
@@ -349,7 +374,6 @@ def _answers(response: dns.message.Message) -> list[dict[str, Any]]:
                 answers.append({"answer_type": "A", "ipv4": rdata.address, "ttl": rrset.ttl})
             elif rrset.rdtype == dns.rdatatype.AAAA:
                 answers.append({"answer_type": "AAAA", "ipv6": rdata.address, "ttl": rrset.ttl})
-    chain = _chain(response)
     if chain is not None and chain.cnames:
         answers.append({"answer_type": "CNAME", "hostname": chain.canonical_name.to_text(),
                         "ttl": chain.cnames[-1].ttl})
