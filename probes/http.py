@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import html
 import ipaddress
@@ -25,6 +26,7 @@ import httpcore
 
 from netlab.capabilities import STAGES, Capabilities
 from netlab.target import Target, host_is_ip
+from probes.aio import gather_each
 from probes.base import Probe
 from probes.context import ProbeContext
 from probes.dns import DnsLookup, after_window, lookup_both, resolve_target
@@ -68,6 +70,11 @@ class HttpcoreStream(httpcore.AsyncNetworkStream):
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         try:
+            if not buffer:
+                # httpcore's b"" at the end of a bodiless request sends nothing: no timer of its own
+                # (a timer per write is a good part of a request's cost; fetch caps the exchange).
+                await self._stream.write(buffer)
+                return
             async with asyncio.timeout(timeout):
                 await self._stream.write(buffer)
         except TimeoutError as exc:
@@ -378,13 +385,16 @@ async def _hop(target: Target, ctx: ProbeContext, trace: Trace, keys: dict[str, 
             keys["x_resolved"]["public"] = public.addresses
         keys["dns_experiment_failure"] = system.failure
     # Like OONI, never connect to loopback answers: they name no server of the site.
-    addresses = [a for a in system.addresses if not (ctx.skip_loopback and ipaddress.ip_address(a).is_loopback)]
+    addresses = [a for a in system.addresses if not (ctx.skip_loopback and _is_loopback(a))]
     if not ooni_flows:
         return await _fetch_flow(target, system, addresses, ctx, trace, keys, tags, depth=depth, ooni_flows=False)
     public_only = [a for a in (public.addresses if public else []) if a not in system.addresses
-                   and not (ctx.skip_loopback and ipaddress.ip_address(a).is_loopback)]
+                   and not (ctx.skip_loopback and _is_loopback(a))]
+    plans = _side_plans(target, addresses, public_only, tags)
+    if not plans:  # an https URL whose resolvers agree: the fetching flow is all there is
+        return await _fetch_flow(target, system, addresses, ctx, trace, keys, tags, depth=depth, ooni_flows=True)
     fetched: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-    side = asyncio.ensure_future(_side_flows(target, addresses, public_only, ctx, trace, tags, fetched))
+    side = asyncio.ensure_future(_side_flows(plans, target, ctx, trace, fetched))
     try:
         hop = await _fetch_flow(target, system, addresses, ctx, trace, keys, tags, depth=depth, ooni_flows=True)
     except BaseException:
@@ -426,8 +436,8 @@ async def _fetch_flow(target: Target, system: DnsLookup, addresses: list[str], c
     stream: ByteStream | None = None
     try:
         if target.is_https:
-            shakes = await asyncio.gather(*(handshake(c.stream, target.host, ctx, trace, tags=conn_tags,
-                                                      transaction_id=c.transaction_id) for c in connected))
+            shakes = await gather_each(handshake(c.stream, target.host, ctx, trace, tags=conn_tags,
+                                                 transaction_id=c.transaction_id) for c in connected)
             keys["tls_handshakes"] += [entry for entry, _ in shakes]
             winner = next(((c, tls) for c, (_, tls) in zip(connected, shakes, strict=True) if tls is not None), None)
             if winner is None:
@@ -447,24 +457,34 @@ async def _fetch_flow(target: Target, system: DnsLookup, addresses: list[str], c
     return _Hop(result=result)
 
 
-async def _side_flows(target: Target, addresses: list[str], public_only: list[str], ctx: ProbeContext,
-                      trace: Trace, tags: FetchTags, fetched: asyncio.Future[bool],
-                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+#: One side flow: its addresses, port, whether it does TLS, and its tags.
+_SidePlan = tuple[list[str], int, bool, list[str]]
+
+
+def _side_plans(target: Target, addresses: list[str], public_only: list[str], tags: FetchTags) -> list[_SidePlan]:
     """The endpoints web_connectivity 0.5 measures besides the fetching flow (dnsresolvers.go,
     cleartextflow.go, secureflow.go, priority.go): the URL's port of addresses only the public
     resolver gave, which fetch only when the system resolver's flow never got to its request
     (OONI's priority: system addresses first, then the others; the response is recorded, its
     redirect not followed); and for an ``http://`` URL without an explicit port, TCP and TLS (SNI
-    the URL's host) to 443 of every address, which never fetch (``fetch_body=false``). Returns
-    (tcp_connect entries, tls_handshakes entries, requests entries)."""
+    the URL's host) to 443 of every address, which never fetch (``fetch_body=false``). Plans
+    without an address are left out."""
     not_classic = [t for t in tags.connection if t != "classic"]
-    plans: list[tuple[list[str], int, bool, list[str]]] = []
+    plans: list[_SidePlan] = []
     if public_only:
         plans.append((public_only, target.port, target.is_https, [*not_classic, "fetch_body=true"]))
     if target.scheme == "http" and urlsplit(target.url).port is None:
         plans.append((addresses, 443, True, [*tags.connection, "fetch_body=false"]))
         if public_only:
             plans.append((public_only, 443, True, [*not_classic, "fetch_body=false"]))
+    return [plan for plan in plans if plan[0]]
+
+
+async def _side_flows(plans: list[_SidePlan], target: Target, ctx: ProbeContext, trace: Trace,
+                      fetched: asyncio.Future[bool],
+                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Measure the side flows ``_side_plans`` gave. Returns (tcp_connect entries, tls_handshakes
+    entries, requests entries)."""
 
     async def flow(ips: list[str], port: int, is_secure: bool, flow_tags: list[str]
                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
@@ -474,9 +494,9 @@ async def _side_flows(target: Target, addresses: list[str], public_only: list[st
         requests: list[dict[str, Any]] = []
         try:
             if is_secure:
-                shakes = list(await asyncio.gather(*(
+                shakes = await gather_each(
                     handshake(c.stream, target.host, ctx, trace, tags=flow_tags, transaction_id=c.transaction_id)
-                    for c in connected)))
+                    for c in connected)
             usable: list[tuple[Connection, ByteStream]] = (
                 [(c, tls) for c, (_, tls) in zip(connected, shakes, strict=True) if tls is not None] if is_secure
                 else [(c, c.stream) for c in connected])
@@ -489,9 +509,15 @@ async def _side_flows(target: Target, addresses: list[str], public_only: list[st
                 await c.stream.close()
         return [entry for entry, _ in flows], [entry for entry, _ in shakes], requests
 
-    done = await asyncio.gather(*(flow(*plan) for plan in plans if plan[0]))
+    done = await gather_each(flow(*plan) for plan in plans)
     return ([e for tcp, _, _ in done for e in tcp], [e for _, tls, _ in done for e in tls],
             [r for _, _, reqs in done for r in reqs])
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_loopback(address: str) -> bool:
+    """Cached: a lab has a few hundred addresses, each parsed twice a hop without it."""
+    return ipaddress.ip_address(address).is_loopback
 
 
 def _record_responses(keys: dict[str, Any], system: DnsLookup, public: DnsLookup | None, depth: int) -> None:

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from netlab.capabilities import Capabilities
 from netlab.target import Target
+from probes.aio import gather_each
 from probes.base import Probe
 from probes.context import ProbeContext
 from probes.dns import resolve_into
@@ -85,7 +86,7 @@ async def connect_each(
     in address order. The caller closes the connections."""
     for ip in addresses:  # refuse before sending anything, rather than half-way through
         ensure_address_allowed(ip, "TCP connect")
-    results = await asyncio.gather(*(connect(ip, port, ctx, trace, tags=tags) for ip in addresses))
+    results = await gather_each(connect(ip, port, ctx, trace, tags=tags) for ip in addresses)
     return [(entry, None if stream is None else Connection(stream, entry["transaction_id"]))
             for entry, stream in results]
 
