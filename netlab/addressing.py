@@ -118,7 +118,8 @@ def _site_capacity() -> int:
     count = 0
     for block in range(int(FIRST_SITE) >> 8, (int(LAB_INTERNET.broadcast_address) >> 8) + 1):  # every /24
         if IPv4Address(block << 8) not in PROXY_BLOCK:
-            count += sum(1 for host in range(1, 255) if (block << 8) + host >= int(FIRST_SITE))
+            lowest = max(1, int(FIRST_SITE) - (block << 8))  # hosts lowest..254 of this /24
+            count += max(0, 255 - lowest)
     return count
 
 
