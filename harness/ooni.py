@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +43,7 @@ from harness.ooni_rules import (
     final_response,
     lab_asn,
 )
-from harness.score import iter_measurements
+from harness.score import iter_measurements, replace_measurements
 from netlab import jsonl
 from netlab.addressing import is_lab_bogon
 from netlab.errors import LabFault
@@ -155,7 +154,7 @@ def finalize(out_dir: Path, verdicts: dict[tuple[str, str], str] | None = None) 
             vantage = m.get("x_vantage") or m.get("probe_network_name") or ""
             count += annotator.annotate(m, verdicts.get((vantage, m["input"])) if verdicts is not None else KEEP)
             sink.write(jsonl.dumps(m) + b"\n")
-    os.replace(tmp, path)
+    replace_measurements(tmp, path)
     return count
 
 

@@ -4,7 +4,6 @@ verdicts and score computed from them. Several folders (shards) score as one run
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
@@ -21,6 +20,7 @@ from harness.score import (
     Score,
     VerdictRow,
     measurement_files,
+    replace_measurements,
     score,
     unmeasured_rows,
     verdict_rows,
@@ -237,7 +237,7 @@ def score_and_annotate(out_dir: Path, scenario: Scenario | None = None,
             rows = verdict_rows([path], oracle.expectations, fingerprints, expected=[],
                                 errors=oracle.errors, on_control=annotator.add_control, on_row=annotate,
                                 controls=digest.controls if digest is not None else None)
-        os.replace(tmp, path)
+        replace_measurements(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return oracle.scored(rows)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -155,6 +156,19 @@ def _open(path: Path) -> BinaryIO:
                            "of `harness run`") from None
     except OSError as exc:
         raise ResultsError(f"{path}: cannot read it ({exc.strerror})") from None
+
+
+def replace_measurements(new: Path, path: Path) -> None:
+    """Put ``new`` (a rewritten measurements.jsonl) in place of ``path``. Not one os.replace: ext4
+    (auto_da_alloc) writes the new file's blocks out inside a rename over an existing file, about
+    1.5 s per GiB of measurements (10 s of a 100,000-measurement run). The old file is moved aside
+    first, so neither rename replaces a file, and is deleted after; should the second rename never
+    happen, both files are still there, beside each other."""
+    aside = path.with_name(path.name + ".old")
+    aside.unlink(missing_ok=True)  # a leftover, so the first rename replaces nothing either
+    os.rename(path, aside)
+    os.rename(new, path)
+    aside.unlink()
 
 
 def _parse_line(path: Path, number: int, line: bytes) -> dict[str, Any]:
