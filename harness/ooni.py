@@ -214,8 +214,9 @@ def fill(m: dict[str, Any], control: ControlView | None) -> None:
     tk["control"] = control.th_response(probe_addrs)
     consistency = dns_consistency(m["input"], tk, control)
     tk["dns_consistency"] = consistency
-    tk.update(compare_http(final_response(tk), control))
-    tk["blocking"], tk["accessible"] = decide(tk, control, consistency, m["input"])
+    http = compare_http(final_response(tk), control)
+    tk.update(http)
+    tk["blocking"], tk["accessible"] = decide(tk, control, consistency, m["input"], http)
 
 
 def _annotate_answers(tk: dict[str, Any]) -> None:
