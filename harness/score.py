@@ -7,6 +7,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
@@ -135,6 +136,51 @@ def iter_measurements(paths: Iterable[Path], vantage: str | None = None) -> Iter
                         yield m
 
 
+def line_ranges(path: Path, parts: int) -> list[tuple[int, int]]:
+    """``path`` cut into ``parts`` byte ranges of about one size, each from the start of a line."""
+    size = Path(path).stat().st_size
+    cuts = [0]
+    with _open(path) as f:
+        for k in range(1, parts):
+            f.seek(max(size * k // parts, cuts[-1]))
+            f.readline()  # the rest of the line the cut falls in
+            cuts.append(min(f.tell(), size))
+    cuts.append(size)
+    return list(pairwise(cuts))
+
+
+def iter_range(path: Path, start: int, end: int) -> Iterator[dict[str, Any]]:
+    """The measurements of ``path`` whose lines start in bytes [start, end) (``start``: the start of
+    a line); a line that is not a measurement raises ResultsError as in iter_measurements."""
+    with _open(path) as f:
+        f.seek(start)
+        pos = start
+        for index, line in enumerate(f):
+            if pos >= end:
+                break
+            pos += len(line)
+            if line.strip():
+                try:
+                    m = _parse_line(path, index + 1, line)
+                except ResultsError:
+                    if start:  # the error names the line's number in the file: count the lines before
+                        _parse_line(path, _lines_before(path, start) + index + 1, line)
+                    raise
+                yield m
+
+
+def _lines_before(path: Path, offset: int) -> int:
+    n = 0
+    with _open(path) as f:
+        while offset > 0:
+            chunk = f.read(min(offset, READ_BUFFER))
+            if not chunk:
+                break
+            n += chunk.count(b"\n")
+            offset -= len(chunk)
+    return n
+
+
 def measurement_vantage(m: dict[str, Any]) -> str:
     """The vantage a measurement was taken from: the lab's x_vantage, else OONI's probe_network_name."""
     vantage = m.get("x_vantage") or m.get("probe_network_name")
@@ -216,21 +262,33 @@ def verdict_rows(files: list[Path], expectations: dict[tuple[str, str], Expectat
         for m in iter_measurements([path]):
             vantage = sys.intern(measurement_vantage(m))
             url = sys.intern(m["input"])
-            if (vantage, url) in seen:
-                first = seen[(vantage, url)]
-                where = f"in {first} and in {path}" if first != path else f"twice in {path}"
-                raise ResultsError(f"{vantage} {url} is measured more than once ({where}): give each results "
-                                   "folder once, and only shards of one campaign together")
-            seen[(vantage, url)] = path
-            control = controls.get(url)
-            result = analyse(m["test_keys"], None if control is None else control.test_keys(), fingerprints)
-            rows.append(VerdictRow(vantage, url, result.verdict, expectations.get((vantage, url)), result.why,
-                                   m.get("measurement_uid", "")))
+            rows.append(measurement_row(m, vantage, url, controls.get(url), fingerprints,
+                                        expectations.get((vantage, url)), seen, path))
             if on_row is not None:
                 on_row(m, rows[-1])
     rows += unmeasured_rows(expectations, seen, expected, errors)
     rows.sort(key=lambda r: (r.url, r.vantage))
     return rows
+
+
+def measurement_row(m: dict[str, Any], vantage: str, url: str, control: ControlSummary | None,
+                    fingerprints: list[Fingerprint], expectation: Expectation | None,
+                    seen: dict[tuple[str, str], Path], path: Path) -> VerdictRow:
+    """The row of measurement ``m`` of ``url`` from ``vantage`` (``control``: the control's summary of
+    the URL, None when it has none). ``seen``: the pairs measured so far, each with its file;
+    a (vantage, url) measured twice raises ResultsError, as counting it twice would score the run
+    as better than it is."""
+    if (vantage, url) in seen:
+        raise measured_twice(vantage, url, seen[(vantage, url)], path)
+    seen[(vantage, url)] = path
+    result = analyse(m["test_keys"], None if control is None else control.test_keys(), fingerprints)
+    return VerdictRow(vantage, url, result.verdict, expectation, result.why, m.get("measurement_uid", ""))
+
+
+def measured_twice(vantage: str, url: str, first: Path, path: Path) -> ResultsError:
+    where = f"in {first} and in {path}" if first != path else f"twice in {path}"
+    return ResultsError(f"{vantage} {url} is measured more than once ({where}): give each results "
+                        "folder once, and only shards of one campaign together")
 
 
 def unmeasured_rows(expectations: dict[tuple[str, str], Expectation], seen: Iterable[tuple[str, str]],

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 from test_gate import GOOD, NXDOMAIN, A, B, make_results
 
-from harness import ooni, score
+from harness import ooni, results, score
 from harness.digest import RunDigest
 from harness.results import score_and_annotate, score_results
 from harness.score import ResultsError, VerdictRow
@@ -121,3 +122,51 @@ def test_control_summary_gives_back_the_keys_the_analysis_reads() -> None:
     digest = RunDigest()
     digest.add_measurement("control", {"input": "https://a.test/", "test_name": "x", "test_keys": keys})
     assert type(digest.controls["https://a.test/"]) is ControlSummary and digest.controls["https://a.test/"] == summary
+
+
+def _digest(d: Path) -> RunDigest:
+    digest = RunDigest()
+    for m in lines(d):
+        digest.add(m["x_vantage"], json.dumps(m).encode())
+    return digest
+
+
+def test_two_processes_write_what_one_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large measurements.jsonl is scored on two cores (harness.results._annotate_in_two): the same
+    rows, and the same file byte for byte (the lines keep their order)."""
+    measured = {**GOOD, ("isp-a", A): NXDOMAIN, ("isp-b", A): GOOD[("isp-a", A)], ("isp-b", B): NXDOMAIN}
+    one = make_results(tmp_path / "one", measured)
+    two = shutil.copytree(one, tmp_path / "two")
+    scored_one = score_and_annotate(one, digest=_digest(one))
+    monkeypatch.setattr(results, "SPLIT_BYTES", 0)
+    scored_two = score_and_annotate(two, digest=_digest(two))
+    assert [r.to_json() for r in scored_two.score.rows] == [r.to_json() for r in scored_one.score.rows]
+    assert (two / "measurements.jsonl").read_bytes() == (one / "measurements.jsonl").read_bytes()
+    assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
+
+
+@pytest.mark.parametrize("broken", ["truncated", "twice"])
+def test_two_processes_refuse_what_one_refuses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broken: str) -> None:
+    """A line that is no measurement in the second half is named by its number in the file; a pair
+    in both halves is measured twice; the folder is left as it was."""
+    d = make_results(tmp_path / "r", GOOD)
+    digest = _digest(d)
+    path = d / "measurements.jsonl"
+    first = path.read_text().splitlines()[0]
+    path.write_text(path.read_text() + (first[:40] if broken == "truncated" else first) + "\n")
+    before = path.read_bytes()
+    monkeypatch.setattr(results, "SPLIT_BYTES", 0)
+    with pytest.raises(ResultsError, match=":5: not a JSON measurement" if broken == "truncated" else "twice in"):
+        score_and_annotate(d, digest=digest)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in d.iterdir()) == ["measurements.jsonl", "run.json", "scenario.yaml"]
+
+
+def test_line_ranges_start_at_lines(tmp_path: Path) -> None:
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(b"".join(b"x" * n + b"\n" for n in (5, 1, 30, 2, 7)))
+    for parts in (1, 2, 3, 7):
+        ranges = score.line_ranges(path, parts)
+        assert ranges[0][0] == 0 and ranges[-1][1] == path.stat().st_size
+        assert all(a[1] == b[0] for a, b in pairwise(ranges))
+        assert all(start == 0 or path.read_bytes()[start - 1:start] == b"\n" for start, _ in ranges)
