@@ -10,7 +10,6 @@ from pathlib import Path
 
 import dns.exception
 import dns.message
-import dns.query
 import dns.rdatatype
 
 from netlab.errors import LabError
@@ -27,12 +26,16 @@ def is_ready(check: ReadyCheck, lab_dir: Path, make_socket: SocketFactory = sock
             sock.settimeout(0.5)
             return sock.connect_ex((str(check.address), check.port)) == 0
     if check.kind == "dns":
+        # Imported here: dns.query imports aioquic (its DNS-over-QUIC), a fifth of a second that
+        # every command attaching to a lab (`harness exec`, `down`, `status`) would pay for nothing.
+        from dns.query import udp
+
         sock = make_socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setblocking(False)  # dnspython requires a non-blocking socket it is handed
         with sock:
             q = dns.message.make_query(check.qname, dns.rdatatype.A)
             try:
-                dns.query.udp(q, str(check.address), port=check.port, timeout=0.5, sock=sock)
+                udp(q, str(check.address), port=check.port, timeout=0.5, sock=sock)
             except dns.exception.Timeout:
                 return False
             return True

@@ -7,11 +7,12 @@ import argparse
 from rich.console import Console
 
 from harness import inlab
+from harness.cli import verb_help
 from harness.cli.common import lab_name
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("ca", help="print the path of a lab's CA certificate",
+    p = sub.add_parser("ca", help=verb_help("ca"),
                        description="Print the path of the running lab's CA certificate (PEM), for tools run "
                        "outside `harness exec`.",
                        epilog="example:\n  curl --cacert \"$(harness ca demo)\" ...   (inside the lab)",

@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from harness.cli import verb_help
 from harness.cli.common import EXIT_MISMATCH
 from harness.results import ScoredRun, score_results
 from harness.score import VerdictRow
@@ -47,7 +48,7 @@ class Difference:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("compare", help="compare two runs of one scenario against the ground truth",
+    p = sub.add_parser("compare", help=verb_help("compare"),
                        description="Score two results folders of the same scenario (e.g. two probe types, or "
                        "two versions of one) and show, per technique, each side's precision and recall, then "
                        "every (vantage, target) whose verdicts differ.",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from harness.cli import verb_help
 from harness.cli.run import check_probe
 from harness.compose_file import compose_yaml
 from netlab.backends.kernel import probe_host
@@ -16,7 +17,7 @@ from netlab.names import check_lab_name
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("compose", help="write a docker-compose.yml for a scenario",
+    p = sub.add_parser("compose", help=verb_help("compose"),
                        description="Write the scenario's lab as a Compose file: `docker compose up "
                        "--exit-code-from score` brings it up, measures, and leaves the verdicts in ./results.",
                        epilog="examples:\n  harness compose scenarios/demo.yaml -o docker-compose.yml\n"

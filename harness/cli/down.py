@@ -6,6 +6,7 @@ import argparse
 
 from rich.console import Console
 
+from harness.cli import verb_help
 from harness.cli.common import EXIT_CONFIG, add_backend, lab_name
 from netlab.backends import BACKENDS, get_backend
 from netlab.backends.base import read_state
@@ -13,7 +14,7 @@ from netlab.errors import LabError, NoSuchLab
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("down", help="remove a lab (or --all)",
+    p = sub.add_parser("down", help=verb_help("down"),
                        description="Stop a lab's services and remove its namespaces or containers and "
                        "files. Works after a crash too: leftovers are found by the lab's exact name, and "
                        "nothing of another lab is touched. An unknown name is an error (exit 2).",

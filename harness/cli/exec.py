@@ -7,6 +7,7 @@ import argparse
 from rich.console import Console
 
 from harness import inlab
+from harness.cli import verb_help
 from harness.cli.common import lab_name
 from netlab.errors import UsageError
 
@@ -23,7 +24,7 @@ trusts it, for Chromium and Firefox. Its exit status is the command's."""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("exec", help="run a program inside a lab, from a vantage or host",
+    p = sub.add_parser("exec", help=verb_help("exec"),
                        description="Run PROGRAM inside the running lab LAB, in the host of VANTAGE (an ISP "
                        "name or `control`; also a host such as `isp-a.gw` or `inet`, or a site name: the lab "
                        "internet), with that vantage's resolver and the lab CA trusted. Works on both backends.",

@@ -11,6 +11,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
+from harness.cli import verb_help
 from harness.explain import LAB_DIR_SHOWN, Explanation, IspDataplane, explain, verdict_grid
 from harness.report import FAMILY_STYLE
 from netlab.backends.kernel import probe_host
@@ -27,7 +28,7 @@ Nothing is brought up: the scenario is compiled, never run. Exit codes: 0 ok, 2 
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("explain", help="show expected verdicts and the compiled dataplane",
+    p = sub.add_parser("explain", help=verb_help("explain"),
                        description="Show what the lab makes of a scenario: the oracle's expected verdict "
                        "for every vantage and target, with the rule that decides it, and for each ISP the "
                        "compiled dataplane: the RPZ zone and Unbound policy zones of its resolver, the "

@@ -6,11 +6,12 @@ import argparse
 
 from rich.console import Console
 
+from harness.cli import verb_help
 from netlab.deploy import images
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("image", help="build the lab's container image (cached)",
+    p = sub.add_parser("image", help=verb_help("image"),
                        description="Build fauxisp/base, the image every lab container runs. Uses "
                        "images/Dockerfile where a registry is reachable, else debootstrap from the Debian "
                        "archive the host's apt uses, then docker import. A second build is a cache hit.",

@@ -10,6 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from harness.cli import verb_help
 from netlab.capabilities import capabilities_of
 from probes.base import BUILTIN_PROBES, ENTRY_POINT_GROUP, load_probe
 
@@ -22,7 +23,7 @@ A probe type is registered by any installed package under the entry-point group
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("probes", help="list the installed probe types",
+    p = sub.add_parser("probes", help=verb_help("probes"),
                        description="List the probe types found through the entry-point group "
                        f"{ENTRY_POINT_GROUP!r}, with their version, module and distribution.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)

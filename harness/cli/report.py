@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+from harness.cli import verb_help
 from harness.cli.common import EXIT_MISMATCH, quiet_default
 from harness.errors import ResultsError
 from harness.html_report import write_report
@@ -26,7 +27,7 @@ timeout, missing) are mismatches. Exit codes: 0 ok, 1 mismatches or nothing scor
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("report", help="write a self-contained HTML report of saved results",
+    p = sub.add_parser("report", help=verb_help("report"),
                        description="Score one or more results folders of `harness run` (shards merge) and "
                        "write the verdicts, the score and every measurement's timeline as one HTML file.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)

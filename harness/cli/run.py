@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from harness.analysis import load_fingerprints
 from harness.campaign import DEFAULT_CONCURRENCY, CampaignConfig, shard_targets
+from harness.cli import verb_help
 from harness.cli.common import (
     EXIT_LAB,
     EXIT_MISMATCH,
@@ -45,7 +46,7 @@ MAX_CONCURRENCY = 256
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "run", help="measure a scenario and score the verdicts",
+        "run", help=verb_help("run"),
         description="Measure every target of the scenario from every ISP vantage and the control "
         "vantage, write measurements (OONI JSON, one per line), print the verdict table and the score "
         "against the scenario's ground truth. Uses a lab brought up by `harness up` if one of that "

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from harness.cli import verb_help
 from harness.cli.common import EXIT_MISMATCH
 from harness.report import print_report
 from harness.results import ScoredRun, score_results
@@ -36,7 +37,7 @@ analysis program crashed."""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("score", help="score saved results (or another detector's calls) against the ground truth",
+    p = sub.add_parser("score", help=verb_help("score"),
                        description="Analyse the measurements of one or more results folders (e.g. the "
                        "shards of one campaign) and score the verdicts against the scenario's oracle; or score "
                        "another detector's calls: foreign OONI measurements, or an analysis program's output.",

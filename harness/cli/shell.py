@@ -7,6 +7,7 @@ import argparse
 from rich.console import Console
 
 from harness import inlab
+from harness.cli import verb_help
 from harness.cli.common import lab_name
 
 # bash where the host has it (its prompt from PS1; Debian's bash.bashrc shows $debian_chroot), else sh.
@@ -14,7 +15,7 @@ SHELL = ["sh", "-c", 'if command -v bash >/dev/null 2>&1; then exec bash --norc 
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("shell", help="an interactive shell inside a lab, at a vantage or host",
+    p = sub.add_parser("shell", help=verb_help("shell"),
                        description="Open an interactive shell in the running lab LAB, in the host of VANTAGE "
                        "(as `harness exec`: its resolver, the lab CA trusted). Leave it with `exit`.",
                        epilog="examples:\n  harness shell demo isp-a\n  harness shell demo isp-b.gw",

@@ -9,13 +9,14 @@ import time
 from rich.console import Console
 from rich.table import Table
 
+from harness.cli import verb_help
 from netlab.backends import BACKENDS, get_backend
 from netlab.backends.base import LabState, lab_folders, pid_alive, read_state
 from netlab.errors import LabError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("status", help="list running labs", description="List the labs on this machine, "
+    p = sub.add_parser("status", help=verb_help("status"), description="List the labs on this machine, "
                        "of every backend, with their hosts and whether their services run.",
                        epilog="examples:\n  harness status\n  harness status --json | jq '.[].lab'",
                        formatter_class=argparse.RawDescriptionHelpFormatter)

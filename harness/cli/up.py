@@ -12,6 +12,7 @@ import time
 
 from rich.console import Console
 
+from harness.cli import verb_help
 from harness.cli.common import EXIT_CONFIG, EXIT_LAB, add_backend, add_name
 from netlab.backends import get_backend
 from netlab.backends.base import lab_dir, read_state
@@ -23,7 +24,7 @@ START_TIMEOUT = 120.0  # a compose lab may first build its image
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("up", help="bring a lab up and leave it running",
+    p = sub.add_parser("up", help=verb_help("up"),
                        description="Bring the scenario's lab up and leave it running; `harness run` "
                        "attaches to it, `harness down NAME` removes it. A name already in use is refused "
                        "(exit 2) and the running lab is left as it is.",
