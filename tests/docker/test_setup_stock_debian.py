@@ -42,7 +42,7 @@ harness probes list
 harness explain scenarios/demo.yaml | tail -2
 # make uses the venv too; a second set-up is a no-op
 make -s setup
-make -n test | grep -q '^.venv/bin/python -m pytest'
+make -n test | grep -q '.venv/bin/python -m pytest'
 echo SETUP-OK
 """
 
