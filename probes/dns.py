@@ -328,10 +328,10 @@ class _Response:
     def of(cls, response: dns.message.Message) -> _Response:
         rcode = response.rcode()
         chain = _chain(response)
-        addresses = _chain_addresses(response, chain)
+        addresses = _addresses(response, chain)
         # NOERROR without an address record gives dns_no_answer.
         failure = None if rcode == 0 and addresses else dns_rcode_failure(rcode)
-        return cls(rcode, addresses, failure, _chain_answers(response, chain))
+        return cls(rcode, addresses, failure, _answers(response, chain))
 
 
 def _chain(response: dns.message.Message) -> dns.message.ChainingResult | None:
@@ -346,27 +346,18 @@ def _chain(response: dns.message.Message) -> dns.message.ChainingResult | None:
         return None
 
 
-def _addresses(response: dns.message.Message) -> list[str]:
-    """The addresses of the type asked (A or AAAA) for the name asked, through its CNAME chain."""
-    return _chain_addresses(response, _chain(response))
-
-
-def _answers(response: dns.message.Message) -> list[dict[str, Any]]:
-    """The answer section as OONI writes it: the addresses, then one CNAME answer whose hostname is
-    the canonical name the chain ends at (with its trailing dot), when the name asked is an alias."""
-    return _chain_answers(response, _chain(response))
-
-
-def _chain_addresses(response: dns.message.Message, chain: dns.message.ChainingResult | None) -> list[str]:
-    """_addresses, given the response's ``_chain``."""
+def _addresses(response: dns.message.Message, chain: dns.message.ChainingResult | None) -> list[str]:
+    """The addresses of the type asked (A or AAAA) for the name asked, through its CNAME chain
+    (``chain``: the response's ``_chain``)."""
     if chain is None or chain.answer is None or chain.answer.rdtype != response.question[0].rdtype:
         return []
     return [rdata.address for rdata in chain.answer]
 
 
-def _chain_answers(response: dns.message.Message, chain: dns.message.ChainingResult | None
-                   ) -> list[dict[str, Any]]:
-    """_answers, given the response's ``_chain``."""
+def _answers(response: dns.message.Message, chain: dns.message.ChainingResult | None) -> list[dict[str, Any]]:
+    """The answer section as OONI writes it: the addresses, then one CNAME answer whose hostname is
+    the canonical name the chain ends at (with its trailing dot), when the name asked is an alias
+    (``chain``: the response's ``_chain``)."""
     answers: list[dict[str, Any]] = []
     for rrset in response.answer:
         for rdata in rrset:

@@ -21,7 +21,7 @@ from netlab.errors import ScenarioError
 from netlab.loader import load_scenario, parse_scenario
 from netlab.oracle import expected_verdicts
 from netlab.services.whoami import answer
-from probes.dns import _addresses, _answers
+from probes.dns import _Response
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = ROOT / "scenarios" / "dns-hierarchy.yaml"
@@ -222,13 +222,13 @@ def test_the_probe_follows_the_chain_and_writes_one_cname_answer_as_ooni_does() 
         dns.rrset.from_text("other.test.", 60, "IN", "A", "198.18.9.9"),  # not on the chain: not taken
     ]
     response = dns.message.from_wire(response.to_wire())  # as the probe gets it: parsed from the wire
-    assert _addresses(response) == ["198.18.1.3"]
-    answers = _answers(response)
+    assert _Response.of(response).addresses == ["198.18.1.3"]
+    answers = _Response.of(response).answers
     assert answers[-1] == {"answer_type": "CNAME", "hostname": "edge.cdn.test.", "ttl": 60}
     assert [a["answer_type"] for a in answers].count("CNAME") == 1
     # An NXDOMAIN for the chain's end still names the alias's CNAME.
     response.answer = response.answer[:1]
     response.set_rcode(dns.rcode.NXDOMAIN)
     response = dns.message.from_wire(response.to_wire())
-    assert _addresses(response) == []
-    assert _answers(response) == [{"answer_type": "CNAME", "hostname": "shop.cdn.test.", "ttl": 60}]
+    assert _Response.of(response).addresses == []
+    assert _Response.of(response).answers == [{"answer_type": "CNAME", "hostname": "shop.cdn.test.", "ttl": 60}]
