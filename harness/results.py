@@ -7,7 +7,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
@@ -29,7 +28,6 @@ from harness.score import (
     measured_twice,
     measurement_files,
     measurement_row,
-    measurement_vantage,
     replace_measurements,
     score,
     unmeasured_rows,
@@ -277,9 +275,7 @@ class _Part:
         seen: dict[tuple[str, str], Path] = {}
         with open(out, "wb") as sink:
             for m in iter_range(path, start, end):
-                vantage, url = sys.intern(measurement_vantage(m)), sys.intern(m["input"])
-                row = measurement_row(m, vantage, url, self.controls.get(url), self.fingerprints,
-                                      self.expectations.get((vantage, url)), seen, path)
+                row = measurement_row(m, self.controls, self.fingerprints, self.expectations, seen, path)
                 rows.append(row)
                 self.annotator.annotate(m, row.observed.value)
                 sink.write(jsonl.dumps(m) + b"\n")

@@ -260,10 +260,7 @@ def verdict_rows(files: list[Path], expectations: dict[tuple[str, str], Expectat
     seen: dict[tuple[str, str], Path] = {}
     for path in files:
         for m in iter_measurements([path]):
-            vantage = sys.intern(measurement_vantage(m))
-            url = sys.intern(m["input"])
-            rows.append(measurement_row(m, vantage, url, controls.get(url), fingerprints,
-                                        expectations.get((vantage, url)), seen, path))
+            rows.append(measurement_row(m, controls, fingerprints, expectations, seen, path))
             if on_row is not None:
                 on_row(m, rows[-1])
     rows += unmeasured_rows(expectations, seen, expected, errors)
@@ -271,18 +268,20 @@ def verdict_rows(files: list[Path], expectations: dict[tuple[str, str], Expectat
     return rows
 
 
-def measurement_row(m: dict[str, Any], vantage: str, url: str, control: ControlSummary | None,
-                    fingerprints: list[Fingerprint], expectation: Expectation | None,
-                    seen: dict[tuple[str, str], Path], path: Path) -> VerdictRow:
-    """The row of measurement ``m`` of ``url`` from ``vantage`` (``control``: the control's summary of
-    the URL, None when it has none). ``seen``: the pairs measured so far, each with its file;
-    a (vantage, url) measured twice raises ResultsError, as counting it twice would score the run
-    as better than it is."""
+def measurement_row(m: dict[str, Any], controls: dict[str, ControlSummary], fingerprints: list[Fingerprint],
+                    expectations: dict[tuple[str, str], Expectation], seen: dict[tuple[str, str], Path],
+                    path: Path) -> VerdictRow:
+    """The row of measurement ``m`` of file ``path``, against the control's summary of its URL
+    (``controls``). ``seen``: the pairs measured so far, each with its file; a (vantage, url)
+    measured twice raises ResultsError, as counting it twice would score the run as better than it is."""
+    vantage, url = sys.intern(measurement_vantage(m)), sys.intern(m["input"])
     if (vantage, url) in seen:
         raise measured_twice(vantage, url, seen[(vantage, url)], path)
     seen[(vantage, url)] = path
+    control = controls.get(url)
     result = analyse(m["test_keys"], None if control is None else control.test_keys(), fingerprints)
-    return VerdictRow(vantage, url, result.verdict, expectation, result.why, m.get("measurement_uid", ""))
+    return VerdictRow(vantage, url, result.verdict, expectations.get((vantage, url)), result.why,
+                      m.get("measurement_uid", ""))
 
 
 def measured_twice(vantage: str, url: str, first: Path, path: Path) -> ResultsError:
