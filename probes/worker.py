@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from netlab import jsonl
+from netlab import gc_policy, jsonl
 from netlab.capabilities import PROBE_CONTRACT_VERSION, ContractError, capabilities_of
 from netlab.target import Target, TargetError
 from probes.context import ProbeContext
@@ -423,6 +423,7 @@ def main() -> int:
     out = sys.stdout
     # Results own stdout. Anything else that prints (a chatty plugin) goes to stderr instead.
     sys.stdout = sys.stderr
+    gc_policy.tune()
     return asyncio.run(amain(sys.stdin, out))
 
 

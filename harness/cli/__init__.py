@@ -12,7 +12,7 @@ import os
 import sys
 
 from harness.cli import common
-from netlab import interrupts
+from netlab import gc_policy, interrupts
 from netlab.errors import LabError, NetlabError, ScenarioError, UsageError
 
 #: Each verb: its module (``register(subparsers)``, ``run(args, console)``) and the line `harness
@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     interrupts.install()
+    gc_policy.tune()
     console = common.console()
     try:
         return int(args.func(args, console) or 0)

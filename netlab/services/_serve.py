@@ -13,6 +13,8 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from netlab import gc_policy
+
 HEAD_TIMEOUT = 10.0  # how long a client may take to send its request head (or ClientHello)
 MAX_HEAD = 16 * 1024
 
@@ -72,5 +74,6 @@ def service_main(argv: list[str] | None, *, name: str, description: str, parse: 
     parser.add_argument("--verbose", action="store_true", help="log every connection (debug level)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format=f"{name}: %(message)s")
+    gc_policy.tune()
     asyncio.run(serve(parse(Path(args.config).read_text())))
     return 0
