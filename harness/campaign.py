@@ -85,9 +85,10 @@ def probe_context(lab: RunningLab, scenario: Scenario, vantage: str, overrides: 
 
 async def run_campaign(lab: RunningLab, scenario: Scenario, out_dir: Path, config: CampaignConfig,
                        on_result: Callable[[str, dict[str, Any]], None] | None = None,
-                       on_measurement: Callable[[str, bytes], None] | None = None) -> CampaignResult:
-    """Measure; ``on_result`` sees every answer line (without its measurement), ``on_measurement``
-    every measurement's JSON bytes as they are written (harness.digest keeps what scoring needs)."""
+                       write: Callable[[str, bytes], None] | None = None) -> CampaignResult:
+    """Measure; ``on_result`` sees every answer line (without its measurement). Each measurement (the
+    worker's JSON bytes) goes to ``write`` with its vantage (harness.streaming scores and writes it),
+    else straight into measurements.jsonl as the worker wrote it."""
     out_dir.mkdir(parents=True, exist_ok=True)
     vantages = config.vantages or list(lab.state.vantages)
     # Targets outside what the probe type measures (its schemes and ports) are neither measured nor expected.
@@ -96,15 +97,18 @@ async def run_campaign(lab: RunningLab, scenario: Scenario, out_dir: Path, confi
     t0 = time.monotonic()
     errors: list[dict[str, Any]] = []
     count = 0
-    with open(out_dir / "measurements.jsonl", "w") as sink:
+    with contextlib.ExitStack() as stack:
+        if write is None:
+            sink = stack.enter_context(open(out_dir / "measurements.jsonl", "wb"))
+
+            def write(vantage: str, raw: bytes) -> None:
+                sink.write(jsonl.vantage_line(vantage, raw))
 
         def record(vantage: str, line: dict[str, Any], raw: bytes | None) -> None:
             nonlocal count
             if raw is not None:
-                sink.buffer.write(jsonl.vantage_line(vantage, raw))
+                write(vantage, raw)
                 count += 1
-                if on_measurement:
-                    on_measurement(vantage, raw)
             else:
                 errors.append({"vantage": vantage, **line})
             if on_result:

@@ -4,8 +4,8 @@ Scoring needs a summary of the control's measurement of every URL (harness.score
 same in the test helper's shape (harness.ooni_rules.ControlView), and the test helper's endpoint
 pass the endpoints the control measured and the addresses the other vantages resolved
 (harness.ooni.th_jobs). Each measurement is parsed once as it arrives, and what those need is kept
-(small summaries, one per URL), so after the campaign ``measurements.jsonl`` is read once, by the
-pass that scores it and writes OONI's keys (harness.results.score_and_annotate).
+(small summaries, one per URL), and each measurement is scored and given OONI's keys as it arrives
+(harness.streaming), against what is gathered here.
 """
 
 from __future__ import annotations

@@ -13,11 +13,10 @@ measurement is paired with the control's measurement of its URL, and gets
 - ``x_verdict``: the lab's finer verdict (docs/verdicts.md);
 - ASNs on DNS answers and ``client_resolver``, as OONI's probe writes them.
 
-A run gets these keys while it is scored, in the one pass that reads and rewrites
-``measurements.jsonl`` (``Annotator``, harness.results.score_and_annotate), with the control
-summaries the campaign gathered as it wrote them (harness.digest); ``finalize`` does the same for
-a folder on its own in two streaming passes (controls first, then every line). Memory holds one
-small control summary per URL.
+A run gets these keys as the campaign writes each measurement (``Annotator``, harness.streaming),
+with the control summaries gathered from the same lines (harness.digest); ``finalize`` does the
+same for a folder on its own in two streaming passes (controls first, then every line). Memory
+holds one small control summary per URL.
 
 OONI's test helper also connects to the addresses the probe resolved. The control learns them
 only from the campaign's measurements, so while the lab is still up ``measure_th_endpoints``
@@ -30,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,16 +85,20 @@ def th_jobs(path: Path, digest: RunDigest | None = None) -> list[dict[str, Any]]
         digest = RunDigest()
         for m in iter_measurements([path]):
             digest.add_measurement(m.get("x_vantage") or "", m)
-    measured = digest.control_endpoints
-    wanted: dict[str, dict[str, None]] = {}
-    for url, addresses in digest.probe_addresses.items():
-        if url not in measured:
-            continue
-        ports = helper_ports(url)
-        for ip in addresses:
-            if not is_lab_bogon(ip) and any(endpoint(ip, p) not in measured[url] for p in ports):
-                wanted.setdefault(url, {})[ip] = None
-    return [{"url": url, "addresses": list(ips)} for url, ips in wanted.items()]
+    wanted = {url: unmeasured_addresses(url, addresses, digest.control_endpoints)
+              for url, addresses in digest.probe_addresses.items()}
+    return [{"url": url, "addresses": ips} for url, ips in wanted.items() if ips]
+
+
+def unmeasured_addresses(url: str, addresses: Iterable[str], measured: dict[str, set[str]]) -> list[str]:
+    """The non-bogon ``addresses`` of ``url`` with an endpoint the control did not measure
+    (``measured``: url -> its endpoints): what the test helper's pass measures for it. None when
+    the control has no web measurement of the URL (then there is nothing to add to)."""
+    if url not in measured:
+        return []
+    ports = helper_ports(url)
+    return [ip for ip in addresses
+            if not is_lab_bogon(ip) and any(endpoint(ip, p) not in measured[url] for p in ports)]
 
 
 async def measure_th_endpoints(lab: RunningLab, context: dict[str, Any], out_dir: Path,
@@ -137,10 +141,11 @@ def load_th_endpoints(out_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
     return out
 
 
-def finalize(out_dir: Path, verdicts: dict[tuple[str, str], str] | None = None) -> int:
+def finalize(out_dir: Path, verdicts: dict[tuple[str, str], str] | None = None, *, unscored: bool = False) -> int:
     """Fill the OONI keys of every web measurement in ``out_dir/measurements.jsonl``; the number
-    of measurements rewritten. (A run that is scored does it while scoring instead, in the same pass:
-    ``Annotator``, harness.results.score_and_annotate.)"""
+    of measurements rewritten. ``verdicts``: each one's x_verdict; ``unscored``: none has one (a
+    run that ended in a lab fault). (``harness run`` does it while the campaign writes instead:
+    harness.streaming.)"""
     path = Path(out_dir) / "measurements.jsonl"
     if not path.exists():
         return 0
@@ -152,6 +157,8 @@ def finalize(out_dir: Path, verdicts: dict[tuple[str, str], str] | None = None) 
     with open(tmp, "wb") as sink:
         for m in iter_measurements([path]):
             vantage = m.get("x_vantage") or m.get("probe_network_name") or ""
+            if unscored:
+                m["test_keys"].pop("x_verdict", None)
             count += annotator.annotate(m, verdicts.get((vantage, m["input"])) if verdicts is not None else KEEP)
             sink.write(jsonl.dumps(m) + b"\n")
     replace_measurements(tmp, path)
@@ -166,14 +173,19 @@ class Annotator:
     """OONI's keys for a run's measurements, one at a time: every control measurement first
     (``add_control``, which keeps a small summary per URL), then each measurement (``annotate``)."""
 
-    def __init__(self, out_dir: Path, controls: dict[str, ControlView] | None = None) -> None:
-        """``controls``: the control views gathered during the campaign (harness.digest), when
-        there is no control pass to make."""
+    def __init__(self, out_dir: Path | None) -> None:
+        """``out_dir``: the results folder whose ``th_endpoints.jsonl`` the control views get (None:
+        none yet, ``add_th_endpoints`` later)."""
         self.controls: dict[str, ControlView] = {}
-        self._extra = load_th_endpoints(out_dir)
-        for url, view in (controls or {}).items():
-            view.add_endpoints(self._extra.get(url, {}))
-            self.controls[url] = view
+        self._extra = load_th_endpoints(out_dir) if out_dir is not None else {}
+
+    def add_th_endpoints(self, extra: dict[str, dict[str, dict[str, Any]]]) -> None:
+        """The test helper's endpoints (``load_th_endpoints``), for the control views there are and
+        those still to come."""
+        for url, endpoints in extra.items():
+            self._extra.setdefault(url, {}).update(endpoints)
+            if url in self.controls:
+                self.controls[url].add_endpoints(endpoints)
 
     def add_control(self, m: dict[str, Any]) -> None:
         if m.get("test_name") == WEB:

@@ -4,36 +4,24 @@ verdicts and score computed from them. Several folders (shards) score as one run
 from __future__ import annotations
 
 import json
-import multiprocessing
-import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from harness import ooni
-from harness.analysis import Fingerprint, load_fingerprints
+from harness.analysis import load_fingerprints
 from harness.campaign import shard_targets
-from harness.digest import RunDigest
 from harness.errors import ResultsError
 from harness.score import (
     TECHNIQUES,
-    ControlSummary,
     Score,
     VerdictRow,
-    iter_range,
-    line_ranges,
-    measured_twice,
     measurement_files,
-    measurement_row,
-    replace_measurements,
     score,
     unmeasured_rows,
     verdict_rows,
 )
-from netlab import jsonl
 from netlab.blockpage import declared_fingerprints
 from netlab.capabilities import WEB, Capabilities
 from netlab.errors import LabFault, NetlabError
@@ -222,107 +210,6 @@ def score_results(dirs: list[Path], fingerprint_files: list[Path] | None = None,
                         load_fingerprints(fingerprint_files, declared_fingerprints(oracle.scenario)),
                         expected=[], errors=oracle.errors)
     return oracle.scored(rows)
-
-
-def score_and_annotate(out_dir: Path, scenario: Scenario | None = None,
-                       fingerprint_files: list[Path] | None = None, digest: RunDigest | None = None) -> ScoredRun:
-    """Score a run's own results folder (as ``score_results``) and, in the same pass over its
-    measurements, give each its OONI keys and ``x_verdict`` (harness.ooni): every measurement is read
-    once and written once, after a pass over the controls unless ``digest`` (what the campaign
-    gathered of them) is given. ``measurements.jsonl`` is replaced only when scoring succeeded."""
-    oracle = run_oracle([out_dir], scenario)
-    path = measurement_files([out_dir])[0]
-    annotator = ooni.Annotator(out_dir, digest.views if digest is not None else None)
-    fingerprints = load_fingerprints(fingerprint_files, declared_fingerprints(oracle.scenario))
-    tmp = path.with_suffix(".jsonl.tmp")
-    try:
-        if digest is not None and len(os.sched_getaffinity(0)) > 1 and path.stat().st_size >= SPLIT_BYTES:
-            rows = _annotate_in_two(path, tmp, _Part(annotator, digest.controls, fingerprints, oracle.expectations))
-        else:
-            with open(tmp, "wb") as sink:
-
-                def annotate(m: dict[str, Any], row: VerdictRow) -> None:
-                    annotator.annotate(m, row.observed.value)
-                    sink.write(jsonl.dumps(m) + b"\n")
-
-                rows = verdict_rows([path], oracle.expectations, fingerprints, expected=[],
-                                    errors=oracle.errors, on_control=annotator.add_control, on_row=annotate,
-                                    controls=digest.controls if digest is not None else None)
-        replace_measurements(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return oracle.scored(rows)
-
-
-#: A smaller measurements.jsonl is scored and annotated in one process: a second one would cost
-#: more than it saves.
-SPLIT_BYTES = 64 << 20
-
-
-@dataclass
-class _Part:
-    """What scoring and annotating a part of measurements.jsonl needs (with the campaign's digest:
-    no control pass)."""
-
-    annotator: ooni.Annotator
-    controls: dict[str, ControlSummary]
-    fingerprints: list[Fingerprint]
-    expectations: dict[tuple[str, str], Expectation]
-
-    def annotate(self, path: Path, start: int, end: int, out: Path) -> list[VerdictRow]:
-        """Score and annotate the lines of ``path`` in bytes [start, end) into ``out``."""
-        rows: list[VerdictRow] = []
-        seen: dict[tuple[str, str], Path] = {}
-        with open(out, "wb") as sink:
-            for m in iter_range(path, start, end):
-                row = measurement_row(m, self.controls, self.fingerprints, self.expectations, seen, path)
-                rows.append(row)
-                self.annotator.annotate(m, row.observed.value)
-                sink.write(jsonl.dumps(m) + b"\n")
-        return rows
-
-
-#: What the second process of _annotate_in_two works on: it inherits it (fork), nothing is copied.
-_SECOND: tuple[_Part, Path, int, int, Path] | None = None
-
-
-def _annotate_second() -> list[VerdictRow]:
-    assert _SECOND is not None
-    part, path, start, end, out = _SECOND
-    return part.annotate(path, start, end, out)
-
-
-def _annotate_in_two(path: Path, tmp: Path, part: _Part) -> list[VerdictRow]:
-    """Score and annotate ``path`` into ``tmp`` on two cores: the second half of the lines in a
-    forked process, while this one does the first; the lab is idle by now, so the second core is
-    free (the pass was a sixth of a 100,000-measurement run, one core busy). The lines keep their
-    order; the rows are the same as in one process, a pair measured twice included."""
-    global _SECOND
-    (start0, end0), (start1, end1) = line_ranges(path, 2)
-    second = tmp.with_suffix(".tmp2")
-    _SECOND = (part, path, start1, end1, second)
-    try:
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
-            later = pool.submit(_annotate_second)
-            rows = part.annotate(path, start0, end0, tmp)
-            more = later.result()
-        seen = {(r.vantage, r.url) for r in rows}
-        for r in more:
-            if (r.vantage, r.url) in seen:
-                raise measured_twice(r.vantage, r.url, path, path)
-        with open(tmp, "r+b") as sink, open(second, "rb") as src:
-            # In the kernel, page cache to page cache: a 100,000-measurement run's half is 3.5 GB.
-            # (copy_file_range refuses a file opened to append: the offset is given instead.)
-            at, left = os.fstat(sink.fileno()).st_size, os.fstat(src.fileno()).st_size
-            while left > 0:
-                copied = os.copy_file_range(src.fileno(), sink.fileno(), left, None, at)
-                if not copied:
-                    raise OSError(f"{second}: {left} bytes were not copied to {tmp}")
-                at, left = at + copied, left - copied
-        return rows + more
-    finally:
-        _SECOND = None
-        second.unlink(missing_ok=True)
 
 
 def write_verdicts(out_dir: Path, run: ScoredRun) -> None:

@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from harness import ooni
+from harness.analysis import load_fingerprints
 from harness.campaign import CampaignConfig, CampaignResult, probe_context, run_campaign
-from harness.digest import RunDigest
-from harness.results import ScoredRun, score_and_annotate, write_run_info, write_verdicts
+from harness.results import ScoredRun, run_oracle, write_run_info, write_verdicts
+from harness.streaming import LiveScorer
 from netlab.backends import get_backend
 from netlab.backends.base import Progress, RunningLab
+from netlab.blockpage import declared_fingerprints
 from netlab.compile import compile_lab
 from netlab.errors import NetlabError
 from netlab.interrupts import run_async
@@ -47,15 +49,20 @@ def measure_and_score(lab: RunningLab, scenario: Scenario, out: Path, config: Ca
     targets are not its file's (a test list's, Scenario.with_targets): run.json records them, and
     rescoring the folder (harness.results.run_oracle) measures against them."""
     config = with_scenario_probe_settings(config, scenario)
-    # What scoring, OONI's keys and the test helper's pass need of the measurements, kept as they
-    # are written: after the campaign the results are read once, by the pass that scores them.
-    digest = RunDigest()
-    result = run_async(run_campaign(lab, scenario, out, config, on_result=on_result, on_measurement=digest.add))
-    if not result.lab_faults and CONTROL in result.vantages:
-        # OONI's test helper also connects to the probes' addresses: the control does, lab still up.
-        control = probe_context(lab, scenario, CONTROL, config.context_overrides)
-        run_async(ooni.measure_th_endpoints(lab, control.to_dict(), out, digest))
-    digest.forget_addresses()
+    # Each measurement is scored, given OONI's keys and written as it arrives; what waits for the
+    # test helper's pass (or for a control that never came) is written by finish().
+    out.mkdir(parents=True, exist_ok=True)
+    live = LiveScorer(out, load_fingerprints(fingerprints, declared_fingerprints(scenario)))
+    try:
+        result = run_async(run_campaign(lab, scenario, out, config, on_result=on_result, write=live.add))
+        if not result.lab_faults and CONTROL in result.vantages:
+            # OONI's test helper also connects to the probes' addresses: the control does, lab still up.
+            control = probe_context(lab, scenario, CONTROL, config.context_overrides)
+            run_async(ooni.measure_th_endpoints(lab, control.to_dict(), out, live.digest))
+    except BaseException:
+        live.close()
+        raise
+    live.digest.forget_addresses()
     write_run_info(out, scenario, {
         "lab": lab.name, "backend": backend, "scenario_name": scenario.name, "probe": config.probe,
         "shard": list(config.shard), "vantages": list(lab.state.vantages), "campaign_vantages": result.vantages,
@@ -65,11 +72,10 @@ def measure_and_score(lab: RunningLab, scenario: Scenario, out: Path, config: Ca
         **({"targets": [t.url for t in scenario.targets]} if record_targets else {})})
     copy_scenario_files(scenario, out)
     if result.lab_faults:
-        ooni.finalize(out)  # OONI's keys need no verdicts; x_verdict stays unset
+        live.finish({}, scored=False)  # OONI's keys need no verdicts; x_verdict stays unset
         return RunOutcome(out, result, None, up_seconds)
-    # OONI's comparison keys and our verdict beside them (docs/ooni.md) are written while scoring,
-    # in the same pass over the measurements.
-    scored = score_and_annotate(out, scenario, fingerprints, digest)
+    oracle = run_oracle([out], scenario)
+    scored = oracle.scored(live.finish(oracle.expectations))
     write_verdicts(out, scored)
     return RunOutcome(out, result, scored, up_seconds)
 

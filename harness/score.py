@@ -7,7 +7,6 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
@@ -134,51 +133,6 @@ def iter_measurements(paths: Iterable[Path], vantage: str | None = None) -> Iter
                     m = _parse_line(path, number, line)
                     if vantage is None or m.get("x_vantage") == vantage:
                         yield m
-
-
-def line_ranges(path: Path, parts: int) -> list[tuple[int, int]]:
-    """``path`` cut into ``parts`` byte ranges of about one size, each from the start of a line."""
-    size = Path(path).stat().st_size
-    cuts = [0]
-    with _open(path) as f:
-        for k in range(1, parts):
-            f.seek(max(size * k // parts, cuts[-1]))
-            f.readline()  # the rest of the line the cut falls in
-            cuts.append(min(f.tell(), size))
-    cuts.append(size)
-    return list(pairwise(cuts))
-
-
-def iter_range(path: Path, start: int, end: int) -> Iterator[dict[str, Any]]:
-    """The measurements of ``path`` whose lines start in bytes [start, end) (``start``: the start of
-    a line); a line that is not a measurement raises ResultsError as in iter_measurements."""
-    with _open(path) as f:
-        f.seek(start)
-        pos = start
-        for index, line in enumerate(f):
-            if pos >= end:
-                break
-            pos += len(line)
-            if line.strip():
-                try:
-                    m = _parse_line(path, index + 1, line)
-                except ResultsError:
-                    if start:  # the error names the line's number in the file: count the lines before
-                        _parse_line(path, _lines_before(path, start) + index + 1, line)
-                    raise
-                yield m
-
-
-def _lines_before(path: Path, offset: int) -> int:
-    n = 0
-    with _open(path) as f:
-        while offset > 0:
-            chunk = f.read(min(offset, READ_BUFFER))
-            if not chunk:
-                break
-            n += chunk.count(b"\n")
-            offset -= len(chunk)
-    return n
 
 
 def measurement_vantage(m: dict[str, Any]) -> str:

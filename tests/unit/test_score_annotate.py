@@ -1,96 +1,157 @@
-"""Scoring a run writes OONI's keys in the same pass (harness.results.score_and_annotate): the same
-verdicts and the same measurements.jsonl as scoring, then harness.ooni.finalize, in two more passes."""
+"""A run is scored and given OONI's keys as the campaign writes it (harness.streaming.LiveScorer):
+the same verdicts and the same measurements as scoring the folder, then harness.ooni.finalize,
+whatever order the vantages' measurements arrive in and wherever they wait."""
 
 from __future__ import annotations
 
 import json
 import shutil
-from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import pytest
-from test_gate import GOOD, NXDOMAIN, A, B, make_results
+from test_analysis import keys
+from test_gate import NXDOMAIN, A, B, make_results
 
-from harness import ooni, results, score
+from harness import ooni, streaming
+from harness.analysis import load_fingerprints
 from harness.digest import RunDigest
-from harness.results import score_and_annotate, score_results
+from harness.results import ScoredRun, run_oracle, score_results
 from harness.score import ResultsError, VerdictRow
 from harness.score import score as score_rows
+from netlab.blockpage import declared_fingerprints
 from netlab.oracle import Expectation
 from netlab.verdict import Verdict
+from probes.th import helper_ports
+
+FORGED = "198.18.1.99"  # an address only the ISP's resolver gives: the test helper's pass measures it
 
 
 def lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in (path / "measurements.jsonl").read_text().splitlines()]
 
 
-def test_one_pass_equals_scoring_then_finalize(tmp_path: Path) -> None:
-    measured = {**GOOD, ("isp-a", A): NXDOMAIN}  # a mismatch too
-    old = make_results(tmp_path / "old", measured)
-    new = shutil.copytree(old, tmp_path / "new")
-
-    scored_old = score_results([old])
-    ooni.finalize(old, {(r.vantage, r.url): r.observed.value for r in scored_old.score.rows})
-    scored_new = score_and_annotate(new)
-
-    assert [r.to_json() for r in scored_new.score.rows] == [r.to_json() for r in scored_old.score.rows]
-    assert scored_new.score.to_json() == scored_old.score.to_json()
-    assert lines(new) == lines(old)
-    by_pair = {(m["x_vantage"], m["input"]): m["test_keys"] for m in lines(new)}
-    assert by_pair[("isp-a", B)]["x_verdict"] == "dns.nxdomain"
-    assert by_pair[("isp-a", A)]["blocking"] == "dns"  # OONI's keys are there
-    assert not (new / "measurements.jsonl.tmp").exists()
+def by_pair(path: Path) -> dict[tuple[str, str], dict]:
+    return {(m["x_vantage"], m["input"]): m for m in lines(path)}
 
 
-def test_each_measurement_is_read_once_after_the_controls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    d = make_results(tmp_path / "r", GOOD)
-    passes: list[str | None] = []
-    real = score.iter_measurements
-
-    def counting(paths, vantage=None):  # type: ignore[no-untyped-def]
-        passes.append(vantage)
-        return real(paths, vantage)
-
-    monkeypatch.setattr(score, "iter_measurements", counting)
-    score_and_annotate(d)
-    assert passes == ["control", None]
+def connected(k: dict[str, Any], url: str) -> dict[str, Any]:
+    """``k`` with a connect on every helper port of each address it resolved, as a web measurement has."""
+    ips = k["x_resolved"]["system"]
+    return {**k, "tcp_connect": [{"ip": ip, "port": p, "status": {"success": True, "failure": None}, "tags": []}
+                                 for ip in ips for p in helper_ports(url)]}
 
 
-def test_a_folder_that_does_not_score_is_left_as_it_was(tmp_path: Path) -> None:
-    d = make_results(tmp_path / "r", GOOD)
-    path = d / "measurements.jsonl"
-    path.write_text(path.read_text() + path.read_text().splitlines()[0] + "\n")  # a pair measured twice
-    before = path.read_bytes()
+def live_run(d: Path, order: list[tuple[str, str]] | None = None, th_endpoints: str = "",
+             scored: bool = True) -> ScoredRun:
+    """Feed the folder's measurements to a LiveScorer as a campaign would (in ``order``), then finish."""
+    given = {(m.pop("x_vantage"), m["input"]): m for m in lines(d)}
+    oracle = run_oracle([d])
+    live = streaming.LiveScorer(d, load_fingerprints(None, declared_fingerprints(oracle.scenario)))
+    for vantage, url in order or list(given):
+        live.add(vantage, json.dumps(given[(vantage, url)]).encode())
+    if th_endpoints:
+        (d / ooni.TH_ENDPOINTS).write_text(th_endpoints)
+    return oracle.scored(live.finish(oracle.expectations, scored=scored))
+
+
+def scored_then_finalized(d: Path, th_endpoints: str = "") -> ScoredRun:
+    if th_endpoints:
+        (d / ooni.TH_ENDPOINTS).write_text(th_endpoints)
+    scored = score_results([d])
+    ooni.finalize(d, {(r.vantage, r.url): r.observed.value for r in scored.score.rows})
+    return scored
+
+
+def assert_same(live: ScoredRun, live_dir: Path, ref: ScoredRun, ref_dir: Path) -> None:
+    assert [r.to_json() for r in live.score.rows] == [r.to_json() for r in ref.score.rows]
+    assert live.score.to_json() == ref.score.to_json()
+    assert by_pair(live_dir) == by_pair(ref_dir)
+    assert len(lines(live_dir)) == len(lines(ref_dir))
+    assert not (live_dir / streaming.LATER).exists()
+
+
+MEASURED = {("control", A): connected(keys(), A), ("control", B): connected(keys(), B),
+            ("isp-a", A): connected(keys(), A), ("isp-a", B): NXDOMAIN}
+
+
+@pytest.mark.parametrize("order", ["control first", "control last", "interleaved"])
+def test_live_scoring_equals_scoring_then_finalize(tmp_path: Path, order: str) -> None:
+    ref = make_results(tmp_path / "ref", MEASURED)
+    new = shutil.copytree(ref, tmp_path / "new")
+    pairs = list(MEASURED)
+    feed = {"control first": pairs, "control last": pairs[2:] + pairs[:2],
+            "interleaved": [pairs[2], pairs[0], pairs[3], pairs[1]]}[order]
+    assert_same(live_run(new, feed), new, scored_then_finalized(ref), ref)
+    measured = by_pair(new)
+    assert measured[("isp-a", B)]["test_keys"]["x_verdict"] == "dns.nxdomain"
+    assert measured[("isp-a", A)]["test_keys"]["blocking"] is False  # OONI's keys are there
+    assert next(iter(measured)) == ("control", A) or order != "control first"
+
+
+def test_a_measurement_without_its_control_yet_waits_in_memory_or_in_the_side_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ref = make_results(tmp_path / "ref", MEASURED)
+    new = shutil.copytree(ref, tmp_path / "new")
+    monkeypatch.setattr(streaming, "HOLD_BYTES", 0)  # nothing waits in memory
+    pairs = list(MEASURED)
+    assert_same(live_run(new, pairs[2:] + pairs[:2]), new, scored_then_finalized(ref), ref)
+
+
+def test_a_forged_address_waits_for_the_test_helpers_endpoints(tmp_path: Path) -> None:
+    """The ISP's resolver gives an address the control never connected to: its measurement is
+    annotated after the test helper's pass, with what that pass measured (th_endpoints.jsonl)."""
+    forged = connected(keys(ips=(FORGED,), stage="tls", failure="ssl_invalid_hostname"), A)
+    measured = {**MEASURED, ("isp-a", A): forged}
+    th = json.dumps({"url": A, "endpoints": {f"{FORGED}:{p}": {
+        "tcp": {"status": True, "failure": None},
+        "tls": {"server_name": "a.test", "status": False, "failure": "ssl_invalid_hostname"} if p == 443 else None}
+        for p in helper_ports(A)}}) + "\n"
+    ref = make_results(tmp_path / "ref", measured)
+    new = shutil.copytree(ref, tmp_path / "new")
+    assert_same(live_run(new, th_endpoints=th), new, scored_then_finalized(ref, th), ref)
+    control = by_pair(new)[("isp-a", A)]["test_keys"]["control"]
+    assert f"{FORGED}:443" in control["tcp_connect"]  # the helper's endpoint is in its answer
+    assert [(m["x_vantage"], m["input"]) for m in lines(new)][-1] == ("isp-a", A)  # written last
+
+
+def test_a_control_that_never_comes_leaves_no_comparison(tmp_path: Path) -> None:
+    d = make_results(tmp_path / "r", {k: v for k, v in MEASURED.items() if k != ("control", A)})
+    run = live_run(d)
+    assert by_pair(d)[("isp-a", A)]["test_keys"]["control_failure"] == ooni.NO_CONTROL
+    assert {(r.vantage, r.url): r.no_measurement for r in run.score.rows}[("control", A)] == "missing"
+
+
+def test_an_unscored_run_has_oonis_keys_and_no_verdicts(tmp_path: Path) -> None:
+    d = make_results(tmp_path / "r", MEASURED)
+    live_run(d, scored=False)
+    assert all("x_verdict" not in m["test_keys"] and "blocking" in m["test_keys"] for m in lines(d))
+
+
+def test_a_pair_measured_twice_is_refused(tmp_path: Path) -> None:
+    d = make_results(tmp_path / "r", MEASURED)
+    pairs = list(MEASURED)
     with pytest.raises(ResultsError, match="more than once"):
-        score_and_annotate(d)
-    assert path.read_bytes() == before
-    assert not (d / "measurements.jsonl.tmp").exists()
+        live_run(d, pairs + pairs[:1])
 
 
-def test_with_the_campaigns_digest_there_is_one_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """What the campaign gathered (harness.digest) stands in for the control pass: the same rows and
-    the same file, from one read of the measurements; the test helper's jobs come from it too."""
-    measured = {**GOOD, ("isp-a", A): NXDOMAIN}
-    old = make_results(tmp_path / "old", measured)
-    new = shutil.copytree(old, tmp_path / "new")
+def test_close_removes_the_side_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(streaming, "HOLD_BYTES", 0)
+    live = streaming.LiveScorer(tmp_path, [])
+    live.add("isp-a", json.dumps({"input": A, "test_name": "web_connectivity", "test_keys": keys()}).encode())
+    assert (tmp_path / streaming.LATER).exists()
+    live.close()
+    assert not (tmp_path / streaming.LATER).exists()
+
+
+def test_the_digest_gives_the_test_helper_the_same_jobs_as_the_file(tmp_path: Path) -> None:
+    measured = {**MEASURED, ("isp-a", A): connected(keys(ips=(FORGED,)), A)}
+    d = make_results(tmp_path / "r", measured)
     digest = RunDigest()
-    for m in lines(new):
+    for m in lines(d):
         digest.add(m["x_vantage"], json.dumps(m).encode())
-    assert ooni.th_jobs(new / "measurements.jsonl", digest) == ooni.th_jobs(old / "measurements.jsonl")
-
-    scored_old = score_and_annotate(old)
-    passes: list[str | None] = []
-    real = score.iter_measurements
-
-    def counting(paths, vantage=None):  # type: ignore[no-untyped-def]
-        passes.append(vantage)
-        return real(paths, vantage)
-
-    monkeypatch.setattr(score, "iter_measurements", counting)
-    scored_new = score_and_annotate(new, digest=digest)
-    assert passes == [None]
-    assert [r.to_json() for r in scored_new.score.rows] == [r.to_json() for r in scored_old.score.rows]
-    assert lines(new) == lines(old)
+    assert ooni.th_jobs(d / "measurements.jsonl", digest) == ooni.th_jobs(d / "measurements.jsonl") \
+        == [{"url": A, "addresses": [FORGED]}]
 
 
 def test_technique_tallies_per_row_as_the_definition_says() -> None:
@@ -122,51 +183,3 @@ def test_control_summary_gives_back_the_keys_the_analysis_reads() -> None:
     digest = RunDigest()
     digest.add_measurement("control", {"input": "https://a.test/", "test_name": "x", "test_keys": keys})
     assert type(digest.controls["https://a.test/"]) is ControlSummary and digest.controls["https://a.test/"] == summary
-
-
-def _digest(d: Path) -> RunDigest:
-    digest = RunDigest()
-    for m in lines(d):
-        digest.add(m["x_vantage"], json.dumps(m).encode())
-    return digest
-
-
-def test_two_processes_write_what_one_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A large measurements.jsonl is scored on two cores (harness.results._annotate_in_two): the same
-    rows, and the same file byte for byte (the lines keep their order)."""
-    measured = {**GOOD, ("isp-a", A): NXDOMAIN, ("isp-b", A): GOOD[("isp-a", A)], ("isp-b", B): NXDOMAIN}
-    one = make_results(tmp_path / "one", measured)
-    two = shutil.copytree(one, tmp_path / "two")
-    scored_one = score_and_annotate(one, digest=_digest(one))
-    monkeypatch.setattr(results, "SPLIT_BYTES", 0)
-    scored_two = score_and_annotate(two, digest=_digest(two))
-    assert [r.to_json() for r in scored_two.score.rows] == [r.to_json() for r in scored_one.score.rows]
-    assert (two / "measurements.jsonl").read_bytes() == (one / "measurements.jsonl").read_bytes()
-    assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
-
-
-@pytest.mark.parametrize("broken", ["truncated", "twice"])
-def test_two_processes_refuse_what_one_refuses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broken: str) -> None:
-    """A line that is no measurement in the second half is named by its number in the file; a pair
-    in both halves is measured twice; the folder is left as it was."""
-    d = make_results(tmp_path / "r", GOOD)
-    digest = _digest(d)
-    path = d / "measurements.jsonl"
-    first = path.read_text().splitlines()[0]
-    path.write_text(path.read_text() + (first[:40] if broken == "truncated" else first) + "\n")
-    before = path.read_bytes()
-    monkeypatch.setattr(results, "SPLIT_BYTES", 0)
-    with pytest.raises(ResultsError, match=":5: not a JSON measurement" if broken == "truncated" else "twice in"):
-        score_and_annotate(d, digest=digest)
-    assert path.read_bytes() == before
-    assert sorted(p.name for p in d.iterdir()) == ["measurements.jsonl", "run.json", "scenario.yaml"]
-
-
-def test_line_ranges_start_at_lines(tmp_path: Path) -> None:
-    path = tmp_path / "m.jsonl"
-    path.write_bytes(b"".join(b"x" * n + b"\n" for n in (5, 1, 30, 2, 7)))
-    for parts in (1, 2, 3, 7):
-        ranges = score.line_ranges(path, parts)
-        assert ranges[0][0] == 0 and ranges[-1][1] == path.stat().st_size
-        assert all(a[1] == b[0] for a, b in pairwise(ranges))
-        assert all(start == 0 or path.read_bytes()[start - 1:start] == b"\n" for start, _ in ranges)
