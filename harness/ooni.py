@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -90,7 +90,7 @@ def th_jobs(path: Path, digest: RunDigest | None = None) -> list[dict[str, Any]]
     return [{"url": url, "addresses": ips} for url, ips in wanted.items() if ips]
 
 
-def unmeasured_addresses(url: str, addresses: Iterable[str], measured: dict[str, set[str]]) -> list[str]:
+def unmeasured_addresses(url: str, addresses: Iterable[str], measured: Mapping[str, Collection[str]]) -> list[str]:
     """The non-bogon ``addresses`` of ``url`` with an endpoint the control did not measure
     (``measured``: url -> its endpoints): what the test helper's pass measures for it. None when
     the control has no web measurement of the URL (then there is nothing to add to)."""

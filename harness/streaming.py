@@ -35,7 +35,7 @@ from netlab.oracle import Expectation
 
 #: Measurements waiting in memory for their URL's control measurement, in bytes, before the oldest
 #: wait in the side file instead.
-HOLD_BYTES = 64 << 20
+HOLD_BYTES = 4 << 20
 #: The side file, in the results folder while the campaign runs; removed by ``finish``.
 LATER = "measurements.later.jsonl"
 
