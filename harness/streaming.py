@@ -6,7 +6,7 @@ measurements find it already there: they are scored, annotated and written as th
 (``LiveScorer.add``). Two kinds wait, in arrival order:
 
 - one whose URL the control has not answered yet waits in memory until it does (a few MB: the
-  vantages keep pace); past ``HOLD_BYTES`` the oldest go to the side file instead;
+  vantages keep pace), or in the side file when ``HOLD_BYTES`` are waiting already;
 - one whose probe resolved an address whose endpoints the control did not measure itself (a
   forged DNS answer) waits for the test helper's endpoint pass after the campaign
   (harness.ooni.measure_th_endpoints), in the side file.
@@ -20,7 +20,6 @@ test helper's pass comes from the same parse).
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -33,9 +32,10 @@ from netlab import jsonl
 from netlab.model import CONTROL
 from netlab.oracle import Expectation
 
-#: Measurements waiting in memory for their URL's control measurement, in bytes, before the oldest
-#: wait in the side file instead.
-HOLD_BYTES = 4 << 20
+#: Measurements waiting in memory for their URL's control measurement, in bytes; past that, one
+#: that has to wait does so in the side file. (The vantages keep pace: 20,000 measurements held at
+#: most 6 MB; 100,000 put none aside.)
+HOLD_BYTES = 16 << 20
 #: The side file, in the results folder while the campaign runs; removed by ``finish``.
 LATER = "measurements.later.jsonl"
 
@@ -56,7 +56,7 @@ class LiveScorer:
         self._annotator.controls = self.digest.views
         self._seen: dict[tuple[str, str], Path] = {}
         self._sink: BinaryIO = open(self.path, "wb")  # noqa: SIM115 - closed by finish() or close()
-        self._waiting: OrderedDict[str, list[bytes]] = OrderedDict()  # url -> lines, until its control
+        self._waiting: dict[str, list[bytes]] = {}  # url -> lines, until its control comes
         self._held = 0
         self._later: BinaryIO | None = None
 
@@ -73,13 +73,12 @@ class LiveScorer:
                 self._place(jsonl.loads(held), held)
         elif url in self.digest.controls:
             self._place(m, line)
+        elif self._held + len(line) > HOLD_BYTES:
+            # The newest would wait the longest: those already held are the first to go.
+            self._put_aside(line)
         else:
             self._waiting.setdefault(url, []).append(line)
             self._held += len(line)
-            while self._held > HOLD_BYTES and self._waiting:
-                for held in self._waiting.popitem(last=False)[1]:
-                    self._held -= len(held)
-                    self._put_aside(held)
 
     def finish(self, expectations: dict[tuple[str, str], Expectation], *, scored: bool = True) -> list[VerdictRow]:
         """Score and annotate what waited (the test helper's endpoints now known: ``th_endpoints.jsonl``),
