@@ -20,6 +20,7 @@ test helper's pass comes from the same parse).
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -95,6 +96,7 @@ class LiveScorer:
                 self._later = None
                 for m in iter_measurements([self.out_dir / LATER]):
                     self._write(m)
+                (self.out_dir / LATER).unlink()
         finally:
             self.close()
         if not scored:
@@ -102,12 +104,20 @@ class LiveScorer:
         return [replace(r, expected=expectations.get((r.vantage, r.url))) for r in self.rows]
 
     def close(self) -> None:
-        """Close the files (the side file is removed); what waited is not written."""
-        self._sink.close()
-        if self._later is not None:
-            self._later.close()
-            self._later = None
-        (self.out_dir / LATER).unlink(missing_ok=True)
+        """Close the files. What still waits (a run interrupted or failed before ``finish``) is
+        appended as it came, without its OONI keys and verdict: nothing measured is lost."""
+        try:
+            for lines in self._waiting.values():
+                self._sink.writelines(lines)
+            self._waiting.clear()
+            if self._later is not None:
+                self._later.close()
+                self._later = None
+                with open(self.out_dir / LATER, "rb") as later:
+                    shutil.copyfileobj(later, self._sink)
+        finally:
+            self._sink.close()
+            (self.out_dir / LATER).unlink(missing_ok=True)
 
     def _place(self, m: dict[str, Any], line: bytes) -> None:
         """Write ``m`` now, or after the test helper's pass when it needs endpoints the control did

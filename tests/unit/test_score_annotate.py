@@ -135,13 +135,19 @@ def test_a_pair_measured_twice_is_refused(tmp_path: Path) -> None:
         live_run(d, pairs + pairs[:1])
 
 
-def test_close_removes_the_side_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(streaming, "HOLD_BYTES", 0)
+@pytest.mark.parametrize("hold", [0, 1 << 20])
+def test_an_interrupted_run_keeps_what_waited(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hold: int) -> None:
+    """close() without finish() (Ctrl-C, a lab fault mid-way): what waited, in memory or in the side
+    file, is appended as it came; the side file is gone."""
+    monkeypatch.setattr(streaming, "HOLD_BYTES", hold)
     live = streaming.LiveScorer(tmp_path, [])
-    live.add("isp-a", json.dumps({"input": A, "test_name": "web_connectivity", "test_keys": keys()}).encode())
-    assert (tmp_path / streaming.LATER).exists()
+    for url in (A, B):
+        live.add("isp-a", json.dumps({"input": url, "test_name": "web_connectivity", "test_keys": keys()}).encode())
+    assert (tmp_path / streaming.LATER).exists() == (hold == 0)
     live.close()
     assert not (tmp_path / streaming.LATER).exists()
+    assert [(m["x_vantage"], m["input"], "x_verdict" in m["test_keys"]) for m in lines(tmp_path)] == [
+        ("isp-a", A, False), ("isp-a", B, False)]
 
 
 def test_the_digest_gives_the_test_helper_the_same_jobs_as_the_file(tmp_path: Path) -> None:
