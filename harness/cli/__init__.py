@@ -63,6 +63,15 @@ EPILOG = """examples:
 exit codes: 0 ok, 1 mismatches (--check), 2 usage/config error, 3 lab fault"""
 
 
+def verb_help_first(argv: list[str]) -> list[str]:
+    """``harness -h VERB`` asks for the verb's help, as ``harness VERB -h`` does (argparse would
+    print the harness's own help for a -h before the verb)."""
+    verb = next((a for a in argv if not a.startswith("-")), None)
+    if verb in VERBS and any(a in ("-h", "--help") for a in argv[:argv.index(verb)]):
+        return [verb, "--help"]
+    return argv
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser of the command line ``argv`` (default sys.argv[1:]): the verb it names gets its
     full parser; every other verb a placeholder with its help line (enough to list and refuse)."""
@@ -82,6 +91,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = verb_help_first(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     interrupts.install()

@@ -144,3 +144,18 @@ def test_a_fingerprint_file_of_the_wrong_shape_is_refused(run_dir: Path, no_lab:
     bad.write_text('{"fingerprints": [{"name": "x", "body": "(unclosed"}]}')
     assert exit_code(["run", DEMO, "--fingerprints", str(bad), "--out", str(tmp_path / "r")]) == 2
     assert "not a fingerprint file" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["-h", "up"], ["--help", "run"], ["up", "-h"]])
+def test_help_before_or_after_the_verb_is_the_verbs(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    verb = next(a for a in argv if not a.startswith("-"))
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    assert done.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: harness {verb} ")
+
+
+def test_help_alone_is_the_harness_own(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["-h"])
+    assert "exit codes:" in capsys.readouterr().out
