@@ -52,7 +52,8 @@ def measure_and_score(lab: RunningLab, scenario: Scenario, out: Path, config: Ca
     # Each measurement is scored, given OONI's keys and written as it arrives; what waits for the
     # test helper's pass (or for a control that never came) is written by finish().
     out.mkdir(parents=True, exist_ok=True)
-    live = LiveScorer(out, load_fingerprints(fingerprints, declared_fingerprints(scenario)))
+    live = LiveScorer(out, load_fingerprints(fingerprints, declared_fingerprints(scenario)),
+                      control=CONTROL in (config.vantages or lab.state.vantages))
     try:
         result = run_async(run_campaign(lab, scenario, out, config, on_result=on_result, write=live.add))
         if not result.lab_faults and CONTROL in result.vantages:

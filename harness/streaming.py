@@ -45,8 +45,11 @@ class LiveScorer:
     """What ``harness run`` does with each measurement the campaign hands it (``add``), then once
     the campaign and the test helper's pass are over (``finish``)."""
 
-    def __init__(self, out_dir: Path, fingerprints: list[Fingerprint]) -> None:
+    def __init__(self, out_dir: Path, fingerprints: list[Fingerprint], *, control: bool = True) -> None:
+        """``control``: the campaign measures from the control vantage too (else no measurement
+        waits for a control that will not come)."""
         self.out_dir = Path(out_dir)
+        self._control = control
         self.path = self.out_dir / "measurements.jsonl"
         self.digest = RunDigest()
         self.rows: list[VerdictRow] = []
@@ -72,7 +75,7 @@ class LiveScorer:
             for held in self._waiting.pop(url, ()):
                 self._held -= len(held)
                 self._place(jsonl.loads(held), held)
-        elif url in self.digest.controls:
+        elif url in self.digest.controls or not self._control:
             self._place(m, line)
         elif self._held + len(line) > HOLD_BYTES:
             # The newest would wait the longest: those already held are the first to go.

@@ -122,6 +122,16 @@ def test_a_control_that_never_comes_leaves_no_comparison(tmp_path: Path) -> None
     assert {(r.vantage, r.url): r.no_measurement for r in run.score.rows}[("control", A)] == "missing"
 
 
+def test_without_the_control_vantage_nothing_waits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A campaign of some vantages only (--vantages isp-a): each measurement is written at once."""
+    monkeypatch.setattr(streaming, "HOLD_BYTES", 0)  # a measurement that waited would be put aside
+    live = streaming.LiveScorer(tmp_path, [], control=False)
+    live.add("isp-a", json.dumps({"input": A, "test_name": "web_connectivity", "test_keys": keys()}).encode())
+    assert not (tmp_path / streaming.LATER).exists()
+    assert len(live.finish({})) == 1
+    assert [m["test_keys"]["control_failure"] for m in lines(tmp_path)] == [ooni.NO_CONTROL]
+
+
 def test_an_unscored_run_has_oonis_keys_and_no_verdicts(tmp_path: Path) -> None:
     d = make_results(tmp_path / "r", MEASURED)
     live_run(d, scored=False)
