@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
@@ -188,10 +188,7 @@ def measurement_files(result_dirs: Iterable[Path]) -> list[Path]:
 
 def verdict_rows(files: list[Path], expectations: dict[tuple[str, str], Expectation],
                  fingerprints: list[Fingerprint], expected: Iterable[tuple[str, str]] | None = None,
-                 errors: Iterable[dict[str, Any]] = (), *,
-                 on_control: Callable[[dict[str, Any]], None] | None = None,
-                 on_row: Callable[[dict[str, Any], VerdictRow], None] | None = None,
-                 controls: dict[str, ControlSummary] | None = None) -> list[VerdictRow]:
+                 errors: Iterable[dict[str, Any]] = ()) -> list[VerdictRow]:
     """One row per measurement, and one no_measurement row (a mismatch) for every pair of
     ``expected`` (default: every pair of ``expectations``) that has none, with the reason from
     the campaign's ``errors`` (run.json): probe_error, timeout, or missing when the worker never
@@ -199,24 +196,15 @@ def verdict_rows(files: list[Path], expectations: dict[tuple[str, str], Expectat
     raises ResultsError: counting it twice would score the run as better than it is.
 
     Two streaming passes: the control's measurements first, then every vantage's against them,
-    so memory holds one control measurement per target, not the whole run. Whatever else needs the
-    measurements rides along, so they are not read again: ``on_control`` sees each control
-    measurement of the first pass, ``on_row`` each measurement of the second with its row.
-    ``controls``: the control summaries (a ControlSummary per URL) gathered while the campaign
-    wrote the measurements (harness.digest); then there is no first pass."""
-    if controls is None:
-        controls = {}
-        for m in iter_measurements(files, vantage=CONTROL):
-            controls[sys.intern(m["input"])] = ControlSummary.of(m["test_keys"])
-            if on_control is not None:
-                on_control(m)
+    so memory holds one control measurement per target, not the whole run. (`harness run` scores
+    each measurement as it arrives instead: harness.streaming, with measurement_row.)"""
+    controls = {sys.intern(m["input"]): ControlSummary.of(m["test_keys"])
+                for m in iter_measurements(files, vantage=CONTROL)}
     rows = []
     seen: dict[tuple[str, str], Path] = {}
     for path in files:
         for m in iter_measurements([path]):
             rows.append(measurement_row(m, controls, fingerprints, expectations, seen, path))
-            if on_row is not None:
-                on_row(m, rows[-1])
     rows += unmeasured_rows(expectations, seen, expected, errors)
     rows.sort(key=lambda r: (r.url, r.vantage))
     return rows

@@ -63,10 +63,16 @@ EPILOG = """examples:
 exit codes: 0 ok, 1 mismatches (--check), 2 usage/config error, 3 lab fault"""
 
 
+def _verb(argv: list[str]) -> str | None:
+    """The verb a command line names: the harness has no options before its verb but -h, so it is
+    the first word."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 def verb_help_first(argv: list[str]) -> list[str]:
     """``harness -h VERB`` asks for the verb's help, as ``harness VERB -h`` does (argparse would
     print the harness's own help for a -h before the verb)."""
-    verb = next((a for a in argv if not a.startswith("-")), None)
+    verb = _verb(argv)
     if verb in VERBS and any(a in ("-h", "--help") for a in argv[:argv.index(verb)]):
         return [verb, "--help"]
     return argv
@@ -79,9 +85,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         prog="harness", description="A censorship measurement lab: bring up mock ISPs, measure, score.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND", required=True)
-    args = sys.argv[1:] if argv is None else argv
-    # The harness has no options before its verb but -h: the verb is the first word.
-    chosen = next((a for a in args if not a.startswith("-")), None)
+    chosen = _verb(sys.argv[1:] if argv is None else argv)
     for verb, (module, summary) in VERBS.items():
         if verb == chosen:
             importlib.import_module(module).register(sub)
