@@ -15,7 +15,8 @@ measurements find it already there: they are scored, annotated and written as th
 read back but the side file: a 100,000-measurement run (6.7 GB) used to be written, then read and
 written again by the scoring pass, which on a 2-core machine spent 40 s on it, bound by the second
 6.7 GB going to disk. A measurement is parsed once on arrival (what harness.digest keeps for the
-test helper's pass comes from the same parse).
+test helper's pass comes from the same parse); one that waits is kept as its bytes, a fraction of
+the parsed dicts' memory, and parsed again when it is written.
 """
 
 from __future__ import annotations
