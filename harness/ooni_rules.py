@@ -186,7 +186,8 @@ class ControlView:
         for e in tk.get("tcp_connect") or []:
             if depth_of(e) == 0:
                 failure = (e.get("status") or {}).get("failure")
-                v.tcp[f"{e['ip']}:{e['port']}"] = {"status": failure is None, "failure": failure}
+                # keyed as endpoints_for names them ("[ip]:port" for IPv6), not "ip:port"
+                v.tcp[endpoint(e["ip"], e["port"])] = {"status": failure is None, "failure": failure}
         for e in tk.get("tls_handshakes") or []:
             if depth_of(e) == 0:
                 v.tls[e["address"]] = {"server_name": e.get("server_name"), "status": e.get("failure") is None,
@@ -373,7 +374,7 @@ def _classic(tk: dict[str, Any], c: ControlView, stage: str | None, https_final:
         return ("http-failure", False) if th_http_ok else UNKNOWN
     if stage == "tcp":
         tried = [e for e in tk.get("tcp_connect") or [] if depth_of(e) == depth and classic_flow(e)]
-        th_tcp = [c.tcp[k] for e in tried if (k := f"{e['ip']}:{e['port']}") in c.tcp] if depth == 0 else []
+        th_tcp = [c.tcp[k] for e in tried if (k := endpoint(e["ip"], e["port"])) in c.tcp] if depth == 0 else []
         if th_tcp:
             return ("tcp_ip", False) if any(t["status"] for t in th_tcp) else DOWN
         return ("http-failure", False) if th_http_ok else UNKNOWN

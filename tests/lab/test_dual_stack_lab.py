@@ -85,6 +85,9 @@ def test_both_families_are_measured(lab: Lab) -> None:
     control = lab.keys[("control", "https://v4blocked.test/")]
     assert {t["ip"]: t["status"]["failure"] for t in control["tcp_connect"] if "classic" in t["tags"]} == {
         v4: None, v6: None}
+    # OONI's test helper answers for both families' endpoints, IPv6 ones written "[ip]:port".
+    assert keys["control"]["tcp_connect"] == {f"{v4}:443": {"status": True, "failure": None},
+                                              f"[{v6}]:443": {"status": True, "failure": None}}
 
 
 def test_dig_answers_aaaa(lab: Lab) -> None:

@@ -240,3 +240,26 @@ def test_the_helper_answers_for_the_probes_endpoints() -> None:
     th = down.th_response([])
     assert th["dns"] == {"failure": None, "addrs": []}
     assert th["http_request"]["failure"] == "dns_lookup_error" and th["http_request"]["status_code"] == -1
+
+
+def test_the_controls_own_ipv6_endpoints_reach_the_helpers_answer() -> None:
+    """The control's own depth-0 connects are keyed as OONI writes endpoints ("[ip]:port" for IPv6),
+    the key th_response looks them up by: an IPv6 endpoint the control measured is in the answer."""
+    tk = {"x_resolved": {"system": ["198.18.1.1", "2001:2::c612:101"]},
+          "tcp_connect": [{"ip": "198.18.1.1", "port": 443, "status": {"failure": None}},
+                          {"ip": "2001:2::c612:101", "port": 443, "status": {"failure": "connection_refused"}}],
+          "tls_handshakes": [{"address": "198.18.1.1:443", "server_name": "a.test", "failure": None}],
+          "requests": [{"response": {"code": 200, "body": "", "headers": {}}}], "x_body_length": 0}
+    view = ControlView.of(tk, "https://a.test/")
+    th = view.th_response(["198.18.1.1", "2001:2::c612:101"])
+    assert th["tcp_connect"] == {"198.18.1.1:443": {"status": True, "failure": None},
+                                 "[2001:2::c612:101]:443": {"status": False, "failure": "connection_refused_error"}}
+    # The probe's connect to the same IPv6 endpoint timed out: the helper's success there makes it
+    # tcp_ip blocking. Had the view missed its IPv6 endpoints, the helper's fetch would only make it
+    # an http-failure.
+    down_v6 = keys("tcp", "generic_timeout_error", ("2001:2::c612:101",),
+                   tcp_connect=[{"ip": "2001:2::c612:101", "port": 443, "tags": ["depth=0"],
+                                 "status": {"failure": "generic_timeout_error"}}])
+    ok_v6 = ControlView.of({**tk, "tcp_connect": [{**tk["tcp_connect"][1], "status": {"failure": None}}]},
+                           "https://a.test/")
+    assert decide(down_v6, ok_v6, "consistent", "https://a.test/") == ("tcp_ip", False)
