@@ -100,3 +100,22 @@ expect:
     assert contra.derived is not None and contra.derived.verdict.value == "tcp.timeout"
     assert contra.rule == agree.rule and "the rules give tcp.timeout" in contra.reason
     assert ctrl.pinned and not ctrl.contradicts_rules and ctrl.rule is None
+
+
+def test_delay_and_loss_are_not_modelled_and_the_reason_says_so() -> None:
+    """A delay or a loss changes what TCP does in ways the oracle cannot tell (docs/scenario.md): it
+    expects what the rule's rate gives, and its reason tells the user to pin the verdict."""
+    s = parse_scenario("""version: 1
+name: t
+internet: {sites: [{name: a.test}, {name: b.test}, {name: c.test}]}
+isps:
+  - name: x
+    shaping:
+      - {match: {site: a.test}, delay: 300ms}
+      - {match: {site: b.test}, loss: 100%, rate: 8kbit}
+""", source="t.yaml")
+    got = expected_verdicts(s, allocate_sites({x.name: x.address for x in s.sites}))
+    delayed = got[("x", "https://a.test/")]
+    assert delayed.verdict.value == "ok" and "does not model" in delayed.reason and "expect" in delayed.reason
+    assert got[("x", "https://b.test/")].verdict.value == "http.timeout"  # its rate decides (64 KiB at 8 kbit/s)
+    assert got[("x", "https://c.test/")].reason == "no rule applies"
