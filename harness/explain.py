@@ -236,8 +236,9 @@ def _idle_why(stage: str, rule: Rule | ShapingRule, hits: list[Target], shadows:
         return lead + f"{which} decided first by {names}"
     if stage == "shaping":
         return lead + f"it shapes {len(hits)} target(s), none enough to change the verdict by its rate (a page " \
-                      "that loads within the throttling bound is ok; delay and loss are not modelled, though " \
-                      "what they do to TCP can change what a probe sees: pin those targets with expect)"
+                      "that loads within the throttling bound is ok; a delay or loss that lets handshakes through " \
+                      "is not modelled, though what it does to TCP can change what a probe sees: pin those " \
+                      "targets with expect)"
     if isinstance(rule, Rule) and rule.action == "answer":
         return lead + "its answer is the address the site has anyway"
     parts = ", ".join(f"{k} ({n})" for k, n in shadows.items())

@@ -25,6 +25,11 @@ MAX_REDIRECTS = 10
 #: The probes' default cap, in seconds, on one whole HTTP exchange (ProbeContext.http_total_timeout,
 #: a scenario's probe setting of that name overrides it; the oracle knows which fetches it cuts).
 HTTP_TOTAL_TIMEOUT = 60.0
+#: The probes' default TCP connect timeout, in seconds (ProbeContext.connect_timeout; the oracle knows
+#: which shaping delays no handshake survives).
+CONNECT_TIMEOUT = 2.0
+#: The quic probe's default handshake timeout (ProbeContext.quic_timeout; OONI's simplequicping waits 3 s).
+QUIC_TIMEOUT = 3.0
 
 #: Version of the keys a probe's test keys must carry (docs/writing-a-probe.md, "The contract").
 PROBE_CONTRACT_VERSION = 1

@@ -30,7 +30,7 @@ from netlab.addressing import (
     addresses_v6,
     is_lab_bogon,
 )
-from netlab.capabilities import HTTP_TOTAL_TIMEOUT, MAX_REDIRECTS, WEB, Capabilities
+from netlab.capabilities import CONNECT_TIMEOUT, HTTP_TOTAL_TIMEOUT, MAX_REDIRECTS, QUIC_TIMEOUT, WEB, Capabilities
 from netlab.compile.dns import deciding_resolver_rule
 from netlab.compile.dns import resolver_rule_matches as resolver_rule_matches  # where explain finds it
 from netlab.compile.router import INTERCEPTED_PORT
@@ -191,7 +191,11 @@ def _quic_censored(scenario: Scenario, isp: Isp, target: Target, addr: IPv4Addre
                    site_addresses: dict[str, IPv4Address]) -> Expectation | None:
     """The ISP's firewall on UDP, then the middlebox's QUIC rules, on the quic probe's flow (to every
     address of a CDN site: the probe keeps the first that works)."""
-    fw, addr = _connected(isp, _addresses(target, addr, site_addresses), target.port, site_addresses, "udp")
+    timeout = float(scenario.probe.get("quic_timeout", QUIC_TIMEOUT))  # type: ignore[arg-type]
+    fw, addr = _connected(isp, _addresses(target, addr, site_addresses), target.port, site_addresses, "udp",
+                          handshake_timeout=timeout)
+    if fw is not None and fw.action == "shape":
+        return Expectation(Verdict.QUIC_TIMEOUT, _lost_why(fw, timeout, "QUIC handshake"), rule=fw)
     if fw is not None:
         # reset answers with ICMP port unreachable, which the probe's connected UDP socket reports;
         # reject's host unreachable is a soft error to Linux UDP (not reported): as drop, no answer.
@@ -368,14 +372,17 @@ def _expect_hop(scenario: Scenario, isp: Isp, target: Target, site_addresses: di
             return censored if ctrl is None else Expectation(Verdict.SITE_DOWN, f"the site itself fails: {ctrl}")
     elif censored is None and not _dns_broken(scenario, host) and caps.reaches("tcp", target):
         candidates = _addresses(target, addr, site_addresses)
-        fw, addr = _connected(isp, candidates, target.port, site_addresses)
+        connect_timeout = float(scenario.probe.get("connect_timeout", CONNECT_TIMEOUT))  # type: ignore[arg-type]
+        fw, addr = _connected(isp, candidates, target.port, site_addresses, handshake_timeout=connect_timeout)
         if fw is None:  # dual stack: a rule that blocks the other family's addresses only
             blocker = next((r for a in candidates if a.version != addr.version
                             and (r := firewall_rule(isp, a, target.port, "tcp", site_addresses)) is not None), None)
             if blocker is not None:
                 leak = (f"firewall rule line {blocker.line} blocks IPv{10 - addr.version}; the fetch goes over "
                         f"IPv{addr.version} ({addr})")
-        if fw is not None:
+        if fw is not None and fw.action == "shape":
+            censored = Expectation(Verdict.TCP_TIMEOUT, _lost_why(fw, connect_timeout, "TCP handshake"), rule=fw)
+        elif fw is not None:
             censored = Expectation(FIREWALL_VERDICTS[fw.action], f"firewall rule line {fw.line}", rule=fw)
         elif caps.sends_data(target):
             # The middlebox acts on the first data packet (ClientHello, request): a probe that only
@@ -537,10 +544,12 @@ def _shaped(scenario: Scenario, isp: Isp, site: Site, target: Target, addr: IPv4
                 if seconds > THROTTLE_SECONDS and caps.throughput:
                     return Expectation(Verdict.THROTTLED, f"shaping rule line {shaping.line}", rule=rule)
             if shaping.delay_ms or shaping.loss:
-                # TCP's own timing decides what a delay or a loss does (a page a little slower, one
-                # throttled, a timeout): the oracle cannot tell, and says so where a verdict differs.
-                return Expectation(Verdict.OK, f"shaping rule line {shaping.line} adds delay or loss, which the "
-                                   "oracle does not model (only rate): pin this target's verdict with expect")
+                # One no handshake survives was decided at the handshake (_handshake_lost). Below that,
+                # TCP's own timing decides (a page a little slower, one throttled, a timeout): the
+                # oracle cannot tell, and says so.
+                return Expectation(Verdict.OK, f"shaping rule line {shaping.line} adds a delay or loss that lets "
+                                   "handshakes through, which the oracle does not model: pin this target's verdict "
+                                   "with expect")
             break
     return NO_RULE
 
@@ -613,17 +622,48 @@ def expect_family(scenario: Scenario, isp: Isp, target: Target, site_addresses: 
 
 
 def _connected(isp: Isp, addrs: tuple[IPv4Address | IPv6Address, ...], port: int,
-               site_addresses: dict[str, IPv4Address], proto: str = "tcp"
+               site_addresses: dict[str, IPv4Address], proto: str = "tcp", handshake_timeout: float | None = None
                ) -> tuple[Rule | None, IPv4Address | IPv6Address]:
     """The firewall against a name's addresses (a CDN has several, in the zone's order, which the
     resolvers keep): the probe connects to each and keeps the first that answers, so the fetch is
     blocked only when every address is, and then the first address's rule is what it reports.
-    Returns (that rule or None, the address the fetch goes on with)."""
-    rules = [firewall_rule(isp, a, port, proto, site_addresses) for a in addrs]
+    With ``handshake_timeout``, a shaping rule no handshake survives blocks an address too
+    (``_handshake_lost``). Returns (that rule or None, the address the fetch goes on with)."""
+    rules = [firewall_rule(isp, a, port, proto, site_addresses)
+             or (_handshake_lost(isp, a, port, proto, site_addresses, handshake_timeout) if handshake_timeout else None)
+             for a in addrs]
     for a, r in zip(addrs, rules, strict=True):
         if r is None:
             return None, a
     return rules[0], addrs[0]
+
+
+#: How much longer than the handshake's timeout a shaping delay must be for the oracle to call the
+#: handshake lost: at about the timeout itself, the answer and the timer race in the probe's loop.
+LOST_MARGIN = 0.5
+
+
+def _handshake_lost(isp: Isp, addr: IPv4Address | IPv6Address, port: int, proto: str,
+                    site_addresses: dict[str, IPv4Address], timeout: float) -> Rule | None:
+    """The shaping rule that takes a flow's handshake (TCP, or QUIC over UDP), if no handshake
+    survives it: it loses every packet, or delays the server's answers (netem delays the
+    downstream) well past the handshake's timeout. As a Rule with action "shape", as a throttling
+    rule's verdict carries. Other delays and losses are not modelled (``_shaped``): what they do
+    depends on TCP's own timing."""
+    for s in isp.shaping:
+        if s.match.sni is not None or s.match.http_host is not None:
+            continue  # a rule on names shapes what follows the name, never the handshake
+        if not flow_matches(s.match, addr, port, proto, site_addresses):
+            continue
+        if (s.loss or 0) >= 1 or (s.delay_ms or 0) >= (timeout + LOST_MARGIN) * 1000:
+            return Rule(match=s.match, action="shape", line=s.line)
+        return None  # the first rule that takes the flow is the one that shapes it
+    return None
+
+
+def _lost_why(rule: Rule, timeout: float, handshake: str) -> str:
+    return (f"shaping rule line {rule.line}: no {handshake} survives it (it loses every packet, or delays the "
+            f"server's answers well past the {timeout:g} s timeout)")
 
 
 def _blockpage_server_shows(rule: Rule, target: Target, caps: Capabilities) -> bool:

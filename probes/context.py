@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from netlab.capabilities import HTTP_TOTAL_TIMEOUT
+from netlab.capabilities import CONNECT_TIMEOUT, HTTP_TOTAL_TIMEOUT, QUIC_TIMEOUT
 
 
 @dataclass
@@ -30,7 +30,7 @@ class ProbeContext:
     resolver_network_name: str = ""
     # Timeouts, in seconds.
     dns_timeout: float = 2.0
-    connect_timeout: float = 2.0
+    connect_timeout: float = CONNECT_TIMEOUT
     tls_timeout: float = 3.0
     #: Longest silence tolerated while sending the request or reading the response.
     http_timeout: float = 5.0
@@ -52,7 +52,7 @@ class ProbeContext:
     skip_loopback: bool = False
     #: The quic probe (probes.quic): handshake timeout (OONI's simplequicping waits 3 s), the QUIC
     #: version it speaks (1 or 2), and a ClientHello big enough to span two Initial datagrams.
-    quic_timeout: float = 3.0
+    quic_timeout: float = QUIC_TIMEOUT
     quic_version: int = 1
     quic_split_hello: bool = False
     #: The web probe's QUIC step: after a successful https fetch, HTTP/3 to the same addresses.

@@ -105,17 +105,34 @@ expect:
 def test_delay_and_loss_are_not_modelled_and_the_reason_says_so() -> None:
     """A delay or a loss changes what TCP does in ways the oracle cannot tell (docs/scenario.md): it
     expects what the rule's rate gives, and its reason tells the user to pin the verdict."""
-    s = parse_scenario("""version: 1
+    s_text = """version: 1
 name: t
-internet: {sites: [{name: a.test}, {name: b.test}, {name: c.test}]}
+internet: {sites: [{name: a.test}, {name: b.test}, {name: c.test}, {name: d.test}, {name: e.test}, {name: f.test}]}
 isps:
   - name: x
     shaping:
       - {match: {site: a.test}, delay: 300ms}
-      - {match: {site: b.test}, loss: 100%, rate: 8kbit}
-""", source="t.yaml")
-    got = expected_verdicts(s, allocate_sites({x.name: x.address for x in s.sites}))
+      - {match: {site: b.test}, loss: 50%, rate: 8kbit}
+      - {match: {site: d.test}, delay: 3s}
+      - {match: {site: c.test}, delay: 2s}
+      - {match: {site: e.test}, loss: 100%}
+      - {match: {sni: f.test}, loss: 100%}
+"""
+    s = parse_scenario(s_text, source="t.yaml")
+    sites = allocate_sites({x.name: x.address for x in s.sites})
+    got = expected_verdicts(s, sites)
     delayed = got[("x", "https://a.test/")]
     assert delayed.verdict.value == "ok" and "does not model" in delayed.reason and "expect" in delayed.reason
     assert got[("x", "https://b.test/")].verdict.value == "http.timeout"  # its rate decides (64 KiB at 8 kbit/s)
-    assert got[("x", "https://c.test/")].reason == "no rule applies"
+    # At about the connect timeout (2 s), the answer races the timer: not modelled either.
+    assert got[("x", "https://c.test/")].verdict.value == "ok" and "does not model" in got[("x", "https://c.test/")].reason
+    # No handshake survives a total loss, or a delay well past the connect timeout, on addresses.
+    for site in ("d.test", "e.test"):
+        for url in (f"https://{site}/", f"http://{site}/"):
+            assert got[("x", url)].verdict.value == "tcp.timeout", url
+            assert got[("x", url)].rule is not None and got[("x", url)].rule.action == "shape"
+    # A rule on names shapes what follows the name: the handshake passes, and the rest is not modelled.
+    assert got[("x", "https://f.test/")].verdict.value == "ok"
+    # A longer connect timeout than the delay: the handshake gets through.
+    longer = parse_scenario(s_text.replace("isps:", "probe: {connect_timeout: 3}\nisps:"), source="t.yaml")
+    assert expected_verdicts(longer, sites)[("x", "https://d.test/")].verdict.value == "ok"
