@@ -226,3 +226,13 @@ def test_probe_asks_a_then_aaaa() -> None:
         assert [q["query_type"] for q in probe("both.test", False)["queries"]] == ["A"]
     finally:
         server.close()
+
+
+def test_oracle_a_lossy_family_leaks_as_a_dropped_one() -> None:
+    """A shaping rule no handshake survives, on one family's addresses only, is a drop there: the
+    probe fetches over the other family (both lost: tcp.timeout)."""
+    s = parse_scenario(BASE + "isps:\n  - name: x\n    shaping:\n"
+                       "      - {match: {site: a.test, family: 4}, loss: 100%}\n"
+                       "      - {match: {site: b.test}, delay: 5s}\n", source="s.yaml")
+    got = {url: e.verdict.value for (v, url), e in expected_verdicts(s, s.site_addresses()).items() if v == "x"}
+    assert got["https://a.test/"] == "ok" and got["https://b.test/"] == "tcp.timeout"
