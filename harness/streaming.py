@@ -6,7 +6,8 @@ measurements find it already there: they are scored, annotated and written as th
 (``LiveScorer.add``). Two kinds wait, in arrival order:
 
 - one whose URL the control has not answered yet waits in memory until it does (a few MB: the
-  vantages keep pace), or in the side file when ``HOLD_BYTES`` are waiting already;
+  campaign keeps the other vantages within a few jobs of the control, harness.campaign.ControlPace),
+  or in the side file when ``HOLD_BYTES`` are waiting already;
 - one whose probe resolved an address whose endpoints the control did not measure itself (a
   forged DNS answer) waits for the test helper's endpoint pass after the campaign
   (harness.ooni.measure_th_endpoints), in the side file.
@@ -35,8 +36,8 @@ from netlab.model import CONTROL
 from netlab.oracle import Expectation
 
 #: Measurements waiting in memory for their URL's control measurement, in bytes; past that, one
-#: that has to wait does so in the side file. (The vantages keep pace: 20,000 measurements held at
-#: most 6 MB; 100,000 put none aside.)
+#: that has to wait does so in the side file. (The campaign paces the vantages to the control: about
+#: two jobs per concurrency slot, 128 at the default 64, some 9 MB of 64 KiB pages.)
 HOLD_BYTES = 16 << 20
 #: The side file, in the results folder while the campaign runs; removed by ``finish``.
 LATER = "measurements.later.jsonl"
