@@ -30,9 +30,11 @@ from probes.worker import Job, header_line
 DEFAULT_CONCURRENCY = 64
 WORKER_ARGV = ["python3", "-m", "probes.worker"]
 # The worker answers every job within job_timeout of starting it, and starts the next job as one
-# ends, so while jobs are pending a silence longer than job_timeout plus this (start-up, imports,
-# a busy loop) means the worker is stuck (a probe blocking its event loop): it is killed.
+# ends, so while it owes answers a silence longer than job_timeout plus this (start-up, imports,
+# a busy loop) means the worker is stuck (a probe blocking its event loop): it is killed. While it
+# owes none (its jobs held back: the control's pace, a pause between residual waves) the clock stops.
 STALL_GRACE = 30.0
+STALL_POLL = 1.0  # seconds between looks at that clock while waiting for an answer
 
 
 @dataclass
@@ -197,17 +199,22 @@ async def _drive_worker(lab: RunningLab, scenario: Scenario, vantage: str, targe
     left = [len(w) for w in waves]
     wave_done = [asyncio.Event() for _ in waves]
 
+    sent = answered = 0
+    owed_since: float | None = None  # since when the worker has owed an answer without giving one
+
     async def feed() -> None:
+        nonlocal sent, owed_since
         assert proc.stdin is not None
         proc.stdin.write(header)
-        sent = 0
         for k, wave in enumerate(waves):
             for i in wave:
                 if pace is not None and vantage != CONTROL:
                     await pace.turn(sent)
+                if sent == answered:
+                    owed_since = time.monotonic()
+                sent += 1
                 proc.stdin.write(Job(i, config.probe, targets[i].url).line())
                 await proc.stdin.drain()
-                sent += 1
             if k + 1 < len(waves):
                 await wave_done[k].wait()
                 if pause:  # a late QUIC block a trigger of this wave started is in force after this
@@ -218,14 +225,16 @@ async def _drive_worker(lab: RunningLab, scenario: Scenario, vantage: str, targe
     stderr_task = asyncio.create_task(proc.stderr.read())
     pending = len(targets)
     silence = config.job_timeout + STALL_GRACE
+    read: asyncio.Task[bytes] | None = None
     try:
         while pending:
-            try:
-                raw = await asyncio.wait_for(proc.stdout.readline(), silence)
-            except TimeoutError:
-                raise LabFault(f"the probe worker in {vantage} answered nothing for {silence:g} s with "
-                               f"{pending} job(s) left (job_timeout {config.job_timeout:g} s): a probe blocks "
-                               "its event loop; the worker was killed") from None
+            read = asyncio.create_task(proc.stdout.readline())
+            while not (await asyncio.wait({read}, timeout=STALL_POLL))[0]:
+                if owed_since is not None and time.monotonic() - owed_since > silence:
+                    raise LabFault(f"the probe worker in {vantage} answered nothing for {silence:g} s with "
+                                   f"{pending} job(s) left (job_timeout {config.job_timeout:g} s): a probe blocks "
+                                   "its event loop; the worker was killed")
+            raw = read.result()
             if not raw.endswith(b"\n"):
                 break  # the end, or a line cut short: the worker died writing it (its lab host went down)
             line, measurement = jsonl.split_result(raw)
@@ -233,6 +242,8 @@ async def _drive_worker(lab: RunningLab, scenario: Scenario, vantage: str, targe
             if type(job_id) is not int or not 0 <= job_id < len(targets):
                 continue  # not an answer to one of our jobs (the worker says why on stderr)
             line["url"] = targets[line["id"]].url
+            answered += 1
+            owed_since = time.monotonic() if sent > answered else None
             record(vantage, line, measurement)
             if pace is not None and vantage == CONTROL:
                 await pace.control_answered()
@@ -250,6 +261,8 @@ async def _drive_worker(lab: RunningLab, scenario: Scenario, vantage: str, targe
     except BaseException:
         # Failing or cancelled: the worker must not outlive the campaign.
         feeder.cancel()
+        if read is not None:
+            read.cancel()
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()

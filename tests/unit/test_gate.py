@@ -334,3 +334,27 @@ def test_a_stuck_worker_is_a_lab_fault(tmp_path: Path, monkeypatch: pytest.Monke
 def test_a_dead_worker_is_still_a_lab_fault(tmp_path: Path) -> None:
     with pytest.raises(LabFault, match=r"stopped with 2 job\(s\) left"):
         _campaign(tmp_path, FakeLab("import sys; sys.exit(1)"), CampaignConfig(vantages=["isp-a"]))
+
+
+def test_a_vantage_held_back_for_the_control_is_no_stuck_worker(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stall clock runs while a worker owes answers, not while the control's pace holds its
+    jobs back: here isp-a answers a quick job at once, waits for the control (0.6 s between its
+    answers), then takes 0.5 s on a slow one. Between two answers, 1.1 s pass; the silence
+    allowed is 1 s, and no job comes near it (margins of 0.4 s and more against a loaded machine)."""
+    monkeypatch.setattr(campaign, "STALL_GRACE", 0.3)
+    monkeypatch.setattr(campaign, "STALL_POLL", 0.05)
+    answer = ("import json, sys, time\n"
+              "ctx = json.loads(sys.stdin.readline())['context']\n"
+              "for line in sys.stdin:\n"
+              "    job = json.loads(line)\n"
+              "    time.sleep(0.6 if ctx['vantage'] == 'control' else 0.5 * (job['id'] % 2))\n"
+              "    print(json.dumps({'id': job['id'], 'measurement': {'input': job['url']}}), flush=True)\n")
+    many = SCENARIO.replace("    - name: b.test\n", "".join(f"    - name: {c}.test\n" for c in "bcdef")).replace(
+        "targets: [https://a.test/, https://b.test/]", "targets: [" + ", ".join(
+            f"{s}://{c}.test/" for c in "abcd" for s in ("https", "http")) + "]")
+    (tmp_path / "scenario.yaml").write_text(many)
+    scenario = load_scenario(tmp_path / "scenario.yaml")
+    result = asyncio.run(run_campaign(FakeLab(answer), scenario, tmp_path / "out",  # type: ignore[arg-type]
+                                      CampaignConfig(probe="web", concurrency=1, job_timeout=0.7)))
+    assert result.errors == [] and result.measurements == 2 * len(scenario.targets) == 16
