@@ -34,6 +34,7 @@ from netlab.capabilities import CONNECT_TIMEOUT, HTTP_TOTAL_TIMEOUT, MAX_REDIREC
 from netlab.compile.dns import deciding_resolver_rule
 from netlab.compile.dns import resolver_rule_matches as resolver_rule_matches  # where explain finds it
 from netlab.compile.router import INTERCEPTED_PORT
+from netlab.compile.shaping import is_named
 from netlab.dnsname import name_matches
 from netlab.first_flight import within
 from netlab.model import (
@@ -524,7 +525,7 @@ def shaping_matches(shaping: ShapingRule, isp: Isp, target: Target, addr: IPv4Ad
         return False
     if not names_match(m, target):
         return False
-    return (m.sni is None and m.http_host is None) or within(isp.dpi_reassembly, shaping, target)
+    return not is_named(shaping) or within(isp.dpi_reassembly, shaping, target)
 
 
 def _shaped(scenario: Scenario, isp: Isp, site: Site, target: Target, addr: IPv4Address | IPv6Address,
@@ -651,7 +652,7 @@ def _handshake_lost(isp: Isp, addr: IPv4Address | IPv6Address, port: int, proto:
     rule's verdict carries. Other delays and losses are not modelled (``_shaped``): what they do
     depends on TCP's own timing."""
     for s in isp.shaping:
-        if s.match.sni is not None or s.match.http_host is not None:
+        if is_named(s):
             continue  # a rule on names shapes what follows the name, never the handshake
         if not flow_matches(s.match, addr, port, proto, site_addresses):
             continue
