@@ -199,7 +199,8 @@ async def _drive_worker(lab: RunningLab, scenario: Scenario, vantage: str, targe
     left = [len(w) for w in waves]
     wave_done = [asyncio.Event() for _ in waves]
 
-    sent = answered = 0
+    pending = len(targets)  # jobs not answered yet; those sent and not answered are owed
+    sent = 0
     owed_since: float | None = None  # since when the worker has owed an answer without giving one
 
     async def feed() -> None:
@@ -210,7 +211,7 @@ async def _drive_worker(lab: RunningLab, scenario: Scenario, vantage: str, targe
             for i in wave:
                 if pace is not None and vantage != CONTROL:
                     await pace.turn(sent)
-                if sent == answered:
+                if sent == len(targets) - pending:  # every job sent so far is answered
                     owed_since = time.monotonic()
                 sent += 1
                 proc.stdin.write(Job(i, config.probe, targets[i].url).line())
@@ -223,7 +224,6 @@ async def _drive_worker(lab: RunningLab, scenario: Scenario, vantage: str, targe
 
     feeder = asyncio.create_task(feed())
     stderr_task = asyncio.create_task(proc.stderr.read())
-    pending = len(targets)
     silence = config.job_timeout + STALL_GRACE
     read: asyncio.Task[bytes] | None = None
     try:
@@ -242,12 +242,11 @@ async def _drive_worker(lab: RunningLab, scenario: Scenario, vantage: str, targe
             if type(job_id) is not int or not 0 <= job_id < len(targets):
                 continue  # not an answer to one of our jobs (the worker says why on stderr)
             line["url"] = targets[line["id"]].url
-            answered += 1
-            owed_since = time.monotonic() if sent > answered else None
             record(vantage, line, measurement)
+            pending -= 1
+            owed_since = time.monotonic() if sent > len(targets) - pending else None
             if pace is not None and vantage == CONTROL:
                 await pace.control_answered()
-            pending -= 1
             k = wave_of[line["id"]]
             left[k] -= 1
             if not left[k]:
