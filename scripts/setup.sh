@@ -96,12 +96,11 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -n
   echo "setup: installing the project and its Python dependencies into $VENV"
   pipi=("$PY" -m pip install -q --disable-pip-version-check)
   "${pipi[@]}" -e ".[test,compose,fast]"
-  # The worked examples of third-party probe types with their servers (docs/writing-a-probe.md).
-  "${pipi[@]}" --no-deps --no-build-isolation -e examples/dot-probe
-  "${pipi[@]}" --no-deps --no-build-isolation -e examples/doh-probe
-  # OONI's own loader, the tests' external check of our measurements. It pins cryptography~=38
-  # and click~=8.0, which conflict with ours; its other dependencies come with the test extra.
-  "${pipi[@]}" --no-deps oonidata==0.3.0
+  # In one pip run (each run costs seconds of start-up): the worked examples of third-party probe
+  # types with their servers (docs/writing-a-probe.md), and OONI's own loader, the tests' external
+  # check of our measurements. oonidata pins cryptography~=38 and click~=8.0, which conflict with
+  # ours, hence --no-deps; its other dependencies come with the test extra.
+  "${pipi[@]}" --no-deps --no-build-isolation -e examples/dot-probe -e examples/doh-probe oonidata==0.3.0
   touch "$stamp"
 fi
 
