@@ -85,6 +85,11 @@ def probe_context(lab: RunningLab, scenario: Scenario, vantage: str, overrides: 
     return ProbeContext.from_dict(ctx.to_dict() | overrides) if overrides else ctx  # from_dict names a wrong key
 
 
+def campaign_vantages(lab: RunningLab, config: CampaignConfig) -> list[str]:
+    """The vantages a campaign measures from: those ``config`` names, else every vantage of the lab."""
+    return config.vantages or list(lab.state.vantages)
+
+
 async def run_campaign(lab: RunningLab, scenario: Scenario, out_dir: Path, config: CampaignConfig,
                        on_result: Callable[[str, dict[str, Any]], None] | None = None,
                        write: Callable[[str, bytes], None] | None = None) -> CampaignResult:
@@ -92,7 +97,7 @@ async def run_campaign(lab: RunningLab, scenario: Scenario, out_dir: Path, confi
     worker's JSON bytes) goes to ``write`` with its vantage (harness.streaming scores and writes it),
     else straight into measurements.jsonl as the worker wrote it."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    vantages = config.vantages or list(lab.state.vantages)
+    vantages = campaign_vantages(lab, config)
     # Targets outside what the probe type measures (its schemes and ports) are neither measured nor expected.
     caps = installed_capabilities(config.probe)  # None: the worker answers each job with why it cannot run
     targets = [t for t in shard_targets(scenario.targets, *config.shard) if caps is None or caps.measures(t)]

@@ -14,7 +14,7 @@ from typing import Any
 
 from harness import ooni
 from harness.analysis import load_fingerprints
-from harness.campaign import CampaignConfig, CampaignResult, probe_context, run_campaign
+from harness.campaign import CampaignConfig, CampaignResult, campaign_vantages, probe_context, run_campaign
 from harness.results import ScoredRun, run_oracle, write_run_info, write_verdicts
 from harness.streaming import LiveScorer
 from netlab.backends import get_backend
@@ -53,7 +53,7 @@ def measure_and_score(lab: RunningLab, scenario: Scenario, out: Path, config: Ca
     # test helper's pass (or for a control that never came) is written by finish().
     out.mkdir(parents=True, exist_ok=True)
     live = LiveScorer(out, load_fingerprints(fingerprints, declared_fingerprints(scenario)),
-                      control=CONTROL in (config.vantages or lab.state.vantages))
+                      control=CONTROL in campaign_vantages(lab, config))
     try:
         result = run_async(run_campaign(lab, scenario, out, config, on_result=on_result, write=live.add))
         if not result.lab_faults and CONTROL in result.vantages:

@@ -164,7 +164,9 @@ def test_delay_and_loss_emulation(lab):
     assert bool(add.services) == (not have_netem)
     lab.apply(add)
     slow = lab.client_cmd("tls", "ok.test", OK)
-    fast = lab.client_cmd("tls", "ok.test", OTHER)
+    # The unshaped path's best of three: one handshake on a loaded machine (the whole suite on
+    # two cores) can take longer than the delay; the delay itself is a floor, never jitter.
+    fast = min((lab.client_cmd("tls", "ok.test", OTHER) for _ in range(3)), key=lambda r: r["seconds"])
     assert slow["result"] == fast["result"] == "ok"
     assert slow["seconds"] >= 0.16 > fast["seconds"]  # two round trips (connect, handshake)
     assert lab.client_cmd("tls", "ok.test", NEWS, "--timeout", "1")["result"] == "connect:timeout"
