@@ -282,19 +282,9 @@ class _Clock:
         self.say(f"{name} done ({time.monotonic() - t0:.1f}s)")
 
 
-# Installing into a rootfs (dpkg unpacking and configuring some 200 packages, compiling) is minutes
-# of CPU and disk work that nothing waits for at once: it runs at the lowest CPU priority, so a
-# build beside other work (`make test` builds the images while the first tests run) slows that
-# work less. Downloads keep their priority: starved of CPU, they took two to three times as long.
-LOW_PRIORITY = ("nice", "-n", "19")
-
-
 def _run(cmd: Sequence[str], clock: _Clock, log: Path, *, env: dict[str, str] | None = None,
-         what: str = "", low_priority: bool = False) -> None:
-    """Run ``cmd``, its output appended to ``log``; a heartbeat every 15 s. ``low_priority``: under
-    LOW_PRIORITY."""
-    if low_priority:
-        cmd = [*LOW_PRIORITY, *cmd]
+         what: str = "") -> None:
+    """Run ``cmd``, its output appended to ``log``; a heartbeat every 15 s."""
     with log.open("a") as out:
         out.write(f"\n$ {' '.join(cmd)}\n")
         out.flush()
@@ -568,7 +558,7 @@ def _debs_tarball(cache: Path, packages: list[str], mirror: str, clock: _Clock, 
 def _chroot(root: Path, args: Sequence[str], clock: _Clock, log: Path, what: str) -> None:
     _run(["chroot", str(root), "/usr/bin/env", "-i", *(f"{k}={v}" for k, v in _CHROOT_ENV.items()
                                                          if v), *args],
-         clock, log, what=what, low_priority=True)
+         clock, log, what=what)
 
 
 @contextlib.contextmanager
@@ -636,7 +626,7 @@ def _build_rootfs(cache: Path, digest: str, images_dir: Path, mirror: str, clock
     with clock.stage(f"debootstrap: installing into {root}"):
         _run(["debootstrap", f"--variant={VARIANT}", "--components=main",
               f"--include={','.join(sorted({*runtime, *build}))}", f"--unpack-tarball={tarball}",
-              SUITE, str(root), mirror], clock, log, what="debootstrap --unpack-tarball", low_priority=True)
+              SUITE, str(root), mirror], clock, log, what="debootstrap --unpack-tarball")
     inner = root / "tmp/fauxisp-wheels"
     _remove_tree(inner)
     shutil.copytree(wheels, inner)
