@@ -192,7 +192,7 @@ def _quic_censored(scenario: Scenario, isp: Isp, target: Target, addr: IPv4Addre
                    site_addresses: dict[str, IPv4Address]) -> Expectation | None:
     """The ISP's firewall on UDP, then the middlebox's QUIC rules, on the quic probe's flow (to every
     address of a CDN site: the probe keeps the first that works)."""
-    timeout = float(scenario.probe.get("quic_timeout", QUIC_TIMEOUT))  # type: ignore[arg-type]
+    timeout = _probe_seconds(scenario, "quic_timeout", QUIC_TIMEOUT)
     fw, addr = _connected(isp, _addresses(target, addr, site_addresses), target.port, site_addresses, "udp",
                           handshake_timeout=timeout)
     if fw is not None and fw.action == "shape":
@@ -373,7 +373,7 @@ def _expect_hop(scenario: Scenario, isp: Isp, target: Target, site_addresses: di
             return censored if ctrl is None else Expectation(Verdict.SITE_DOWN, f"the site itself fails: {ctrl}")
     elif censored is None and not _dns_broken(scenario, host) and caps.reaches("tcp", target):
         candidates = _addresses(target, addr, site_addresses)
-        connect_timeout = float(scenario.probe.get("connect_timeout", CONNECT_TIMEOUT))  # type: ignore[arg-type]
+        connect_timeout = _probe_seconds(scenario, "connect_timeout", CONNECT_TIMEOUT)
         fw, addr = _connected(isp, candidates, target.port, site_addresses, handshake_timeout=connect_timeout)
         if fw is None:  # dual stack: a rule that blocks the other family's addresses only
             blocker = next((r for a in candidates if a.version != addr.version
@@ -538,7 +538,7 @@ def _shaped(scenario: Scenario, isp: Isp, site: Site, target: Target, addr: IPv4
             if shaping.rate_bps:
                 rule = Rule(match=shaping.match, action="shape", line=shaping.line)
                 seconds = size * 8 / shaping.rate_bps
-                cap = float(scenario.probe.get("http_total_timeout", HTTP_TOTAL_TIMEOUT))  # type: ignore[arg-type]
+                cap = _probe_seconds(scenario, "http_total_timeout", HTTP_TOTAL_TIMEOUT)
                 if seconds > cap:
                     return Expectation(Verdict.HTTP_TIMEOUT, f"shaping rule line {shaping.line}: the page "
                                        f"needs {seconds:.0f}s, the probe gives up after {cap:g}s", rule=rule)
@@ -620,6 +620,11 @@ def expect_family(scenario: Scenario, isp: Isp, target: Target, site_addresses: 
     and open on the other loads the page (the web probe keeps the address that works)."""
     view = family_view(scenario.all_addresses(site_addresses), family)
     return _expect_hop(scenario, isp, target, view, depth=0, hops=0, caps=caps)
+
+
+def _probe_seconds(scenario: Scenario, setting: str, default: float) -> float:
+    """A timeout of the scenario's ``probe:`` settings (the probes' default when it sets none)."""
+    return float(scenario.probe.get(setting, default))  # type: ignore[arg-type]
 
 
 def _connected(isp: Isp, addrs: tuple[IPv4Address | IPv6Address, ...], port: int,
