@@ -17,9 +17,12 @@ Two ways to build the same contents:
   debian:bookworm-slim``), for hosts that can pull from a registry;
 * **offline**: for hosts without a registry (air-gapped labs, CI machines with
   only a Debian mirror): ``debootstrap --variant=minbase`` from the Debian
-  mirror the host's apt uses, the Python wheels downloaded by the host's pip,
-  ``netfilterqueue`` compiled inside the rootfs, build tools purged, then
-  ``docker import`` with the Dockerfile's ENV/WORKDIR/CMD. The debootstrap
+  mirror the host's apt uses, the Python wheels downloaded by the host's pip
+  and installed by pip run from its own wheel, then ``docker import`` with the
+  Dockerfile's ENV/WORKDIR/CMD. ``netfilterqueue`` (no wheel on PyPI) is built
+  into a wheel by the host's pip when the host is Debian bookworm with its
+  CPython 3.11 (the image's own C library and Python); on any other host it is
+  compiled inside the rootfs, with build tools installed and purged again. The debootstrap
   package tarball, the wheelhouse and the finished rootfs are kept in the cache
   folder (``/var/cache/fauxisp``, or ``$FAUXISP_CACHE_DIR``), so building
   again after ``docker rmi`` only re-imports.
@@ -41,6 +44,7 @@ import fcntl
 import hashlib
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -79,22 +83,25 @@ LABEL_BUILD = "org.fauxisp.build"
 IMAGES_DIR = Path(__file__).resolve().parents[2] / "images"
 HASH_INPUTS = ("Dockerfile", "packages.txt", "build-packages.txt", "requirements.txt", "install-python.sh")
 DEFAULT_CACHE_DIR = Path("/var/cache/fauxisp")
+# in images/: the pip both images' builds run from its wheel, and the lab image's extras
+LAB_REQUIREMENTS = "lab-requirements.txt"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
 # --- the offline build recipe (part of the image hash) -----------------------
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 SUITE = "bookworm"
 VARIANT = "minbase"
 TARGET_PYTHON = "3.11"  # Debian bookworm's python3
 PIP_PLATFORMS = ("manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux_2_28_x86_64",
                  "manylinux_2_34_x86_64")
-SDIST_ONLY = ("netfilterqueue",)  # no wheel on PyPI: compiled inside the rootfs
+SDIST_ONLY = ("netfilterqueue",)  # no wheel on PyPI: built by the host's pip, else inside the rootfs
 TRIM = ("var/lib/apt/lists", "var/cache/apt", "var/cache/debconf/*-old", "var/log",
         "usr/share/man", "usr/share/info", "usr/share/doc (except copyright)", "usr/share/locale",
         "tmp", "root/.cache")
 RECIPE = json.dumps({
     "version": RECIPE_VERSION, "suite": SUITE, "variant": VARIANT, "python": TARGET_PYTHON,
-    "pip_platforms": PIP_PLATFORMS, "sdist_only": SDIST_ONLY, "trim": TRIM,
+    "pip_platforms": PIP_PLATFORMS, "sdist_only": SDIST_ONLY, "sdist_wheels": "host pip on the same suite",
+    "trim": TRIM,
 }, sort_keys=True)
 
 PULL_PROBE_SECONDS = 20.0
@@ -497,12 +504,38 @@ def _short(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
+def host_builds_image_wheels() -> bool:
+    """Whether a wheel compiled by this host's Python runs in the image: the same CPython minor
+    version on the same Debian release (the same glibc and libnetfilter-queue). Then
+    netfilterqueue is built on the host (pip caches the wheel it built for the venv) and the rootfs
+    needs no compiler, headers or Cython, most of what an offline build downloads and installs."""
+    if sys.implementation.name != "cpython" or f"{sys.version_info[0]}.{sys.version_info[1]}" != TARGET_PYTHON:
+        return False
+    try:
+        release = platform.freedesktop_os_release()
+    except OSError:
+        return False
+    return release.get("ID") == "debian" and release.get("VERSION_CODENAME") == SUITE
+
+
+def _build_pip(images_dir: Path) -> str:
+    """The pinned pip that installs wheels into an image, run from its own wheel (images have no
+    pip): the ``pip==`` line of lab-requirements.txt, so both images' builds use the same pip."""
+    for line in read_list(images_dir / LAB_REQUIREMENTS):
+        if requirement_name(line) == "pip":
+            return line
+    raise ImageError(f"{images_dir / LAB_REQUIREMENTS}: no pip== line (the builds run pip from its wheel)")
+
+
 def _wheelhouse(cache: Path, images_dir: Path, clock: _Clock, log: Path) -> Path:
-    """The Python packages of requirements.txt, downloaded by the host's pip (its
-    index, proxy and CA configuration apply): wheels for Debian's CPython, and the
-    sdists of SDIST_ONLY projects."""
+    """The Python packages of requirements.txt, fetched by the host's pip (its index, proxy and
+    CA configuration apply): wheels for Debian's CPython, pip's own wheel to install them with,
+    and the SDIST_ONLY projects as wheels built here when :func:`host_builds_image_wheels`, else
+    as sdists for the rootfs to compile."""
     reqs_text = (images_dir / "requirements.txt").read_text()
-    folder = cache / f"wheels-{_short(reqs_text, RECIPE)}"
+    host_built = host_builds_image_wheels()
+    pip_pin = _build_pip(images_dir)
+    folder = cache / f"wheels-{_short(reqs_text, RECIPE, pip_pin, 'host-built' if host_built else 'sdists')}"
     if (folder / ".complete").exists():
         clock.say(f"python packages: cached in {folder}")
         return folder
@@ -515,17 +548,17 @@ def _wheelhouse(cache: Path, images_dir: Path, clock: _Clock, log: Path) -> Path
     env = {k: v for k, v in os.environ.items() if k != "PIP_REQUIRE_VIRTUALENV"}
     with clock.stage("pip download (host pip)"):
         pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--dest", str(tmp)]
-        plat = ["--only-binary=:all:", "--python-version", TARGET_PYTHON, "--implementation", "cp",
-                "--abi", "cp" + TARGET_PYTHON.replace(".", ""), "--abi", "abi3", "--abi", "none"]
-        for p in PIP_PLATFORMS:
-            plat += ["--platform", p]
-        if binary:
-            _run([*pip, *plat, *binary], clock, log, env=env, what="pip download (wheels)")
-        if source:
-            # The sdist itself, but its build dependencies (setuptools, wheel, Cython: pip prepares
-            # the sdist's metadata in a build environment) as wheels: --no-binary=:all: would
-            # compile Cython from source first, minutes of CPU for a file we only download.
-            # Order matters: --only-binary=:all: after --no-binary=NAME would clear NAME again.
+        _run([*pip, *_image_platform(), *binary, pip_pin], clock, log, env=env, what="pip download (wheels)")
+    if source and host_built:
+        with clock.stage(f"pip wheel {' '.join(source)} (host pip, for the image's CPython {TARGET_PYTHON})"):
+            _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(tmp), *source],
+                 clock, log, env=env, what="pip wheel (compiled on the host)")
+    elif source:
+        # The sdist itself, but its build dependencies (setuptools, wheel, Cython: pip prepares
+        # the sdist's metadata in a build environment) as wheels: --no-binary=:all: would
+        # compile Cython from source first, minutes of CPU for a file we only download.
+        # Order matters: --only-binary=:all: after --no-binary=NAME would clear NAME again.
+        with clock.stage("pip download (sdists, compiled inside the rootfs)"):
             _run([*pip, "--only-binary=:all:", f"--no-binary={','.join(SDIST_ONLY)}", *source], clock, log,
                  env=env, what="pip download (sdists)")
     (tmp / "requirements.txt").write_text(reqs_text)
@@ -533,6 +566,15 @@ def _wheelhouse(cache: Path, images_dir: Path, clock: _Clock, log: Path) -> Path
     _remove_tree(folder)
     tmp.rename(folder)
     return folder
+
+
+def _image_platform() -> list[str]:
+    """pip options that select wheels for the image's CPython on manylinux x86_64."""
+    plat = ["--only-binary=:all:", "--python-version", TARGET_PYTHON, "--implementation", "cp",
+            "--abi", "cp" + TARGET_PYTHON.replace(".", ""), "--abi", "abi3", "--abi", "none"]
+    for p in PIP_PLATFORMS:
+        plat += ["--platform", p]
+    return plat
 
 
 def _debs_tarball(cache: Path, packages: list[str], mirror: str, clock: _Clock, log: Path) -> Path:
@@ -618,37 +660,42 @@ def _build_rootfs(cache: Path, digest: str, images_dir: Path, mirror: str, clock
         clock.say(f"rootfs: cached in {root}")
         return root
     runtime = read_list(images_dir / "packages.txt")
-    build = read_list(images_dir / "build-packages.txt")
     wheels = _wheelhouse(cache, images_dir, clock, log)
-    tarball = _debs_tarball(cache, sorted({*runtime, *build}), mirror, clock, log)
+    # Only a project left as an sdist needs the build-only packages (compiler, headers, Cython)
+    compile_inside = any(wheels.glob("*.tar.gz"))
+    build = read_list(images_dir / "build-packages.txt") if compile_inside else []
+    packages = sorted({*runtime, *build})
+    tarball = _debs_tarball(cache, packages, mirror, clock, log)
     done.unlink(missing_ok=True)
     _remove_tree(root)
     with clock.stage(f"debootstrap: installing into {root}"):
-        _run(["debootstrap", f"--variant={VARIANT}", "--components=main",
-              f"--include={','.join(sorted({*runtime, *build}))}", f"--unpack-tarball={tarball}",
-              SUITE, str(root), mirror], clock, log, what="debootstrap --unpack-tarball")
+        _run(["debootstrap", f"--variant={VARIANT}", "--components=main", f"--include={','.join(packages)}",
+              f"--unpack-tarball={tarball}", SUITE, str(root), mirror], clock, log,
+             what="debootstrap --unpack-tarball")
     inner = root / "tmp/fauxisp-wheels"
     _remove_tree(inner)
     shutil.copytree(wheels, inner)
     shutil.copy2(images_dir / "install-python.sh", inner / "install-python.sh")
     with _proc_mounted(root):
-        with clock.stage("pip install (inside the rootfs, compiling netfilterqueue)"):
+        how = "compiling netfilterqueue" if compile_inside else "wheels only"
+        with clock.stage(f"pip install (inside the rootfs, {how})"):
             _chroot(root, ["sh", "/tmp/fauxisp-wheels/install-python.sh", "/tmp/fauxisp-wheels",
                            "--no-index"], clock, log, what="pip install in the rootfs")
-        with clock.stage("purging build-only packages"):
-            # debootstrap marks every package as manually installed: mark all but
-            # the required base system and the runtime list as automatic, so that
-            # purging the build packages takes their dependencies with them.
-            keep = " ".join(runtime)
-            script = (
-                "set -e; "
-                "dpkg-query -W -f='${Package} ${Priority} ${Essential}\\n' "
-                "| awk '$2 != \"required\" && $3 != \"yes\" {print $1}' | xargs apt-mark auto >/dev/null; "
-                f"apt-mark manual {keep} >/dev/null; "
-                f"apt-get purge -y --auto-remove {_NO_RECOMMENDS} {' '.join(build)}; "
-                "apt-get clean"
-            )
-            _chroot(root, ["sh", "-c", script], clock, log, what="apt-get purge in the rootfs")
+        if build:
+            with clock.stage("purging build-only packages"):
+                # debootstrap marks every package as manually installed: mark all but
+                # the required base system and the runtime list as automatic, so that
+                # purging the build packages takes their dependencies with them.
+                keep = " ".join(runtime)
+                script = (
+                    "set -e; "
+                    "dpkg-query -W -f='${Package} ${Priority} ${Essential}\\n' "
+                    "| awk '$2 != \"required\" && $3 != \"yes\" {print $1}' | xargs apt-mark auto >/dev/null; "
+                    f"apt-mark manual {keep} >/dev/null; "
+                    f"apt-get purge -y --auto-remove {_NO_RECOMMENDS} {' '.join(build)}; "
+                    "apt-get clean"
+                )
+                _chroot(root, ["sh", "-c", script], clock, log, what="apt-get purge in the rootfs")
         with clock.stage("checking the rootfs"):
             _chroot(root, ["python3", "-c", "import dns, httpx, httpcore, trustme, cryptography, rich, "
                            "pyroute2, netfilterqueue, yaml"], clock, log, what="import check")
@@ -760,7 +807,6 @@ def build_image(*, offline: bool | None = None, force: bool = False, progress: P
 
 LAB_REPO = "fauxisp/lab"
 LAB_RECIPE_VERSION = 1
-LAB_REQUIREMENTS = "lab-requirements.txt"  # in images/: pip (run from its wheel) and the extras
 PROJECT_ROOT = IMAGES_DIR.parent
 DEFAULT_PLUGINS = (PROJECT_ROOT / "examples" / "dot-probe",)
 # Never copied into the lab image: version control, local environments, caches, lab output.
@@ -881,14 +927,10 @@ def _lab_context(ctx: Path, base_tag: str, digest: str, plugins: Sequence[Path],
     reqs = read_list(images_dir / LAB_REQUIREMENTS)
     for wheel in plugin_wheels:
         reqs += [r for r in _wheel_requirements(wheel) if requirement_name(r) != "fauxisp"]
-    plat = ["--only-binary=:all:", "--python-version", TARGET_PYTHON, "--implementation", "cp",
-            "--abi", "cp" + TARGET_PYTHON.replace(".", ""), "--abi", "abi3", "--abi", "none"]
-    for p in PIP_PLATFORMS:
-        plat += ["--platform", p]
     with clock.stage("pip download: pip, extras and the plugins' dependencies (host pip)"):
         # -c pins whatever the base image already has to the very version it has
-        _run([*pip, "download", "--dest", str(wheels), *plat, "-c", str(images_dir / "requirements.txt"), *reqs],
-             clock, log, env=env, what="pip download (lab image)")
+        _run([*pip, "download", "--dest", str(wheels), *_image_platform(), "-c",
+              str(images_dir / "requirements.txt"), *reqs], clock, log, env=env, what="pip download (lab image)")
     pip_wheel = next(wheels.glob("pip-*.whl"))
     targets = [f"{_LAB_INNER}/{project_wheel.name}[fast]", *(f"{_LAB_INNER}/{w.name}" for w in plugin_wheels)]
     # pip runs from its own wheel (the base image has no pip) and resolves against what the base
