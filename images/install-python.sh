@@ -20,7 +20,7 @@ shift
 cd "$dir"
 pip="python3 -m pip"
 for wheel in pip-*.whl; do
-    [ -e "$wheel" ] && pip="python3 $dir/$wheel/pip"
+    if [ -e "$wheel" ]; then pip="python3 $dir/$wheel/pip"; fi
 done
 for sdist in *.tar.gz; do
     [ -e "$sdist" ] || continue
