@@ -23,11 +23,10 @@ demo: setup
 	$(PY) -m harness run scenarios/demo.yaml --check
 
 # The lab images (fauxisp/base, then fauxisp/lab) build in the background while the first tests
-# run (on a fresh Debian 12 machine about a minute and a half of downloads and debootstrap); the
-# Docker tests, handed out last, take the same build lock, then find the images cached. The build
-# runs at normal priority: when it compiled netfilterqueue inside the image it ran at the lowest
-# (its five minutes of debootstrap slowed every lab test beside it), but once it was that short,
-# starved of CPU it stretched to six minutes and the Docker tests waited for it.
+# run (on a fresh Debian 12 machine: a minute alone, about four beside the tests); the Docker
+# tests, handed out last, take the same build lock, then find the images cached. The build runs at
+# normal priority: at the lowest (nice 19) it was starved of CPU, took six minutes, and a Docker
+# test waited 42 s for it.
 # mypy runs beside the tests too; its report is printed after theirs, and either failing fails.
 IMAGE_LOG ?= .fauxisp/image-build.log
 MYPY_LOG ?= .fauxisp/mypy.log
