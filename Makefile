@@ -8,7 +8,8 @@ PY ?= $(VENV)/bin/python
 # Five workers on two cores: lab tests mostly wait (DNS, connect and TLS timeouts, throttled
 # transfers, the DNS injection window), so with three the cores were about half idle (1.06 cores
 # busy on average over a fresh `make test`; four: 1.2). A warm run: four workers 483-562 s of
-# pytest, five 447 s, the test durations summing to about the same (1903-2114 s; 2117 s). Timing
+# pytest, five 441-447 s, the test durations summing to about the same (1903-2114 s; 2117 s);
+# then, with xdist's groups working again (pytest < 9.2), five: 392 s (1810 s). Timing
 # verdicts are compared against the control measured under the same load. Tests that share state
 # are grouped (xdist_group) and run on one worker.
 TEST_WORKERS ?= 5
