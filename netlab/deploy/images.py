@@ -550,10 +550,15 @@ def _wheelhouse(cache: Path, images_dir: Path, clock: _Clock, log: Path) -> Path
         pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--dest", str(tmp)]
         _run([*pip, *_image_platform(), *binary, pip_pin], clock, log, env=env, what="pip download (wheels)")
     if source and host_built:
-        with clock.stage(f"pip wheel {' '.join(source)} (host pip, for the image's CPython {TARGET_PYTHON})"):
-            _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(tmp), *source],
-                 clock, log, env=env, what="pip wheel (compiled on the host)")
-    elif source:
+        try:
+            with clock.stage(f"pip wheel {' '.join(source)} (host pip, for the image's CPython {TARGET_PYTHON})"):
+                _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(tmp), *source],
+                     clock, log, env=env, what="pip wheel (compiled on the host)")
+        except ImageError as exc:  # no compiler or headers here: the rootfs compiles it instead
+            clock.say(f"the host could not build {' '.join(source)} ({str(exc).splitlines()[0]}); "
+                      "compiling inside the rootfs instead")
+            host_built = False
+    if source and not host_built:
         # The sdist itself, but its build dependencies (setuptools, wheel, Cython: pip prepares
         # the sdist's metadata in a build environment) as wheels: --no-binary=:all: would
         # compile Cython from source first, minutes of CPU for a file we only download.

@@ -47,6 +47,22 @@ def test_a_bookworm_host_builds_the_sdist_wheel_itself(tmp_path: Path, monkeypat
     assert len({p.name for p in tmp_path.glob("wheels-*")} - names) == 1
 
 
+def test_a_host_that_cannot_compile_leaves_it_to_the_rootfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[str]] = []
+    said: list[str] = []
+
+    def run(cmd: list[str], *a: object, **k: object) -> None:
+        calls.append(list(cmd))
+        if "wheel" in cmd:
+            raise images.ImageError("pip wheel (compiled on the host) failed (exit 1); full log: x")
+
+    monkeypatch.setattr(images, "_run", run)
+    monkeypatch.setattr(images, "host_builds_image_wheels", lambda: True)
+    images._wheelhouse(tmp_path, images.IMAGES_DIR, images._Clock(said.append), tmp_path / "log")
+    assert "--no-binary=netfilterqueue" in calls[-1], "the sdist is fetched for the rootfs to compile"
+    assert any("compiling inside the rootfs instead" in line for line in said)
+
+
 def test_host_builds_image_wheels_only_on_the_images_release(monkeypatch: pytest.MonkeyPatch) -> None:
     bookworm = {"ID": "debian", "VERSION_CODENAME": "bookworm"}
     monkeypatch.setattr(images.platform, "freedesktop_os_release", lambda: bookworm)
