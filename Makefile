@@ -9,7 +9,7 @@ PY ?= $(VENV)/bin/python
 # transfers, the DNS injection window), so with three the cores were about half idle (1.06 cores
 # busy on average over a fresh `make test`; four: 1.2). A warm run: four workers 483-562 s of
 # pytest, five 441-447 s, the test durations summing to about the same (1903-2114 s; 2117 s);
-# then, with xdist's groups working again (pytest < 9.2), five: 392 s (1810 s). Timing
+# then, with xdist's groups working again (pytest < 9.2), five: 392-405 s (1810-1883 s). Timing
 # verdicts are compared against the control measured under the same load. Tests that share state
 # are grouped (xdist_group) and run on one worker.
 TEST_WORKERS ?= 5
@@ -24,7 +24,7 @@ demo: setup
 	$(PY) -m harness run scenarios/demo.yaml --check
 
 # The lab images (fauxisp/base, then fauxisp/lab) build in the background while the first tests
-# run (on a fresh Debian 12 machine: a minute alone, about four beside the tests); the Docker
+# run (on a fresh Debian 12 machine: a minute alone, about two beside the tests); the Docker
 # tests, handed out last, take the same build lock, then find the images cached. The build runs at
 # normal priority: at the lowest (nice 19) it was starved of CPU, took six minutes, and a Docker
 # test waited 42 s for it.
