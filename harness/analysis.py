@@ -19,8 +19,12 @@ from netlab.errors import NetlabError
 from netlab.oracle import THROTTLE_SECONDS
 from netlab.verdict import Verdict
 
-# Throughput far below control: under this fraction of the control's, and slow in absolute terms.
-THROTTLE_RATIO = 0.1
+# Throughput far below control: under this fraction of the control's rate, and slower than the
+# control's body by more than THROTTLE_SECONDS. Both bodies are timed by a busy probe, whose stalls
+# (an event loop waiting for a core) add seconds, not a rate: a control's 64 KiB body, 1 ms on an
+# idle machine, once took 0.2 s under a loaded test run, and a 1.76 s throttled body was then only
+# 8.9 times slower. A quarter and the absolute excess leave room for such stalls on either side.
+THROTTLE_RATIO = 0.25
 BODY_LENGTH_TOLERANCE = 0.7  # OONI's body_proportion threshold
 
 DNS_RCODE_VERDICTS = {
@@ -302,7 +306,7 @@ def _http_diff(keys: dict[str, Any], control: dict[str, Any]) -> str:
 def _throttled(keys: dict[str, Any], control: dict[str, Any]) -> str:
     n, secs = keys.get("x_body_length") or 0, keys.get("x_body_seconds") or 0.0
     cn, csecs = control.get("x_body_length") or 0, control.get("x_body_seconds") or 0.0
-    if not n or secs <= THROTTLE_SECONDS:
+    if not n or secs - csecs <= THROTTLE_SECONDS:
         return ""
     rate = n / secs
     control_rate = cn / csecs if csecs > 0 else float("inf")

@@ -69,6 +69,21 @@ def test_verdicts(vantage: dict, verdict: Verdict) -> None:
     assert got.verdict == verdict, got.why
 
 
+@pytest.mark.parametrize(("seconds", "control_seconds", "verdict"), [
+    # Seen in a loaded test run: the control's 64 KiB body stalled 0.197 s (1 ms when idle), the
+    # shaped one took 1.76 s, 8.9 times as long. Still throttling.
+    (1.76, 0.197, Verdict.THROTTLED),
+    # A page slow at the control too, a little slower here: not throttling.
+    (3.0, 2.0, Verdict.OK),
+    # Many times slower, but by less than the 0.5 s bound: not throttling either.
+    (0.6, 0.15, Verdict.OK),
+    (0.6, 0.05, Verdict.THROTTLED),
+])
+def test_throttling_against_a_slowed_control(seconds: float, control_seconds: float, verdict: Verdict) -> None:
+    got = analyse(keys(seconds=seconds), keys(seconds=control_seconds), load_fingerprints())
+    assert got.verdict == verdict, got.why
+
+
 def test_control_failures() -> None:
     down = keys(stage="tcp", failure="connection_refused")
     assert analyse(down, down).verdict == Verdict.SITE_DOWN
