@@ -261,7 +261,7 @@ def no_measurement_reason(error: dict[str, Any] | None) -> tuple[str, str]:
 
 # The control's test keys ControlSummary keeps, in its fields' order.
 CONTROL_KEYS = ("x_failed_stage", "failure", "x_status_code", "x_title", "x_body_length", "x_body_seconds",
-                "x_body_sha256", "x_quic_failure")
+                "x_body_stall_seconds", "x_body_sha256", "x_quic_failure")
 
 
 class ControlSummary(NamedTuple):
@@ -276,6 +276,7 @@ class ControlSummary(NamedTuple):
     title: str | None
     body_length: int | None
     body_seconds: float | None
+    body_stall_seconds: float | None
     body_sha256: str | None  # a blockpage fingerprint never counts on the control's own page
     quic_failure: str | None  # the web probe's QUIC step (web_quic): did the control's HTTP/3 work?
     system: tuple[str, ...]  # x_resolved: the addresses each resolver gave
@@ -287,7 +288,7 @@ class ControlSummary(NamedTuple):
         resolved = keys.get("x_resolved") or {}
         get = keys.get
         return cls(get("x_failed_stage"), get("failure"), get("x_status_code"), get("x_title"), get("x_body_length"),
-                   get("x_body_seconds"), get("x_body_sha256"), get("x_quic_failure"),
+                   get("x_body_seconds"), get("x_body_stall_seconds"), get("x_body_sha256"), get("x_quic_failure"),
                    tuple(resolved.get("system") or ()), tuple(resolved.get("public") or ()),
                    tuple((q.get("engine"), q.get("failure")) for q in keys.get("queries") or []))
 

@@ -103,6 +103,10 @@ class HttpResult:
     body_length: int | None = None
     #: Seconds from the end of the response headers to the last body byte.
     body_seconds: float | None = None
+    #: The longest of those seconds without body bytes: from the headers to the first read that brought
+    #: some, and between two such reads. One silence is a stall (a lost packet's retransmission, a
+    #: process waiting for a core); a throttled body is a steady trickle of short ones.
+    body_stall_seconds: float | None = None
     title: str | None = None
     #: SHA-256 (hex) of the whole body as received (also past body_limit); None without a response.
     body_sha256: str | None = None
@@ -150,6 +154,7 @@ async def fetch(
     total = 0
     headers_at: float | None = None
     last_byte_at: float | None = None
+    longest_silence = 0.0
     failure: str | None = None
     try:
         # The whole exchange is also capped, so a trickling (throttled) body cannot hang us.
@@ -163,7 +168,9 @@ async def fetch(
                 async for chunk in cast(AsyncIterable[bytes], response.stream):
                     total += len(chunk)
                     digest.update(chunk)
-                    last_byte_at = time.monotonic()
+                    now = time.monotonic()
+                    longest_silence = max(longest_silence, now - (last_byte_at or headers_at))
+                    last_byte_at = now
                     room = ctx.body_limit - len(kept)
                     if room > 0:
                         kept += chunk[:room]
@@ -207,6 +214,7 @@ async def fetch(
     if headers_at is not None:
         result.body_length = total
         result.body_seconds = round((last_byte_at or headers_at) - headers_at, 6)
+        result.body_stall_seconds = round(longest_silence, 6)
         result.title = page_title(body)
         result.body_sha256 = digest.hexdigest()
     return result
@@ -315,6 +323,7 @@ async def fetch_chain(
         "x_status_code": None,
         "x_body_length": None,
         "x_body_seconds": None,
+        "x_body_stall_seconds": None,
         "x_title": None,
         "x_body_sha256": None,
     }
@@ -330,6 +339,7 @@ async def fetch_chain(
             keys["x_status_code"] = r.entry["response"]["code"] or None
             keys["x_body_length"] = r.body_length
             keys["x_body_seconds"] = r.body_seconds
+            keys["x_body_stall_seconds"] = r.body_stall_seconds
             keys["x_title"] = r.title
             keys["x_body_sha256"] = r.body_sha256
         if hop.stage is not None:

@@ -28,9 +28,9 @@ Test keys (OONI ``web_connectivity`` field names, plus ``x_`` extensions):
 - ``x_addresses``: addresses connected to (the vantage resolver's first answer, or the IP literal).
 - ``x_resolved``: {"system": [...], "public": [...] or null}.
 - ``x_dns_responses``: {"system": n, "public": n}: responses received per query.
-- ``x_status_code``, ``x_body_length``, ``x_body_seconds``, ``x_title``: the response's status,
-  full body length, seconds from headers to last body byte, and page title (null without a
-  response).
+- ``x_status_code``, ``x_body_length``, ``x_body_seconds``, ``x_body_stall_seconds``, ``x_title``:
+  the response's status, full body length, seconds from headers to last body byte, the longest of
+  them without body bytes, and page title (null without a response).
 - ``agent`` ("redirect") and ``socksproxy`` (null), as OONI writes them.
 """
 

@@ -31,7 +31,7 @@ VOLATILE = {
     # a measurement's identity and when it ran
     "measurement_uid", "report_id", "measurement_start_time", "test_start_time", "test_runtime",
     # the trace clock of every step (OONI's t0/t) and how long a body took
-    "t0", "t", "x_body_seconds",
+    "t0", "t", "x_body_seconds", "x_body_stall_seconds",
     # DNS: a message id is random, and a TTL counts down in the resolvers' caches
     "raw_response", "ttl",
     # every lab makes its own CA and site certificates (netlab.compile.pki): same names, other keys,

@@ -183,3 +183,24 @@ def test_stored_body_is_text_or_exact_base64(body: bytes, truncated: bool) -> No
         # Text is the body itself, minus at most a character split by truncation.
         assert body.startswith(stored.encode())
         assert truncated or stored.encode() == body
+
+
+def test_the_longest_silence_in_a_body_is_reported(dns_server: DnsServer) -> None:
+    """x_body_stall_seconds: the analysis leaves one stall out of a body's download time."""
+    body = b"<title>t</title>" + b"a" * 20_000
+
+    def pause_midway(conn, stop) -> None:  # type: ignore[no-untyped-def]
+        whole = http_response(body)
+        with conn:
+            conn.recv(65536)
+            conn.sendall(whole[:10_000])
+            stop.wait(0.3)  # the silence under test, not a wait for readiness
+            conn.sendall(whole[10_000:])
+
+    with tcp_server(pause_midway) as server:
+        keys = run(HttpProbe().run(Target.parse(f"http://news.test:{server.port}/"), make_context(dns_server.port)))
+    assert keys["x_body_length"] == len(body)
+    assert 0.3 <= keys["x_body_stall_seconds"] <= keys["x_body_seconds"]
+    with tcp_server(serve(http_response(PAGE))) as server:
+        keys = run(HttpProbe().run(Target.parse(f"http://news.test:{server.port}/"), make_context(dns_server.port)))
+    assert 0 <= keys["x_body_stall_seconds"] <= keys["x_body_seconds"]

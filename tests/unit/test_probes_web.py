@@ -33,6 +33,7 @@ WEB_KEYS = {
     "agent", "socksproxy", "queries", "tcp_connect", "tls_handshakes", "requests",
     "dns_experiment_failure", "http_experiment_failure", "failure", "x_failed_stage", "x_addresses",
     "x_resolved", "x_dns_responses", "x_status_code", "x_body_length", "x_body_seconds", "x_title",
+    "x_body_stall_seconds",
     "x_body_sha256", "network_events",
 }
 

@@ -189,7 +189,8 @@ def test_control_summary_gives_back_the_keys_the_analysis_reads() -> None:
     from harness.score import ControlSummary
 
     keys = {"x_failed_stage": None, "failure": None, "x_status_code": 200, "x_title": "t", "x_body_length": 5,
-            "x_body_seconds": 0.1, "x_body_sha256": "ab", "x_quic_failure": None, "requests": [{"body": "x" * 99}],
+            "x_body_seconds": 0.1, "x_body_stall_seconds": 0.05, "x_body_sha256": "ab", "x_quic_failure": None,
+            "requests": [{"body": "x" * 99}],
             "x_resolved": {"system": ["198.18.1.1"], "public": []},
             "queries": [{"engine": "system", "failure": None, "answers": [{"ipv4": "198.18.1.1"}]}]}
     summary = ControlSummary.of(keys)
