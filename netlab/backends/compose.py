@@ -290,7 +290,7 @@ class ComposeBackend(Backend):
 
     def _teardown(self, lab: str) -> None:
         client = _client()
-        for c in client.containers.list(all=True, filters={"label": f"{LABEL}={lab}"}):
+        for c in client.containers.list(all=True, filters={"label": f"{LABEL}={lab}"}, ignore_removed=True):
             with contextlib.suppress(Exception):
                 c.remove(force=True)
         state = read_state(lab)
@@ -308,7 +308,8 @@ class ComposeBackend(Backend):
     def list_labs(self) -> list[LabState]:
         client = _client()
         labs: dict[str, LabState] = {}
-        for c in client.containers.list(all=True, filters={"label": LABEL}):
+        # ignore_removed: the SDK inspects each container listed, and another lab's may be gone by then.
+        for c in client.containers.list(all=True, filters={"label": LABEL}, ignore_removed=True):
             lab = c.labels[LABEL]
             if lab not in labs:
                 state = read_state(lab)
@@ -318,7 +319,7 @@ class ComposeBackend(Backend):
 
     @staticmethod
     def _exists(client: Any, lab: str) -> bool:
-        return bool(client.containers.list(all=True, filters={"label": f"{LABEL}={lab}"}))
+        return bool(client.containers.list(all=True, filters={"label": f"{LABEL}={lab}"}, ignore_removed=True))
 
 
 def _exited(client: Any, name: str) -> str | None:

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -235,8 +236,11 @@ def test_status_lists_compose_labs_and_down_removes_them(lab_name: str) -> None:
     up = harness("up", str(ROOT / "scenarios/firewall.yaml"), "--backend", "compose", "--name", lab_name)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
-        labs = {(s["lab"], s["backend"]): s for s in json.loads(harness("status", "--json").stdout)}
+        status = harness("status", "--json")
+        assert status.returncode == 0, status.stderr
+        labs = {(s["lab"], s["backend"]): s for s in json.loads(status.stdout)}
         assert labs[(lab_name, "compose")]["state"] == "up"
+        assert_listing_survives_containers_coming_and_going(lab_name)
         run = harness("run", str(ROOT / "scenarios/firewall.yaml"), "--name", lab_name, "--backend", "compose",
                       "--check", "--out", "/tmp/" + lab_name)
         assert run.returncode == 0 and "24/24" in run.stdout, run.stdout + run.stderr
@@ -245,3 +249,34 @@ def test_status_lists_compose_labs_and_down_removes_them(lab_name: str) -> None:
     assert down.returncode == 0 and f"lab {lab_name} removed" in down.stdout
     assert_docker_clean(lab_name)
     assert_no_leftovers(lab_name)
+
+
+def assert_listing_survives_containers_coming_and_going(lab_name: str) -> None:
+    """Other labs' containers come and go while `status` lists labs (as when tests run side by side):
+    the listing once failed when one was removed between Docker's list and its inspection of it."""
+    image = subprocess.run(["docker", "ps", "--filter", f"label={LABEL}={lab_name}", "--format", "{{.Image}}"],
+                           capture_output=True, text=True, check=True).stdout.split()[0]
+    other = lab_name + "z"
+    done = threading.Event()
+
+    def churn() -> None:
+        try:
+            for _ in range(40):
+                cid = subprocess.run(["docker", "create", "--label", f"{LABEL}={other}", image, "true"],
+                                     capture_output=True, text=True, check=True).stdout.strip()
+                subprocess.run(["docker", "rm", "-f", cid], capture_output=True, check=True)
+        finally:
+            done.set()
+
+    t = threading.Thread(target=churn)
+    t.start()
+    listings = 0
+    try:
+        while not done.is_set():
+            assert (lab_name, "compose") in {(st.lab, st.backend) for st in ComposeBackend().list_labs()}
+            listings += 1
+    finally:
+        t.join()
+        subprocess.run(f"docker ps -aq --filter label={LABEL}={other} | xargs -r docker rm -f", shell=True,
+                       capture_output=True)
+    assert listings > 0
