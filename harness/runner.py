@@ -22,7 +22,7 @@ from netlab.backends.base import Progress, RunningLab
 from netlab.blockpage import declared_fingerprints
 from netlab.compile import compile_lab
 from netlab.errors import NetlabError
-from netlab.interrupts import run_async
+from netlab.interrupts import run_async, run_to_end
 from netlab.loader import load_scenario
 from netlab.model import CONTROL, Scenario
 
@@ -123,7 +123,7 @@ def run_scenario(path: str | Path, *, out: Path, name: str | None = None, backen
                                     fingerprints=fingerprints, on_result=on_result, up_seconds=up)
     finally:
         t1 = time.monotonic()
-        lab.down()
+        run_to_end(lab.down)
         down = time.monotonic() - t1
     outcome.down_seconds = down
     return outcome

@@ -20,7 +20,7 @@ import contextlib
 import signal
 import sys
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -59,6 +59,17 @@ def deferred() -> Iterator[None]:
         yield
     finally:
         _deferring -= 1
+
+
+def run_to_end(teardown: Callable[[], None]) -> None:
+    """Run ``teardown`` deferred, to its end, also when a signal lands in the bytecodes between a
+    ``finally:`` and the ``deferred()`` inside it: that KeyboardInterrupt is noted, dropped here, and
+    the teardown starts (again, if it had not finished). ``raise_if_interrupted()`` raises it later."""
+    done = False
+    while not done:
+        with contextlib.suppress(KeyboardInterrupt), deferred():
+            teardown()
+            done = True
 
 
 def raise_if_interrupted() -> None:

@@ -34,7 +34,7 @@ from netlab.backends.base import RunningLab, read_state
 from netlab.capabilities import capabilities_of
 from netlab.compile import compile_lab
 from netlab.errors import LabFault, NetlabError, UsageError
-from netlab.interrupts import deferred, raise_if_interrupted
+from netlab.interrupts import raise_if_interrupted, run_to_end
 from netlab.loader import load_scenario
 from netlab.model import Scenario
 from probes.base import load_probe
@@ -109,7 +109,14 @@ def run(args: argparse.Namespace, console: Console) -> int:
         scenario, skipped = _from_test_list(scenario, args.targets)
         for s in skipped:
             console.print(f"[dim]skipped[/] {s.url} (line {s.line}): {s.reason}", highlight=False)
-    return _run(args, console, scenario, skipped, name, out, shard)
+    owned: list[RunningLab] = []
+    try:
+        return _run(args, console, scenario, skipped, name, out, shard, owned)
+    except KeyboardInterrupt:
+        # One signal landing in the few steps between _run's `finally:` and its teardown's deferral
+        # skips that teardown (seen: a whole lab left running): what is still owned goes down here.
+        run_to_end(lambda: _down_owned(owned, name, args, console))
+        raise
 
 
 def check_probe(name: str) -> None:
@@ -161,9 +168,8 @@ def attach_or_up(args: argparse.Namespace, console: Console, scenario: Scenario,
 
 
 def _run(args: argparse.Namespace, console: Console, scenario: Scenario, skipped: list[Skipped], name: str,
-         out: Path, shard: tuple[int, int]) -> int:
+         out: Path, shard: tuple[int, int], owned: list[RunningLab]) -> int:
     t0 = time.monotonic()
-    owned: list[RunningLab] = []
     # One probe type writes to OUT; several share the lab, one after another, each into OUT/<probe>.
     outs = {p: out if len(args.probes) == 1 else out / p for p in args.probes}
     outcomes: dict[str, RunOutcome] = {}
@@ -182,12 +188,7 @@ def _run(args: argparse.Namespace, console: Console, scenario: Scenario, skipped
             if outcomes[probe].scored is None:
                 break  # a lab fault: the lab cannot be trusted for the next probe either
     finally:
-        for mine in owned:
-            t1 = time.monotonic()
-            with deferred():
-                mine.down()
-            if not args.quiet:
-                console.print(f"  lab {name} down in {time.monotonic() - t1:.2f}s")
+        run_to_end(lambda: _down_owned(owned, name, args, console))
     raise_if_interrupted()
     if args.json:
         summaries = {p: json_summary(o, skipped) for p, o in outcomes.items()}
@@ -196,6 +197,16 @@ def _run(args: argparse.Namespace, console: Console, scenario: Scenario, skipped
         (out / "skipped-targets.json").write_text(json.dumps([s.to_json() for s in skipped], indent=1))
     codes = [_report_outcome(args, console, p, o, len(args.probes) > 1) for p, o in outcomes.items()]
     return max(codes)
+
+
+def _down_owned(owned: list[RunningLab], name: str, args: argparse.Namespace, console: Console) -> None:
+    """Tear down the labs this run brought up, each forgotten once it is down (so a retry skips it)."""
+    while owned:
+        t1 = time.monotonic()
+        owned[0].down()
+        owned.pop(0)
+        if not args.quiet:
+            console.print(f"  lab {name} down in {time.monotonic() - t1:.2f}s")
 
 
 def _report_outcome(args: argparse.Namespace, console: Console, probe: str, outcome: RunOutcome,
