@@ -1,13 +1,15 @@
 """Ctrl-C and SIGTERM that never leave half a lab behind.
 
 `install()` makes SIGINT and SIGTERM raise KeyboardInterrupt, so every `finally` that tears a lab
-down runs, with two guards:
+down runs, with these guards:
 
 * inside ``deferred()`` (a teardown) the signal is only noted: a second Ctrl-C cannot cut a
   teardown in half; ``raise_if_interrupted()`` raises it once the teardown is done;
 * inside ``run_async`` (a campaign's event loop) the signal cancels the main task, as asyncio
   itself does for Ctrl-C, instead of raising KeyboardInterrupt wherever the loop happens to be (in
   a child watcher's callback, that leaves a worker nobody reaps and a run that never ends);
+* ``run_to_end(teardown)`` also covers the few steps between a ``finally:`` and the deferral inside
+  it: an interrupt landing there is dropped (it stays noted) and the teardown starts again;
 * Python swallows a KeyboardInterrupt raised in an at-fork hook (a signal that lands while a
   service or worker is being started); the note survives, and the next ``raise_if_interrupted()``
   between the steps of a command raises it.
