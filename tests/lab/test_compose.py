@@ -277,6 +277,8 @@ def assert_listing_survives_containers_coming_and_going(lab_name: str) -> None:
             listings += 1
     finally:
         t.join()
-        subprocess.run(f"docker ps -aq --filter label={LABEL}={other} | xargs -r docker rm -f", shell=True,
-                       capture_output=True)
+        left = docker_leftovers(other)["containers"]  # the churn's own, if it stopped midway
+        if left:
+            subprocess.run(["docker", "rm", "-f", *left], capture_output=True)
     assert listings > 0
+    assert_docker_clean(other)
