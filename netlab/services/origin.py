@@ -18,7 +18,6 @@ filter rules of the lab internet (netlab.compile.firewall.site_ruleset), not thi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import ssl
@@ -170,10 +169,16 @@ async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
     except (h11.RemoteProtocolError, h11.LocalProtocolError, TimeoutError, ConnectionError, ssl.SSLError,
             OSError) as exc:
         log.debug("%s: %s", name, exc)
+        # The reader keeps a reset's error, whose traceback keeps the reader's frames: a cycle
+        # holding the connection's TLS buffers (~100 KB) until the collector's rare full pass
+        # (netlab.gc_policy). Clients reset often (a close with session tickets unread).
+        exc.__traceback__ = None
     finally:
         writer.close()
-        with contextlib.suppress(ConnectionError, ssl.SSLError, OSError):
+        try:
             await writer.wait_closed()
+        except (ConnectionError, ssl.SSLError, OSError) as exc:
+            exc.__traceback__ = None
 
 
 async def _respond(conn: h11.Connection, writer: asyncio.StreamWriter, request: h11.Request, reply: Reply,
