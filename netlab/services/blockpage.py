@@ -12,11 +12,10 @@ nothing listens on 443 (a client there gets a TCP reset, as from most real block
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from functools import partial
 
-from netlab.services._serve import answer_page, listener, serve_until_stopped, service_main
+from netlab.services._serve import answer_page, close_connection, listener, serve_until_stopped, service_main
 from netlab.services.configs import BlockpageConfig
 
 log = logging.getLogger("blockpage")
@@ -28,9 +27,7 @@ async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pag
     except (TimeoutError, ConnectionError, OSError) as exc:
         log.debug("blockpage: %s", exc)
     finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError, OSError):
-            await writer.wait_closed()
+        await close_connection(writer)
 
 
 async def serve(config: BlockpageConfig) -> None:

@@ -36,7 +36,15 @@ from pathlib import Path
 from netlab.dnsname import wire_name
 from netlab.services._parsers import DONE, NEED_MORE, parse_client_hello
 from netlab.services._relay import abort, pipe
-from netlab.services._serve import HEAD_TIMEOUT, MAX_HEAD, answer_page, listener, serve_until_stopped, service_main
+from netlab.services._serve import (
+    HEAD_TIMEOUT,
+    MAX_HEAD,
+    answer_page,
+    close_connection,
+    listener,
+    serve_until_stopped,
+    service_main,
+)
 from netlab.services.configs import InterceptConfig, InterceptRule
 
 log = logging.getLogger("intercept")
@@ -184,9 +192,7 @@ class Interceptor:
             up_reader, up_writer = await self._onward(address, port, self.pass_mark, tls_name=name)
             await relay(reader, writer, up_reader, up_writer)
         finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError, OSError, ssl.SSLError):
-                await writer.wait_closed()
+            await close_connection(writer)
 
 
 async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
@@ -209,9 +215,7 @@ async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
         for task in (down, upward):
             task.cancel()
         for w in (writer, up_writer):
-            w.close()
-            with contextlib.suppress(ConnectionError, OSError, ssl.SSLError):
-                await w.wait_closed()
+            await close_connection(w)
 
 
 async def serve(config: InterceptConfig) -> None:

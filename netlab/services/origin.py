@@ -29,7 +29,7 @@ import h11
 
 from netlab.blockpage import bodiless, reason
 from netlab.services import h3
-from netlab.services._serve import Listening, listener, serve_until_stopped, service_main
+from netlab.services._serve import Listening, close_connection, listener, serve_until_stopped, service_main
 from netlab.services.configs import OriginConfig, SiteConfig
 
 log = logging.getLogger("origin")
@@ -169,16 +169,8 @@ async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
     except (h11.RemoteProtocolError, h11.LocalProtocolError, TimeoutError, ConnectionError, ssl.SSLError,
             OSError) as exc:
         log.debug("%s: %s", name, exc)
-        # The reader keeps a reset's error, whose traceback keeps the reader's frames: a cycle
-        # holding the connection's TLS buffers (~100 KB) until the collector's rare full pass
-        # (netlab.gc_policy). Clients reset often (a close with session tickets unread).
-        exc.__traceback__ = None
     finally:
-        writer.close()
-        try:
-            await writer.wait_closed()
-        except (ConnectionError, ssl.SSLError, OSError) as exc:
-            exc.__traceback__ = None
+        await close_connection(writer)
 
 
 async def _respond(conn: h11.Connection, writer: asyncio.StreamWriter, request: h11.Request, reply: Reply,

@@ -11,13 +11,12 @@ no site of the lab gets the connection closed: the proxy never leaves the lab.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from functools import partial
 
 from netlab.services._parsers import DONE, NEED_MORE, parse_client_hello, parse_http_host
 from netlab.services._relay import CHUNK, pipe
-from netlab.services._serve import listener, serve_until_stopped, service_main
+from netlab.services._serve import close_connection, listener, serve_until_stopped, service_main
 from netlab.services.configs import ProxyConfig
 
 log = logging.getLogger("proxy")
@@ -67,9 +66,7 @@ class Proxy:
         finally:
             for w in (writer, up_writer):
                 if w is not None:
-                    w.close()
-                    with contextlib.suppress(ConnectionError, OSError):
-                        await w.wait_closed()
+                    await close_connection(w)
 
 
 async def serve(config: ProxyConfig) -> None:
