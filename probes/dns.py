@@ -88,7 +88,11 @@ class WindowListeners:
             fill()
 
     def cancel(self) -> None:
-        for _, timer, close in self._open:
+        # Forget the timers too: each holds the context it was made in, and that context holds
+        # this object (_WINDOWS), a reference cycle that kept the sockets, the lookups and their
+        # trace until the collector's rare full pass (netlab.gc_policy): a worker's RSS crept up.
+        opened, self._open = self._open, []
+        for _, timer, close in opened:
             timer.cancel()
             close()
 

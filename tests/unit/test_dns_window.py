@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import time
 from typing import Any
@@ -25,7 +26,7 @@ from test_probes_support import (
 )
 
 from netlab.target import Target
-from probes.dns import DnsProbe, after_window, background_windows, lookup
+from probes.dns import DnsProbe, WindowListeners, after_window, background_windows, lookup
 from probes.trace import Trace
 from probes.web import WebProbe
 from probes.worker import Worker
@@ -85,6 +86,29 @@ def test_after_window_runs_at_once_outside_a_scope_and_after_settle_inside() -> 
 
     asyncio.run(go())
     assert ran == ["now", "later"]
+
+
+def test_a_closed_window_leaves_no_reference_cycle(dns_server: DnsServer) -> None:
+    """A window's timer holds the context it was made in, and that context the window's listeners:
+    a cycle that held each measurement's sockets and lookups until the collector's rare full pass."""
+    ctx = make_context(dns_server.port, dns_window=0.05)
+
+    async def measure() -> None:
+        for _ in range(3):
+            with background_windows() as windows:
+                await DnsProbe().run(Target.parse("https://injected.test/"), ctx)
+                await windows.settle()
+
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        asyncio.run(measure())
+        gc.collect()
+        left = [o for o in gc.garbage if isinstance(o, WindowListeners | asyncio.DatagramTransport | Trace)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert left == []
 
 
 def test_web_probe_connects_before_the_window_closes(pki: Pki) -> None:
