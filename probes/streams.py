@@ -12,11 +12,11 @@ the certificate chain the server sent -- which is exactly the evidence an interc
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import ssl
 from typing import TYPE_CHECKING, Protocol
 
+from netlab.aio import close_connection
 from probes.failures import failure_string
 from probes.safety import ensure_address_allowed
 
@@ -107,10 +107,8 @@ class TcpStream:
                           num_bytes=num_bytes, tags=self._tags)
 
     async def close(self) -> None:
-        self._writer.close()
-        # The peer may already have reset the connection; it is closed either way.
-        with contextlib.suppress(OSError):
-            await self._writer.wait_closed()
+        # The peer may already have reset the connection: it is closed either way.
+        await close_connection(self._writer)
 
 
 class TlsStream:

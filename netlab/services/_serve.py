@@ -1,6 +1,6 @@
 """What the lab's asyncio servers (origin, proxy, DoT, blockpage, interceptor) share: listening
-sockets, answering a fixed page, closing a connection, and running until the backend stops them
-(SIGTERM) after saying they are ready."""
+sockets, answering a fixed page, and running until the backend stops them (SIGTERM) after saying
+they are ready (closing a connection is netlab.aio's, shared with the probes)."""
 
 from __future__ import annotations
 
@@ -41,19 +41,6 @@ async def answer_page(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
             head += chunk
     writer.write(page)
     await writer.drain()
-
-
-async def close_connection(writer: asyncio.StreamWriter) -> None:
-    """Close a connection and wait until it is closed, whatever it ended with. An error it ended
-    with (a reset, a TLS alert) comes back here and its traceback is dropped: the stream's reader
-    keeps that error and the traceback the reader's frames, a reference cycle that would hold the
-    connection's buffers (~100 KB with TLS) until the collector's rare full pass (netlab.gc_policy).
-    Clients reset often: a close with the server's session tickets unread sends a reset."""
-    writer.close()
-    try:
-        await writer.wait_closed()
-    except OSError as exc:  # ConnectionError and ssl.SSLError among them
-        exc.__traceback__ = None
 
 
 class Listening(Protocol):

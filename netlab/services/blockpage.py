@@ -15,7 +15,8 @@ import asyncio
 import logging
 from functools import partial
 
-from netlab.services._serve import answer_page, close_connection, listener, serve_until_stopped, service_main
+from netlab.aio import close_connection
+from netlab.services._serve import answer_page, listener, serve_until_stopped, service_main
 from netlab.services.configs import BlockpageConfig
 
 log = logging.getLogger("blockpage")

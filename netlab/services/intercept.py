@@ -33,6 +33,7 @@ import ssl
 import struct
 from pathlib import Path
 
+from netlab.aio import close_connection
 from netlab.dnsname import wire_name
 from netlab.services._parsers import DONE, NEED_MORE, parse_client_hello
 from netlab.services._relay import abort, pipe
@@ -40,7 +41,6 @@ from netlab.services._serve import (
     HEAD_TIMEOUT,
     MAX_HEAD,
     answer_page,
-    close_connection,
     listener,
     serve_until_stopped,
     service_main,

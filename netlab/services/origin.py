@@ -27,9 +27,10 @@ from typing import Any
 
 import h11
 
+from netlab.aio import close_connection
 from netlab.blockpage import bodiless, reason
 from netlab.services import h3
-from netlab.services._serve import Listening, close_connection, listener, serve_until_stopped, service_main
+from netlab.services._serve import Listening, listener, serve_until_stopped, service_main
 from netlab.services.configs import OriginConfig, SiteConfig
 
 log = logging.getLogger("origin")

@@ -14,9 +14,10 @@ import asyncio
 import logging
 from functools import partial
 
+from netlab.aio import close_connection
 from netlab.services._parsers import DONE, NEED_MORE, parse_client_hello, parse_http_host
 from netlab.services._relay import CHUNK, pipe
-from netlab.services._serve import close_connection, listener, serve_until_stopped, service_main
+from netlab.services._serve import listener, serve_until_stopped, service_main
 from netlab.services.configs import ProxyConfig
 
 log = logging.getLogger("proxy")
