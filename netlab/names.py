@@ -19,6 +19,9 @@ LAB_NAME_RULE = "1 to 24 characters: a lower-case letter, then lower-case letter
 _LAB_NAME = re.compile(r"[a-z][a-z0-9-]{0,23}")
 PREFIX = "nl-"  # every namespace and container of every lab
 SEPARATOR = "."  # between the lab name and the host name; never part of a lab name
+# The three-namespace client-router-server topology of the DPI tests and benchmarks
+# (tests/lab/dpi_topology.py): like a lab host, one of them has no route out of itself.
+TOPOLOGY_PREFIX = "nldpi-"
 
 
 def lab_name_problem(name: object) -> str | None:

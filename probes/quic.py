@@ -40,7 +40,7 @@ from probes.dns import resolve_into
 from probes.errors import QuicFailure
 from probes.failures import GENERIC_TIMEOUT, failure_string
 from probes.http import USER_AGENT, page_title
-from probes.safety import ensure_target_allowed
+from probes.safety import ensure_address_allowed, ensure_target_allowed
 from probes.streams import endpoint
 from probes.trace import IO_EVENTS_PER_TRANSACTION, Trace
 
@@ -202,6 +202,8 @@ async def measure_address(target: Target, ip: str, ctx: ProbeContext, trace: Tra
                           ) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]]:
     """Handshake and GET on one address: (quic_handshakes entry, requests entry or None, result
     facts: failure, stage, status, body)."""
+    # Before any socket exists; a refusal is no network failure, so it is not caught below.
+    ensure_address_allowed(ip, "QUIC handshake")
     tid = trace.new_transaction()
     address = endpoint(ip, target.port)
     events = _Events(trace, address, tid)

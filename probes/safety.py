@@ -1,36 +1,96 @@
 """Guards that keep probes inside the lab.
 
-Every socket the probes open goes through ``ensure_address_allowed`` right before it sends its
-first packet (see ``probes.streams`` and ``probes.dns``), so no code path can reach a globally
-routable address, whatever a resolver answers.
+Two rules, checked right before a socket sends its first packet (``probes.streams``,
+``probes.dns``, ``probes.quic``) and on every target a probe is handed:
+
+- the address must be an IP literal that is not globally routable (the lab's address plan), so no
+  code path can reach the internet whatever a resolver answers;
+- unless it is a loopback address, the calling thread must be inside a lab host: a network
+  namespace that netlab made (``/run/netns/nl-<lab>.<host>``, on the Docker host for a netns lab,
+  inside the lab's container for a compose lab), or one of the DPI tests' topology (``nldpi-*``).
+  Private and test-net addresses are also what the machine's own networks use, so the first rule
+  alone would let a probe started by hand on the host (``python -m probes.worker``) send to
+  whatever answers there. Lab namespaces have no route out of the lab, which is what makes their
+  addresses safe to contact.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import os
+
+from netlab.names import PREFIX, SEPARATOR, TOPOLOGY_PREFIX
 from netlab.target import Target, host_is_ip, in_address_plan
 from probes.context import ProbeContext
 from probes.errors import TargetRefused
 
+NETNS_DIR = "/run/netns"
+# The network namespace of the calling thread (setns changes one thread, not the process).
+_OWN_NETNS = "/proc/thread-self/ns/net"
+
+# (device, inode) of a network namespace -> the lab host it is, or "" for none. A namespace that a
+# process is in cannot be freed, so its identity cannot be reused while the answer is in use.
+_lab_hosts: dict[tuple[int, int], str] = {}
+
+
+def lab_namespace() -> str | None:
+    """The lab host's namespace (``nl-<lab>.<host>``, or ``nldpi-*``) the calling thread is in, or None."""
+    try:
+        own = os.stat(_OWN_NETNS)
+    except OSError:  # no /proc: nothing shows we are inside a lab
+        return None
+    key = (own.st_dev, own.st_ino)
+    if key not in _lab_hosts:
+        _lab_hosts[key] = _find_namespace(key)
+    return _lab_hosts[key] or None
+
+
+def _find_namespace(key: tuple[int, int]) -> str:
+    try:
+        names = os.listdir(NETNS_DIR)
+    except OSError:
+        return ""
+    for name in names:
+        if not ((name.startswith(PREFIX) and SEPARATOR in name) or name.startswith(TOPOLOGY_PREFIX)):
+            continue
+        try:
+            st = os.stat(os.path.join(NETNS_DIR, name))
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == key:
+            return name
+    return ""
+
+
+def _refusal(address: str, purpose: str) -> str | None:
+    """Why ``address`` (an IP literal) may not be contacted from here, or None if it may."""
+    if not in_address_plan(address):
+        return f"refusing to contact {address} ({purpose}): globally routable address, outside the lab"
+    if ipaddress.ip_address(address).is_loopback or lab_namespace() is not None:
+        return None
+    return (f"refusing to contact {address} ({purpose}): this process is not inside a lab host "
+            f"(a network namespace {NETNS_DIR}/{PREFIX}<lab>{SEPARATOR}<host>), so it may contact "
+            "loopback addresses only; run probes through `harness run` or `harness exec`")
+
 
 def ensure_address_allowed(address: str, purpose: str) -> None:
-    """Raise ``TargetRefused`` unless ``address`` is an IP literal inside the lab's address plan."""
+    """Raise ``TargetRefused`` unless ``address`` is an IP literal this process may contact."""
     if not host_is_ip(address):
         # Only IP literals are ever handed to the socket layer: a name would go through the
         # host's own resolver, which may talk to the real internet.
         raise TargetRefused(f"refusing to contact {address!r} ({purpose}): not an IP address")
-    if not in_address_plan(address):
-        raise TargetRefused(
-            f"refusing to contact {address} ({purpose}): globally routable address, outside the lab"
-        )
+    why = _refusal(address, purpose)
+    if why:
+        raise TargetRefused(why)
 
 
 def ensure_target_allowed(target: Target, ctx: ProbeContext) -> None:
-    """Raise ``TargetRefused`` unless the target's host is a lab name or an in-plan IP literal."""
+    """Raise ``TargetRefused`` unless the target's host is a lab name or an IP literal this process
+    may contact."""
     if host_is_ip(target.host):
-        if not in_address_plan(target.host):
-            raise TargetRefused(
-                f"refusing {target.url}: {target.host} is a globally routable address, outside the lab"
-            )
+        why = _refusal(target.host, "target")
+        if why:
+            raise TargetRefused(f"refusing {target.url}: {why.removeprefix('refusing to contact ')}")
         return
     if target.host not in ctx.lab_names:
         raise TargetRefused(f"refusing {target.url}: {target.host!r} is not a site this lab serves")

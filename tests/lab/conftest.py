@@ -14,6 +14,8 @@ import pytest
 from netlab.names import lab_of
 
 ROOT = Path(__file__).resolve().parents[2]
+# Prints the lab host the probes find themselves in (probes.safety.lab_namespace), or None.
+WHERE_AM_I = ["python3", "-c", "from probes.safety import lab_namespace; print(lab_namespace())"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

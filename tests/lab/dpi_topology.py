@@ -28,8 +28,10 @@ import time
 import uuid
 from pathlib import Path
 
+from netlab.names import TOPOLOGY_PREFIX
+
 REPO = Path(__file__).resolve().parents[2]
-PREFIX = "nldpi-"
+PREFIX = TOPOLOGY_PREFIX
 CLIENT_IP = "10.1.0.2"
 ROUTER_DOWN = "10.1.0.1"
 ROUTER_UP = "10.1.255.1"

@@ -13,11 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, assert_no_leftovers
+from conftest import ROOT, WHERE_AM_I, assert_no_leftovers
 
 from harness.campaign import CampaignConfig, run_campaign
 from harness.runner import run_scenario
 from netlab.backends.compose import LABEL, ComposeBackend
+from netlab.backends.netns import ns_name
 from netlab.compile import compile_lab
 from netlab.errors import LabFault
 from netlab.loader import load_scenario
@@ -194,6 +195,11 @@ def test_a_dead_service_in_a_container_is_named_with_its_exit_status(lab_name: s
             got = link_names(subprocess.run(lab.command(host.name, ["ip", "-o", "link"]), capture_output=True,
                                             text=True, timeout=60).stdout)
             assert got == {"lo", *(i.name for i in host.interfaces)}, host.name
+        # The probes recognise a lab host from inside it, and the container's own namespace as none.
+        where = subprocess.run(lab.command("isp-a", WHERE_AM_I), capture_output=True, text=True, timeout=60)
+        assert where.stdout.split() == [ns_name(lab_name, "isp-a")], where.stderr
+        outside = subprocess.run(["docker", "exec", container, *WHERE_AM_I], capture_output=True, text=True)
+        assert outside.stdout.split() == ["None"], outside.stderr
         subprocess.run(["docker", "exec", lab.state.hosts["isp-b.gw"], "pkill", "-KILL", "-f", "netlab.services.dpi"],
                        check=True, capture_output=True)
         deadline = time.monotonic() + 30

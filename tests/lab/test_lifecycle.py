@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, assert_no_leftovers, leftovers
+from conftest import ROOT, WHERE_AM_I, assert_no_leftovers, leftovers
 
 from harness.campaign import CampaignConfig, run_campaign
-from netlab.backends.netns import NetnsBackend
+from netlab.backends.netns import NetnsBackend, ns_name
 from netlab.compile import compile_lab
 from netlab.errors import LabError
 from netlab.loader import load_scenario
@@ -135,5 +135,8 @@ def test_probe_refuses_targets_outside_the_lab(lab_name: str) -> None:
         lines = sorted((json.loads(x) for x in res.stdout.splitlines()), key=lambda x: x["id"])
         assert [x.get("kind") for x in lines] == ["refused", "refused"], res.stdout + res.stderr
         assert "example.org" in lines[0]["error"]
+        # Lab addresses are contacted only from inside a lab host, which the probes recognise.
+        where = subprocess.run(lab.command("fwisp", WHERE_AM_I), capture_output=True, text=True, timeout=60)
+        assert where.stdout.split() == [ns_name(lab_name, "fwisp")], where.stderr
     finally:
         lab.down()

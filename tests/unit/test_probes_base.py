@@ -6,11 +6,12 @@ import json
 
 import pytest
 
+import probes.safety
 from netlab.target import Target
 from probes.base import BUILTIN_PROBES, Probe, load_probe, load_probes
 from probes.context import ProbeContext
 from probes.errors import ProbeError, TargetRefused
-from probes.safety import ensure_address_allowed, ensure_target_allowed
+from probes.safety import ensure_address_allowed, ensure_target_allowed, lab_namespace
 
 
 def context(**overrides: object) -> ProbeContext:
@@ -64,7 +65,13 @@ def test_load_probe() -> None:
         load_probe("nope")
 
 
-def test_target_guard() -> None:
+@pytest.fixture
+def inside_a_lab_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As if this thread ran in a lab host's namespace (tests/lab checks the real one)."""
+    monkeypatch.setattr(probes.safety, "lab_namespace", lambda: "nl-t.isp-a")
+
+
+def test_target_guard(inside_a_lab_host: None) -> None:
     ctx = context()
     ensure_target_allowed(Target.parse("https://news.test/"), ctx)
     ensure_target_allowed(Target.parse("http://198.18.0.10/"), ctx)
@@ -76,7 +83,7 @@ def test_target_guard() -> None:
     assert issubclass(TargetRefused, ProbeError)
 
 
-def test_address_guard() -> None:
+def test_address_guard(inside_a_lab_host: None) -> None:
     for allowed in ("127.0.0.1", "10.1.2.3", "198.18.5.5", "192.168.1.1", "fd00::1"):
         ensure_address_allowed(allowed, "test")
     for refused in ("8.8.8.8", "93.184.216.34", "2001:4860:4860::8888", "224.0.0.1", "0.0.0.0"):
@@ -84,3 +91,19 @@ def test_address_guard() -> None:
             ensure_address_allowed(refused, "test")
     with pytest.raises(TargetRefused, match="not an IP address"):
         ensure_address_allowed("news.test", "test")
+
+
+def test_outside_a_lab_host_only_loopback_may_be_contacted() -> None:
+    # This test runs in the machine's own namespace, whose private and test-net addresses may
+    # answer: a probe started here by hand must not send to them.
+    assert lab_namespace() is None
+    for allowed in ("127.0.0.1", "127.8.0.1", "::1"):
+        ensure_address_allowed(allowed, "test")
+    for refused in ("198.51.100.7", "10.1.2.3", "192.168.1.1", "fd00::1"):
+        with pytest.raises(TargetRefused, match="not inside a lab host"):
+            ensure_address_allowed(refused, "test")
+    with pytest.raises(TargetRefused, match="not inside a lab host"):
+        ensure_target_allowed(Target.parse("https://198.51.100.7/"), context())
+    ensure_target_allowed(Target.parse("http://127.0.0.1:8080/"), context())
+    with pytest.raises(TargetRefused, match="globally routable"):
+        ensure_address_allowed("8.8.8.8", "test")

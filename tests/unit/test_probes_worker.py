@@ -49,13 +49,17 @@ def test_worker_end_to_end(pki: Pki, dns_server: DnsServer) -> None:
             json.dumps({"id": 12, "probe": "web", "url": "ftp://news.test/"}),  # bad URL
             json.dumps({"id": 13, "probe": "nope", "url": "https://news.test/"}),  # unknown probe
             json.dumps({"id": 14}),  # missing fields
+            # Lab addresses, but this worker runs in the machine's own namespace, not a lab host:
+            # what answers there is not the lab, so nothing may be sent.
+            json.dumps({"id": 15, "probe": "web", "url": "https://198.51.100.7/"}),
+            json.dumps({"id": 16, "probe": "quic", "url": "https://10.0.0.1/"}),
             "this is not json",
             "",  # blank lines are skipped
         ]
         done = run_worker([header(dns_server.port, str(pki.ca_file)), *jobs])
     assert done.returncode == 0, done.stderr
     results = [json.loads(line) for line in done.stdout.splitlines()]
-    assert len(results) == 10  # one line per job, nothing else on stdout
+    assert len(results) == 12  # one line per job, nothing else on stdout
     by_id = {r["id"]: r for r in results if r["id"] is not None}
 
     for i in range(4):
@@ -74,6 +78,8 @@ def test_worker_end_to_end(pki: Pki, dns_server: DnsServer) -> None:
     assert by_id[12]["kind"] == "refused" and "scheme" in by_id[12]["error"]
     assert by_id[13]["kind"] == "crash" and "unknown probe" in by_id[13]["error"]
     assert by_id[14]["kind"] == "crash"
+    for i in (15, 16):
+        assert by_id[i]["kind"] == "refused" and "not inside a lab host" in by_id[i]["error"], by_id[i]
     [bad] = [r for r in results if r["id"] is None]
     assert bad["kind"] == "crash" and "not valid JSON" in bad["error"]
 
