@@ -320,15 +320,25 @@ def peak_rss_kib(pid: int) -> int:
 
 def bench_memory(tmp: Path, opts: argparse.Namespace) -> None:
     """`harness run` end to end (issue 16 item 4): lab up, campaign, scoring with OONI's keys, down,
-    with the peak RSS of the harness process. Beside it, what one plain read of the results costs
-    (every line read and parsed once): the floor of any pass over them."""
+    with the peak RSS of the harness process. Beside it, first, this machine's floor: the raw
+    scripts (bench/raw_baseline.py) doing the same network work in the same lab, from both vantages
+    at once as the harness's workers do, over the first RAW_SAMPLE targets; their rate says how
+    long the whole run would take them. Then what one plain read of the results costs (every line
+    read and parsed once): the floor of any pass over them."""
     n = opts.measurements or (100_000 if opts.full else 10_000)
     sites = 500 if n >= 20_000 else 250
     paths = max(1, n // (sites * 4))  # https and http, two vantages
     name = f"{opts.prefix}mem"
     path = tmp / f"{name}.yaml"
-    path.write_text(scenario_text(name, sites=sites, isps=1, paths=paths, rules=False))
+    scenario = load(scenario_text(name, sites=sites, isps=1, paths=paths, rules=False), tmp, name)
     expected = sites * paths * 2 * 2
+    sample = dataclasses.replace(scenario, targets=scenario.targets[:RAW_SAMPLE])
+    lab = NetnsBackend().up(compile_lab(sample, f"{name}raw"))
+    try:
+        raw_done, raw_secs = raw_baseline(lab, sample, list(lab.state.vantages), 64)
+    finally:
+        lab.down()
+    raw_rate = raw_done / raw_secs
     out = tmp / "mem"
     load_before = load_average()
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", str(path), "--quiet", "--concurrency", "64",
@@ -364,13 +374,19 @@ def bench_memory(tmp: Path, opts: argparse.Namespace) -> None:
         lines = sum(1 for line in f if jsonl.loads(line))
     parse_once = time.perf_counter() - t0
     busy = f"load avg {min(loads):.1f}-{max(loads):.1f}"
+    rate = lines / info["campaign_seconds"]
     row("end to end", f"`harness run`, {lines} measurements ({expected} planned): time / peak RSS",
-        f"{secs:.0f} s / {peak / 1024:.0f} MiB", f"one read+parse of the results {parse_once:.0f} s",
-        f"up {info.get('up_seconds', 0):.1f} s, campaign {info['campaign_seconds']:.0f} s "
-        f"({lines / info['campaign_seconds']:.0f}/s), then scoring + OONI keys {after:.0f} s; "
-        f"results {size / 2**30:.1f} GiB; {busy}")
+        f"{secs:.0f} s / {peak / 1024:.0f} MiB",
+        f"raw scripts {raw_rate:.0f}/s ({raw_done} measurements), so {expected / raw_rate:.0f} s for "
+        f"{expected}; one read+parse of the results {parse_once:.0f} s",
+        f"end to end {secs * raw_rate / expected:.2f}x the raw scripts' time; up {info.get('up_seconds', 0):.1f} s, "
+        f"campaign {info['campaign_seconds']:.0f} s ({rate:.0f}/s, {raw_rate / rate:.2f}x the raw rate), then "
+        f"scoring + OONI keys {after:.0f} s; results {size / 2**30:.1f} GiB; {busy}")
     shutil.rmtree(out, ignore_errors=True)
 
+
+#: Targets the raw scripts measure (from each vantage) to give the end-to-end run its floor.
+RAW_SAMPLE = 5000
 
 SECTIONS = {"lifecycle": bench_lifecycle, "throughput": bench_throughput, "scaling": bench_scaling,
             "blocked": bench_blocked, "backends": bench_backends,
