@@ -92,6 +92,12 @@ def host_is_ip(host: str) -> bool:
 
 
 @functools.lru_cache(maxsize=4096)
+def is_loopback(addr: str) -> bool:
+    """Cached: a lab has a few hundred addresses, and probes ask for each several times a measurement."""
+    return ipaddress.ip_address(addr).is_loopback
+
+
+@functools.lru_cache(maxsize=4096)
 def in_address_plan(addr: str) -> bool:
     """True for addresses a probe may contact: never a globally routable one."""
     ip = ipaddress.ip_address(addr)

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 import hashlib
 import html
-import ipaddress
 import re
 import time
 from collections.abc import AsyncIterable
@@ -25,7 +23,7 @@ from urllib.parse import urlsplit
 import httpcore
 
 from netlab.capabilities import STAGES, Capabilities
-from netlab.target import Target, host_is_ip
+from netlab.target import Target, host_is_ip, is_loopback
 from probes.aio import gather_each
 from probes.base import Probe
 from probes.context import ProbeContext
@@ -395,11 +393,11 @@ async def _hop(target: Target, ctx: ProbeContext, trace: Trace, keys: dict[str, 
             keys["x_resolved"]["public"] = public.addresses
         keys["dns_experiment_failure"] = system.failure
     # Like OONI, never connect to loopback answers: they name no server of the site.
-    addresses = [a for a in system.addresses if not (ctx.skip_loopback and _is_loopback(a))]
+    addresses = [a for a in system.addresses if not (ctx.skip_loopback and is_loopback(a))]
     if not ooni_flows:
         return await _fetch_flow(target, system, addresses, ctx, trace, keys, tags, depth=depth, ooni_flows=False)
     public_only = [a for a in (public.addresses if public else []) if a not in system.addresses
-                   and not (ctx.skip_loopback and _is_loopback(a))]
+                   and not (ctx.skip_loopback and is_loopback(a))]
     plans = _side_plans(target, addresses, public_only, tags)
     if not plans:  # an https URL whose resolvers agree: the fetching flow is all there is
         return await _fetch_flow(target, system, addresses, ctx, trace, keys, tags, depth=depth, ooni_flows=True)
@@ -524,10 +522,6 @@ async def _side_flows(plans: list[_SidePlan], target: Target, ctx: ProbeContext,
             [r for _, _, reqs in done for r in reqs])
 
 
-@functools.lru_cache(maxsize=4096)
-def _is_loopback(address: str) -> bool:
-    """Cached: a lab has a few hundred addresses, each parsed twice a hop without it."""
-    return ipaddress.ip_address(address).is_loopback
 
 
 def _record_responses(keys: dict[str, Any], system: DnsLookup, public: DnsLookup | None, depth: int) -> None:

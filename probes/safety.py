@@ -16,13 +16,11 @@ Two rules, checked right before a socket sends its first packet (``probes.stream
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 import os
 import threading
 
 from netlab.names import PREFIX, SEPARATOR, TOPOLOGY_PREFIX
-from netlab.target import Target, host_is_ip, in_address_plan
+from netlab.target import Target, host_is_ip, in_address_plan, is_loopback
 from probes.context import ProbeContext
 from probes.errors import TargetRefused
 
@@ -70,16 +68,11 @@ def _find_namespace(key: tuple[int, int]) -> str:
     return ""
 
 
-@functools.lru_cache(maxsize=4096)
-def _is_loopback(address: str) -> bool:
-    return ipaddress.ip_address(address).is_loopback
-
-
 def _refusal(address: str, purpose: str) -> str | None:
     """Why ``address`` (an IP literal) may not be contacted from here, or None if it may."""
     if not in_address_plan(address):
         return f"refusing to contact {address} ({purpose}): globally routable address, outside the lab"
-    if _is_loopback(address) or lab_namespace() is not None:
+    if is_loopback(address) or lab_namespace() is not None:
         return None
     return (f"refusing to contact {address} ({purpose}): this process is not inside a lab host "
             f"(a network namespace {NETNS_DIR}/{PREFIX}<lab>{SEPARATOR}<host>), so it may contact "
