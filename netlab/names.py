@@ -22,6 +22,7 @@ SEPARATOR = "."  # between the lab name and the host name; never part of a lab n
 # The three-namespace client-router-server topology of the DPI tests and benchmarks
 # (tests/lab/dpi_topology.py): like a lab host, one of them has no route out of itself.
 TOPOLOGY_PREFIX = "nldpi-"
+NETNS_DIR = "/run/netns"  # where named network namespaces are bound, as `ip netns add` does
 
 
 def lab_name_problem(name: object) -> str | None:

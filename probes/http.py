@@ -522,8 +522,6 @@ async def _side_flows(plans: list[_SidePlan], target: Target, ctx: ProbeContext,
             [r for _, _, reqs in done for r in reqs])
 
 
-
-
 def _record_responses(keys: dict[str, Any], system: DnsLookup, public: DnsLookup | None, depth: int) -> None:
     keys["queries"] += system.entries + (public.entries if public else [])
     if depth == 0:

@@ -19,12 +19,11 @@ from __future__ import annotations
 import os
 import threading
 
-from netlab.names import PREFIX, SEPARATOR, TOPOLOGY_PREFIX
+from netlab.names import NETNS_DIR, PREFIX, SEPARATOR, TOPOLOGY_PREFIX
 from netlab.target import Target, host_is_ip, in_address_plan, is_loopback
 from probes.context import ProbeContext
 from probes.errors import TargetRefused
 
-NETNS_DIR = "/run/netns"
 # The network namespace of the calling thread (setns changes one thread, not the process).
 _OWN_NETNS = "/proc/thread-self/ns/net"
 

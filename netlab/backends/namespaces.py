@@ -15,8 +15,9 @@ from typing import TypeVar
 
 from pyroute2 import IPRoute, netns
 
+from netlab.names import NETNS_DIR
+
 CLONE_NEWNET = 0x40000000
-NETNS_DIR = "/run/netns"
 NETLINK_ROUTE = 0
 _libc = ctypes.CDLL(None, use_errno=True)
 T = TypeVar("T")

@@ -40,11 +40,11 @@ from netlab.backends.base import (
     wait_until,
     write_lab_files,
 )
-from netlab.backends.namespaces import NETNS_DIR, create_netns, iproute_in_netns, socket_in_netns, write_sysctl
+from netlab.backends.namespaces import create_netns, iproute_in_netns, socket_in_netns, write_sysctl
 from netlab.errors import LabError, LabInUse, NoSuchLab
 from netlab.hostsetup import configure_host, ipv6_sysctls, start_rank
 from netlab.interrupts import deferred
-from netlab.names import PREFIX, check_lab_name, host_object_name, lab_of
+from netlab.names import NETNS_DIR, PREFIX, check_lab_name, host_object_name, lab_of
 from netlab.plan import LAB_DIR, Host, LabPlan, Link, ReadyCheck
 from netlab.readiness import is_ready
 
