@@ -200,7 +200,10 @@ def test_the_longest_silence_in_a_body_is_reported(dns_server: DnsServer) -> Non
     with tcp_server(pause_midway) as server:
         keys = run(HttpProbe().run(Target.parse(f"http://news.test:{server.port}/"), make_context(dns_server.port)))
     assert keys["x_body_length"] == len(body)
-    assert 0.3 <= keys["x_body_stall_seconds"] <= keys["x_body_seconds"]
+    # The probe times the gap between its own reads: the first half may reach it a little after
+    # the server sent it, the second at once, so the gap can fall short of the server's 0.3 s by
+    # that delivery time (0.299977 s was seen on a busy machine). No other gap comes near it.
+    assert 0.25 <= keys["x_body_stall_seconds"] <= keys["x_body_seconds"]
     with tcp_server(serve(http_response(PAGE))) as server:
         keys = run(HttpProbe().run(Target.parse(f"http://news.test:{server.port}/"), make_context(dns_server.port)))
     assert 0 <= keys["x_body_stall_seconds"] <= keys["x_body_seconds"]
