@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import threading
 
-from netlab.names import NETNS_DIR, PREFIX, SEPARATOR, TOPOLOGY_PREFIX
+from netlab.names import NETNS_DIR, PREFIX, SEPARATOR, TOPOLOGY_PREFIX, lab_of
 from netlab.target import Target, host_is_ip, in_address_plan, is_loopback
 from probes.context import ProbeContext
 from probes.errors import TargetRefused
@@ -56,7 +56,7 @@ def _find_namespace(key: tuple[int, int]) -> str:
     except OSError:
         return ""
     for name in names:
-        if not ((name.startswith(PREFIX) and SEPARATOR in name) or name.startswith(TOPOLOGY_PREFIX)):
+        if lab_of(name) is None and not name.startswith(TOPOLOGY_PREFIX):
             continue
         try:
             st = os.stat(os.path.join(NETNS_DIR, name))
@@ -67,15 +67,15 @@ def _find_namespace(key: tuple[int, int]) -> str:
     return ""
 
 
-def _refusal(address: str, purpose: str) -> str | None:
+def _refusal(address: str) -> str | None:
     """Why ``address`` (an IP literal) may not be contacted from here, or None if it may."""
     if not in_address_plan(address):
-        return f"refusing to contact {address} ({purpose}): globally routable address, outside the lab"
+        return "globally routable address, outside the lab"
     if is_loopback(address) or lab_namespace() is not None:
         return None
-    return (f"refusing to contact {address} ({purpose}): this process is not inside a lab host "
-            f"(a network namespace {NETNS_DIR}/{PREFIX}<lab>{SEPARATOR}<host>), so it may contact "
-            "loopback addresses only; run probes through `harness run` or `harness exec`")
+    return (f"this process is not inside a lab host (a network namespace {NETNS_DIR}/{PREFIX}<lab>"
+            f"{SEPARATOR}<host>), so it may contact loopback addresses only; run probes through "
+            "`harness run` or `harness exec`")
 
 
 def ensure_address_allowed(address: str, purpose: str) -> None:
@@ -84,18 +84,18 @@ def ensure_address_allowed(address: str, purpose: str) -> None:
         # Only IP literals are ever handed to the socket layer: a name would go through the
         # host's own resolver, which may talk to the real internet.
         raise TargetRefused(f"refusing to contact {address!r} ({purpose}): not an IP address")
-    why = _refusal(address, purpose)
+    why = _refusal(address)
     if why:
-        raise TargetRefused(why)
+        raise TargetRefused(f"refusing to contact {address} ({purpose}): {why}")
 
 
 def ensure_target_allowed(target: Target, ctx: ProbeContext) -> None:
     """Raise ``TargetRefused`` unless the target's host is a lab name or an IP literal this process
     may contact."""
     if host_is_ip(target.host):
-        why = _refusal(target.host, "target")
+        why = _refusal(target.host)
         if why:
-            raise TargetRefused(f"refusing {target.url}: {why.removeprefix('refusing to contact ')}")
+            raise TargetRefused(f"refusing {target.url}: {target.host}: {why}")
         return
     if target.host not in ctx.lab_names:
         raise TargetRefused(f"refusing {target.url}: {target.host!r} is not a site this lab serves")
